@@ -1,0 +1,237 @@
+//! Starting and stopping a broker: listeners, router, gateway and HTTP, as one unit.
+//!
+//! [`Listeners::bind`] binds first so that the caller (the CLI's ready line, a test) learns
+//! the real ports, including those picked for port 0. [`Broker::start`] then runs the
+//! accept loops and the router; [`Broker::shutdown`] stops accepting, closes every client
+//! and waits for their tasks, within the configured grace time.
+
+use crate::config::Config;
+use crate::gateway::{Gateway, TransportKind};
+use crate::http::{self, HttpState};
+use crate::listener::{self, Slots};
+use crate::router::{RouterError, RouterHandle, RouterSettings};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Descriptors kept free beyond the client connections: listeners, refusals, files.
+const FD_RESERVE: u64 = 64;
+
+/// Why a broker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A listener could not be bound.
+    #[error("cannot listen for {what} on {addr}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The router could not be started.
+    #[error("cannot start the router")]
+    Router(#[from] RouterError),
+    /// Connections were still open when the grace time ran out.
+    #[error("{0} connection tasks still running after the shutdown grace time")]
+    ShutdownTimeout(usize),
+}
+
+/// The three bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    mqtt: TcpListener,
+    ws: TcpListener,
+    http: TcpListener,
+}
+
+/// Where a broker listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    /// MQTT over TCP.
+    pub mqtt: SocketAddr,
+    /// MQTT over WebSocket (`ws://ADDR/mqtt`).
+    pub ws: SocketAddr,
+    /// HTTP.
+    pub http: SocketAddr,
+}
+
+impl fmt::Display for Addrs {
+    /// `mqtt=IP:PORT ws=IP:PORT http=IP:PORT`, as in the ready line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mqtt={} ws={} http={}", self.mqtt, self.ws, self.http)
+    }
+}
+
+impl Listeners {
+    /// Binds the three listeners of `config.listen`.
+    ///
+    /// # Errors
+    /// An address is in use or not local.
+    pub async fn bind(config: &Config) -> Result<Listeners, BrokerError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BrokerError::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            mqtt: bind("MQTT", config.listen.mqtt).await?,
+            ws: bind("MQTT over WebSocket", config.listen.ws).await?,
+            http: bind("HTTP", config.listen.http).await?,
+        })
+    }
+
+    /// The bound addresses, with real ports.
+    pub fn addrs(&self) -> Addrs {
+        let at = |l: &TcpListener| {
+            l.local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        Addrs {
+            mqtt: at(&self.mqtt),
+            ws: at(&self.ws),
+            http: at(&self.http),
+        }
+    }
+}
+
+/// A running broker. Dropping it cancels it without waiting; call
+/// [`shutdown`](Broker::shutdown) to wait.
+#[derive(Debug)]
+pub struct Broker {
+    addrs: Addrs,
+    gateway: Arc<Gateway>,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl Broker {
+    /// Starts the router and serves the listeners until shut down.
+    ///
+    /// Must be called inside a tokio runtime. Raises the open-files soft limit to the hard
+    /// limit and lowers `max_connections` (with a warning) if the hard limit is smaller.
+    ///
+    /// # Errors
+    /// The router's threads could not be started.
+    pub fn start(listeners: Listeners, mut config: Config) -> Result<Broker, BrokerError> {
+        let addrs = listeners.addrs();
+        config.limits.max_connections = fit_to_fd_limit(config.limits.max_connections);
+        let router = RouterHandle::spawn(&RouterSettings {
+            // Room for internal links (the dashboard bridge) beside the clients.
+            max_connections: config.limits.max_connections + 16,
+            max_outgoing_packet_count: config.router.max_outgoing_packet_count,
+            max_segment_size: config.router.max_segment_size,
+            max_segment_count: config.router.max_segment_count,
+        })?;
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_millis(config.shutdown.grace_ms);
+        let slots = Slots {
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            refusals: Arc::new(Semaphore::new(config.limits.reject_slots.max(1))),
+        };
+        let gateway = Arc::new(Gateway::new(config, router, shutdown.clone()));
+        let tracker = TaskTracker::new();
+        let listening = Arc::new(AtomicBool::new(false));
+
+        tracker.spawn(listener::run(
+            listeners.mqtt,
+            TransportKind::Tcp,
+            Arc::clone(&gateway),
+            slots.clone(),
+            tracker.clone(),
+        ));
+        tracker.spawn(listener::run(
+            listeners.ws,
+            TransportKind::Ws,
+            Arc::clone(&gateway),
+            slots,
+            tracker.clone(),
+        ));
+        let app = http::app(HttpState {
+            gateway: Arc::clone(&gateway),
+            listening: Arc::clone(&listening),
+        });
+        let http_shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let serve = axum::serve(listeners.http, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned());
+            if let Err(e) = serve.await {
+                warn!(error = %e, "HTTP server failed");
+            }
+        });
+        listening.store(true, Ordering::Release);
+        info!(%addrs, "broker started");
+        Ok(Broker {
+            addrs,
+            gateway,
+            tracker,
+            grace,
+        })
+    }
+
+    /// Where the broker listens.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// The shared gateway state (counters, registry).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Stops accepting, disconnects every client and waits for their tasks, at most the
+    /// configured grace time.
+    ///
+    /// # Errors
+    /// [`BrokerError::ShutdownTimeout`] when tasks were still running at the deadline.
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        self.gateway.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            return Err(BrokerError::ShutdownTimeout(self.tracker.len()));
+        }
+        info!("broker stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.gateway.shutdown.cancel();
+    }
+}
+
+/// Raises the open-files soft limit and returns how many clients fit under it.
+fn fit_to_fd_limit(wanted: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-files limit");
+            return wanted;
+        }
+    };
+    let room = usize::try_from(limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    if room < wanted {
+        warn!(
+            wanted,
+            allowed = room,
+            open_files_limit = limit,
+            "limits.max_connections lowered to fit the open-files limit"
+        );
+        room.max(1)
+    } else {
+        wanted
+    }
+}

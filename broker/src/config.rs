@@ -1,0 +1,272 @@
+//! Broker configuration: listener addresses, limits and router settings.
+//!
+//! The defaults live in `config/default.toml`, embedded in the binary so that
+//! `fleetcast config` can print a commented file a user copies and edits. Every bound the
+//! gateway enforces (connections, packet size, time-outs, ingest rates) is set here.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The default configuration file, with comments.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+/// Everything `fleetcast serve` can be told.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener addresses.
+    pub listen: Listen,
+    /// Bounds the gateway enforces.
+    pub limits: Limits,
+    /// Settings handed to the embedded rumqttd router.
+    pub router: Router,
+    /// Graceful shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// Listener addresses; port 0 picks a free port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// MQTT over TCP.
+    pub mqtt: SocketAddr,
+    /// MQTT over WebSocket (path `/mqtt`).
+    pub ws: SocketAddr,
+    /// HTTP (health, readiness).
+    pub http: SocketAddr,
+}
+
+/// Bounds on clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Client connections over all listeners.
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted (remaining length, bytes).
+    pub max_packet_size: usize,
+    /// Time from TCP accept to CONNECT (ms).
+    pub connect_timeout_ms: u64,
+    /// Time from TCP accept to a finished WebSocket upgrade (ms).
+    pub ws_handshake_timeout_ms: u64,
+    /// Time a socket write may take before the client is dropped (ms).
+    pub write_timeout_ms: u64,
+    /// Longest client id accepted (bytes).
+    pub max_client_id_len: usize,
+    /// PUBLISH packets per second read from one connection.
+    pub publish_rate_per_connection: u32,
+    /// PUBLISH packets per second read from all connections together.
+    pub publish_rate_global: u32,
+    /// Connections over the limit accepted at once only to be refused with a CONNACK.
+    pub reject_slots: usize,
+}
+
+/// rumqttd router settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Router {
+    /// Size of one commit-log segment (bytes).
+    pub max_segment_size: usize,
+    /// Segments kept per topic.
+    pub max_segment_count: usize,
+    /// Packets queued for one client before the router waits for it.
+    pub max_outgoing_packet_count: u64,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// How long to wait for connections to close (ms).
+    pub grace_ms: u64,
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Listen {
+            mqtt: at(1883),
+            ws: at(8083),
+            http: at(8080),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 19_900,
+            max_packet_size: 131_072,
+            connect_timeout_ms: 10_000,
+            ws_handshake_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
+            max_client_id_len: 128,
+            publish_rate_per_connection: 2_000,
+            publish_rate_global: 200_000,
+            reject_slots: 64,
+        }
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            max_segment_size: 1 << 20,
+            max_segment_count: 4,
+            max_outgoing_packet_count: 200,
+        }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { grace_ms: 3_000 }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not valid TOML, has unknown keys or out-of-range values.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses TOML text; keys it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// Invalid TOML, unknown keys or out-of-range values.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0.
+    pub fn ephemeral() -> Config {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Config {
+            listen: Listen {
+                mqtt: any,
+                ws: any,
+                http: any,
+            },
+            ..Config::default()
+        }
+    }
+
+    /// Checks the values that would make the gateway or router misbehave.
+    ///
+    /// # Errors
+    /// The first out-of-range value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let r = &self.router;
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if l.max_connections == 0 {
+            return bad("limits.max_connections must be at least 1");
+        }
+        if l.max_packet_size < 64 || l.max_packet_size > 268_435_455 {
+            return bad("limits.max_packet_size must be within 64..=268435455");
+        }
+        if l.publish_rate_per_connection == 0 || l.publish_rate_global == 0 {
+            return bad("limits.publish_rate_* must be at least 1");
+        }
+        if l.connect_timeout_ms == 0 || l.ws_handshake_timeout_ms == 0 || l.write_timeout_ms == 0 {
+            return bad("limits.*_timeout_ms must be at least 1");
+        }
+        if l.max_client_id_len == 0 || l.max_client_id_len > 65_535 {
+            return bad("limits.max_client_id_len must be within 1..=65535");
+        }
+        // rumqttd panics on a zero segment size and needs room for the largest packet.
+        if r.max_segment_size < l.max_packet_size {
+            return bad("router.max_segment_size must be at least limits.max_packet_size");
+        }
+        if r.max_segment_count == 0 || r.max_outgoing_packet_count == 0 {
+            return bad(
+                "router.max_segment_count and max_outgoing_packet_count must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    /// Time from TCP accept to CONNECT.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.connect_timeout_ms)
+    }
+
+    /// Time from TCP accept to a finished WebSocket upgrade.
+    pub fn ws_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.ws_handshake_timeout_ms)
+    }
+
+    /// Time one socket write may take.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.write_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_file_matches_code_defaults() {
+        let from_file = Config::from_toml(DEFAULT_CONFIG).expect("embedded file valid");
+        assert_eq!(from_file, Config::default());
+        // Every key is spelled out in the file, so the file documents all of them.
+        let table: toml::Table = toml::from_str(DEFAULT_CONFIG).expect("toml");
+        let keys: usize = table
+            .values()
+            .map(|v| v.as_table().map_or(0, |t| t.len()))
+            .sum();
+        let all = toml::Table::try_from(Config::default()).expect("serialize");
+        let all_keys: usize = all
+            .values()
+            .map(|v| v.as_table().map_or(0, |t| t.len()))
+            .sum();
+        assert_eq!(keys, all_keys);
+        assert_eq!(from_file.listen.mqtt.port(), 1883);
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_toml("[limits]\nmax_connections = 10\n").expect("valid");
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.max_packet_size, 131_072);
+        assert_eq!(c.listen.mqtt.port(), 1883);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::from_toml("[limits]\nmax_conections = 10\n").is_err());
+        assert!(Config::from_toml("[router]\nmax_segment_size = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nmax_connections = 0\n").is_err());
+    }
+}

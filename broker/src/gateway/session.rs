@@ -1,0 +1,631 @@
+//! One client connection, from CONNECT to close.
+//!
+//! A session reads frames from its [`Transport`], checks them, and pushes them into its
+//! rumqttd link; it writes what the router sends back. It owns what the router cannot do
+//! for a local link: the will (the router never fires wills of local links), keepalive,
+//! the CONNECT time-out, pacing of publishers, client-id takeover, and the ack and filter
+//! checks whose violation would make the router drop the link (after which touching the
+//! link again panics the router). Every way a session ends is an [`End`].
+
+use super::frame::{self, ConnectKind};
+use super::transport::Transport;
+use super::{Gateway, TransportKind};
+use crate::pacing::Pacer;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::{
+    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubComp,
+    PubCompReason, Publish, SubAck, SubscribeReasonCode,
+};
+use rumqttd::protocol::{Error as ProtocolError, Protocol};
+use rumqttd::Notification;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tracing::{debug, info, warn};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Outgoing bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Router back-log (events) past which sessions pause their reads.
+const ROUTER_HIGH_WATER: usize = 16 * 1024;
+/// How long a newcomer waits for the old owner of its client id to finish.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// Time allowed to write a refusal CONNACK.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent DISCONNECT.
+    ClientDisconnect,
+    /// The client closed the socket without DISCONNECT.
+    PeerClosed,
+    /// Nothing heard for 1.5 x the keepalive.
+    KeepAlive,
+    /// The client broke the protocol.
+    Protocol(String),
+    /// A newer connection took the client id over.
+    TakenOver,
+    /// The server is shutting down.
+    Shutdown,
+    /// The router dropped the link.
+    RouterDropped,
+    /// A write did not finish within the write time-out.
+    WriteTimeout,
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+impl End {
+    /// MQTT publishes the will when the network connection closes without DISCONNECT. On
+    /// shutdown the router is going away with the process, so there is no one to tell.
+    fn fires_will(&self) -> bool {
+        !matches!(
+            self,
+            End::ClientDisconnect | End::Shutdown | End::RouterDropped
+        )
+    }
+}
+
+/// A checked CONNECT.
+struct Hello {
+    client_id: String,
+    clean_session: bool,
+    keep_alive: u16,
+    will: Option<LastWill>,
+}
+
+/// Why the handshake did not produce a session.
+enum Refusal {
+    /// Answer with these bytes, then close.
+    Answer(&'static [u8], &'static str),
+    /// Close without an answer (not MQTT, malformed, closed).
+    Close(String),
+}
+
+static AUTO_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Serves one connection until it ends; logs inside, returns nothing.
+pub async fn run<T: Transport>(
+    mut io: T,
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    kind: TransportKind,
+    connect_deadline: Instant,
+) {
+    let max = gw.config.limits.max_packet_size;
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let hello = match timeout_at(connect_deadline, read_connect(&mut io, &mut rbuf, max)).await {
+        Err(_) => Err(Refusal::Close(
+            "no CONNECT within the connect timeout".into(),
+        )),
+        Ok(r) => r.and_then(|h| check_hello(h, &gw)),
+    };
+    let hello = match hello {
+        Ok(h) => h,
+        Err(refusal) => return refuse(io, &gw, peer, kind, refusal).await,
+    };
+    let span = tracing::info_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
+    let _enter = span.enter();
+    drop(_enter);
+    let session = Session::start(io, gw, hello, rbuf, kind);
+    tracing::Instrument::instrument(session, span).await;
+}
+
+async fn refuse<T: Transport>(
+    mut io: T,
+    gw: &Gateway,
+    peer: SocketAddr,
+    kind: TransportKind,
+    refusal: Refusal,
+) {
+    gw.stats.refused.fetch_add(1, Ordering::Relaxed);
+    match refusal {
+        Refusal::Answer(bytes, why) => {
+            debug!(%peer, transport = kind.as_str(), why, "connect refused");
+            let mut b = BytesMut::from(bytes);
+            let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
+        }
+        Refusal::Close(why) => debug!(%peer, transport = kind.as_str(), why, "connect dropped"),
+    }
+    io.close().await;
+}
+
+async fn read_connect<T: Transport>(
+    io: &mut T,
+    rbuf: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, Refusal> {
+    loop {
+        match frame::inspect_connect(rbuf, max) {
+            Ok(ConnectKind::Incomplete) => {}
+            Ok(ConnectKind::V311) => match V4.read_mut(rbuf, max) {
+                Ok(packet) => return Ok(packet),
+                Err(ProtocolError::InsufficientBytes(_)) => {}
+                Err(e) => return Err(Refusal::Close(format!("bad CONNECT: {e}"))),
+            },
+            Ok(ConnectKind::V5) => {
+                return Err(Refusal::Answer(
+                    &frame::CONNACK_V5_UNSUPPORTED,
+                    "MQTT 5 is not supported",
+                ))
+            }
+            Ok(ConnectKind::Unsupported) => {
+                return Err(Refusal::Answer(
+                    &frame::CONNACK_V311_BAD_VERSION,
+                    "unsupported protocol version",
+                ))
+            }
+            Err(e) => return Err(Refusal::Close(e.to_string())),
+        }
+        if rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        match io.read_into(rbuf).await {
+            Ok(0) => return Err(Refusal::Close("closed before CONNECT".into())),
+            Ok(_) => {}
+            Err(e) => return Err(Refusal::Close(e.to_string())),
+        }
+    }
+}
+
+fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
+    let Packet::Connect(connect, _, will, _, _login) = packet else {
+        return Err(Refusal::Close("first packet is not CONNECT".into()));
+    };
+    let mut client_id = connect.client_id;
+    if client_id.is_empty() {
+        if !connect.clean_session {
+            return Err(Refusal::Answer(
+                &frame::CONNACK_V311_BAD_CLIENT_ID,
+                "empty client id needs clean session",
+            ));
+        }
+        client_id = format!("fc-auto-{}", AUTO_ID.fetch_add(1, Ordering::Relaxed));
+    }
+    if !frame::valid_client_id(&client_id, gw.config.limits.max_client_id_len) {
+        return Err(Refusal::Answer(
+            &frame::CONNACK_V311_BAD_CLIENT_ID,
+            "client id too long or has + # / $",
+        ));
+    }
+    if let Some(w) = &will {
+        if !frame::valid_topic_name(&w.topic) {
+            return Err(Refusal::Close("invalid will topic".into()));
+        }
+    }
+    Ok(Hello {
+        client_id,
+        clean_session: connect.clean_session,
+        keep_alive: connect.keep_alive,
+        will,
+    })
+}
+
+/// Mirrors the router's expectations of acks, so a client that would make the router
+/// drop the link is closed by us instead (safely, with its will).
+#[derive(Default)]
+struct AckTracker {
+    /// QoS 1/2 publishes sent to the client, awaiting PUBACK/PUBREC, in order.
+    inflight: VecDeque<u16>,
+    /// PUBRECs forwarded, awaiting the client's PUBCOMP, in order.
+    pubrels: VecDeque<u16>,
+    /// QoS 2 publishes from the client whose PUBREL is still due.
+    incoming_qos2: HashSet<u16>,
+}
+
+struct Session<T> {
+    io: T,
+    gw: Arc<Gateway>,
+    kind: TransportKind,
+    tx: LinkTx,
+    rx: LinkRx,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    pacer: Pacer,
+    acks: AckTracker,
+    /// SUBSCRIBE pkid -> positions of filters the gateway refused.
+    denied_filters: HashMap<u16, Vec<usize>>,
+    /// Set once the router has dropped the link: it must not be touched again.
+    router_gone: bool,
+}
+
+impl<T: Transport> Session<T> {
+    async fn start(mut io: T, gw: Arc<Gateway>, hello: Hello, rbuf: BytesMut, kind: TransportKind) {
+        let (claim, took_over) = gw.registry.claim(&hello.client_id, TAKEOVER_WAIT).await;
+        if took_over {
+            info!("client id taken over from an older connection");
+        }
+        if gw.shutdown.is_cancelled() {
+            return io.close().await;
+        }
+        let (tx, rx, notification) = match gw
+            .router
+            .connect(&hello.client_id, hello.clean_session)
+            .await
+        {
+            Ok(link) => link,
+            Err(e) => {
+                warn!(error = %e, "link not built");
+                let mut b = BytesMut::from(&frame::CONNACK_V311_UNAVAILABLE[..]);
+                let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
+                return io.close().await;
+            }
+        };
+        let rate = gw.config.limits.publish_rate_per_connection;
+        let mut session = Session {
+            io,
+            kind,
+            tx,
+            rx,
+            rbuf,
+            wbuf: BytesMut::with_capacity(1024),
+            // A tenth of a second of burst, as for the global pacer.
+            pacer: Pacer::new(rate, (rate / 10).max(1)),
+            acks: AckTracker::default(),
+            denied_filters: HashMap::new(),
+            router_gone: false,
+            gw,
+        };
+        let session_present = match Option::<Packet>::from(notification) {
+            Some(Packet::ConnAck(ack, _)) => ack.session_present,
+            _ => false,
+        };
+        let connack = Packet::ConnAck(
+            ConnAck {
+                session_present,
+                code: ConnectReturnCode::Success,
+            },
+            None,
+        );
+        let gw = Arc::clone(&session.gw);
+        let open = gw.stats.open(kind);
+        open.fetch_add(1, Ordering::Relaxed);
+        let end = match session.encode(connack) {
+            Ok(()) => match session.flush().await {
+                Ok(()) => session.serve(hello.keep_alive, claim.kicked()).await,
+                Err(end) => end,
+            },
+            Err(end) => end,
+        };
+        session.finish(end, hello.will).await;
+        open.fetch_sub(1, Ordering::Relaxed);
+        drop(claim);
+    }
+
+    async fn serve(
+        &mut self,
+        keep_alive: u16,
+        kicked: &tokio_util::sync::CancellationToken,
+    ) -> End {
+        let keepalive =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut last_heard = Instant::now();
+        let mut pause_until: Option<Instant> = None;
+        let shutdown = self.gw.shutdown.clone();
+        loop {
+            let ka_deadline = keepalive.map_or(far, |k| last_heard + k);
+            if self.rbuf.capacity() - self.rbuf.len() < 512 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                _ = kicked.cancelled() => return End::TakenOver,
+                n = self.rx.next() => {
+                    if let Err(end) = self.on_router(n).await {
+                        return end;
+                    }
+                }
+                r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() => {
+                    match r {
+                        Ok(0) => return End::PeerClosed,
+                        Err(e) => return End::Io(e),
+                        Ok(_) => {}
+                    }
+                    last_heard = Instant::now();
+                    let publishes = match self.on_client_bytes().await {
+                        Ok(p) => p,
+                        Err(end) => return end,
+                    };
+                    let now = Instant::now();
+                    let mut wait = Duration::ZERO;
+                    if publishes > 0 {
+                        wait = self.pacer.charge(publishes, now)
+                            .max(self.gw.global_pacer.charge(publishes, now));
+                    }
+                    if self.gw.router.backlog() > ROUTER_HIGH_WATER {
+                        wait = wait.max(Duration::from_millis(1));
+                    }
+                    if !wait.is_zero() {
+                        pause_until = Some(now + wait);
+                    }
+                }
+                _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => {
+                    pause_until = None;
+                }
+                _ = sleep_until(ka_deadline), if keepalive.is_some() => return End::KeepAlive,
+            }
+        }
+    }
+
+    /// Handles what the router sent, gathering what else is ready into one write.
+    async fn on_router(
+        &mut self,
+        first: Result<Option<Notification>, rumqttd::local::LinkError>,
+    ) -> Result<(), End> {
+        let mut next = Some(first);
+        let mut unscheduled = false;
+        while let Some(item) = next.take() {
+            match item {
+                Err(_) => {
+                    self.router_gone = true;
+                    return Err(End::RouterDropped);
+                }
+                // A wake-up with nothing in the buffer: not an unschedule, do not wake.
+                Ok(None) => {}
+                Ok(Some(Notification::Unschedule)) => unscheduled = true,
+                Ok(Some(Notification::Disconnect(..))) => {
+                    self.router_gone = true;
+                    return Err(End::RouterDropped);
+                }
+                Ok(Some(Notification::Forward(f))) => {
+                    let at = self.wbuf.len();
+                    self.encode(Packet::Publish(f.publish, None))?;
+                    if let Some((qos, pkid)) = frame::publish_qos_pkid(&self.wbuf[at..]) {
+                        if qos > 0 {
+                            self.acks.inflight.push_back(pkid);
+                        }
+                    }
+                }
+                Ok(Some(other)) => {
+                    if let Some(packet) = Option::<Packet>::from(other) {
+                        let packet = self.patch_ack(packet);
+                        self.encode(packet)?;
+                    }
+                }
+            }
+            if self.wbuf.len() < WRITE_BATCH {
+                // Ready at once when the link's cache holds more; otherwise write now.
+                next = self.rx.next().now_or_never();
+            }
+        }
+        self.flush().await?;
+        if unscheduled {
+            // The router parked this link; tell it we wrote everything and want more.
+            if self.rx.wake().await.is_err() {
+                self.router_gone = true;
+                return Err(End::RouterDropped);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites router acks into their 3.1.1 form and re-inserts refused filters.
+    fn patch_ack(&mut self, packet: Packet) -> Packet {
+        match packet {
+            Packet::SubAck(mut ack, _) => {
+                if let Some(denied) = self.denied_filters.remove(&ack.pkid) {
+                    for i in denied {
+                        let at = i.min(ack.return_codes.len());
+                        ack.return_codes.insert(at, SubscribeReasonCode::Failure);
+                    }
+                }
+                Packet::SubAck(ack, None)
+            }
+            Packet::PubAck(a, _) => Packet::PubAck(a, None),
+            Packet::PubRec(a, _) => Packet::PubRec(a, None),
+            Packet::PubRel(a, _) => Packet::PubRel(a, None),
+            Packet::PubComp(a, _) => Packet::PubComp(a, None),
+            Packet::UnsubAck(a, _) => Packet::UnsubAck(a, None),
+            other => other,
+        }
+    }
+
+    /// Parses every complete frame read, checks it, and hands the batch to the router.
+    /// Returns the number of PUBLISH packets, for pacing.
+    async fn on_client_bytes(&mut self) -> Result<u32, End> {
+        let max = self.gw.config.limits.max_packet_size;
+        let mut batch: Vec<Packet> = Vec::new();
+        let mut publishes = 0u32;
+        let mut end = None;
+        loop {
+            let header = frame::publish_qos_pkid(&self.rbuf);
+            let packet = match V4.read_mut(&mut self.rbuf, max) {
+                Ok(p) => p,
+                Err(ProtocolError::InsufficientBytes(_)) => break,
+                Err(e) => {
+                    end = Some(End::Protocol(e.to_string()));
+                    break;
+                }
+            };
+            match self.check(packet, header, &mut publishes) {
+                Ok(Some(p)) => batch.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    end = Some(e);
+                    break;
+                }
+            }
+        }
+        if publishes > 0 {
+            self.gw
+                .stats
+                .publishes_in
+                .fetch_add(u64::from(publishes), Ordering::Relaxed);
+        }
+        // Packets before a violation still go through, as they would have on their own.
+        if let Some(last) = batch.pop() {
+            {
+                let mut buffer = self.tx.buffer();
+                buffer.extend(batch);
+            }
+            if self.tx.send(last).await.is_err() {
+                self.router_gone = true;
+                return Err(End::RouterDropped);
+            }
+        }
+        if !self.wbuf.is_empty() {
+            self.flush().await?;
+        }
+        match end {
+            Some(e) => Err(e),
+            None => Ok(publishes),
+        }
+    }
+
+    /// Checks one client packet: `Ok(Some)` forwards it, `Ok(None)` was answered here.
+    fn check(
+        &mut self,
+        packet: Packet,
+        header: Option<(u8, u16)>,
+        publishes: &mut u32,
+    ) -> Result<Option<Packet>, End> {
+        let violation = |why: &str| Err(End::Protocol(why.to_owned()));
+        match packet {
+            Packet::Publish(mut p, _) => {
+                if !frame::valid_topic_name(&p.topic) {
+                    return violation("invalid topic name in PUBLISH");
+                }
+                if let Some((2, pkid)) = header {
+                    self.acks.incoming_qos2.insert(pkid);
+                }
+                *publishes += 1;
+                // Exact-size copies: a slice would pin the whole read buffer in the router.
+                p.topic = Bytes::copy_from_slice(&p.topic);
+                p.payload = Bytes::copy_from_slice(&p.payload);
+                Ok(Some(Packet::Publish(p, None)))
+            }
+            Packet::Subscribe(mut s, _) => {
+                let mut denied = Vec::new();
+                let mut i = 0;
+                s.filters.retain(|f| {
+                    let ok = frame::valid_topic_filter(&f.path);
+                    if !ok {
+                        denied.push(i);
+                    }
+                    i += 1;
+                    ok
+                });
+                if s.filters.is_empty() {
+                    let ack = SubAck {
+                        pkid: s.pkid,
+                        return_codes: vec![SubscribeReasonCode::Failure; denied.len()],
+                    };
+                    self.encode(Packet::SubAck(ack, None))?;
+                    return Ok(None);
+                }
+                if !denied.is_empty() {
+                    self.denied_filters.insert(s.pkid, denied);
+                }
+                Ok(Some(Packet::Subscribe(s, None)))
+            }
+            Packet::Unsubscribe(u, _) => Ok(Some(Packet::Unsubscribe(u, None))),
+            Packet::PingReq(_) => {
+                self.wbuf.extend_from_slice(&frame::PINGRESP);
+                Ok(None)
+            }
+            Packet::PubAck(a, _) => {
+                if self.acks.inflight.pop_front() != Some(a.pkid) {
+                    return violation("PUBACK out of order or unsolicited");
+                }
+                Ok(Some(Packet::PubAck(a, None)))
+            }
+            Packet::PubRec(a, _) => {
+                if self.acks.inflight.pop_front() != Some(a.pkid) {
+                    return violation("PUBREC out of order or unsolicited");
+                }
+                self.acks.pubrels.push_back(a.pkid);
+                Ok(Some(Packet::PubRec(a, None)))
+            }
+            Packet::PubComp(a, _) => {
+                if self.acks.pubrels.pop_front() != Some(a.pkid) {
+                    return violation("PUBCOMP out of order or unsolicited");
+                }
+                Ok(Some(Packet::PubComp(a, None)))
+            }
+            Packet::PubRel(a, _) => {
+                if self.acks.incoming_qos2.remove(&a.pkid) {
+                    Ok(Some(Packet::PubRel(a, None)))
+                } else {
+                    // A PUBREL for a message already completed (a resend): answer it.
+                    let comp = PubComp {
+                        pkid: a.pkid,
+                        reason: PubCompReason::Success,
+                    };
+                    self.encode(Packet::PubComp(comp, None))?;
+                    Ok(None)
+                }
+            }
+            Packet::Disconnect(..) => Err(End::ClientDisconnect),
+            Packet::Connect(..) => violation("second CONNECT"),
+            _ => violation("packet a client may not send"),
+        }
+    }
+
+    fn encode(&mut self, packet: Packet) -> Result<(), End> {
+        V4.write(packet, &mut self.wbuf)
+            .map(|_| ())
+            .map_err(|e| End::Protocol(format!("cannot encode: {e}")))
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let limit = self.gw.config.write_timeout();
+        match timeout(limit, self.io.write_from(&mut self.wbuf)).await {
+            Ok(Ok(())) => {
+                self.gw.stats.writes_out.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::WriteTimeout),
+        }
+    }
+
+    /// Publishes the will when due, releases the link, closes the socket.
+    async fn finish(&mut self, end: End, will: Option<LastWill>) {
+        match &end {
+            End::ClientDisconnect | End::PeerClosed | End::Shutdown => {
+                debug!(reason = ?end, "session ended")
+            }
+            _ => info!(reason = ?end, "session ended"),
+        }
+        if !self.router_gone {
+            if let Some(w) = will.filter(|_| end.fires_will()) {
+                // Wills enter the router at QoS 0 (rumqttd's public constructor allows
+                // no other; the link closes before an ack could come back anyway).
+                // rumqttd delivers it to QoS 1 subscribers at QoS 1 all the same.
+                let publish = Publish::new(w.topic, w.message, w.retain);
+                self.tx.buffer().push_back(Packet::Publish(publish, None));
+                self.gw
+                    .stats
+                    .wills_published
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // Without this the router keeps the link's slot forever.
+            let bye = Packet::Disconnect(
+                Disconnect {
+                    reason_code: DisconnectReasonCode::NormalDisconnection,
+                },
+                None,
+            );
+            let _ = self.tx.send(bye).await;
+            self.router_gone = true;
+        }
+        if !self.wbuf.is_empty() && !matches!(end, End::WriteTimeout | End::Io(_)) {
+            let _ = timeout(REFUSAL_WRITE, self.io.write_from(&mut self.wbuf)).await;
+        }
+        self.io.close().await;
+        debug!(transport = self.kind.as_str(), "closed");
+    }
+}

@@ -1,0 +1,22 @@
+//! fleetcast's device gateway.
+//!
+//! Clients connect to fleetcast's own listeners (MQTT over TCP, MQTT over WebSocket);
+//! the [`gateway`] reads their frames, enforces the bounds in [`config`], keeps wills and
+//! client-id ownership, and hands each connection's packets to an embedded rumqttd router
+//! through one in-process link per client ([`router`]). rumqttd stays the router: it keeps
+//! sessions, QoS 1/2 state and retained messages. See ARCHITECTURE.md for why.
+//!
+//! [`Broker::start`] takes already-bound [`Listeners`], so tests bind port 0 and ask
+//! [`Broker::addrs`] where the server is.
+
+pub mod broker;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod listener;
+pub mod pacing;
+pub mod registry;
+pub mod router;
+
+pub use broker::{Addrs, Broker, BrokerError, Listeners};
+pub use config::{Config, ConfigError, DEFAULT_CONFIG};

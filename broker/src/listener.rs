@@ -1,0 +1,154 @@
+//! Accept loops for the MQTT and WebSocket listeners.
+//!
+//! A connection takes a slot of the `max_connections` semaphore before its task starts.
+//! When none is free, a few extra connections (`reject_slots`) are still accepted, only to
+//! answer CONNACK 0x03 (server unavailable) so the client learns why; past those, accepting
+//! pauses and the kernel backlog holds the rest. Accept errors (such as running out of
+//! descriptors) back off instead of spinning. The WebSocket upgrade runs inside the
+//! connection's own task under a time-out, so an idle socket blocks nobody.
+
+use crate::gateway::frame;
+use crate::gateway::session;
+use crate::gateway::transport::{accept_ws, Transport};
+use crate::gateway::{Gateway, TransportKind};
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+/// Shared by both accept loops.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    /// One permit per open client connection.
+    pub connections: Arc<Semaphore>,
+    /// Permits for connections accepted only to be refused.
+    pub refusals: Arc<Semaphore>,
+}
+
+/// Accepts until shutdown; each connection runs in its own task on `tracker`.
+pub async fn run(
+    listener: TcpListener,
+    kind: TransportKind,
+    gw: Arc<Gateway>,
+    slots: Slots,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let accepted = tokio::select! {
+            _ = gw.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(100);
+                x
+            }
+            Err(e) => {
+                warn!(error = %e, transport = kind.as_str(), backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::select! {
+                    _ = gw.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        // Nagle's algorithm alone costs 40 ms stalls on small 1 Hz publishes.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay failed");
+            continue;
+        }
+        let deadline = Instant::now() + gw.config.connect_timeout();
+        match Arc::clone(&slots.connections).try_acquire_owned() {
+            Ok(permit) => {
+                let gw = Arc::clone(&gw);
+                tracker.spawn(async move {
+                    serve(stream, gw, peer, kind, deadline).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                // Full: wait for a refusal slot (this pauses accepting), then answer.
+                let permit = tokio::select! {
+                    _ = gw.shutdown.cancelled() => return,
+                    p = Arc::clone(&slots.refusals).acquire_owned() => p,
+                };
+                let Ok(permit) = permit else { return };
+                let gw = Arc::clone(&gw);
+                tracker.spawn(async move {
+                    refuse_full(stream, gw, kind, deadline).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    gw: Arc<Gateway>,
+    peer: std::net::SocketAddr,
+    kind: TransportKind,
+    deadline: Instant,
+) {
+    match kind {
+        TransportKind::Tcp => session::run(stream, gw, peer, kind, deadline).await,
+        TransportKind::Ws => {
+            let max = gw.config.limits.max_packet_size;
+            let upgrade = timeout(gw.config.ws_handshake_timeout(), accept_ws(stream, max));
+            let ws = tokio::select! {
+                _ = gw.shutdown.cancelled() => return,
+                r = upgrade => r,
+            };
+            match ws {
+                Ok(Ok(ws)) => session::run(ws, gw, peer, kind, deadline).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "websocket handshake failed"),
+                Err(_) => debug!(%peer, "websocket handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Reads the client's CONNECT (briefly) and answers "server unavailable".
+async fn refuse_full(stream: TcpStream, gw: Arc<Gateway>, kind: TransportKind, deadline: Instant) {
+    gw.stats
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Refusals must not hold their slot long: a second at most.
+    let deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+    let max = gw.config.limits.max_packet_size;
+    let _ = timeout_at(deadline, async move {
+        match kind {
+            TransportKind::Tcp => answer_full(stream).await,
+            TransportKind::Ws => {
+                if let Ok(ws) = accept_ws(stream, max).await {
+                    answer_full(ws).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn answer_full<T: Transport>(mut io: T) {
+    let mut buf = BytesMut::with_capacity(256);
+    // The answer is the same whatever the CONNECT says; wait for one so the client reads
+    // the CONNACK rather than a reset.
+    while frame::inspect_connect(&buf, 1024) == Ok(frame::ConnectKind::Incomplete) {
+        match io.read_into(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.len() > 1024 {
+            break;
+        }
+    }
+    let mut answer = BytesMut::from(&frame::CONNACK_V311_UNAVAILABLE[..]);
+    let _ = io.write_from(&mut answer).await;
+    io.close().await;
+}

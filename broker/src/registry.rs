@@ -1,0 +1,162 @@
+//! Client-id ownership: one live connection per client id.
+//!
+//! Left to rumqttd, a second connection with the same id silently drops the first link,
+//! and the first connection's will is lost. The registry gives MQTT's (and mosquitto's)
+//! behaviour instead: the newcomer asks the old connection to finish (it publishes its
+//! will and releases its link), waits until it has, and only then builds its own link.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// Who owns which client id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_generation: u64,
+    owners: HashMap<String, Owner>,
+}
+
+#[derive(Debug)]
+struct Owner {
+    generation: u64,
+    /// Cancelled to ask the owner to finish.
+    kick: CancellationToken,
+    /// Resolves (with an error) when the owner's [`Claim`] is dropped.
+    released: Option<oneshot::Receiver<()>>,
+}
+
+/// Ownership of a client id; dropping it releases the id.
+#[derive(Debug)]
+pub struct Claim {
+    registry: Arc<Registry>,
+    client_id: String,
+    generation: u64,
+    kick: CancellationToken,
+    _released: oneshot::Sender<()>,
+}
+
+impl Claim {
+    /// Cancelled when a newer connection takes this client id over.
+    pub fn kicked(&self) -> &CancellationToken {
+        &self.kick
+    }
+}
+
+impl Registry {
+    /// Takes ownership of `client_id`, first asking a current owner to finish and waiting
+    /// up to `wait` for it. Returns whether an older connection was taken over.
+    pub async fn claim(self: &Arc<Self>, client_id: &str, wait: Duration) -> (Claim, bool) {
+        let (tx, rx) = oneshot::channel();
+        let kick = CancellationToken::new();
+        let previous = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.next_generation += 1;
+            let generation = inner.next_generation;
+            let previous = inner.owners.insert(
+                client_id.to_owned(),
+                Owner {
+                    generation,
+                    kick: kick.clone(),
+                    released: Some(rx),
+                },
+            );
+            (generation, previous)
+        };
+        let (generation, previous) = previous;
+        let took_over = previous.is_some();
+        if let Some(mut old) = previous {
+            old.kick.cancel();
+            if let Some(released) = old.released.take() {
+                // An owner that does not finish in time is abandoned; the router then
+                // replaces its link itself.
+                let _ = tokio::time::timeout(wait, released).await;
+            }
+        }
+        let claim = Claim {
+            registry: Arc::clone(self),
+            client_id: client_id.to_owned(),
+            generation,
+            kick,
+            _released: tx,
+        };
+        (claim, took_over)
+    }
+
+    /// Client ids owned now.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .owners
+            .len()
+    }
+
+    /// Whether no client id is owned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut inner = self
+            .registry
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // A newer owner may already hold the id: leave its entry alone.
+        if inner
+            .owners
+            .get(&self.client_id)
+            .is_some_and(|o| o.generation == self.generation)
+        {
+            inner.owners.remove(&self.client_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn newcomer_kicks_and_waits_for_the_owner() {
+        let reg = Arc::new(Registry::default());
+        let (first, took) = reg.claim("drv-1", Duration::from_secs(5)).await;
+        assert!(!took);
+        let kicked = first.kicked().clone();
+        let reg2 = Arc::clone(&reg);
+        let newcomer =
+            tokio::spawn(async move { reg2.claim("drv-1", Duration::from_secs(5)).await });
+        kicked.cancelled().await;
+        // The newcomer has not finished while the first claim is held.
+        tokio::task::yield_now().await;
+        assert!(!newcomer.is_finished());
+        drop(first);
+        let (second, took) = newcomer.await.expect("join");
+        assert!(took);
+        assert_eq!(reg.len(), 1);
+        drop(second);
+        assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stale_release_keeps_the_new_owner() {
+        let reg = Arc::new(Registry::default());
+        let (first, _) = reg.claim("a", Duration::from_millis(1)).await;
+        // Times out waiting (first is still held), then owns the id.
+        let (second, took) = reg.claim("a", Duration::from_millis(1)).await;
+        assert!(took);
+        drop(first);
+        assert_eq!(reg.len(), 1, "the old claim must not remove the new owner");
+        drop(second);
+        assert!(reg.is_empty());
+    }
+}

@@ -1,0 +1,189 @@
+//! The embedded rumqttd router and the two threads that talk to it.
+//!
+//! rumqttd's local links are how the gateway hands packets over without spending a
+//! socket per client (the open-files limit here is 20,000 per process). Two sharp edges
+//! shape this module:
+//! - `LinkBuilder::build()` blocks its thread until the router answers, so links are built
+//!   on one dedicated builder thread, asked over a bounded channel and answering over a
+//!   oneshot, instead of blocking tokio's workers.
+//! - `LinkTx::send()` is `async` but does a blocking send into the router's bounded(1000)
+//!   channel. Links are therefore given our own unbounded channel, drained into the
+//!   router by a forwarder thread. Its depth is the router's back-log, which sessions read
+//!   to pause their socket reads ([`RouterHandle::backlog`]), so the queue stays bounded by
+//!   the high-water mark plus one batch per connection.
+//!
+//! The router's event type is private to rumqttd, so its sender cannot be named: it is
+//! only ever held inside generic functions and closures.
+
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::{Notification, Router, RouterConfig};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+/// A built link: what the gateway pushes packets into, what it reads from, and the
+/// router's CONNACK notification.
+pub type Link = (LinkTx, LinkRx, Notification);
+
+/// Link builds waiting for the builder thread; past this a connect is refused as busy.
+const BUILD_QUEUE: usize = 4_096;
+
+/// Why a link could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The builder queue is full (a connect storm beyond [`BUILD_QUEUE`]).
+    #[error("router busy: {BUILD_QUEUE} connects already queued")]
+    Busy,
+    /// The router or the builder thread is gone.
+    #[error("router stopped")]
+    Stopped,
+    /// The router refused the link (full, or an id it rejects).
+    #[error("router refused the connection")]
+    Refused(#[source] Box<LinkError>),
+    /// A thread could not be started.
+    #[error("cannot start the {0} thread")]
+    Spawn(&'static str, #[source] std::io::Error),
+}
+
+struct BuildRequest {
+    client_id: String,
+    clean_session: bool,
+    reply: tokio::sync::oneshot::Sender<Result<Link, LinkError>>,
+}
+
+/// Settings for [`RouterHandle::spawn`].
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// Links the router accepts.
+    pub max_connections: usize,
+    /// Packets queued per client before the router waits for it.
+    pub max_outgoing_packet_count: u64,
+    /// Commit-log segment size (bytes).
+    pub max_segment_size: usize,
+    /// Segments kept per topic.
+    pub max_segment_count: usize,
+}
+
+/// The running router: builds links and reports its back-log. Cheap to share by `Arc`.
+pub struct RouterHandle {
+    builds: mpsc::SyncSender<BuildRequest>,
+    backlog: Box<dyn Fn() -> usize + Send + Sync>,
+    alive: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for RouterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterHandle")
+            .field("backlog", &(self.backlog)())
+            .field("alive", &(self.alive)())
+            .finish()
+    }
+}
+
+impl RouterHandle {
+    /// Starts the router thread, the forwarder thread and the link builder thread.
+    ///
+    /// The router thread cannot be stopped (rumqttd has no shutdown); it blocks idle once
+    /// every link is gone and ends with the process.
+    ///
+    /// # Errors
+    /// A thread could not be spawned.
+    pub fn spawn(settings: &RouterSettings) -> Result<Arc<RouterHandle>, RouterError> {
+        // Every field set explicitly: RouterConfig::default() has max_connections 0 and
+        // a zero segment size, which panics the router.
+        let config = RouterConfig {
+            max_connections: settings.max_connections,
+            max_outgoing_packet_count: settings.max_outgoing_packet_count,
+            max_segment_size: settings.max_segment_size,
+            max_segment_count: settings.max_segment_count,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = Router::new(0, config).spawn();
+
+        // Item type inferred from LinkBuilder::new below: rumqttd's private event.
+        let (link_tx, link_rx) = flume::unbounded();
+        let forward_to = router_tx.clone();
+        thread::Builder::new()
+            .name("fleetcast-forward".into())
+            .spawn(move || {
+                // Ends when every link and the builder have dropped their senders.
+                while let Ok(event) = link_rx.recv() {
+                    if forward_to.send(event).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| RouterError::Spawn("forwarder", e))?;
+
+        let (builds, requests) = mpsc::sync_channel::<BuildRequest>(BUILD_QUEUE);
+        let builder_tx = link_tx.clone();
+        thread::Builder::new()
+            .name("fleetcast-linkbuild".into())
+            .spawn(move || {
+                while let Ok(req) = requests.recv() {
+                    let built = LinkBuilder::new(&req.client_id, builder_tx.clone())
+                        .clean_session(req.clean_session)
+                        .build();
+                    // The asking session is gone (its client closed while waiting). A link
+                    // dropped without Disconnect keeps its router slot forever: free it.
+                    if let Err(Ok((mut tx, _rx, _))) = req.reply.send(built) {
+                        // Our sender is unbounded, so this future is ready at once.
+                        let _ = futures_util::FutureExt::now_or_never(tx.send(disconnect_packet()));
+                    }
+                }
+            })
+            .map_err(|e| RouterError::Spawn("link builder", e))?;
+
+        let depth = link_tx;
+        Ok(Arc::new(RouterHandle {
+            builds,
+            backlog: Box::new(move || depth.len()),
+            alive: Box::new(move || !router_tx.is_disconnected()),
+        }))
+    }
+
+    /// Builds a link for a client whose CONNECT the gateway has accepted.
+    ///
+    /// # Errors
+    /// [`RouterError::Busy`] when too many builds are queued, [`RouterError::Refused`] when
+    /// the router declines, [`RouterError::Stopped`] when it is gone.
+    pub async fn connect(&self, client_id: &str, clean_session: bool) -> Result<Link, RouterError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let req = BuildRequest {
+            client_id: client_id.to_owned(),
+            clean_session,
+            reply,
+        };
+        self.builds.try_send(req).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => RouterError::Busy,
+            mpsc::TrySendError::Disconnected(_) => RouterError::Stopped,
+        })?;
+        match answer.await {
+            Ok(Ok(link)) => Ok(link),
+            Ok(Err(e)) => Err(RouterError::Refused(Box::new(e))),
+            Err(_) => Err(RouterError::Stopped),
+        }
+    }
+
+    /// Events queued for the router that it has not taken yet.
+    pub fn backlog(&self) -> usize {
+        (self.backlog)()
+    }
+
+    /// Whether the router thread still takes events.
+    pub fn is_alive(&self) -> bool {
+        (self.alive)()
+    }
+}
+
+/// The packet that tells the router a link is finished.
+pub(crate) fn disconnect_packet() -> rumqttd::protocol::Packet {
+    rumqttd::protocol::Packet::Disconnect(
+        rumqttd::protocol::Disconnect {
+            reason_code: rumqttd::protocol::DisconnectReasonCode::NormalDisconnection,
+        },
+        None,
+    )
+}

@@ -1,0 +1,195 @@
+//! The `fleetcast` binary as a user runs it: the ready line, health over HTTP, the help
+//! text's defaults, the printed config, and a graceful exit on SIGTERM.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::{connect_frame, raw_exchange, PATIENCE};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetcast");
+
+struct Served {
+    child: Child,
+    mqtt: SocketAddr,
+    ws: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `fleetcast serve` on port 0 and reads its ready line.
+fn serve() -> Served {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let line = line.trim_end();
+    assert!(line.starts_with("fleetcast ready mqtt="), "{line}");
+    let field = |name: &str| -> SocketAddr {
+        let prefix = format!("{name}=");
+        let value = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} missing in {line}"));
+        value.parse().unwrap()
+    };
+    let (mqtt, ws, http) = (field("mqtt"), field("ws"), field("http"));
+    for a in [mqtt, ws, http] {
+        assert_ne!(a.port(), 0, "real ports in the ready line: {line}");
+    }
+    Served {
+        child,
+        mqtt,
+        ws,
+        http,
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn ready_line_health_and_graceful_sigterm() {
+    let mut served = serve();
+    let health = http_get(served.http, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let ready = http_get(served.http, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains("\"ready\":true"), "{ready}");
+
+    // A connected client, over each transport.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (client, _) = rt.block_on(raw_exchange(
+        served.mqtt,
+        &connect_frame("c1", 60, true, None),
+        4,
+    ));
+    let ws_client = std::net::TcpStream::connect(served.ws).unwrap();
+
+    let pid = served.child.id().to_string();
+    let started = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+
+    // The client was disconnected: its socket reads EOF (or a reset).
+    let mut client = client.into_std().unwrap();
+    client.set_nonblocking(false).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 8];
+    assert!(matches!(client.read(&mut buf), Ok(0) | Err(_)));
+    drop(ws_client);
+}
+
+#[test]
+fn help_shows_defaults() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for default in ["127.0.0.1:1883", "127.0.0.1:8083", "127.0.0.1:8080"] {
+        assert!(help.contains(&format!("[default: {default}]")), "{help}");
+    }
+}
+
+#[test]
+fn printed_config_is_the_default_and_loads_back() {
+    let out = Command::new(BIN).arg("config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = fleetcast_broker::Config::from_toml(&text).unwrap();
+    assert_eq!(parsed, fleetcast_broker::Config::default());
+
+    // And `serve --config` reads a file, refusing unknown keys with a clear error.
+    let dir = std::env::temp_dir().join(format!("fleetcast-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_conections = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            bad.to_str().unwrap(),
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_conections"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--mqtt",
+            &port,
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen for MQTT on"), "{err}");
+}

@@ -1,0 +1,257 @@
+//! Helpers shared by the end-to-end tests: an in-process broker on port 0, MQTT clients
+//! that report what they receive, raw MQTT frames, and the rule for outside programs
+//! (skip on a laptop without them, fail under `CI=true`).
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use fleetcast_broker::{Addrs, Broker, Config, Listeners};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+/// Upper bound for anything a test waits for; tests poll, they never sleep to wait.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A broker running in this process; stopped when dropped.
+pub struct TestBroker {
+    pub broker: Broker,
+    pub addrs: Addrs,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        Self::with_config(Config::ephemeral()).await
+    }
+
+    pub async fn with_config(config: Config) -> TestBroker {
+        let listeners = Listeners::bind(&config).await.expect("bind port 0");
+        let addrs = listeners.addrs();
+        let broker = Broker::start(listeners, config).expect("broker starts");
+        TestBroker { broker, addrs }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/mqtt", self.addrs.ws)
+    }
+}
+
+/// An MQTT client whose event loop runs in a task and reports incoming packets.
+pub struct TestClient {
+    pub client: AsyncClient,
+    incoming: mpsc::UnboundedReceiver<Result<Packet, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn tcp_options(id: &str, addrs: &Addrs) -> MqttOptions {
+    let mut o = MqttOptions::new(id, addrs.mqtt.ip().to_string(), addrs.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+pub fn ws_options(id: &str, addrs: &Addrs) -> MqttOptions {
+    let url = format!("ws://{}/mqtt", addrs.ws);
+    let mut o = MqttOptions::new(id, url, addrs.ws.port());
+    o.set_transport(Transport::Ws);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+impl TestClient {
+    /// Connects and waits for the CONNACK; panics if it does not come.
+    pub async fn connect(options: MqttOptions) -> TestClient {
+        let (client, eventloop) = AsyncClient::new(options, 1_000);
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(eventloop, tx));
+        let mut c = TestClient {
+            client,
+            incoming,
+            task,
+        };
+        match c.next_packet().await {
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        c
+    }
+
+    /// The next packet from the broker, or None after [`PATIENCE`] or a closed connection.
+    pub async fn next_packet(&mut self) -> Option<Packet> {
+        match timeout(PATIENCE, self.incoming.recv()).await {
+            Ok(Some(Ok(p))) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Waits for the connection to fail; returns the error text.
+    pub async fn closed(&mut self) -> Option<String> {
+        loop {
+            match timeout(PATIENCE, self.incoming.recv()).await {
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => return Some(e),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK; returns its return codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client.subscribe(filter, qos).await.unwrap();
+        loop {
+            match self.next_packet().await {
+                Some(Packet::SubAck(ack)) => return ack.return_codes,
+                Some(_) => continue,
+                None => panic!("no SUBACK for {filter}"),
+            }
+        }
+    }
+
+    /// The next PUBLISH, or None after [`PATIENCE`].
+    pub async fn next_publish(&mut self) -> Option<Publish> {
+        loop {
+            match self.next_packet().await {
+                Some(Packet::Publish(p)) => return Some(p),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    }
+
+    /// The next PUBLISH if one arrives within `wait`.
+    pub async fn publish_within(&mut self, wait: Duration) -> Option<Publish> {
+        timeout(wait, self.next_publish()).await.ok().flatten()
+    }
+
+    /// Sends DISCONNECT and waits for the event loop to finish.
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        let _ = timeout(PATIENCE, self.task).await;
+    }
+
+    /// Drops the connection without DISCONNECT (an abrupt loss).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Result<Packet, String>>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(p)) => {
+                if tx.send(Ok(p)).is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                // Let the DISCONNECT reach the socket before the loop is dropped.
+                let _ = eventloop.poll().await;
+                return;
+            }
+            Ok(Event::Outgoing(_)) => {}
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// An MQTT 3.1.1 CONNECT frame, built by hand for the tests that need raw control.
+pub fn connect_frame(
+    client_id: &str,
+    keep_alive: u16,
+    clean: bool,
+    will: Option<(&str, &[u8], bool)>,
+) -> Vec<u8> {
+    connect_frame_version(b"MQTT", 4, client_id, keep_alive, clean, will)
+}
+
+pub fn connect_frame_version(
+    name: &[u8],
+    level: u8,
+    client_id: &str,
+    keep_alive: u16,
+    clean: bool,
+    will: Option<(&str, &[u8], bool)>,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_bytes(&mut body, name);
+    body.push(level);
+    let mut flags = if clean { 0x02 } else { 0 };
+    if let Some((_, _, retain)) = will {
+        flags |= 0x04 | if retain { 0x20 } else { 0 };
+    }
+    body.push(flags);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    if level == 5 {
+        body.push(0); // no properties
+    }
+    put_bytes(&mut body, client_id.as_bytes());
+    if let Some((topic, msg, _)) = will {
+        if level == 5 {
+            body.push(0);
+        }
+        put_bytes(&mut body, topic.as_bytes());
+        put_bytes(&mut body, msg);
+    }
+    frame(0x10, &body)
+}
+
+/// A fixed header (type byte, remaining length) in front of `body`.
+pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut len = body.len();
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Sends `hello` on a fresh TCP connection and reads the first `n` bytes of the answer.
+pub async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    hello: &[u8],
+    n: usize,
+) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(hello).await.unwrap();
+    let mut answer = vec![0u8; n];
+    timeout(PATIENCE, s.read_exact(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("answer bytes");
+    (s, answer)
+}
+
+/// Whether an outside program may be used. Missing on a laptop: the test is skipped
+/// (returns false). Missing under `CI=true`: the test fails.
+pub fn require_program(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{name} is required under CI=true (install it in .ci/run)");
+        }
+        eprintln!("skipping: {name} not installed");
+    }
+    found
+}

@@ -1,0 +1,130 @@
+//! Interop with Debian's mosquitto clients (package mosquitto-clients): a second MQTT
+//! implementation talking to fleetcast over TCP.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::{require_program, TestBroker};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+use tokio::time::timeout;
+
+#[tokio::test]
+async fn mosquitto_pub_and_sub_talk_to_fleetcast() {
+    if !require_program("mosquitto_pub") || !require_program("mosquitto_sub") {
+        return;
+    }
+    let b = TestBroker::start().await;
+    let port = b.addrs.mqtt.port().to_string();
+
+    // A retained QoS 1 position from mosquitto_pub...
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "drv-000001",
+            "-q",
+            "1",
+            "-r",
+        ])
+        .args([
+            "-t",
+            "drivers/drv-000001/location",
+            "-m",
+            r#"{"lat":60.17,"lon":24.94}"#,
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    // ...is read by a late mosquitto_sub through a wildcard, with its retain flag.
+    let out = timeout(
+        Duration::from_secs(10),
+        Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-C",
+                "1",
+                "-v",
+                "-F",
+                "%r %t %p",
+            ])
+            .args(["-t", "drivers/+/location"])
+            .stdout(Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("mosquitto_sub got a message")
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"1 drivers/drv-000001/location {"lat":60.17,"lon":24.94}"#
+    );
+
+    // Live messages: mosquitto_sub waits for three, mosquitto_pub sends them.
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-C", "3", "-R"])
+        .args(["-t", "live/#"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the subscription exists: poll the gateway's open connections.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.broker.gateway().stats.open_total() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mosquitto_sub never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The SUBACK may trail the CONNACK: publish until mosquitto_sub has its three lines.
+    let publish = |m: &'static str| {
+        let port = port.clone();
+        async move {
+            Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-q",
+                    "1",
+                    "-t",
+                    "live/x",
+                    "-m",
+                    m,
+                ])
+                .status()
+                .await
+                .unwrap()
+        }
+    };
+    let sub_out = tokio::spawn(async move { sub.wait_with_output().await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !sub_out.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mosquitto_sub did not get 3 messages"
+        );
+        assert!(publish("ping").await.success());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = sub_out.await.unwrap().unwrap();
+    let delivered = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        delivered.lines().collect::<Vec<_>>(),
+        ["ping", "ping", "ping"]
+    );
+}
