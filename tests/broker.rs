@@ -11,16 +11,35 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-#[tokio::test]
-async fn tcp_round_trip_qos0_and_qos1() {
+/// How a test's clients reach the broker: the same behaviour is checked over both.
+type Dial = fn(&str, &fleetcast_broker::Addrs) -> rumqttc::MqttOptions;
+
+/// Runs an `async fn(Dial)` test once over TCP and once over WebSocket.
+macro_rules! over_both_transports {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn tcp() {
+                super::$name(super::tcp_options).await
+            }
+            #[tokio::test]
+            async fn ws() {
+                super::$name(super::ws_options).await
+            }
+        }
+    };
+}
+
+over_both_transports!(round_trip_qos0_and_qos1);
+async fn round_trip_qos0_and_qos1(dial: Dial) {
     let b = TestBroker::start().await;
-    let mut sub = TestClient::connect(tcp_options("sub", &b.addrs)).await;
+    let mut sub = TestClient::connect(dial("sub", &b.addrs)).await;
     assert_eq!(
         sub.subscribe("drivers/drv-1/location", QoS::AtLeastOnce)
             .await,
         vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
-    let publ = TestClient::connect(tcp_options("drv-1", &b.addrs)).await;
+    let publ = TestClient::connect(dial("drv-1", &b.addrs)).await;
     for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce].into_iter().enumerate() {
         publ.client
             .publish("drivers/drv-1/location", qos, false, format!("fix {i}"))
@@ -35,18 +54,11 @@ async fn tcp_round_trip_qos0_and_qos1() {
 }
 
 #[tokio::test]
-async fn websocket_round_trip() {
+async fn websocket_and_tcp_clients_see_each_other() {
     let b = TestBroker::start().await;
     let mut sub = TestClient::connect(ws_options("ws-sub", &b.addrs)).await;
     sub.subscribe("drivers/+/location", QoS::AtLeastOnce).await;
-    let publ = TestClient::connect(ws_options("ws-pub", &b.addrs)).await;
-    publ.client
-        .publish("drivers/drv-7/location", QoS::AtLeastOnce, false, "over ws")
-        .await
-        .unwrap();
-    let got = sub.next_publish().await.expect("delivered over ws");
-    assert_eq!(&got.payload[..], b"over ws");
-    // And across transports: a TCP publisher reaches the WebSocket subscriber.
+    // A TCP publisher reaches the WebSocket subscriber.
     let tcp = TestClient::connect(tcp_options("tcp-pub", &b.addrs)).await;
     tcp.client
         .publish("drivers/drv-8/location", QoS::AtMostOnce, false, "from tcp")
@@ -69,13 +81,30 @@ async fn websocket_refuses_other_paths() {
 }
 
 #[tokio::test]
-async fn wildcards_match_as_mqtt_says() {
+async fn websocket_picks_the_mqtt_subprotocol() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let b = TestBroker::start().await;
-    let mut plus = TestClient::connect(tcp_options("plus", &b.addrs)).await;
+    for (offered, chosen) in [
+        ("mqtt", "mqtt"),
+        ("mqttv3.1", "mqttv3.1"),
+        ("wamp, mqtt", "mqtt"),
+    ] {
+        let mut req = b.ws_url().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", offered.parse().unwrap());
+        let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], chosen);
+    }
+}
+
+over_both_transports!(wildcards_match_as_mqtt_says);
+async fn wildcards_match_as_mqtt_says(dial: Dial) {
+    let b = TestBroker::start().await;
+    let mut plus = TestClient::connect(dial("plus", &b.addrs)).await;
     plus.subscribe("drivers/+/location", QoS::AtMostOnce).await;
-    let mut hash = TestClient::connect(tcp_options("hash", &b.addrs)).await;
+    let mut hash = TestClient::connect(dial("hash", &b.addrs)).await;
     hash.subscribe("drivers/#", QoS::AtMostOnce).await;
-    let p = TestClient::connect(tcp_options("p", &b.addrs)).await;
+    let p = TestClient::connect(dial("p", &b.addrs)).await;
     p.client
         .publish("drivers/a/status", QoS::AtMostOnce, false, "s")
         .await
@@ -96,10 +125,10 @@ async fn wildcards_match_as_mqtt_says() {
     );
 }
 
-#[tokio::test]
-async fn retained_message_reaches_a_late_subscriber() {
+over_both_transports!(retained_message_reaches_a_late_subscriber);
+async fn retained_message_reaches_a_late_subscriber(dial: Dial) {
     let b = TestBroker::start().await;
-    let p = TestClient::connect(tcp_options("drv-9", &b.addrs)).await;
+    let p = TestClient::connect(dial("drv-9", &b.addrs)).await;
     p.client
         .publish(
             "drivers/drv-9/location",
@@ -110,23 +139,23 @@ async fn retained_message_reaches_a_late_subscriber() {
         .await
         .unwrap();
     p.disconnect().await;
-    let mut late = TestClient::connect(tcp_options("rider", &b.addrs)).await;
+    let mut late = TestClient::connect(dial("rider", &b.addrs)).await;
     late.subscribe("drivers/+/location", QoS::AtLeastOnce).await;
     let got = late.next_publish().await.expect("retained delivered");
     assert_eq!(&got.payload[..], b"last known");
     assert!(got.retain, "delivered with the retain flag");
 }
 
-#[tokio::test]
-async fn will_is_published_on_abrupt_disconnect_not_on_clean_one() {
+over_both_transports!(will_is_published_on_abrupt_disconnect_not_on_clean_one);
+async fn will_is_published_on_abrupt_disconnect_not_on_clean_one(dial: Dial) {
     let b = TestBroker::start().await;
-    let mut watcher = TestClient::connect(tcp_options("watcher", &b.addrs)).await;
+    let mut watcher = TestClient::connect(dial("watcher", &b.addrs)).await;
     watcher
         .subscribe("drivers/+/status", QoS::AtLeastOnce)
         .await;
 
     // Clean DISCONNECT: no will.
-    let mut o = tcp_options("drv-clean", &b.addrs);
+    let mut o = dial("drv-clean", &b.addrs);
     o.set_last_will(rumqttc::LastWill::new(
         "drivers/drv-clean/status",
         "offline",
@@ -136,7 +165,7 @@ async fn will_is_published_on_abrupt_disconnect_not_on_clean_one() {
     TestClient::connect(o).await.disconnect().await;
 
     // Abrupt loss: the will fires.
-    let mut o = tcp_options("drv-lost", &b.addrs);
+    let mut o = dial("drv-lost", &b.addrs);
     o.set_last_will(rumqttc::LastWill::new(
         "drivers/drv-lost/status",
         "offline",
@@ -157,10 +186,10 @@ async fn will_is_published_on_abrupt_disconnect_not_on_clean_one() {
     );
 }
 
-#[tokio::test]
-async fn persistent_session_gets_its_qos1_messages_after_reconnect() {
+over_both_transports!(persistent_session_gets_its_qos1_messages_after_reconnect);
+async fn persistent_session_gets_its_qos1_messages_after_reconnect(dial: Dial) {
     let b = TestBroker::start().await;
-    let mut o = tcp_options("rider-p", &b.addrs);
+    let mut o = dial("rider-p", &b.addrs);
     o.set_clean_session(false);
     let mut rider = TestClient::connect(o.clone()).await;
     rider
@@ -168,7 +197,7 @@ async fn persistent_session_gets_its_qos1_messages_after_reconnect() {
         .await;
     rider.disconnect().await;
 
-    let p = TestClient::connect(tcp_options("drv-2", &b.addrs)).await;
+    let p = TestClient::connect(dial("drv-2", &b.addrs)).await;
     for i in 0..3 {
         p.client
             .publish(
@@ -378,12 +407,12 @@ async fn publishing_to_a_wildcard_topic_closes_the_connection() {
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
 
-#[tokio::test]
-async fn duplicate_client_id_takes_over_and_fires_the_old_will() {
+over_both_transports!(duplicate_client_id_takes_over_and_fires_the_old_will);
+async fn duplicate_client_id_takes_over_and_fires_the_old_will(dial: Dial) {
     let b = TestBroker::start().await;
-    let mut watcher = TestClient::connect(tcp_options("watcher", &b.addrs)).await;
+    let mut watcher = TestClient::connect(dial("watcher", &b.addrs)).await;
     watcher.subscribe("drivers/+/status", QoS::AtMostOnce).await;
-    let mut o = tcp_options("drv-dup", &b.addrs);
+    let mut o = dial("drv-dup", &b.addrs);
     o.set_last_will(rumqttc::LastWill::new(
         "drivers/drv-dup/status",
         "offline",
@@ -391,7 +420,7 @@ async fn duplicate_client_id_takes_over_and_fires_the_old_will() {
         false,
     ));
     let mut first = TestClient::connect(o).await;
-    let second = TestClient::connect(tcp_options("drv-dup", &b.addrs)).await;
+    let second = TestClient::connect(dial("drv-dup", &b.addrs)).await;
     assert!(first.closed().await.is_some(), "old connection closed");
     assert_eq!(
         &watcher.next_publish().await.expect("old will").payload[..],

@@ -58,8 +58,7 @@ pub async fn run(
                 continue;
             }
         };
-        // Nagle's algorithm alone costs 40 ms stalls on small 1 Hz publishes.
-        if let Err(e) = stream.set_nodelay(true) {
+        if let Err(e) = prepare_socket(&stream) {
             debug!(error = %e, "set_nodelay failed");
             continue;
         }
@@ -87,6 +86,15 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Socket options every client connection gets.
+///
+/// # Errors
+/// The option could not be set (the socket is already dead).
+pub fn prepare_socket(stream: &TcpStream) -> std::io::Result<()> {
+    // Nagle's algorithm alone costs 40 ms stalls on small 1 Hz publishes.
+    stream.set_nodelay(true)
 }
 
 async fn serve(
@@ -151,4 +159,20 @@ async fn answer_full<T: Transport>(mut io: T) {
     let mut answer = BytesMut::from(&frame::CONNACK_V311_UNAVAILABLE[..]);
     let _ = io.write_from(&mut answer).await;
     io.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn client_sockets_get_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (server_side, _) = listener.accept().await.expect("accept");
+        assert!(!server_side.nodelay().expect("read option"));
+        prepare_socket(&server_side).expect("set");
+        assert!(server_side.nodelay().expect("read option"));
+    }
 }
