@@ -3,9 +3,16 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fleetcast_broker::{Broker, Config, Listeners, DEFAULT_CONFIG};
+use fleetcast_simulator::endpoint::Endpoint;
+use fleetcast_simulator::fleet::{Fleet, FleetConfig, FleetSnapshot};
+use fleetcast_simulator::process;
+use fleetcast_simulator::road_graph::RoadGraph;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Log filter when `FLEETCAST_LOG` is not set. rumqttd logs routine events (a duplicate
 /// client id, a link's end) at ERROR; the gateway logs those events itself, at their real
@@ -24,8 +31,10 @@ pub struct Cli {
 enum Command {
     /// Run the broker: MQTT, MQTT over WebSocket and HTTP listeners.
     Serve(ServeArgs),
-    /// Run the broker with a demo fleet (the fleet arrives with the simulator).
-    Demo(ServeArgs),
+    /// Run the broker and a demo fleet driving around central Helsinki.
+    Demo(DemoArgs),
+    /// Run a driver fleet against any MQTT broker.
+    Simulate(SimulateArgs),
     /// Print the default configuration file (copy it, edit it, pass it with --config).
     Config,
 }
@@ -47,13 +56,73 @@ struct ServeArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Drivers in the demo fleet.
+    #[arg(long, default_value_t = 200)]
+    drivers: usize,
+    /// Seed for the fleet's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    /// Broker URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: Endpoint,
+    /// Number of drivers (one MQTT connection each).
+    #[arg(long, default_value_t = 100)]
+    drivers: usize,
+    /// Time between two positions of one driver (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Stop after this long (e.g. 30s, 5m); without it, run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Seed for every random choice: the same seed replays the same fleet.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// GPS noise scale in metres, reported as `accuracy`.
+    #[arg(long, default_value_t = 3.0)]
+    noise: f64,
+    /// Connects per second over the whole fleet (first connects and reconnects).
+    #[arg(long, default_value_t = 500)]
+    connect_rate: u32,
+    /// OpenStreetMap extract (.osm.pbf) to drive on; default: central Helsinki (embedded).
+    #[arg(long, value_name = "FILE.osm.pbf")]
+    map: Option<PathBuf>,
+    /// Driver id prefix; ids are PREFIX000001, PREFIX000002, ...
+    #[arg(long, default_value = "drv-")]
+    id_prefix: String,
+    /// MQTT username; {id} is replaced by each driver's id.
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password; {id} is replaced by each driver's id.
+    #[arg(long)]
+    password: Option<String>,
+    /// Time between two summary lines.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    report_every: Duration,
+}
+
 /// Runs the parsed command.
 ///
 /// # Errors
 /// Whatever stopped the command, with context for the user.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) | Command::Demo(args) => serve(args),
+        Command::Serve(args) => runtime()?.block_on(serve(args, None)),
+        Command::Demo(args) => {
+            let fleet = DemoFleet {
+                drivers: args.drivers,
+                seed: args.seed,
+            };
+            runtime()?.block_on(serve(args.serve, Some(fleet)))
+        }
+        Command::Simulate(args) => runtime()?.block_on(simulate(args)),
         Command::Config => {
             print!("{DEFAULT_CONFIG}");
             Ok(())
@@ -61,7 +130,16 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the tokio runtime")
+}
+
+struct DemoFleet {
+    drivers: usize,
+    seed: u64,
+}
+
+async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)
             .with_context(|| format!("reading configuration {}", path.display()))?,
@@ -71,22 +149,147 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.listen.ws = args.ws;
     config.listen.http = args.http;
 
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    runtime.block_on(async move {
-        let listeners = Listeners::bind(&config).await?;
-        let broker = Broker::start(listeners, config)?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "fleetcast ready {}", broker.addrs())?;
-        out.flush()?;
-        drop(out);
+    let listeners = Listeners::bind(&config).await?;
+    let broker = Broker::start(listeners, config)?;
+    let addrs = broker.addrs();
+    say(&format!("fleetcast ready {addrs}"))?;
 
-        wait_for_signal().await?;
-        tracing::info!("shutting down");
-        if let Err(e) = broker.shutdown().await {
-            tracing::warn!(error = %e, "shutdown grace time ran out; exiting anyway");
+    let fleet = match demo {
+        Some(demo) => {
+            let graph = Arc::new(RoadGraph::helsinki().context("loading the demo map")?);
+            // Connect to our own listener, on loopback when it is bound to every address.
+            let mut target = addrs.mqtt;
+            if target.ip().is_unspecified() {
+                target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let mut fleet_config = FleetConfig::new(
+                format!("mqtt://{target}")
+                    .parse()
+                    .context("demo broker URL")?,
+                demo.drivers,
+            );
+            fleet_config.seed = demo.seed;
+            say(&format!(
+                "demo: {} drivers on central Helsinki ({} road nodes), topics drivers/+/location",
+                demo.drivers,
+                graph.node_count()
+            ))?;
+            Some(Fleet::start(fleet_config, graph))
         }
-        Ok(())
-    })
+        None => None,
+    };
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    if let Some(fleet) = fleet {
+        fleet.stop().await;
+    }
+    if let Err(e) = broker.shutdown().await {
+        tracing::warn!(error = %e, "shutdown grace time ran out; exiting anyway");
+    }
+    Ok(())
+}
+
+async fn simulate(args: SimulateArgs) -> Result<()> {
+    let graph = match &args.map {
+        Some(path) => RoadGraph::from_file(path)?,
+        None => RoadGraph::helsinki()?,
+    };
+    let graph = Arc::new(graph);
+    let mut config = FleetConfig::new(args.broker.clone(), args.drivers);
+    config.interval = args.interval;
+    config.seed = args.seed;
+    config.noise_m = args.noise;
+    config.connect_rate = args.connect_rate;
+    config.id_prefix = args.id_prefix;
+    config.username = args.username;
+    config.password = args.password;
+    say(&format!(
+        "simulate: broker={} drivers={} interval={} map nodes={} roads={}",
+        args.broker,
+        args.drivers,
+        humantime::format_duration(args.interval),
+        graph.node_count(),
+        graph.edge_count()
+    ))?;
+
+    let started = Instant::now();
+    let usage_at_start = process::own_usage();
+    let fleet = Fleet::start(config, graph);
+    let stats = Arc::clone(fleet.stats());
+    let deadline = args.duration.map(|d| started + d);
+    let mut ticker = tokio::time::interval_at(started + args.report_every, args.report_every);
+    let mut previous = (started, FleetSnapshot::default(), usage_at_start);
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            r = &mut signal => { r?; break; }
+            _ = sleep_until_opt(deadline) => break,
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let snap = stats.snapshot();
+                let window = now - previous.0;
+                let rate = (snap.published - previous.1.published) as f64 / window.as_secs_f64();
+                let usage = process::own_usage();
+                say(&format!(
+                    "simulate: t={:.0}s connected={}/{} published/s={rate:.1} reconnects={} skipped={} dropped={} {}",
+                    (now - started).as_secs_f64(),
+                    snap.connected,
+                    args.drivers,
+                    snap.reconnects,
+                    snap.skipped_offline,
+                    snap.dropped,
+                    usage_fields(previous.2, usage, window),
+                ))?;
+                previous = (now, snap, usage);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let usage_at_end = process::own_usage();
+    let last = fleet.stop().await;
+    say(&format!(
+        "simulate done: drivers={} published={} reconnects={} skipped={} dropped={} elapsed={:.1}s {}",
+        args.drivers,
+        last.published,
+        last.reconnects,
+        last.skipped_offline,
+        last.dropped,
+        elapsed.as_secs_f64(),
+        usage_fields(usage_at_start, usage_at_end, elapsed),
+    ))
+}
+
+/// `cpu=P% rss=NMiB`: this process's CPU over `window` (percent of one core) and its RSS.
+fn usage_fields(
+    before: Option<process::Usage>,
+    after: Option<process::Usage>,
+    window: Duration,
+) -> String {
+    match (before, after) {
+        (Some(a), Some(b)) => format!(
+            "cpu={:.1}% rss={:.1}MiB",
+            process::cpu_percent(a, b, window),
+            b.rss_bytes as f64 / (1024.0 * 1024.0)
+        ),
+        _ => "cpu=n/a rss=n/a".to_owned(),
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One line on standard output, flushed at once (scripts wait for these lines).
+fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -193,3 +193,139 @@ fn busy_port_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen for MQTT on"), "{err}");
 }
+
+#[test]
+fn demo_runs_the_broker_and_200_drivers() {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    let mqtt: SocketAddr = ready
+        .split(' ')
+        .find_map(|w| w.strip_prefix("mqtt="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let demo = lines.next().unwrap().unwrap();
+    assert!(demo.starts_with("demo: 200 drivers"), "{demo}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let distinct = rt.block_on(async {
+        let mut o = rumqttc::MqttOptions::new("demo-rider", mqtt.ip().to_string(), mqtt.port());
+        o.set_keep_alive(Duration::from_secs(30));
+        let mut rider = common::TestClient::connect(o).await;
+        rider
+            .subscribe("drivers/+/location", rumqttc::QoS::AtMostOnce)
+            .await;
+        let mut ids = std::collections::HashSet::new();
+        while ids.len() < 200 {
+            let Some(p) = rider.next_publish().await else {
+                break;
+            };
+            ids.insert(p.topic);
+        }
+        ids.len()
+    });
+    assert_eq!(distinct, 200, "drivers seen on the map topics");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "demo still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+}
+
+#[test]
+fn simulate_prints_progress_and_a_final_summary() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = rt.block_on(common::TestBroker::start());
+    let out = Command::new(BIN)
+        .args([
+            "simulate",
+            "--broker",
+            &format!("mqtt://{}", broker.addrs.mqtt),
+        ])
+        .args([
+            "--drivers",
+            "5",
+            "--interval",
+            "200ms",
+            "--duration",
+            "3s",
+            "--report-every",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("simulate: broker=mqtt://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("simulate: t=") && l.contains("connected=5/5")),
+        "{stdout}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("simulate done: drivers=5 published="),
+        "{stdout}"
+    );
+    let published: u64 = last
+        .split(' ')
+        .find_map(|w| w.strip_prefix("published="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 5 drivers at 5 Hz for 3 s, less the connect time.
+    assert!(published >= 50, "{stdout}");
+    for field in ["reconnects=0", "cpu=", "rss="] {
+        assert!(last.contains(field), "{last}");
+    }
+}
+
+#[test]
+fn simulate_refuses_tls_urls_clearly() {
+    let out = Command::new(BIN)
+        .args([
+            "simulate",
+            "--broker",
+            "mqtts://127.0.0.1:8883",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs TLS"), "{err}");
+}

@@ -241,12 +241,19 @@ pub async fn raw_exchange(
     (s, answer)
 }
 
+/// Where an outside program is: on PATH, or in the sbin folders Debian puts daemons in.
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(Into::into));
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
 /// Whether an outside program may be used. Missing on a laptop: the test is skipped
 /// (returns false). Missing under `CI=true`: the test fails.
 pub fn require_program(name: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
+    let found = find_program(name).is_some();
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{name} is required under CI=true (install it in .ci/run)");
@@ -254,4 +261,91 @@ pub fn require_program(name: &str) -> bool {
         eprintln!("skipping: {name} not installed");
     }
     found
+}
+
+/// A free port on 127.0.0.1, for programs that cannot be told to bind port 0.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until something accepts TCP connections on `addr`.
+pub async fn wait_listening(addr: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Debian's mosquitto broker on a free loopback port; killed when dropped.
+pub struct Mosquitto {
+    child: tokio::process::Child,
+    pub addr: std::net::SocketAddr,
+    _dir: TempDir,
+}
+
+impl Mosquitto {
+    /// None when mosquitto is missing on a laptop; panics under CI=true.
+    pub async fn start() -> Option<Mosquitto> {
+        if !require_program("mosquitto") {
+            return None;
+        }
+        let port = free_port();
+        let dir = TempDir::new("mosquitto");
+        let conf = dir.path.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n"),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(find_program("mosquitto").unwrap())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        wait_listening(addr).await;
+        Some(Mosquitto {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A temporary folder, removed when dropped.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("fleetcast-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }

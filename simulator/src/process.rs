@@ -1,0 +1,73 @@
+//! CPU time and memory of a process, from `/proc` (Linux), for the summaries that report
+//! what a fleet or a broker costs.
+
+use std::time::Duration;
+
+/// A process's resource use at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// User plus system CPU time used so far.
+    pub cpu: Duration,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: u64 = 100;
+
+/// Reads `/proc/{pid}/stat` and `/proc/{pid}/status`; None when the process is gone or
+/// the system has no `/proc`.
+pub fn usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Usage {
+        cpu: Duration::from_millis(ticks * 1000 / TICKS_PER_SEC),
+        rss_bytes: rss_kb * 1024,
+    })
+}
+
+/// This process's usage.
+pub fn own_usage() -> Option<Usage> {
+    usage(std::process::id())
+}
+
+/// CPU use between two readings as a percentage of one core.
+pub fn cpu_percent(before: Usage, after: Usage, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        return 0.0;
+    }
+    after.cpu.saturating_sub(before.cpu).as_secs_f64() / wall.as_secs_f64() * 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_usage_and_sees_cpu_spent() {
+        let Some(before) = own_usage() else {
+            return; // no /proc here
+        };
+        assert!(before.rss_bytes > 0);
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let after = own_usage().expect("still here");
+        assert!(after.cpu > before.cpu, "{x}");
+        let pct = cpu_percent(before, after, start.elapsed());
+        assert!(pct > 20.0 && pct < 150.0, "{pct}");
+    }
+}
