@@ -2,7 +2,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use fleetcast_broker::{Broker, Config, Listeners, DEFAULT_CONFIG};
+use fleetcast::stack::Stack;
+use fleetcast_broker::{Config, Listeners, DEFAULT_CONFIG};
+use fleetcast_dashboard::feed::{self, FeedConfig};
+use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
 use fleetcast_simulator::endpoint::Endpoint;
 use fleetcast_simulator::fleet::{Fleet, FleetConfig, FleetSnapshot};
 use fleetcast_simulator::process;
@@ -35,6 +38,8 @@ enum Command {
     Demo(DemoArgs),
     /// Run a driver fleet against any MQTT broker.
     Simulate(SimulateArgs),
+    /// Run the live map and its WebSocket bridge against any MQTT broker.
+    Dashboard(DashboardArgs),
     /// Print the default configuration file (copy it, edit it, pass it with --config).
     Config,
 }
@@ -47,13 +52,48 @@ struct ServeArgs {
     /// MQTT over WebSocket listen address; clients connect to ws://ADDR/mqtt.
     #[arg(long, default_value = "127.0.0.1:8083")]
     ws: SocketAddr,
-    /// HTTP listen address (/healthz, /readyz).
+    /// HTTP listen address: the live map (/), its bridge (/ws), /healthz, /readyz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// Configuration file (TOML); `fleetcast config` prints the defaults. The address
     /// flags above override its [listen] section.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    map: MapArgs,
+}
+
+#[derive(Debug, Args)]
+struct MapArgs {
+    /// OpenStreetMap extract (.osm.pbf) for the map (and the demo fleet); default: central
+    /// Helsinki (embedded).
+    #[arg(long, value_name = "FILE.osm.pbf")]
+    map: Option<PathBuf>,
+    /// Online tile URL template, e.g. https://tile.example/{z}/{x}/{y}.png; without it the
+    /// page uses only its embedded basemap and never leaves this server.
+    #[arg(long, value_name = "URL")]
+    tiles: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DashboardArgs {
+    /// Broker URL to read positions from: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: Endpoint,
+    /// HTTP listen address: the live map (/), its bridge (/ws), /healthz.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// MQTT client id of the bridge.
+    #[arg(long, default_value = "fleetcast-dashboard")]
+    client_id: String,
+    /// MQTT username.
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long)]
+    password: Option<String>,
+    #[command(flatten)]
+    map: MapArgs,
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +162,14 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             runtime()?.block_on(serve(args.serve, Some(fleet)))
         }
-        Command::Simulate(args) => runtime()?.block_on(simulate(args)),
+        // One thread: drivers are I/O-bound and cross-thread wake-ups cost more than
+        // they give (measured with bench/simulator.sh).
+        Command::Dashboard(args) => runtime()?.block_on(dashboard(args)),
+        Command::Simulate(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?
+            .block_on(simulate(args)),
         Command::Config => {
             print!("{DEFAULT_CONFIG}");
             Ok(())
@@ -149,42 +196,52 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     config.listen.ws = args.ws;
     config.listen.http = args.http;
 
+    let pbf = map_bytes(&args.map)?;
     let listeners = Listeners::bind(&config).await?;
-    let broker = Broker::start(listeners, config)?;
-    let addrs = broker.addrs();
+    let dashboard = DashboardOptions {
+        map_pbf: &pbf,
+        tiles: args.map.tiles.clone(),
+        board: Default::default(),
+        bridge: Default::default(),
+    };
+    let stack = Stack::start(listeners, config, dashboard).await?;
+    let addrs = stack.addrs();
     say(&format!("fleetcast ready {addrs}"))?;
 
-    let fleet = match demo {
-        Some(demo) => {
-            let graph = Arc::new(RoadGraph::helsinki().context("loading the demo map")?);
-            // Connect to our own listener, on loopback when it is bound to every address.
-            let mut target = addrs.mqtt;
-            if target.ip().is_unspecified() {
-                target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let mut fleet_config = FleetConfig::new(
-                format!("mqtt://{target}")
-                    .parse()
-                    .context("demo broker URL")?,
+    let fleet =
+        match demo {
+            Some(demo) => {
+                let graph = Arc::new(RoadGraph::from_pbf(&pbf).context("loading the demo map")?);
+                // Connect to our own listener, on loopback when it is bound to every address.
+                let mut target = addrs.mqtt;
+                if target.ip().is_unspecified() {
+                    target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let mut fleet_config = FleetConfig::new(
+                    format!("mqtt://{target}")
+                        .parse()
+                        .context("demo broker URL")?,
+                    demo.drivers,
+                );
+                fleet_config.seed = demo.seed;
+                say(&format!(
+                "demo: {} drivers on {} ({} road nodes), topics drivers/+/location, map http://{}/",
                 demo.drivers,
-            );
-            fleet_config.seed = demo.seed;
-            say(&format!(
-                "demo: {} drivers on central Helsinki ({} road nodes), topics drivers/+/location",
-                demo.drivers,
-                graph.node_count()
+                if args.map.map.is_some() { "your map" } else { "central Helsinki" },
+                graph.node_count(),
+                addrs.http
             ))?;
-            Some(Fleet::start(fleet_config, graph))
-        }
-        None => None,
-    };
+                Some(Fleet::start(fleet_config, graph))
+            }
+            None => None,
+        };
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
     if let Some(fleet) = fleet {
         fleet.stop().await;
     }
-    if let Err(e) = broker.shutdown().await {
+    if let Err(e) = stack.shutdown().await {
         tracing::warn!(error = %e, "shutdown grace time ran out; exiting anyway");
     }
     Ok(())
@@ -275,6 +332,83 @@ fn usage_fields(
         ),
         _ => "cpu=n/a rss=n/a".to_owned(),
     }
+}
+
+async fn dashboard(args: DashboardArgs) -> Result<()> {
+    let pbf = map_bytes(&args.map)?;
+    let dashboard = Dashboard::new(DashboardOptions {
+        map_pbf: &pbf,
+        tiles: args.map.tiles.clone(),
+        board: Default::default(),
+        bridge: Default::default(),
+    })
+    .context("building the basemap")?;
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", args.http))?;
+    let http = listener.local_addr()?;
+    let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feed_task = tokio::spawn(feed::run(
+        FeedConfig {
+            broker: args.broker.clone(),
+            client_id: args.client_id,
+            credentials: args
+                .username
+                .map(|u| (u, args.password.unwrap_or_default())),
+        },
+        Arc::clone(&dashboard.board),
+        Arc::clone(&connected),
+        stop.clone(),
+    ));
+    let health = Arc::clone(&connected);
+    let app = dashboard
+        .router()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let up = health.load(std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if up {
+                        (axum::http::StatusCode::OK, "feed connected\n")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "feed not connected\n",
+                        )
+                    }
+                }
+            }),
+        );
+    say(&format!(
+        "fleetcast dashboard ready http={http} broker={}",
+        args.broker
+    ))?;
+    let server_stop = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(server_stop.cancelled_owned())
+            .await
+    });
+    wait_for_signal().await?;
+    dashboard.stop();
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let _ = feed_task.await;
+        let _ = server.await;
+    })
+    .await;
+    Ok(())
+}
+
+fn map_bytes(args: &MapArgs) -> Result<std::borrow::Cow<'static, [u8]>> {
+    Ok(match &args.map {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading map {}", path.display()))?
+            .into(),
+        None => fleetcast_simulator::road_graph::HELSINKI_PBF.into(),
+    })
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

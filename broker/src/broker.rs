@@ -122,7 +122,20 @@ impl Broker {
     ///
     /// # Errors
     /// The router's threads could not be started.
-    pub fn start(listeners: Listeners, mut config: Config) -> Result<Broker, BrokerError> {
+    pub fn start(listeners: Listeners, config: Config) -> Result<Broker, BrokerError> {
+        Broker::start_with_routes(listeners, config, axum::Router::new())
+    }
+
+    /// [`start`](Broker::start), with more HTTP routes (the dashboard) served beside
+    /// `/healthz` and `/readyz` on the HTTP listener.
+    ///
+    /// # Errors
+    /// The router's threads could not be started.
+    pub fn start_with_routes(
+        listeners: Listeners,
+        mut config: Config,
+        routes: axum::Router,
+    ) -> Result<Broker, BrokerError> {
         let addrs = listeners.addrs();
         config.limits.max_connections = fit_to_fd_limit(config.limits.max_connections);
         let router = RouterHandle::spawn(&RouterSettings {
@@ -159,7 +172,8 @@ impl Broker {
         let app = http::app(HttpState {
             gateway: Arc::clone(&gateway),
             listening: Arc::clone(&listening),
-        });
+        })
+        .merge(routes);
         let http_shutdown = shutdown.clone();
         tracker.spawn(async move {
             let serve = axum::serve(listeners.http, app)
@@ -181,6 +195,18 @@ impl Broker {
     /// Where the broker listens.
     pub fn addrs(&self) -> Addrs {
         self.addrs
+    }
+
+    /// An in-process subscriber to `filters`, named `fleetcast:{name}`.
+    ///
+    /// # Errors
+    /// The router refused the link.
+    pub async fn local_subscriber(
+        &self,
+        name: &str,
+        filters: &[&str],
+    ) -> Result<crate::local::LocalSubscriber, RouterError> {
+        crate::local::LocalSubscriber::new(&self.gateway.router, name, filters).await
     }
 
     /// The shared gateway state (counters, registry).

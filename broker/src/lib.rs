@@ -14,6 +14,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod listener;
+pub mod local;
 pub mod pacing;
 pub mod registry;
 pub mod router;

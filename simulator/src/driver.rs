@@ -75,7 +75,11 @@ impl Driver {
         let start = graph.node(rng.random_range(0..graph.node_count()));
         let route = plan(&graph, &mut rng, start, 0.0);
         let heading = route.heading(0.0);
-        let noise_m = if noise_m.is_finite() { noise_m.max(0.0) } else { 0.0 };
+        let noise_m = if noise_m.is_finite() {
+            noise_m.max(0.0)
+        } else {
+            0.0
+        };
         let sigma = (noise_m / std::f64::consts::SQRT_2).max(f64::MIN_POSITIVE);
         let mut d = Driver {
             noise: Normal::new(0.0, sigma).unwrap_or_else(|_| unreachable_normal()),

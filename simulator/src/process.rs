@@ -72,7 +72,10 @@ mod tests {
                 assert!(now.rss_bytes > 0);
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "no CPU time seen ({x})");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no CPU time seen ({x})"
+            );
         }
     }
 
@@ -82,7 +85,10 @@ mod tests {
             cpu: Duration::from_millis(ms),
             rss_bytes: 1,
         };
-        assert_eq!(cpu_percent(at(1_000), at(1_250), Duration::from_secs(1)), 25.0);
+        assert_eq!(
+            cpu_percent(at(1_000), at(1_250), Duration::from_secs(1)),
+            25.0
+        );
         assert_eq!(cpu_percent(at(0), at(3_000), Duration::from_secs(2)), 150.0);
         assert_eq!(cpu_percent(at(0), at(10), Duration::ZERO), 0.0);
     }

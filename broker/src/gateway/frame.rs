@@ -167,9 +167,13 @@ pub fn valid_topic_filter(filter: &str) -> bool {
     })
 }
 
-/// Whether the router accepts a client id (it silently refuses ids with these characters).
+/// Whether a network client may use this id: the router silently refuses ids with
+/// `+ # / $`, and the `fleetcast:` prefix is kept for in-process links.
 pub fn valid_client_id(id: &str, max_len: usize) -> bool {
-    !id.is_empty() && id.len() <= max_len && !id.contains(['+', '#', '/', '$', '\0'])
+    !id.is_empty()
+        && id.len() <= max_len
+        && !id.contains(['+', '#', '/', '$', '\0'])
+        && !id.starts_with(crate::local::LOCAL_PREFIX)
 }
 
 #[cfg(test)]
@@ -276,5 +280,6 @@ mod tests {
         assert!(valid_client_id("drv-000042", 128));
         assert!(!valid_client_id("a/b", 128));
         assert!(!valid_client_id(&"x".repeat(129), 128));
+        assert!(!valid_client_id("fleetcast:bridge", 128));
     }
 }

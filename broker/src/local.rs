@@ -1,0 +1,92 @@
+//! In-process subscribers: a link into the router without a socket, for parts of fleetcast
+//! that live in the same process (the dashboard bridge).
+//!
+//! Client ids of local subscribers start with `fleetcast:`, a prefix the gateway refuses to
+//! network clients, so no device can take a local subscriber's id over.
+
+use crate::router::{disconnect_packet, RouterError, RouterHandle};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::Notification;
+
+/// Client id prefix reserved for in-process links.
+pub const LOCAL_PREFIX: &str = "fleetcast:";
+
+/// A subscription inside the process: yields (topic, payload) of every matching publish.
+pub struct LocalSubscriber {
+    tx: LinkTx,
+    rx: LinkRx,
+    gone: bool,
+}
+
+impl std::fmt::Debug for LocalSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSubscriber")
+            .field("gone", &self.gone)
+            .finish()
+    }
+}
+
+impl LocalSubscriber {
+    /// Builds a link named `fleetcast:{name}` and subscribes it to `filters` (QoS 0).
+    ///
+    /// # Errors
+    /// The router refused the link or is gone.
+    pub async fn new(
+        router: &RouterHandle,
+        name: &str,
+        filters: &[&str],
+    ) -> Result<LocalSubscriber, RouterError> {
+        let (mut tx, rx, _connack) = router
+            .connect(&format!("{LOCAL_PREFIX}{name}"), true)
+            .await?;
+        for filter in filters {
+            // Our link channel is unbounded, so this never blocks.
+            tx.subscribe(*filter)
+                .map_err(|e| RouterError::Refused(Box::new(e)))?;
+        }
+        Ok(LocalSubscriber {
+            tx,
+            rx,
+            gone: false,
+        })
+    }
+
+    /// The next publish, or None once the router dropped the link.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a publish is only taken from the link when it is returned.
+    pub async fn next(&mut self) -> Option<(Bytes, Bytes)> {
+        if self.gone {
+            return None;
+        }
+        loop {
+            match self.rx.next().await {
+                Ok(Some(Notification::Forward(f))) => {
+                    return Some((f.publish.topic, f.publish.payload));
+                }
+                Ok(Some(Notification::Unschedule)) => {
+                    if self.rx.wake().await.is_err() {
+                        self.gone = true;
+                        return None;
+                    }
+                }
+                Ok(Some(Notification::Disconnect(..))) | Err(_) => {
+                    self.gone = true;
+                    return None;
+                }
+                Ok(Some(_)) | Ok(None) => {}
+            }
+        }
+    }
+}
+
+impl Drop for LocalSubscriber {
+    fn drop(&mut self) {
+        if !self.gone {
+            // Unbounded link channel: ready at once. Without it the router keeps the slot.
+            let _ = self.tx.send(disconnect_packet()).now_or_never();
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The board: the latest known position of every driver, shared by all browsers.
+//!
+//! Positions arrive from MQTT (`ingest`); each browser's bridge task asks for what changed
+//! since its last batch (`batch_since`). Conflation falls out of the design: the board holds
+//! one entry per driver, so a browser that missed ten fixes of a driver gets only the latest.
+//! Every update bumps a version number; a browser remembers the version it has seen. The
+//! board is bounded (`max_drivers`), and drivers gone for a while are evicted.
+
+use crate::owntracks;
+use crate::topic;
+use crate::viewport::Viewport;
+use fleetcast_simulator::payload::{self, Location};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How the board judges drivers.
+#[derive(Debug, Clone)]
+pub struct BoardConfig {
+    /// A driver silent this long is sent as gone (stale).
+    pub stale_after: Duration,
+    /// A gone driver is forgotten after this long.
+    pub forget_after: Duration,
+    /// Most drivers held; new ones beyond are ignored and counted.
+    pub max_drivers: usize,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        BoardConfig {
+            stale_after: Duration::from_secs(30),
+            forget_after: Duration::from_secs(600),
+            max_drivers: 100_000,
+        }
+    }
+}
+
+/// Why a driver left the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoneReason {
+    /// Its status topic said `offline` (its last will, or a clean stop).
+    Offline,
+    /// Nothing heard for `stale_after`.
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    Live,
+    Gone(GoneReason),
+}
+
+#[derive(Debug)]
+struct Entry {
+    location: Location,
+    topic: String,
+    version: u64,
+    last_seen: Instant,
+    liveness: Liveness,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    version: u64,
+    drivers: HashMap<String, Entry>,
+    /// Counter per OwnTracks device, which has no `seq` of its own.
+    owntracks_seq: HashMap<String, u64>,
+}
+
+/// What one browser wants to see.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Topic filters; a driver is sent if its location topic matches one.
+    pub filters: Vec<String>,
+    /// Only drivers inside (with the margin already applied); None = everywhere.
+    pub viewport: Option<Viewport>,
+    /// Always sent, wherever it is.
+    pub follow: Option<String>,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            filters: vec![
+                payload::LOCATION_FILTER.to_owned(),
+                "owntracks/+/+".to_owned(),
+            ],
+            viewport: None,
+            follow: None,
+        }
+    }
+}
+
+/// A driver that left.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gone {
+    /// Driver id.
+    pub id: String,
+    /// Why.
+    pub reason: GoneReason,
+}
+
+/// What changed for one browser since its last batch.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Latest positions of drivers that moved (or appeared) in view.
+    pub positions: Vec<Location>,
+    /// Drivers that went offline or stale.
+    pub gone: Vec<Gone>,
+    /// Changed drivers outside the view or filters (for the filter hit ratio).
+    pub filtered_out: usize,
+    /// The board version these changes bring the browser up to.
+    pub version: u64,
+}
+
+/// Numbers the page's status panel shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PanelStats {
+    /// Drivers live now.
+    pub online: usize,
+    /// Positions received per second (last window).
+    pub msgs_per_s: f64,
+    /// Median end-to-end latency, ms (`ts` to bridge receive).
+    pub p50_ms: f64,
+    /// 99th percentile end-to-end latency, ms.
+    pub p99_ms: f64,
+}
+
+/// What an ingested message turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// A position, with its end-to-end latency in ms (clamped at 0).
+    Position {
+        /// `now - ts`.
+        latency_ms: u64,
+    },
+    /// A presence change.
+    Presence,
+    /// Not understood (bad JSON, other topics); counted.
+    Ignored,
+    /// A new driver beyond `max_drivers`.
+    Full,
+}
+
+/// Rolling latency and rate over about the last 10-20 s.
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
+    previous_span: Duration,
+}
+
+const WINDOW: Duration = Duration::from_secs(10);
+
+fn histogram() -> Histogram<u64> {
+    // 1 ms .. 1 h at 2 significant digits; new_with_bounds only fails on bad bounds.
+    Histogram::new_with_bounds(1, 3_600_000, 2).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+/// The shared board.
+#[derive(Debug)]
+pub struct Board {
+    config: BoardConfig,
+    inner: RwLock<Inner>,
+    window: Mutex<Window>,
+    /// Messages that were not positions or presence we understood.
+    pub ignored: AtomicU64,
+    /// New drivers refused because the board was full.
+    pub refused: AtomicU64,
+}
+
+impl Board {
+    /// An empty board.
+    pub fn new(config: BoardConfig) -> Board {
+        Board {
+            config,
+            inner: RwLock::new(Inner::default()),
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                current: histogram(),
+                previous: histogram(),
+                previous_span: Duration::ZERO,
+            }),
+            ignored: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BoardConfig {
+        &self.config
+    }
+
+    /// Takes one MQTT message: a driver location, a driver status, or an OwnTracks fix.
+    pub fn ingest(&self, topic: &str, body: &[u8], now_ms: u64) -> Ingested {
+        let result = self.ingest_inner(topic, body, now_ms);
+        match result {
+            Ingested::Position { latency_ms } => {
+                let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+                self.rotate(&mut w);
+                let _ = w.current.record(latency_ms.clamp(1, 3_600_000));
+            }
+            Ingested::Ignored => {
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            Ingested::Full => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Ingested::Presence => {}
+        }
+        result
+    }
+
+    fn ingest_inner(&self, topic: &str, body: &[u8], now_ms: u64) -> Ingested {
+        if topic.starts_with("owntracks/") {
+            let Some((user, device)) = owntracks::device_of(topic) else {
+                return Ingested::Ignored;
+            };
+            let key = format!("{user}/{device}");
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let seq = {
+                let s = inner.owntracks_seq.entry(key).or_insert(0);
+                *s += 1;
+                *s
+            };
+            return match owntracks::to_location(topic, body, seq, now_ms) {
+                Some(loc) => self.put(&mut inner, topic, loc, now_ms),
+                None => Ingested::Ignored,
+            };
+        }
+        let Some(id) = payload::driver_of(topic) else {
+            return Ingested::Ignored;
+        };
+        if topic.ends_with("/location") {
+            let Ok(loc) = serde_json::from_slice::<Location>(body) else {
+                return Ingested::Ignored;
+            };
+            // The topic names the driver: a payload claiming another id is not trusted.
+            if loc.id != id || !loc.lat.is_finite() || !loc.lon.is_finite() {
+                return Ingested::Ignored;
+            }
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            self.put(&mut inner, topic, loc, now_ms)
+        } else if topic.ends_with("/status") {
+            let Ok(presence) = serde_json::from_slice::<payload::Presence>(body) else {
+                return Ingested::Ignored;
+            };
+            if presence.status != "offline" {
+                return Ingested::Presence;
+            }
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            inner.version += 1;
+            let version = inner.version;
+            if let Some(e) = inner.drivers.get_mut(id) {
+                if e.liveness == Liveness::Live {
+                    e.liveness = Liveness::Gone(GoneReason::Offline);
+                    e.version = version;
+                }
+            }
+            Ingested::Presence
+        } else {
+            Ingested::Ignored
+        }
+    }
+
+    fn put(&self, inner: &mut Inner, topic: &str, loc: Location, now_ms: u64) -> Ingested {
+        let latency_ms = now_ms.saturating_sub(loc.ts);
+        inner.version += 1;
+        let version = inner.version;
+        let full = inner.drivers.len() >= self.config.max_drivers;
+        match inner.drivers.get_mut(&loc.id) {
+            Some(e) => {
+                e.location = loc;
+                e.version = version;
+                e.last_seen = Instant::now();
+                e.liveness = Liveness::Live;
+            }
+            None if full => return Ingested::Full,
+            None => {
+                inner.drivers.insert(
+                    loc.id.clone(),
+                    Entry {
+                        location: loc,
+                        topic: topic.to_owned(),
+                        version,
+                        last_seen: Instant::now(),
+                        liveness: Liveness::Live,
+                    },
+                );
+            }
+        }
+        Ingested::Position { latency_ms }
+    }
+
+    /// Marks silent drivers stale and forgets long-gone ones. Call about once a second.
+    pub fn sweep(&self, now: Instant) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let stale_after = self.config.stale_after;
+        let forget_after = self.config.forget_after;
+        let mut bumped = inner.version;
+        inner.drivers.retain(|_, e| {
+            let silent = now.saturating_duration_since(e.last_seen);
+            if silent >= forget_after {
+                return false;
+            }
+            if e.liveness == Liveness::Live && silent >= stale_after {
+                bumped += 1;
+                e.version = bumped;
+                e.liveness = Liveness::Gone(GoneReason::Stale);
+            }
+            true
+        });
+        inner.version = bumped;
+    }
+
+    /// What changed for a browser that has seen up to `since`. `since == 0` gives the
+    /// full picture (live drivers only), as on (re)connect or a new viewport.
+    pub fn changes_since(&self, since: u64, view: &View, max_positions: usize) -> Changes {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Changes {
+            version: inner.version,
+            ..Changes::default()
+        };
+        for e in inner.drivers.values() {
+            if e.version <= since {
+                continue;
+            }
+            let followed = view.follow.as_deref() == Some(e.location.id.as_str());
+            let wanted = view.filters.iter().any(|f| topic::matches(f, &e.topic));
+            match e.liveness {
+                Liveness::Gone(reason) => {
+                    // A fresh view never knew it: nothing to retract.
+                    if since > 0 && (wanted || followed) {
+                        out.gone.push(Gone {
+                            id: e.location.id.clone(),
+                            reason,
+                        });
+                    }
+                }
+                Liveness::Live => {
+                    let visible = view
+                        .viewport
+                        .is_none_or(|v| v.contains(e.location.lat, e.location.lon));
+                    if followed || (wanted && visible) {
+                        if out.positions.len() < max_positions {
+                            out.positions.push(e.location.clone());
+                        }
+                    } else {
+                        out.filtered_out += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The board's current version.
+    pub fn version(&self) -> u64 {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).version
+    }
+
+    /// Drivers live now.
+    pub fn online(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .drivers
+            .values()
+            .filter(|e| e.liveness == Liveness::Live)
+            .count()
+    }
+
+    /// The numbers for the status panel.
+    pub fn panel(&self) -> PanelStats {
+        let online = self.online();
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        self.rotate(&mut w);
+        let span = w.previous_span + w.started.elapsed();
+        let mut merged = w.previous.clone();
+        let _ = merged.add(&w.current);
+        let n = merged.len();
+        PanelStats {
+            online,
+            msgs_per_s: if span.is_zero() {
+                0.0
+            } else {
+                n as f64 / span.as_secs_f64()
+            },
+            p50_ms: if n == 0 {
+                0.0
+            } else {
+                merged.value_at_quantile(0.5) as f64
+            },
+            p99_ms: if n == 0 {
+                0.0
+            } else {
+                merged.value_at_quantile(0.99) as f64
+            },
+        }
+    }
+
+    fn rotate(&self, w: &mut Window) {
+        let age = w.started.elapsed();
+        if age >= WINDOW {
+            w.previous = std::mem::replace(&mut w.current, histogram());
+            w.previous_span = age;
+            w.started = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetcast_simulator::payload::Status;
+
+    fn fix(id: &str, seq: u64, lat: f64, lon: f64) -> Vec<u8> {
+        serde_json::to_vec(&Location {
+            id: id.into(),
+            lat,
+            lon,
+            heading: 0.0,
+            speed: 1.0,
+            accuracy: 3.0,
+            status: Status::Available,
+            seq,
+            ts: 1_000,
+        })
+        .expect("json")
+    }
+
+    #[test]
+    fn latest_position_per_driver_is_kept() {
+        let b = Board::new(BoardConfig::default());
+        for seq in 1..=10 {
+            b.ingest("drivers/a/location", &fix("a", seq, 60.0, 24.0), 1_005);
+        }
+        let c = b.changes_since(0, &View::default(), 100);
+        assert_eq!(c.positions.len(), 1, "conflated to one");
+        assert_eq!(c.positions[0].seq, 10);
+        assert_eq!(b.panel().p50_ms, 5.0);
+        // Nothing new since.
+        assert!(b
+            .changes_since(c.version, &View::default(), 100)
+            .positions
+            .is_empty());
+    }
+
+    #[test]
+    fn viewport_filters_and_follow() {
+        let b = Board::new(BoardConfig::default());
+        b.ingest("drivers/in/location", &fix("in", 1, 60.17, 24.94), 2_000);
+        b.ingest("drivers/out/location", &fix("out", 1, 61.5, 25.5), 2_000);
+        let mut view = View {
+            viewport: Viewport::from_bbox([24.9, 60.1, 25.0, 60.2]),
+            ..View::default()
+        };
+        let c = b.changes_since(0, &view, 100);
+        assert_eq!(
+            c.positions
+                .iter()
+                .map(|l| l.id.as_str())
+                .collect::<Vec<_>>(),
+            ["in"]
+        );
+        assert_eq!(c.filtered_out, 1);
+        view.follow = Some("out".into());
+        assert_eq!(b.changes_since(0, &view, 100).positions.len(), 2);
+        // A filter that matches no driver topic shows nothing.
+        let none = View {
+            filters: vec!["owntracks/#".into()],
+            ..View::default()
+        };
+        assert!(b.changes_since(0, &none, 100).positions.is_empty());
+    }
+
+    #[test]
+    fn offline_and_stale_drivers_are_sent_as_gone() {
+        let b = Board::new(BoardConfig {
+            stale_after: Duration::from_secs(5),
+            ..BoardConfig::default()
+        });
+        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), 2_000);
+        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), 2_000);
+        let seen = b.changes_since(0, &View::default(), 100).version;
+        b.ingest(
+            "drivers/a/status",
+            br#"{"id":"a","status":"offline"}"#,
+            2_000,
+        );
+        let c = b.changes_since(seen, &View::default(), 100);
+        assert_eq!(
+            c.gone,
+            [Gone {
+                id: "a".into(),
+                reason: GoneReason::Offline
+            }]
+        );
+        b.sweep(Instant::now() + Duration::from_secs(6));
+        let c2 = b.changes_since(c.version, &View::default(), 100);
+        assert_eq!(
+            c2.gone,
+            [Gone {
+                id: "b".into(),
+                reason: GoneReason::Stale
+            }]
+        );
+        assert_eq!(b.online(), 0);
+        // A fresh browser is not told about drivers it never saw.
+        assert!(b.changes_since(0, &View::default(), 100).gone.is_empty());
+        // Coming back makes a driver live again.
+        b.ingest("drivers/a/location", &fix("a", 2, 60.0, 24.0), 2_000);
+        assert_eq!(b.online(), 1);
+    }
+
+    #[test]
+    fn bad_messages_are_ignored_and_the_board_is_bounded() {
+        let b = Board::new(BoardConfig {
+            max_drivers: 2,
+            ..BoardConfig::default()
+        });
+        assert_eq!(b.ingest("drivers/a/location", b"{", 0), Ingested::Ignored);
+        // A payload naming another driver than its topic.
+        assert_eq!(
+            b.ingest("drivers/a/location", &fix("b", 1, 60.0, 24.0), 0),
+            Ingested::Ignored
+        );
+        assert_eq!(b.ingest("other/topic", b"{}", 0), Ingested::Ignored);
+        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), 0);
+        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), 0);
+        assert_eq!(
+            b.ingest("drivers/c/location", &fix("c", 1, 60.0, 24.0), 0),
+            Ingested::Full
+        );
+        assert_eq!(b.ignored.load(Ordering::Relaxed), 3);
+        assert_eq!(b.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn owntracks_devices_appear() {
+        let b = Board::new(BoardConfig::default());
+        let body = br#"{"_type":"location","lat":60.17,"lon":24.94,"tst":1,"acc":10,"vel":18,"cog":90,"tid":"ph"}"#;
+        assert!(matches!(
+            b.ingest("owntracks/alice/phone", body, 5_000),
+            Ingested::Position { .. }
+        ));
+        b.ingest("owntracks/alice/phone", body, 5_000);
+        let c = b.changes_since(0, &View::default(), 10);
+        assert_eq!(c.positions[0].id, "ot-alice-phone");
+        assert_eq!(c.positions[0].seq, 2);
+    }
+}

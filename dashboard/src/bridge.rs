@@ -1,0 +1,265 @@
+//! The rider-side bridge: one task per browser WebSocket, sending batches of the latest
+//! positions from the [`Board`].
+//!
+//! Every bound is explicit. A browser has at most one batch in flight: the board is its
+//! conflated queue, so a slow browser simply gets fewer, fuller batches. A send that does
+//! not finish within `send_timeout` disconnects the browser (counted as slow), and so does a
+//! browser that answers no ping for `pong_timeout` (counted as dead). Nothing a browser does
+//! slows the feed or other browsers.
+
+use crate::board::{Board, View};
+use crate::protocol::{ClientMessage, ServerMessage};
+use crate::viewport::Viewport;
+use axum::extract::ws::{Message, WebSocket};
+use fleetcast_simulator::payload;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// How the bridge treats browsers.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Time between batches.
+    pub batch_interval: Duration,
+    /// Time between pings.
+    pub ping_interval: Duration,
+    /// A browser silent (no pong, no message) this long is dropped.
+    pub pong_timeout: Duration,
+    /// A batch not written within this long drops the browser.
+    pub send_timeout: Duration,
+    /// Most positions in one batch (the rest follow in the next).
+    pub max_batch_positions: usize,
+    /// Most browsers at once.
+    pub max_clients: usize,
+    /// Margin around a viewport, as a fraction of its size.
+    pub viewport_margin: f64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            batch_interval: Duration::from_millis(200),
+            ping_interval: Duration::from_secs(10),
+            pong_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(10),
+            max_batch_positions: 25_000,
+            max_clients: 1_000,
+            viewport_margin: 0.2,
+        }
+    }
+}
+
+/// Bridge counters.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// Browsers connected now.
+    pub clients: AtomicUsize,
+    /// Batches sent.
+    pub batches: AtomicU64,
+    /// Positions sent.
+    pub positions: AtomicU64,
+    /// Changed drivers not sent because outside a viewport or filter.
+    pub filtered_out: AtomicU64,
+    /// Browsers dropped for a send that did not finish in time.
+    pub slow_disconnects: AtomicU64,
+    /// Browsers dropped for not answering pings.
+    pub dead_disconnects: AtomicU64,
+    /// Browsers refused because `max_clients` were connected.
+    pub refused: AtomicU64,
+}
+
+/// The bridge: the board, its browsers and their bounds.
+#[derive(Debug)]
+pub struct Bridge {
+    /// Latest positions.
+    pub board: Arc<Board>,
+    /// Bounds.
+    pub config: BridgeConfig,
+    /// Counters.
+    pub stats: BridgeStats,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+enum Exit {
+    Closed,
+    Slow,
+    Dead,
+    Shutdown,
+}
+
+impl Bridge {
+    /// A bridge over `board`; browsers are closed when `shutdown` is cancelled.
+    pub fn new(board: Arc<Board>, config: BridgeConfig, shutdown: CancellationToken) -> Bridge {
+        Bridge {
+            slots: Arc::new(Semaphore::new(config.max_clients)),
+            board,
+            config,
+            stats: BridgeStats::default(),
+            shutdown,
+        }
+    }
+
+    /// Serves one browser until it leaves, is dropped, or the server stops.
+    pub async fn serve(self: Arc<Self>, mut socket: WebSocket) {
+        let Ok(_slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        };
+        self.stats.clients.fetch_add(1, Ordering::Relaxed);
+        let exit = self.run(&mut socket).await;
+        self.stats.clients.fetch_sub(1, Ordering::Relaxed);
+        match exit {
+            Exit::Slow => {
+                self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                debug!("browser dropped: batch not taken in time");
+            }
+            Exit::Dead => {
+                self.stats.dead_disconnects.fetch_add(1, Ordering::Relaxed);
+                debug!("browser dropped: no pong");
+            }
+            Exit::Shutdown => {
+                let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
+            }
+            Exit::Closed => {}
+        }
+    }
+
+    async fn run(&self, socket: &mut WebSocket) -> Exit {
+        let hello = ServerMessage::Hello {
+            server: "fleetcast",
+            batch_ms: u64::try_from(self.config.batch_interval.as_millis()).unwrap_or(u64::MAX),
+            stale_after_s: self.board.config().stale_after.as_secs(),
+        };
+        if !self.send(socket, &hello).await.unwrap_or(false) {
+            return Exit::Closed;
+        }
+        let mut view = View::default();
+        let mut seen = 0u64;
+        let mut last_stats: Option<Instant> = None;
+        let mut heard = Instant::now();
+        let mut batches = interval(self.config.batch_interval);
+        batches.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut pings = interval(self.config.ping_interval);
+        pings.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Exit::Shutdown,
+                _ = batches.tick() => {
+                    let changes = self.board.changes_since(seen, &view, self.config.max_batch_positions);
+                    self.stats.filtered_out.fetch_add(changes.filtered_out as u64, Ordering::Relaxed);
+                    let stats_due = last_stats.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                    if changes.positions.is_empty() && changes.gone.is_empty() && !stats_due {
+                        seen = changes.version;
+                        continue;
+                    }
+                    let stats = stats_due.then(|| self.board.panel());
+                    let batch = ServerMessage::Batch {
+                        t: payload::now_ms(),
+                        positions: &changes.positions,
+                        gone: &changes.gone,
+                        stats,
+                    };
+                    match self.send(socket, &batch).await {
+                        Ok(true) => {}
+                        Ok(false) => return Exit::Closed,
+                        Err(()) => return Exit::Slow,
+                    }
+                    if stats_due {
+                        last_stats = Some(Instant::now());
+                    }
+                    // A capped batch leaves the rest for the next one.
+                    if changes.positions.len() < self.config.max_batch_positions {
+                        seen = changes.version;
+                    }
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.positions.fetch_add(changes.positions.len() as u64, Ordering::Relaxed);
+                }
+                _ = pings.tick() => {
+                    if heard.elapsed() > self.config.pong_timeout {
+                        return Exit::Dead;
+                    }
+                    match timeout(self.config.send_timeout, socket.send(Message::Ping(Vec::new()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Exit::Closed,
+                        Err(_) => return Exit::Slow,
+                    }
+                }
+                incoming = socket.recv() => {
+                    let Some(Ok(message)) = incoming else { return Exit::Closed };
+                    heard = Instant::now();
+                    match message {
+                        Message::Text(text) => {
+                            if let Some(reset) = self.apply(&mut view, &text, socket).await {
+                                if reset {
+                                    // A new view: resend everything it covers.
+                                    seen = 0;
+                                }
+                            } else {
+                                return Exit::Closed;
+                            }
+                        }
+                        Message::Close(_) => return Exit::Closed,
+                        Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a browser message. Some(true) when the view changed, None when the socket
+    /// failed while answering an error.
+    async fn apply(&self, view: &mut View, text: &str, socket: &mut WebSocket) -> Option<bool> {
+        let parsed = serde_json::from_str::<ClientMessage>(text);
+        let result = match parsed {
+            Ok(ClientMessage::Subscribe { filters }) if filters.len() <= 16 => {
+                view.filters = filters;
+                Ok(())
+            }
+            Ok(ClientMessage::Subscribe { .. }) => Err("at most 16 filters".to_owned()),
+            Ok(ClientMessage::Viewport { bbox: None }) => {
+                view.viewport = None;
+                Ok(())
+            }
+            Ok(ClientMessage::Viewport { bbox: Some(b) }) => match Viewport::from_bbox(b) {
+                Some(v) => {
+                    view.viewport = Some(v.with_margin(self.config.viewport_margin));
+                    Ok(())
+                }
+                None => Err("bbox must be [west, south, east, north], finite".to_owned()),
+            },
+            Ok(ClientMessage::Follow { id }) => {
+                view.follow = id;
+                Ok(())
+            }
+            Err(e) => Err(format!("bad message: {e}")),
+        };
+        match result {
+            Ok(()) => Some(true),
+            Err(message) => {
+                let answer = ServerMessage::Error { message };
+                match self.send(socket, &answer).await {
+                    Ok(true) => Some(false),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Ok(true) sent, Ok(false) socket closed, Err(()) not sent in time.
+    async fn send(&self, socket: &mut WebSocket, message: &ServerMessage<'_>) -> Result<bool, ()> {
+        let Ok(text) = serde_json::to_string(message) else {
+            return Ok(false);
+        };
+        match timeout(self.config.send_timeout, socket.send(Message::Text(text))).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(_)) => Ok(false),
+            Err(_) => Err(()),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Feeding the board from an MQTT broker (the standalone `fleetcast dashboard`).
+//!
+//! One rumqttc connection subscribes to driver locations, driver statuses and OwnTracks
+//! devices, and hands every message to the [`Board`]. It reconnects with exponential
+//! backoff and full jitter, and subscribes again after each connect (clean session).
+
+use crate::board::Board;
+use fleetcast_simulator::endpoint::Endpoint;
+use fleetcast_simulator::fleet::full_jitter;
+use fleetcast_simulator::payload;
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The topics the bridge reads.
+pub const FEED_FILTERS: [&str; 3] = [
+    payload::LOCATION_FILTER,
+    payload::STATUS_FILTER,
+    "owntracks/+/+",
+];
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// The broker.
+    pub broker: Endpoint,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Optional credentials.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Runs until `shutdown`; `connected` tells whether the feed is connected now.
+pub async fn run(
+    config: FeedConfig,
+    board: Arc<Board>,
+    connected: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut options = config.broker.options(&config.client_id);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_max_packet_size(256 * 1024, 16 * 1024);
+    if let Some((user, pass)) = &config.credentials {
+        options.set_credentials(user.clone(), pass.clone());
+    }
+    // Bounded: the feed sends only SUBSCRIBEs.
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let mut rng = rand_seed();
+    let mut attempt = 0u32;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                attempt = 0;
+                connected.store(true, Ordering::Relaxed);
+                info!(broker = %config.broker, "bridge feed connected");
+                let filters = FEED_FILTERS
+                    .iter()
+                    .map(|f| SubscribeFilter::new((*f).to_owned(), QoS::AtMostOnce));
+                if client.try_subscribe_many(filters).is_err() {
+                    warn!("bridge feed: subscribe not queued");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                board.ingest(&p.topic, &p.payload, payload::now_ms());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                connected.store(false, Ordering::Relaxed);
+                let wait = full_jitter(&mut rng, attempt);
+                attempt = attempt.saturating_add(1);
+                warn!(broker = %config.broker, error = %e, retry_in_ms = wait.as_millis() as u64, "bridge feed disconnected");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    connected.store(false, Ordering::Relaxed);
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+}
+
+fn rand_seed() -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::seed_from_u64(payload::now_ms())
+}

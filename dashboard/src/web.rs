@@ -1,0 +1,166 @@
+//! The dashboard's HTTP routes: the map page and its vendored files (embedded in the
+//! binary), the basemap, the page's configuration, and the `/ws` bridge endpoint.
+//!
+//! The page loads nothing from outside 127.0.0.1 unless the user passes `--tiles`: the
+//! Content-Security-Policy says so to the browser as well.
+
+use crate::bridge::Bridge;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// A file served from the binary.
+struct Asset {
+    path: &'static str,
+    mime: &'static str,
+    body: &'static [u8],
+}
+
+macro_rules! asset {
+    ($path:literal, $mime:literal, $file:literal) => {
+        Asset {
+            path: $path,
+            mime: $mime,
+            body: include_bytes!(concat!("../web/", $file)),
+        }
+    };
+}
+
+const ASSETS: &[Asset] = &[
+    asset!("/", "text/html; charset=utf-8", "index.html"),
+    asset!("/app.js", "text/javascript; charset=utf-8", "app.js"),
+    asset!("/app.css", "text/css; charset=utf-8", "app.css"),
+    asset!(
+        "/vendor/leaflet/leaflet.js",
+        "text/javascript; charset=utf-8",
+        "vendor/leaflet-1.9.4/leaflet.js"
+    ),
+    asset!(
+        "/vendor/leaflet/leaflet.css",
+        "text/css; charset=utf-8",
+        "vendor/leaflet-1.9.4/leaflet.css"
+    ),
+    asset!(
+        "/vendor/leaflet/LICENSE",
+        "text/plain; charset=utf-8",
+        "vendor/leaflet-1.9.4/LICENSE"
+    ),
+    asset!(
+        "/vendor/leaflet/images/layers.png",
+        "image/png",
+        "vendor/leaflet-1.9.4/images/layers.png"
+    ),
+    asset!(
+        "/vendor/leaflet/images/layers-2x.png",
+        "image/png",
+        "vendor/leaflet-1.9.4/images/layers-2x.png"
+    ),
+    asset!(
+        "/vendor/leaflet/images/marker-icon.png",
+        "image/png",
+        "vendor/leaflet-1.9.4/images/marker-icon.png"
+    ),
+    asset!(
+        "/vendor/leaflet/images/marker-icon-2x.png",
+        "image/png",
+        "vendor/leaflet-1.9.4/images/marker-icon-2x.png"
+    ),
+    asset!(
+        "/vendor/leaflet/images/marker-shadow.png",
+        "image/png",
+        "vendor/leaflet-1.9.4/images/marker-shadow.png"
+    ),
+];
+
+/// What the page learns at start (`GET /config.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PageConfig {
+    /// Online tile URL template, when the user asked for one (`--tiles`).
+    pub tiles: Option<String>,
+    /// Map credit.
+    pub attribution: String,
+    /// Milliseconds between batches.
+    pub batch_ms: u64,
+}
+
+/// What the routes read.
+#[derive(Debug, Clone)]
+pub struct DashboardState {
+    /// The bridge behind `/ws`.
+    pub bridge: Arc<Bridge>,
+    /// The basemap GeoJSON.
+    pub basemap: Arc<str>,
+    /// The page's configuration.
+    pub page: Arc<PageConfig>,
+}
+
+/// The dashboard routes: `/`, `/app.js`, `/app.css`, `/vendor/leaflet/...`,
+/// `/basemap.geojson`, `/config.json`, `/ws`.
+pub fn app(state: DashboardState) -> Router {
+    let mut router = Router::new();
+    for asset in ASSETS {
+        let csp = csp(state.page.tiles.as_deref());
+        router = router.route(
+            asset.path,
+            get(move || async move {
+                let mut r = ([(header::CONTENT_TYPE, asset.mime)], asset.body).into_response();
+                if asset.path == "/" {
+                    if let Ok(v) = HeaderValue::from_str(&csp) {
+                        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+                    }
+                }
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                r
+            }),
+        );
+    }
+    router
+        .route("/basemap.geojson", get(basemap))
+        .route("/config.json", get(page_config))
+        .route("/ws", get(ws))
+        .with_state(state)
+}
+
+/// Only this server, unless online tiles were asked for (then images from anywhere).
+fn csp(tiles: Option<&str>) -> String {
+    let img = if tiles.is_some() {
+        "'self' data: https: http:"
+    } else {
+        "'self' data:"
+    };
+    format!("default-src 'self'; img-src {img}; connect-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'")
+}
+
+async fn basemap(State(state): State<DashboardState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/geo+json")],
+        state.basemap.to_string(),
+    )
+        .into_response()
+}
+
+async fn page_config(State(state): State<DashboardState>) -> Json<PageConfig> {
+    Json((*state.page).clone())
+}
+
+async fn ws(State(state): State<DashboardState>, upgrade: WebSocketUpgrade) -> Response {
+    let bridge = Arc::clone(&state.bridge);
+    let max = bridge.config.max_batch_positions * 200 + 1024;
+    upgrade
+        // Browsers send small control messages only.
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .write_buffer_size(max.min(1 << 20))
+        .on_upgrade(move |socket| bridge.serve(socket))
+}
+
+/// 404 for anything else.
+pub async fn not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
+}

@@ -1,0 +1,297 @@
+// fleetcast live map: the basemap (Leaflet, vector, offline), every driver on one canvas,
+// smooth motion between fixes, a status panel, following a driver, a rider's pin and ETA.
+// Talks to the bridge over /ws (protocol in dashboard/src/protocol.rs and README.md).
+'use strict';
+
+(async function main() {
+  const COLORS = { available: '#2e7d32', to_pickup: '#ef6c00', on_trip: '#1565c0' };
+  const STALE = '#9e9e9e';
+  const JITTER_M = 2;      // moves under this are GPS noise: ignored
+  const SNAP_M = 150;      // jumps over this are drawn at once, not eased
+  const EASE_MS = 1000;    // a move is eased over about one fix interval
+  const HIDDEN_GRACE_MS = 10000;
+  const TRAIL = 120;
+
+  const $ = (id) => document.getElementById(id);
+  const cfg = await (await fetch('/config.json')).json();
+  const basemap = await (await fetch('/basemap.geojson')).json();
+
+  // --- map and basemap -----------------------------------------------------------------
+  const map = L.map('map', { preferCanvas: true, zoomAnimation: false, fadeAnimation: false, zoomSnap: 0.25, zoomDelta: 0.5 });
+  const renderer = L.canvas({ padding: 0.3 });
+  if (cfg.tiles) {
+    L.tileLayer(cfg.tiles, { maxZoom: 19 }).addTo(map);
+  }
+  const styles = {
+    water: { stroke: false, fillColor: '#aad3df', fillOpacity: 1 },
+    coast: { color: '#aad3df', weight: 4 },
+    green: { stroke: false, fillColor: '#cdebb0', fillOpacity: 1 },
+    building: { color: '#c4b6ab', weight: 0.5, fillColor: '#d9d0c9', fillOpacity: 1 },
+  };
+  const roads = { major: 5, street: 3, minor: 2, path: 1 };
+  L.geoJSON(basemap, {
+    renderer,
+    interactive: false,
+    style: (f) => {
+      const p = f.properties;
+      if (p.k === 'road') {
+        return { color: p.c === 'path' ? '#f7f7f7' : '#ffffff', weight: roads[p.c] || 2, opacity: 1 };
+      }
+      return styles[p.k] || { stroke: false };
+    },
+  }).addTo(map);
+  map.attributionControl.setPrefix('<a href="/vendor/leaflet/LICENSE">Leaflet</a>');
+  map.attributionControl.addAttribution(cfg.attribution);
+  const [w, s, e, n] = basemap.bounds;
+  map.fitBounds([[s, w], [n, e]]);
+
+  // --- drivers -----------------------------------------------------------------------------
+  // Positions are kept in Web Mercator units (0..1), so a frame only scales and shifts.
+  const mx = (lon) => (lon + 180) / 360;
+  const my = (lat) => 0.5 - Math.log(Math.tan(Math.PI / 4 + (lat * Math.PI) / 360)) / (2 * Math.PI);
+  const metres = (lat1, lon1, lat2, lon2) => {
+    const r = 6371008.8, toRad = Math.PI / 180;
+    const dlat = (lat2 - lat1) * toRad, dlon = (lon2 - lon1) * toRad;
+    const a = Math.sin(dlat / 2) ** 2 + Math.cos(lat1 * toRad) * Math.cos(lat2 * toRad) * Math.sin(dlon / 2) ** 2;
+    return 2 * r * Math.asin(Math.sqrt(a));
+  };
+  const drivers = new Map();
+  let followed = null;
+  let pin = null;
+  let lastEta = null;
+
+  function place(d, now) {
+    const k = d.dur > 0 ? Math.min(1, (now - d.t0) / d.dur) : 1;
+    const e = k * k * (3 - 2 * k); // smoothstep
+    d.x = d.fx + (d.tx - d.fx) * e;
+    d.y = d.fy + (d.ty - d.fy) * e;
+  }
+
+  function upsert(loc, now) {
+    let d = drivers.get(loc.id);
+    if (!d) {
+      d = { id: loc.id, fx: mx(loc.lon), fy: my(loc.lat), tx: mx(loc.lon), ty: my(loc.lat), t0: now, dur: 0, trail: [] };
+      d.lat = loc.lat; d.lon = loc.lon;
+      drivers.set(loc.id, d);
+    } else {
+      const moved = metres(d.lat, d.lon, loc.lat, loc.lon);
+      if (moved >= JITTER_M) {
+        place(d, now);
+        if (moved > SNAP_M) {
+          d.fx = d.tx = mx(loc.lon); d.fy = d.ty = my(loc.lat); d.dur = 0;
+        } else {
+          d.fx = d.x; d.fy = d.y; d.tx = mx(loc.lon); d.ty = my(loc.lat); d.t0 = now; d.dur = EASE_MS;
+        }
+        d.lat = loc.lat; d.lon = loc.lon;
+      }
+    }
+    d.status = loc.status; d.speed = loc.speed; d.seq = loc.seq; d.ts = loc.ts;
+    d.seen = Date.now(); d.stale = false;
+    const h = (loc.heading * Math.PI) / 180;
+    d.sin = Math.sin(h); d.cos = Math.cos(h);
+    if (followed === d.id) {
+      d.trail.push([loc.lat, loc.lon]);
+      if (d.trail.length > TRAIL) d.trail.shift();
+    }
+  }
+
+  // --- drawing: one canvas over the map, one path per colour -------------------------------
+  const canvas = document.createElement('canvas');
+  canvas.id = 'drivers';
+  map.getContainer().appendChild(canvas);
+  const ctx = canvas.getContext('2d');
+  let frames = 0, fps = 0, fpsSince = performance.now(), shown = 0;
+
+  function resize() {
+    const size = map.getSize(), ratio = window.devicePixelRatio || 1;
+    canvas.width = size.x * ratio; canvas.height = size.y * ratio;
+    canvas.style.width = size.x + 'px'; canvas.style.height = size.y + 'px';
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  }
+  map.on('resize', resize);
+  resize();
+
+  function frame(now) {
+    const size = map.getSize();
+    const scale = 256 * Math.pow(2, map.getZoom());
+    const origin = map.project(map.containerPointToLatLng([0, 0]), map.getZoom());
+    ctx.clearRect(0, 0, size.x, size.y);
+    const r = map.getZoom() >= 16 ? 7 : 5;
+    const groups = { available: [], to_pickup: [], on_trip: [], stale: [] };
+    shown = 0;
+    for (const d of drivers.values()) {
+      place(d, now);
+      const x = d.x * scale - origin.x, y = d.y * scale - origin.y;
+      d.sx = x; d.sy = y;
+      if (x < -10 || y < -10 || x > size.x + 10 || y > size.y + 10) continue;
+      shown++;
+      (d.stale ? groups.stale : groups[d.status] || groups.available).push(d);
+    }
+    for (const [key, list] of Object.entries(groups)) {
+      if (!list.length) continue;
+      ctx.beginPath();
+      for (const d of list) {
+        // A triangle pointing along the heading.
+        const x = d.sx, y = d.sy, s = d.sin, c = d.cos;
+        ctx.moveTo(x + s * r * 1.4, y - c * r * 1.4);
+        ctx.lineTo(x - s * r * 0.8 - c * r * 0.8, y + c * r * 0.8 - s * r * 0.8);
+        ctx.lineTo(x - s * r * 0.8 + c * r * 0.8, y + c * r * 0.8 + s * r * 0.8);
+        ctx.closePath();
+      }
+      ctx.globalAlpha = key === 'stale' ? 0.45 : 1;
+      ctx.fillStyle = key === 'stale' ? STALE : COLORS[key];
+      ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+    const f = followed && drivers.get(followed);
+    if (f) {
+      if (f.trail.length > 1) {
+        ctx.beginPath();
+        f.trail.forEach(([lat, lon], i) => {
+          const x = mx(lon) * scale - origin.x, y = my(lat) * scale - origin.y;
+          if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+        });
+        ctx.lineTo(f.sx, f.sy);
+        ctx.strokeStyle = 'rgba(21,101,192,.7)'; ctx.lineWidth = 3; ctx.stroke();
+      }
+      ctx.beginPath(); ctx.arc(f.sx, f.sy, r + 6, 0, 2 * Math.PI);
+      ctx.strokeStyle = '#000'; ctx.lineWidth = 2; ctx.stroke();
+    }
+    frames++;
+    if (now - fpsSince >= 1000) {
+      fps = (frames * 1000) / (now - fpsSince); frames = 0; fpsSince = now;
+      $('st-fps').textContent = fps.toFixed(0);
+      $('st-shown').textContent = shown.toLocaleString();
+      updateFollowPanel();
+    }
+    requestAnimationFrame(frame);
+  }
+  requestAnimationFrame(frame);
+
+  // --- the bridge ----------------------------------------------------------------------------
+  let ws = null, retry = 500, hiddenTimer = null, wanted = true;
+  const send = (m) => { if (ws && ws.readyState === 1) ws.send(JSON.stringify(m)); };
+  const sendViewport = () => {
+    const b = map.getBounds();
+    send({ op: 'viewport', bbox: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()] });
+  };
+  map.on('moveend', sendViewport);
+
+  function connect() {
+    $('st-link').textContent = 'connecting';
+    ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+    ws.onopen = () => {
+      retry = 500;
+      $('st-link').textContent = 'live';
+      sendViewport();
+      if (followed) send({ op: 'follow', id: followed });
+    };
+    ws.onmessage = (ev) => {
+      const m = JSON.parse(ev.data);
+      if (m.type !== 'batch') return;
+      const now = performance.now();
+      for (const loc of m.positions) upsert(loc, now);
+      for (const g of m.gone) {
+        if (g.reason === 'offline') drivers.delete(g.id);
+        else { const d = drivers.get(g.id); if (d) d.stale = true; }
+      }
+      if (m.stats) {
+        $('st-online').textContent = m.stats.online.toLocaleString();
+        $('st-rate').textContent = m.stats.msgs_per_s.toFixed(0);
+        $('st-p50').textContent = m.stats.p50_ms.toFixed(0) + ' ms';
+        $('st-p99').textContent = m.stats.p99_ms.toFixed(0) + ' ms';
+      }
+    };
+    ws.onclose = () => {
+      ws = null;
+      $('st-link').textContent = wanted ? 'reconnecting' : 'paused (page hidden)';
+      if (wanted) { setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); }
+    };
+  }
+  connect();
+
+  // A hidden page gives its connection back after a grace period and starts again from
+  // the latest positions when it is shown.
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) {
+      hiddenTimer = setTimeout(() => { wanted = false; if (ws) ws.close(); }, HIDDEN_GRACE_MS);
+    } else {
+      clearTimeout(hiddenTimer);
+      if (!wanted) { wanted = true; drivers.clear(); connect(); }
+    }
+  });
+
+  // --- following, search, the rider's pin ----------------------------------------------------
+  function follow(id) {
+    if (followed && drivers.get(followed)) drivers.get(followed).trail = [];
+    followed = id;
+    lastEta = null;
+    send({ op: 'follow', id });
+    $('follow').classList.toggle('hidden', !id);
+    const d = id && drivers.get(id);
+    if (d) map.panTo([d.lat, d.lon]);
+    updateFollowPanel();
+  }
+
+  function updateFollowPanel() {
+    const d = followed && drivers.get(followed);
+    if (!followed) return;
+    $('fl-id').textContent = followed;
+    if (!d) { $('fl-status').textContent = 'not seen yet'; return; }
+    $('fl-status').textContent = (d.stale ? 'stale, ' : '') + d.status.replace('_', ' ');
+    $('fl-speed').textContent = (d.speed * 3.6).toFixed(0) + ' km/h';
+    $('fl-seen').textContent = ((Date.now() - d.seen) / 1000).toFixed(0) + ' s ago';
+    if (pin) {
+      const ll = pin.getLatLng();
+      const dist = metres(ll.lat, ll.lng, d.lat, d.lon);
+      const eta = d.speed > 0.5 ? dist / d.speed : null;
+      // Only significant changes move the numbers (10 m, 5 s), so they do not flicker.
+      if (!lastEta || Math.abs(dist - lastEta.dist) > 10 || (eta && Math.abs(eta - (lastEta.eta || 0)) > 5) || !eta !== !lastEta.eta) {
+        lastEta = { dist, eta };
+        $('fl-dist').textContent = dist < 1000 ? dist.toFixed(0) + ' m' : (dist / 1000).toFixed(2) + ' km';
+        $('fl-eta').textContent = eta ? (eta < 90 ? eta.toFixed(0) + ' s' : (eta / 60).toFixed(0) + ' min') : 'stopped';
+      }
+    }
+  }
+
+  let picking = false;
+  $('pin').addEventListener('click', () => { picking = true; document.body.classList.add('picking'); });
+  $('unfollow').addEventListener('click', () => follow(null));
+  $('search').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const id = $('search-id').value.trim();
+    if (id) follow(id);
+  });
+  map.on('click', (ev) => {
+    if (picking) {
+      picking = false;
+      document.body.classList.remove('picking');
+      if (pin) pin.setLatLng(ev.latlng);
+      else pin = L.circleMarker(ev.latlng, { radius: 8, color: '#000', fillColor: '#ffeb3b', fillOpacity: 1 }).addTo(map).bindTooltip('me');
+      lastEta = null;
+      updateFollowPanel();
+      return;
+    }
+    // The nearest driver within 12 px.
+    let best = null, bestD = 144;
+    for (const d of drivers.values()) {
+      const dx = d.sx - ev.containerPoint.x, dy = d.sy - ev.containerPoint.y;
+      const dd = dx * dx + dy * dy;
+      if (dd < bestD) { best = d; bestD = dd; }
+    }
+    if (best) follow(best.id);
+  });
+
+  // For tests and benchmarks (and the curious, from the console).
+  window.fleetcast = {
+    map,
+    drivers,
+    fps: () => fps,
+    shown: () => shown,
+    follow,
+    followed: () => followed,
+    linkOpen: () => !!ws && ws.readyState === 1,
+    screenPoint: (id) => { const d = drivers.get(id); return d ? [d.sx, d.sy] : null; },
+    dropPin: (lat, lon) => { picking = true; map.fire('click', { latlng: L.latLng(lat, lon), containerPoint: map.latLngToContainerPoint([lat, lon]) }); },
+  };
+})();

@@ -1,0 +1,394 @@
+//! The rider-side bridge over real sockets: the WebSocket protocol (viewport, follow,
+//! subscribe), conflation, a stalled browser, offline and stale drivers, and the standalone
+//! bridge against Debian's mosquitto.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use fleetcast::stack::Stack;
+use fleetcast_broker::{Config, Listeners};
+use fleetcast_dashboard::board::BoardConfig;
+use fleetcast_dashboard::bridge::BridgeConfig;
+use fleetcast_dashboard::service::DashboardOptions;
+use fleetcast_simulator::payload::{Location, Status};
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::QoS;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn stack(board: BoardConfig, bridge: BridgeConfig) -> Stack {
+    let config = Config::ephemeral();
+    let listeners = Listeners::bind(&config).await.unwrap();
+    let options = DashboardOptions {
+        map_pbf: fleetcast_simulator::road_graph::HELSINKI_PBF,
+        tiles: None,
+        board,
+        bridge,
+    };
+    Stack::start(listeners, config, options).await.unwrap()
+}
+
+async fn browser(http: std::net::SocketAddr) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+        .await
+        .unwrap();
+    let hello = next_json(&mut ws).await.expect("hello");
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["batch_ms"], 200);
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match timeout(PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+fn location(id: &str, seq: u64, lat: f64, lon: f64) -> Vec<u8> {
+    serde_json::to_vec(&Location {
+        id: id.into(),
+        lat,
+        lon,
+        heading: 90.0,
+        speed: 5.0,
+        accuracy: 3.0,
+        status: Status::OnTrip,
+        seq,
+        ts: fleetcast_simulator::payload::now_ms(),
+    })
+    .unwrap()
+}
+
+/// Reads batches until `until` says stop, or `wait` passes; returns every position seen.
+async fn positions_until(
+    ws: &mut Ws,
+    wait: Duration,
+    mut until: impl FnMut(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let Ok(Some(m)) = timeout(deadline - Instant::now(), next_json(ws)).await else {
+            break;
+        };
+        if m["type"] != "batch" {
+            continue;
+        }
+        for p in m["positions"].as_array().unwrap() {
+            seen.push(p.clone());
+            if until(p) {
+                return seen;
+            }
+        }
+    }
+    seen
+}
+
+const INSIDE: (f64, f64) = (60.17, 24.94);
+const OUTSIDE: (f64, f64) = (60.30, 25.30);
+const BBOX: [f64; 4] = [24.93, 60.16, 24.96, 60.18];
+
+#[tokio::test]
+async fn viewport_follow_and_subscribe() {
+    let s = stack(BoardConfig::default(), BridgeConfig::default()).await;
+    let addrs = s.addrs();
+    let publisher = TestClient::connect(tcp_options("pub", &addrs)).await;
+    let mut ws = browser(addrs.http).await;
+    send(&mut ws, json!({"op": "viewport", "bbox": BBOX})).await;
+    for seq in 1..=3 {
+        for (id, (lat, lon)) in [("drv-in", INSIDE), ("drv-out", OUTSIDE)] {
+            publisher
+                .client
+                .publish(
+                    format!("drivers/{id}/location"),
+                    QoS::AtMostOnce,
+                    false,
+                    location(id, seq, lat, lon),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let seen = positions_until(&mut ws, PATIENCE, |p| p["id"] == "drv-in" && p["seq"] == 3).await;
+    assert!(
+        seen.iter().any(|p| p["id"] == "drv-in" && p["seq"] == 3),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|p| p["id"] != "drv-out"),
+        "outside the viewport: {seen:?}"
+    );
+
+    // Following a driver sends it wherever it is.
+    send(&mut ws, json!({"op": "follow", "id": "drv-out"})).await;
+    let seen = positions_until(&mut ws, PATIENCE, |p| p["id"] == "drv-out").await;
+    assert_eq!(seen.last().unwrap()["id"], "drv-out");
+
+    // Subscribing to other topics hides driver topics (the followed one stays).
+    send(&mut ws, json!({"op": "follow", "id": null})).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "filters": ["owntracks/+/+"]}),
+    )
+    .await;
+    publisher
+        .client
+        .publish(
+            "drivers/drv-in/location",
+            QoS::AtMostOnce,
+            false,
+            location("drv-in", 4, INSIDE.0, INSIDE.1),
+        )
+        .await
+        .unwrap();
+    let owntracks = json!({"_type": "location", "lat": INSIDE.0, "lon": INSIDE.1, "tst": 1, "acc": 9, "vel": 0, "cog": 0, "tid": "ph"});
+    publisher
+        .client
+        .publish(
+            "owntracks/alice/phone",
+            QoS::AtMostOnce,
+            false,
+            owntracks.to_string(),
+        )
+        .await
+        .unwrap();
+    let seen = positions_until(&mut ws, PATIENCE, |p| p["id"] == "ot-alice-phone").await;
+    assert_eq!(seen.last().unwrap()["id"], "ot-alice-phone");
+    assert!(seen.iter().all(|p| p["id"] != "drv-in"), "{seen:?}");
+
+    // A bad message gets an error, and the connection stays.
+    send(
+        &mut ws,
+        json!({"op": "viewport", "bbox": [25.0, 60.0, 24.0, 61.0]}),
+    )
+    .await;
+    loop {
+        let m = next_json(&mut ws).await.expect("answer");
+        if m["type"] == "error" {
+            assert!(m["message"].as_str().unwrap().contains("bbox"));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fast_driver_is_conflated_to_its_latest_position() {
+    let s = stack(BoardConfig::default(), BridgeConfig::default()).await;
+    let addrs = s.addrs();
+    let mut ws = browser(addrs.http).await;
+    let publisher = TestClient::connect(tcp_options("fast", &addrs)).await;
+    // 100 fixes in about half a second: far faster than the 200 ms batches.
+    for seq in 1..=100 {
+        publisher
+            .client
+            .publish(
+                "drivers/drv-fast/location",
+                QoS::AtMostOnce,
+                false,
+                location("drv-fast", seq, INSIDE.0, INSIDE.1),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = positions_until(&mut ws, PATIENCE, |p| p["seq"] == 100).await;
+    assert_eq!(
+        seen.last().unwrap()["seq"],
+        100,
+        "the latest position arrives"
+    );
+    assert!(
+        seen.len() < 20,
+        "{} positions sent for 100 fixes: not conflated",
+        seen.len()
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_browser_is_dropped_without_slowing_others() {
+    let bridge = BridgeConfig {
+        send_timeout: Duration::from_secs(1),
+        ..BridgeConfig::default()
+    };
+    let s = stack(BoardConfig::default(), bridge).await;
+    let addrs = s.addrs();
+    let board = std::sync::Arc::clone(&s.dashboard.board);
+    let stats = std::sync::Arc::clone(&s.dashboard.bridge);
+    // The stalled browser: upgrades, then never reads.
+    let (stalled, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", addrs.http))
+        .await
+        .unwrap();
+    let mut good = browser(addrs.http).await;
+
+    // 5,000 drivers moving: each batch carries megabytes the stalled socket never takes.
+    let feeder = tokio::spawn(async move {
+        for round in 1..=200u64 {
+            for i in 0..5_000 {
+                let id = format!("drv-{i:06}");
+                let lon = 24.94 + (round as f64) * 1e-5;
+                board.ingest(
+                    &format!("drivers/{id}/location"),
+                    &location(&id, round, 60.17, lon),
+                    fleetcast_simulator::payload::now_ms(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.stats.slow_disconnects.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled browser was never dropped"
+        );
+        // The good browser keeps getting batches meanwhile.
+        let m = next_json(&mut good)
+            .await
+            .expect("good browser still served");
+        assert_eq!(m["type"], "batch");
+    }
+    // And after the drop it is still served fresh positions.
+    let seen = positions_until(&mut good, PATIENCE, |p| p["seq"].as_u64().unwrap_or(0) > 5).await;
+    assert!(!seen.is_empty());
+    feeder.abort();
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn offline_and_stale_drivers_are_sent_as_gone() {
+    let board = BoardConfig {
+        stale_after: Duration::from_secs(1),
+        ..BoardConfig::default()
+    };
+    let s = stack(board, BridgeConfig::default()).await;
+    let addrs = s.addrs();
+    let mut ws = browser(addrs.http).await;
+    let publisher = TestClient::connect(tcp_options("p", &addrs)).await;
+    for id in ["drv-a", "drv-b"] {
+        publisher
+            .client
+            .publish(
+                format!("drivers/{id}/location"),
+                QoS::AtMostOnce,
+                false,
+                location(id, 1, INSIDE.0, INSIDE.1),
+            )
+            .await
+            .unwrap();
+    }
+    let mut ids = std::collections::HashSet::new();
+    positions_until(&mut ws, PATIENCE, |p| {
+        ids.insert(p["id"].as_str().unwrap().to_owned());
+        ids.len() == 2
+    })
+    .await;
+    publisher
+        .client
+        .publish(
+            "drivers/drv-a/status",
+            QoS::AtLeastOnce,
+            true,
+            r#"{"id":"drv-a","status":"offline"}"#,
+        )
+        .await
+        .unwrap();
+    let mut gone = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while gone.len() < 2 && Instant::now() < deadline {
+        let m = next_json(&mut ws).await.unwrap();
+        for g in m["gone"].as_array().into_iter().flatten() {
+            gone.push((
+                g["id"].as_str().unwrap().to_owned(),
+                g["reason"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            ("drv-a".to_owned(), "offline".to_owned()),
+            ("drv-b".to_owned(), "stale".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn standalone_bridge_against_mosquitto() {
+    let Some(m) = Mosquitto::start().await else {
+        return;
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .args([
+            "dashboard",
+            "--broker",
+            &format!("mqtt://{}", m.addr),
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let ready = timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let http: std::net::SocketAddr = ready
+        .split(' ')
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut ws = browser(http).await;
+    let mut o = rumqttc::MqttOptions::new("drv-m", "127.0.0.1", m.addr.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    let publisher = TestClient::connect(o).await;
+    // The bridge may still be subscribing: publish until the position comes through.
+    let deadline = Instant::now() + PATIENCE;
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        publisher
+            .client
+            .publish(
+                "drivers/drv-m/location",
+                QoS::AtMostOnce,
+                true,
+                location("drv-m", seq, INSIDE.0, INSIDE.1),
+            )
+            .await
+            .unwrap();
+        let seen =
+            positions_until(&mut ws, Duration::from_millis(500), |p| p["id"] == "drv-m").await;
+        if !seen.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no position through the standalone bridge"
+        );
+    }
+    let _ = child.start_kill();
+}
