@@ -224,13 +224,14 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
                     demo.drivers,
                 );
                 fleet_config.seed = demo.seed;
-                say(&format!(
+                // Informational: a closed stdout must not stop the demo.
+            let _ = say(&format!(
                 "demo: {} drivers on {} ({} road nodes), topics drivers/+/location, map http://{}/",
                 demo.drivers,
                 if args.map.map.is_some() { "your map" } else { "central Helsinki" },
                 graph.node_count(),
                 addrs.http
-            ))?;
+            ));
                 Some(Fleet::start(fleet_config, graph))
             }
             None => None,

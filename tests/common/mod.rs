@@ -4,6 +4,8 @@
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod chrome;
+
 use fleetcast_broker::{Addrs, Broker, Config, Listeners};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
 use std::time::Duration;
