@@ -208,34 +208,34 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let addrs = stack.addrs();
     say(&format!("fleetcast ready {addrs}"))?;
 
-    let fleet =
-        match demo {
-            Some(demo) => {
-                let graph = Arc::new(RoadGraph::from_pbf(&pbf).context("loading the demo map")?);
-                // Connect to our own listener, on loopback when it is bound to every address.
-                let mut target = addrs.mqtt;
-                if target.ip().is_unspecified() {
-                    target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                let mut fleet_config = FleetConfig::new(
-                    format!("mqtt://{target}")
-                        .parse()
-                        .context("demo broker URL")?,
-                    demo.drivers,
-                );
-                fleet_config.seed = demo.seed;
-                // Informational: a closed stdout must not stop the demo.
-            let _ = say(&format!(
+    let fleet = match demo {
+        Some(demo) => {
+            let graph = Arc::new(RoadGraph::from_pbf(&pbf).context("loading the demo map")?);
+            // Connect to our own listener, on loopback when it is bound to every address.
+            let mut target = addrs.mqtt;
+            if target.ip().is_unspecified() {
+                target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let mut fleet_config = FleetConfig::new(
+                format!("mqtt://{target}")
+                    .parse()
+                    .context("demo broker URL")?,
+                demo.drivers,
+            );
+            fleet_config.seed = demo.seed;
+            // Informational: a closed stdout must not stop the demo.
+            let _ =
+                say(&format!(
                 "demo: {} drivers on {} ({} road nodes), topics drivers/+/location, map http://{}/",
                 demo.drivers,
                 if args.map.map.is_some() { "your map" } else { "central Helsinki" },
                 graph.node_count(),
                 addrs.http
             ));
-                Some(Fleet::start(fleet_config, graph))
-            }
-            None => None,
-        };
+            Some(Fleet::start(fleet_config, graph))
+        }
+        None => None,
+    };
 
     wait_for_signal().await?;
     tracing::info!("shutting down");

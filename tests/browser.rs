@@ -16,7 +16,15 @@ use std::time::Duration;
 /// `fleetcast demo` with `drivers` drivers on free ports; returns the child and HTTP address.
 fn demo(drivers: usize) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetcast"))
-        .args(["demo", "--mqtt", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .args(["--drivers", &drivers.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -47,21 +55,38 @@ fn painted(selector: &str) -> String {
 
 #[tokio::test]
 async fn map_page_in_headless_chromium() {
-    let Some(mut chrome) = Chrome::launch().await else { return };
+    let Some(mut chrome) = Chrome::launch().await else {
+        return;
+    };
     let (mut child, http) = demo(100);
     let base = format!("http://{http}/");
     chrome.navigate(&base).await;
     let patience = Duration::from_secs(30);
 
     chrome
-        .wait_for("window.fleetcast && fleetcast.linkOpen() && fleetcast.drivers.size >= 100", patience)
+        .wait_for(
+            "window.fleetcast && fleetcast.linkOpen() && fleetcast.drivers.size >= 100",
+            patience,
+        )
         .await;
     // The basemap is drawn (Leaflet's vector canvas) and so are the drivers (our canvas).
-    let basemap = chrome.wait_for(&format!("{} > 2000", painted(".leaflet-overlay-pane canvas")), patience).await;
+    let basemap = chrome
+        .wait_for(
+            &format!("{} > 2000", painted(".leaflet-overlay-pane canvas")),
+            patience,
+        )
+        .await;
     assert_eq!(basemap, true);
-    chrome.wait_for(&format!("{} > 50", painted("#drivers")), patience).await;
-    let attribution = chrome.eval("document.querySelector('.leaflet-control-attribution').textContent").await;
-    assert!(attribution.as_str().unwrap().contains("OpenStreetMap contributors"));
+    chrome
+        .wait_for(&format!("{} > 50", painted("#drivers")), patience)
+        .await;
+    let attribution = chrome
+        .eval("document.querySelector('.leaflet-control-attribution').textContent")
+        .await;
+    assert!(attribution
+        .as_str()
+        .unwrap()
+        .contains("OpenStreetMap contributors"));
 
     // Drivers move: most of them are somewhere else three seconds later.
     let before = chrome
@@ -77,7 +102,10 @@ async fn map_page_in_headless_chromium() {
             serde_json::to_string(&before).unwrap()
         ))
         .await;
-    assert!(moved.as_u64().unwrap() >= 30, "only {moved} of 100 drivers moved in 3 s");
+    assert!(
+        moved.as_u64().unwrap() >= 30,
+        "only {moved} of 100 drivers moved in 3 s"
+    );
 
     // Click a driver on screen: the page follows it.
     let target = chrome
@@ -87,7 +115,9 @@ async fn map_page_in_headless_chromium() {
             patience,
         )
         .await;
-    chrome.click(target[1].as_f64().unwrap(), target[2].as_f64().unwrap()).await;
+    chrome
+        .click(target[1].as_f64().unwrap(), target[2].as_f64().unwrap())
+        .await;
     let followed = chrome.wait_for("fleetcast.followed()", patience).await;
     let followed = followed.as_str().unwrap().to_owned();
     assert!(followed.starts_with("drv-"), "{followed}");
@@ -99,20 +129,33 @@ async fn map_page_in_headless_chromium() {
         )
         .await;
     chrome
-        .wait_for("fleetcast.drivers.get(fleetcast.followed()).trail.length >= 2", patience)
+        .wait_for(
+            "fleetcast.drivers.get(fleetcast.followed()).trail.length >= 2",
+            patience,
+        )
         .await;
     // A rider's pin gives a distance and an ETA.
     chrome.eval("fleetcast.dropPin(60.170, 24.941)").await;
     let dist = chrome
-        .wait_for("(t => /\\d (m|km)$/.test(t) && t)(document.getElementById('fl-dist').textContent)", patience)
+        .wait_for(
+            "(t => /\\d (m|km)$/.test(t) && t)(document.getElementById('fl-dist').textContent)",
+            patience,
+        )
         .await;
     assert!(dist.as_str().unwrap().ends_with('m'));
     // Search by id follows that driver.
     chrome
         .eval("document.getElementById('search-id').value = 'drv-000007'; document.getElementById('search').requestSubmit()")
         .await;
-    chrome.wait_for("fleetcast.followed() === 'drv-000007'", patience).await;
-    chrome.wait_for("document.getElementById('fl-status').textContent !== 'not seen yet'", patience).await;
+    chrome
+        .wait_for("fleetcast.followed() === 'drv-000007'", patience)
+        .await;
+    chrome
+        .wait_for(
+            "document.getElementById('fl-status').textContent !== 'not seen yet'",
+            patience,
+        )
+        .await;
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-map.png");
     chrome.screenshot(&shot).await;
@@ -129,7 +172,10 @@ async fn map_page_in_headless_chromium() {
         .iter()
         .filter(|u| !(u.starts_with(&own_http) || u.starts_with(&own_ws) || u.starts_with("data:")))
         .collect();
-    assert!(foreign.is_empty(), "requests leaving the server: {foreign:?}");
+    assert!(
+        foreign.is_empty(),
+        "requests leaving the server: {foreign:?}"
+    );
 
     let _ = child.kill();
     let _ = child.wait();
@@ -150,7 +196,9 @@ async fn map_fps_benchmark() {
     use std::sync::Arc;
     const DRIVERS: usize = 20_000;
 
-    let Some(mut chrome) = Chrome::launch().await else { return };
+    let Some(mut chrome) = Chrome::launch().await else {
+        return;
+    };
     let config = fleetcast_broker::Config::ephemeral();
     let listeners = fleetcast_broker::Listeners::bind(&config).await.unwrap();
     let options = fleetcast_dashboard::service::DashboardOptions {
@@ -159,12 +207,16 @@ async fn map_fps_benchmark() {
         board: Default::default(),
         bridge: Default::default(),
     };
-    let stack = fleetcast::stack::Stack::start(listeners, config, options).await.unwrap();
+    let stack = fleetcast::stack::Stack::start(listeners, config, options)
+        .await
+        .unwrap();
     let http = stack.addrs().http;
     let board = Arc::clone(&stack.dashboard.board);
     let graph = Arc::new(RoadGraph::helsinki().unwrap());
     let feeder = std::thread::spawn(move || {
-        let mut drivers: Vec<Driver> = (0..DRIVERS).map(|i| Driver::new(Arc::clone(&graph), i as u64, 3.0)).collect();
+        let mut drivers: Vec<Driver> = (0..DRIVERS)
+            .map(|i| Driver::new(Arc::clone(&graph), i as u64, 3.0))
+            .collect();
         let started = std::time::Instant::now();
         let mut seq = 0;
         while started.elapsed() < Duration::from_secs(40) {
@@ -174,15 +226,32 @@ async fn map_fps_benchmark() {
                 d.advance(1.0);
                 let f = d.fix();
                 let id = format!("drv-{:06}", i + 1);
-                let loc = Location { id: id.clone(), lat: f.lat, lon: f.lon, heading: f.heading, speed: f.speed, accuracy: f.accuracy, status: f.status, seq, ts: now_ms() };
-                board.ingest(&format!("drivers/{id}/location"), &serde_json::to_vec(&loc).unwrap(), now_ms());
+                let loc = Location {
+                    id: id.clone(),
+                    lat: f.lat,
+                    lon: f.lon,
+                    heading: f.heading,
+                    speed: f.speed,
+                    accuracy: f.accuracy,
+                    status: f.status,
+                    seq,
+                    ts: now_ms(),
+                };
+                board.ingest(
+                    &format!("drivers/{id}/location"),
+                    &serde_json::to_vec(&loc).unwrap(),
+                    now_ms(),
+                );
             }
             std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
         }
     });
     chrome.navigate(&format!("http://{http}/")).await;
     chrome
-        .wait_for(&format!("window.fleetcast && fleetcast.drivers.size >= {DRIVERS}"), Duration::from_secs(60))
+        .wait_for(
+            &format!("window.fleetcast && fleetcast.drivers.size >= {DRIVERS}"),
+            Duration::from_secs(60),
+        )
         .await;
     // Let the fps counter settle, then sample it once a second for ten seconds.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -192,6 +261,8 @@ async fn map_fps_benchmark() {
         samples.push(chrome.eval("fleetcast.fps()").await.as_f64().unwrap());
     }
     let shown = chrome.eval("fleetcast.shown()").await;
+    let cost = chrome.eval("JSON.stringify(fleetcast.cost())").await;
+    println!("last frame and batch cost: {cost}");
     samples.sort_by(f64::total_cmp);
     println!(
         "map fps with {DRIVERS} drivers ({shown} on screen, 1280x800, headless chromium --disable-gpu): \

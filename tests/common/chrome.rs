@@ -72,9 +72,14 @@ impl Chrome {
             requests: Vec::new(),
             _profile: profile,
         };
-        let target = c.call("Target.createTarget", json!({"url": "about:blank"})).await;
+        let target = c
+            .call("Target.createTarget", json!({"url": "about:blank"}))
+            .await;
         let attached = c
-            .call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
             .await;
         c.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
         c.call("Network.enable", json!({})).await;
@@ -95,7 +100,10 @@ impl Chrome {
         if let Some(s) = &self.session {
             msg["sessionId"] = json!(s);
         }
-        self.ws.send(Message::Text(msg.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
         loop {
             let m = timeout(PATIENCE * 3, self.ws.next())
                 .await
@@ -109,12 +117,15 @@ impl Chrome {
                 return v["result"].clone();
             }
             match v["method"].as_str() {
-                Some("Network.requestWillBeSent") => {
-                    self.requests.push(v["params"]["request"]["url"].as_str().unwrap_or("").to_owned())
-                }
-                Some("Network.webSocketCreated") => {
-                    self.requests.push(v["params"]["url"].as_str().unwrap_or("").to_owned())
-                }
+                Some("Network.requestWillBeSent") => self.requests.push(
+                    v["params"]["request"]["url"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                ),
+                Some("Network.webSocketCreated") => self
+                    .requests
+                    .push(v["params"]["url"].as_str().unwrap_or("").to_owned()),
                 _ => {}
             }
         }
@@ -132,7 +143,11 @@ impl Chrome {
                 json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
             )
             .await;
-        assert!(r.get("exceptionDetails").is_none(), "{expression}: {}", r["exceptionDetails"]);
+        assert!(
+            r.get("exceptionDetails").is_none(),
+            "{expression}: {}",
+            r["exceptionDetails"]
+        );
         r["result"]["value"].clone()
     }
 
@@ -145,7 +160,10 @@ impl Chrome {
             if truthy {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for: {expression}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {expression}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -163,7 +181,9 @@ impl Chrome {
 
     /// Saves a PNG screenshot.
     pub async fn screenshot(&mut self, path: &std::path::Path) {
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let r = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().unwrap())
             .unwrap();
