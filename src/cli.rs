@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use fleetcast::stack::Stack;
+use fleetcast::stack::{self, Metering, Stack};
 use fleetcast_broker::{Config, Listeners, DEFAULT_CONFIG};
 use fleetcast_dashboard::feed::{self, FeedConfig};
 use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
@@ -61,6 +61,9 @@ struct ServeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     map: MapArgs,
+    /// Keep no meters and serve no /metrics (only to measure what metrics cost).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +149,9 @@ struct SimulateArgs {
     /// Time between two summary lines.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     report_every: Duration,
+    /// Serve the fleet's own counters at http://ADDR/metrics (Prometheus format).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// Runs the parsed command.
@@ -204,7 +210,12 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
         board: Default::default(),
         bridge: Default::default(),
     };
-    let stack = Stack::start(listeners, config, dashboard).await?;
+    let metering = if args.no_metrics {
+        Metering::Off
+    } else {
+        Metering::On
+    };
+    let stack = Stack::start(listeners, config, dashboard, metering).await?;
     let addrs = stack.addrs();
     say(&format!("fleetcast ready {addrs}"))?;
 
@@ -275,6 +286,21 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
     let usage_at_start = process::own_usage();
     let fleet = Fleet::start(config, graph);
     let stats = Arc::clone(fleet.stats());
+    if let Some(addr) = args.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        say(&format!(
+            "simulate: metrics at http://{}/metrics",
+            listener.local_addr()?
+        ))?;
+        let app = stack::fleet_metrics_route(Arc::clone(&stats))?;
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let deadline = args.duration.map(|d| started + d);
     let mut ticker = tokio::time::interval_at(started + args.report_every, args.report_every);
     let mut previous = (started, FleetSnapshot::default(), usage_at_start);
@@ -337,12 +363,16 @@ fn usage_fields(
 
 async fn dashboard(args: DashboardArgs) -> Result<()> {
     let pbf = map_bytes(&args.map)?;
-    let dashboard = Dashboard::new(DashboardOptions {
-        map_pbf: &pbf,
-        tiles: args.map.tiles.clone(),
-        board: Default::default(),
-        bridge: Default::default(),
-    })
+    let recorder = stack::prometheus()?;
+    let dashboard = Dashboard::new(
+        DashboardOptions {
+            map_pbf: &pbf,
+            tiles: args.map.tiles.clone(),
+            board: Default::default(),
+            bridge: Default::default(),
+        },
+        &recorder,
+    )
     .context("building the basemap")?;
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -365,6 +395,11 @@ async fn dashboard(args: DashboardArgs) -> Result<()> {
     let health = Arc::clone(&connected);
     let app = dashboard
         .router()
+        .merge(stack::metrics_route(
+            &recorder,
+            &dashboard,
+            Default::default(),
+        ))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
             "/readyz",

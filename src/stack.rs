@@ -1,12 +1,25 @@
-//! The serving stack: the broker with the dashboard mounted on its HTTP listener and fed
-//! in-process through a local router link (no socket, no MQTT encoding on the way).
+//! The serving stack: the broker with the dashboard mounted on its HTTP listener, fed
+//! in-process through a local router link (no socket, no MQTT encoding on the way), and
+//! `/metrics` rendering every part's meters in Prometheus format.
 
-use fleetcast_broker::{Addrs, Broker, BrokerError, Config, Listeners};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use fleetcast_broker::gateway::Gateway;
+use fleetcast_broker::meters::{counter, describe_gauge, gauge};
+use fleetcast_broker::{Addrs, Broker, BrokerError, Config, Extras, Listeners};
 use fleetcast_dashboard::basemap::BasemapError;
+use fleetcast_dashboard::board::Board;
+use fleetcast_dashboard::bridge::Bridge;
 use fleetcast_dashboard::feed::FEED_FILTERS;
+use fleetcast_dashboard::meters::DashboardMeters;
 use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
-use fleetcast_simulator::payload;
-use std::sync::Arc;
+use fleetcast_simulator::{payload, process};
+use metrics::{Gauge, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::sync::{Arc, OnceLock};
 
 /// Why the stack did not start.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +33,18 @@ pub enum StackError {
     /// The bridge's in-process subscription was refused.
     #[error("cannot subscribe the bridge")]
     Bridge(#[source] fleetcast_broker::router::RouterError),
+    /// The metrics exporter rejected its settings.
+    #[error("cannot set up metrics")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// Whether meters are kept (the cost benchmark turns them off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metering {
+    /// Meters on, `/metrics` served.
+    On,
+    /// Every meter a no-op, no `/metrics`.
+    Off,
 }
 
 /// A running broker + dashboard.
@@ -31,18 +56,199 @@ pub struct Stack {
     pub dashboard: Dashboard,
 }
 
+/// Latency buckets (seconds): sub-millisecond to seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+/// Positions per batch.
+const BATCH_BUCKETS: [f64; 8] = [
+    1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 20_000.0, 50_000.0,
+];
+
+/// A Prometheus recorder with fleetcast's histogram buckets.
+///
+/// # Errors
+/// Only for invalid bucket settings (a test covers them).
+pub fn prometheus() -> Result<PrometheusRecorder, metrics_exporter_prometheus::BuildError> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("fleetcast_bridge_batch_positions".into()),
+            &BATCH_BUCKETS,
+        )?
+        .build_recorder())
+}
+
+/// Process gauges, read from `/proc` at scrape time.
+#[derive(Debug, Clone)]
+pub struct ProcessMeters {
+    rss: Gauge,
+    cpu: Gauge,
+    fds: Gauge,
+}
+
+impl ProcessMeters {
+    /// Registers `fleetcast_process_*` on `r`.
+    pub fn new(r: &dyn Recorder) -> ProcessMeters {
+        describe_gauge(
+            r,
+            "fleetcast_process_resident_memory_bytes",
+            Some(Unit::Bytes),
+            "Resident memory of this process.",
+        );
+        describe_gauge(
+            r,
+            "fleetcast_process_cpu_seconds",
+            Some(Unit::Seconds),
+            "CPU time (user + system) used by this process so far.",
+        );
+        describe_gauge(
+            r,
+            "fleetcast_process_open_fds",
+            None,
+            "Open file descriptors of this process.",
+        );
+        ProcessMeters {
+            rss: gauge(r, "fleetcast_process_resident_memory_bytes", &[]),
+            cpu: gauge(r, "fleetcast_process_cpu_seconds", &[]),
+            fds: gauge(r, "fleetcast_process_open_fds", &[]),
+        }
+    }
+
+    /// Reads `/proc` now.
+    pub fn update(&self) {
+        if let Some(u) = process::own_usage() {
+            self.rss.set(u.rss_bytes as f64);
+            self.cpu.set(u.cpu.as_secs_f64());
+        }
+        if let Some(n) = process::open_fds() {
+            self.fds.set(n as f64);
+        }
+    }
+}
+
+/// What `/metrics` reads.
+#[derive(Clone)]
+struct Scrape {
+    handle: PrometheusHandle,
+    process: ProcessMeters,
+    dashboard: DashboardMeters,
+    bridge: Arc<Bridge>,
+    board: Arc<Board>,
+    gateway: Arc<OnceLock<Arc<Gateway>>>,
+    backlog: Gauge,
+}
+
+async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
+    s.process.update();
+    s.dashboard.export(&s.bridge, &s.board);
+    if let Some(gw) = s.gateway.get() {
+        s.backlog.set(gw.router.backlog() as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.handle.render(),
+    )
+}
+
+/// `GET /metrics` for a dashboard (and the broker's gateway once `gateway` is set).
+pub fn metrics_route(
+    recorder: &PrometheusRecorder,
+    dashboard: &Dashboard,
+    gateway: Arc<OnceLock<Arc<Gateway>>>,
+) -> axum::Router {
+    describe_gauge(
+        recorder,
+        "fleetcast_router_backlog",
+        None,
+        "Events queued for the rumqttd router.",
+    );
+    let scrape = Scrape {
+        handle: recorder.handle(),
+        process: ProcessMeters::new(recorder),
+        dashboard: dashboard.meters.clone(),
+        bridge: Arc::clone(&dashboard.bridge),
+        board: Arc::clone(&dashboard.board),
+        gateway,
+        backlog: gauge(recorder, "fleetcast_router_backlog", &[]),
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(metrics).with_state(scrape))
+}
+
+/// `GET /metrics` for a simulated fleet: `fleetcast_sim_*` counters and process gauges.
+///
+/// # Errors
+/// Only for invalid exporter settings.
+pub fn fleet_metrics_route(
+    stats: Arc<fleetcast_simulator::fleet::FleetStats>,
+) -> Result<axum::Router, StackError> {
+    let recorder = prometheus()?;
+    let r: &dyn Recorder = &recorder;
+    describe_gauge(
+        r,
+        "fleetcast_sim_drivers_connected",
+        None,
+        "Simulated drivers connected now.",
+    );
+    let connected = gauge(r, "fleetcast_sim_drivers_connected", &[]);
+    let published = counter(r, "fleetcast_sim_published_total", &[]);
+    let reconnects = counter(r, "fleetcast_sim_reconnects_total", &[]);
+    let skipped = counter(r, "fleetcast_sim_skipped_offline_total", &[]);
+    let dropped = counter(r, "fleetcast_sim_dropped_total", &[]);
+    let process = ProcessMeters::new(r);
+    let handle = recorder.handle();
+    Ok(axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let snap = stats.snapshot();
+            connected.set(snap.connected as f64);
+            published.absolute(snap.published);
+            reconnects.absolute(snap.reconnects);
+            skipped.absolute(snap.skipped_offline);
+            dropped.absolute(snap.dropped);
+            process.update();
+            let body = handle.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    ))
+}
+
 impl Stack {
     /// Starts the broker on `listeners` with the dashboard on its HTTP port.
     ///
     /// # Errors
-    /// The basemap, the router or the bridge's subscription failed.
+    /// The basemap, the router, the bridge's subscription or the metrics setup failed.
     pub async fn start(
         listeners: Listeners,
         config: Config,
         dashboard: DashboardOptions<'_>,
+        metering: Metering,
     ) -> Result<Stack, StackError> {
-        let dashboard = Dashboard::new(dashboard)?;
-        let broker = Broker::start_with_routes(listeners, config, dashboard.router())?;
+        let recorder = prometheus()?;
+        let noop = metrics::NoopRecorder;
+        let r: &dyn Recorder = match metering {
+            Metering::On => &recorder,
+            Metering::Off => &noop,
+        };
+        let dashboard = Dashboard::new(dashboard, r)?;
+        let gateway_slot = Arc::new(OnceLock::new());
+        let mut routes = dashboard.router();
+        if metering == Metering::On {
+            routes = routes.merge(metrics_route(
+                &recorder,
+                &dashboard,
+                Arc::clone(&gateway_slot),
+            ));
+        }
+        let broker = Broker::start_with(
+            listeners,
+            config,
+            Extras {
+                routes,
+                recorder: r,
+            },
+        )?;
+        let _ = gateway_slot.set(Arc::clone(broker.gateway()));
         let mut positions = broker
             .local_subscriber("bridge", &FEED_FILTERS)
             .await
@@ -70,5 +276,13 @@ impl Stack {
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         self.dashboard.stop();
         self.broker.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bucket_settings_are_valid() {
+        assert!(super::prometheus().is_ok());
     }
 }

@@ -34,7 +34,9 @@ async fn stack(board: BoardConfig, bridge: BridgeConfig) -> Stack {
         board,
         bridge,
     };
-    Stack::start(listeners, config, options).await.unwrap()
+    Stack::start(listeners, config, options, fleetcast::stack::Metering::On)
+        .await
+        .unwrap()
 }
 
 async fn browser(http: std::net::SocketAddr) -> Ws {

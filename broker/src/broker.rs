@@ -46,6 +46,20 @@ pub enum BrokerError {
     ShutdownTimeout(usize),
 }
 
+/// What [`Broker::start_with`] adds to a plain broker.
+pub struct Extras<'a> {
+    /// More HTTP routes for the HTTP listener.
+    pub routes: axum::Router,
+    /// Where the gateway's meters are registered (`metrics::NoopRecorder` for none).
+    pub recorder: &'a dyn metrics::Recorder,
+}
+
+impl std::fmt::Debug for Extras<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras").finish_non_exhaustive()
+    }
+}
+
 /// The three bound listeners.
 #[derive(Debug)]
 pub struct Listeners {
@@ -123,19 +137,27 @@ impl Broker {
     /// # Errors
     /// The router's threads could not be started.
     pub fn start(listeners: Listeners, config: Config) -> Result<Broker, BrokerError> {
-        Broker::start_with_routes(listeners, config, axum::Router::new())
+        Broker::start_with(
+            listeners,
+            config,
+            Extras {
+                routes: axum::Router::new(),
+                recorder: &metrics::NoopRecorder,
+            },
+        )
     }
 
-    /// [`start`](Broker::start), with more HTTP routes (the dashboard) served beside
-    /// `/healthz` and `/readyz` on the HTTP listener.
+    /// [`start`](Broker::start), with more HTTP routes served beside `/healthz` and
+    /// `/readyz` (the dashboard, `/metrics`) and meters registered on a recorder.
     ///
     /// # Errors
     /// The router's threads could not be started.
-    pub fn start_with_routes(
+    pub fn start_with(
         listeners: Listeners,
         mut config: Config,
-        routes: axum::Router,
+        extras: Extras<'_>,
     ) -> Result<Broker, BrokerError> {
+        let routes = extras.routes;
         let addrs = listeners.addrs();
         config.limits.max_connections = fit_to_fd_limit(config.limits.max_connections);
         let router = RouterHandle::spawn(&RouterSettings {
@@ -151,7 +173,12 @@ impl Broker {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             refusals: Arc::new(Semaphore::new(config.limits.reject_slots.max(1))),
         };
-        let gateway = Arc::new(Gateway::new(config, router, shutdown.clone()));
+        let gateway = Arc::new(Gateway::new(
+            config,
+            router,
+            shutdown.clone(),
+            extras.recorder,
+        ));
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));
 

@@ -15,9 +15,10 @@ pub mod gateway;
 pub mod http;
 pub mod listener;
 pub mod local;
+pub mod meters;
 pub mod pacing;
 pub mod registry;
 pub mod router;
 
-pub use broker::{Addrs, Broker, BrokerError, Listeners};
+pub use broker::{Addrs, Broker, BrokerError, Extras, Listeners};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG};

@@ -115,8 +115,14 @@ async fn serve(
             };
             match ws {
                 Ok(Ok(ws)) => session::run(ws, gw, peer, kind, deadline).await,
-                Ok(Err(e)) => debug!(%peer, error = %e, "websocket handshake failed"),
-                Err(_) => debug!(%peer, "websocket handshake timed out"),
+                Ok(Err(e)) => {
+                    gw.meters.refusal("handshake_failed").increment(1);
+                    debug!(%peer, error = %e, "websocket handshake failed")
+                }
+                Err(_) => {
+                    gw.meters.refusal("handshake_failed").increment(1);
+                    debug!(%peer, "websocket handshake timed out")
+                }
             }
         }
     }
@@ -124,9 +130,7 @@ async fn serve(
 
 /// Reads the client's CONNECT (briefly) and answers "server unavailable".
 async fn refuse_full(stream: TcpStream, gw: Arc<Gateway>, kind: TransportKind, deadline: Instant) {
-    gw.stats
-        .refused
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    gw.meters.refusal("server_full").increment(1);
     // Refusals must not hold their slot long: a second at most.
     let deadline = deadline.min(Instant::now() + Duration::from_secs(1));
     let max = gw.config.limits.max_packet_size;

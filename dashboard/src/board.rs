@@ -172,6 +172,7 @@ pub struct Board {
     pub ignored: AtomicU64,
     /// New drivers refused because the board was full.
     pub refused: AtomicU64,
+    latency: metrics::Histogram,
 }
 
 impl Board {
@@ -188,7 +189,15 @@ impl Board {
             }),
             ignored: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            latency: metrics::Histogram::noop(),
         }
+    }
+
+    /// Also records every position's end-to-end latency on `histogram` (seconds), so the
+    /// status panel and Prometheus read the same samples.
+    pub fn with_latency_histogram(mut self, histogram: metrics::Histogram) -> Board {
+        self.latency = histogram;
+        self
     }
 
     /// The configuration.
@@ -201,6 +210,7 @@ impl Board {
         let result = self.ingest_inner(topic, body, now_ms);
         match result {
             Ingested::Position { latency_ms } => {
+                self.latency.record(latency_ms as f64 / 1000.0);
                 let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
                 self.rotate(&mut w);
                 let _ = w.current.record(latency_ms.clamp(1, 3_600_000));

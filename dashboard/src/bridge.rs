@@ -83,6 +83,7 @@ pub struct Bridge {
     pub stats: BridgeStats,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
+    batch_positions: metrics::Histogram,
 }
 
 enum Exit {
@@ -101,7 +102,14 @@ impl Bridge {
             config,
             stats: BridgeStats::default(),
             shutdown,
+            batch_positions: metrics::Histogram::noop(),
         }
+    }
+
+    /// Also records the positions of every batch on `histogram`.
+    pub fn with_batch_histogram(mut self, histogram: metrics::Histogram) -> Bridge {
+        self.batch_positions = histogram;
+        self
     }
 
     /// Serves one browser until it leaves, is dropped, or the server stops.
@@ -178,6 +186,7 @@ impl Bridge {
                         seen = changes.version;
                     }
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.batch_positions.record(changes.positions.len() as f64);
                     self.stats.positions.fetch_add(changes.positions.len() as u64, Ordering::Relaxed);
                 }
                 _ = pings.tick() => {

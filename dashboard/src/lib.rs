@@ -9,6 +9,7 @@ pub mod basemap;
 pub mod board;
 pub mod bridge;
 pub mod feed;
+pub mod meters;
 pub mod owntracks;
 pub mod protocol;
 pub mod service;

@@ -5,6 +5,7 @@
 use crate::basemap::{self, BasemapError};
 use crate::board::{Board, BoardConfig};
 use crate::bridge::{Bridge, BridgeConfig};
+use crate::meters::DashboardMeters;
 use crate::web::{self, DashboardState, PageConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,18 @@ pub struct DashboardOptions<'a> {
     pub bridge: BridgeConfig,
 }
 
+impl DashboardOptions<'_> {
+    /// The embedded city and default bounds, offline.
+    pub fn offline() -> DashboardOptions<'static> {
+        DashboardOptions {
+            map_pbf: fleetcast_simulator::road_graph::HELSINKI_PBF,
+            tiles: None,
+            board: BoardConfig::default(),
+            bridge: BridgeConfig::default(),
+        }
+    }
+}
+
 /// A built dashboard.
 #[derive(Debug)]
 pub struct Dashboard {
@@ -30,6 +43,8 @@ pub struct Dashboard {
     pub board: Arc<Board>,
     /// The browsers' bridge.
     pub bridge: Arc<Bridge>,
+    /// Prometheus meters (copy counts with `meters.export` before rendering).
+    pub meters: DashboardMeters,
     router: axum::Router,
     stop: CancellationToken,
 }
@@ -39,16 +54,20 @@ impl Dashboard {
     ///
     /// # Errors
     /// The map data is not valid PBF.
-    pub fn new(options: DashboardOptions<'_>) -> Result<Dashboard, BasemapError> {
+    pub fn new(
+        options: DashboardOptions<'_>,
+        recorder: &dyn metrics::Recorder,
+    ) -> Result<Dashboard, BasemapError> {
         let basemap: Arc<str> = basemap::geojson(options.map_pbf)?.into();
+        let meters = DashboardMeters::new(recorder);
         let stop = CancellationToken::new();
-        let board = Arc::new(Board::new(options.board));
+        let board =
+            Arc::new(Board::new(options.board).with_latency_histogram(meters.latency.clone()));
         let batch_ms = u64::try_from(options.bridge.batch_interval.as_millis()).unwrap_or(200);
-        let bridge = Arc::new(Bridge::new(
-            Arc::clone(&board),
-            options.bridge,
-            stop.clone(),
-        ));
+        let bridge = Arc::new(
+            Bridge::new(Arc::clone(&board), options.bridge, stop.clone())
+                .with_batch_histogram(meters.batch_positions.clone()),
+        );
         let router = web::app(DashboardState {
             bridge: Arc::clone(&bridge),
             basemap,
@@ -72,6 +91,7 @@ impl Dashboard {
         Ok(Dashboard {
             board,
             bridge,
+            meters,
             router,
             stop,
         })

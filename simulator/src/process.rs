@@ -42,6 +42,11 @@ pub fn own_usage() -> Option<Usage> {
     usage(std::process::id())
 }
 
+/// Open file descriptors of this process (None without `/proc`).
+pub fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
 /// CPU use between two readings as a percentage of one core.
 pub fn cpu_percent(before: Usage, after: Usage, wall: Duration) -> f64 {
     if wall.is_zero() {
@@ -77,6 +82,14 @@ mod tests {
                 "no CPU time seen ({x})"
             );
         }
+    }
+
+    #[test]
+    fn counts_open_fds() {
+        let Some(before) = open_fds() else { return };
+        let f = std::fs::File::open("/proc/self/status").expect("open");
+        assert!(open_fds().expect("fds") > before.saturating_sub(1));
+        drop(f);
     }
 
     #[test]

@@ -11,10 +11,11 @@ pub mod session;
 pub mod transport;
 
 use crate::config::Config;
+use crate::meters::GatewayMeters;
 use crate::pacing::Pacer;
 use crate::registry::Registry;
 use crate::router::RouterHandle;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -50,25 +51,20 @@ pub struct Gateway {
     pub global_pacer: Pacer,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
-    /// Counters read by health checks and logs.
+    /// Connection counts read back by health checks.
     pub stats: Stats,
+    /// Prometheus meters.
+    pub meters: GatewayMeters,
 }
 
-/// Gateway-wide counters.
+/// Open connections, kept where the gateway itself can read them (metrics handles are
+/// write-only).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Connections open over TCP (past CONNECT).
     pub open_tcp: AtomicUsize,
     /// Connections open over WebSocket (past CONNECT).
     pub open_ws: AtomicUsize,
-    /// PUBLISH packets taken from clients.
-    pub publishes_in: AtomicU64,
-    /// Socket writes to clients (each carries one or more packets).
-    pub writes_out: AtomicU64,
-    /// Wills published for connections that ended without DISCONNECT.
-    pub wills_published: AtomicU64,
-    /// Connections refused with a CONNACK code or closed for a protocol error.
-    pub refused: AtomicU64,
 }
 
 impl Stats {
@@ -79,6 +75,17 @@ impl Stats {
         }
     }
 
+    /// The meters of a transport: (open connections gauge, connects counter).
+    pub(crate) fn kind_meters(
+        meters: &GatewayMeters,
+        kind: TransportKind,
+    ) -> (&metrics::Gauge, &metrics::Counter) {
+        match kind {
+            TransportKind::Tcp => (&meters.connections_tcp, &meters.connects_tcp),
+            TransportKind::Ws => (&meters.connections_ws, &meters.connects_ws),
+        }
+    }
+
     /// Connections open now, over every transport.
     pub fn open_total(&self) -> usize {
         self.open_tcp.load(Ordering::Relaxed) + self.open_ws.load(Ordering::Relaxed)
@@ -86,8 +93,13 @@ impl Stats {
 }
 
 impl Gateway {
-    /// Shared state for one server.
-    pub fn new(config: Config, router: Arc<RouterHandle>, shutdown: CancellationToken) -> Self {
+    /// Shared state for one server; meters are registered on `recorder`.
+    pub fn new(
+        config: Config,
+        router: Arc<RouterHandle>,
+        shutdown: CancellationToken,
+        recorder: &dyn metrics::Recorder,
+    ) -> Self {
         let rate = config.limits.publish_rate_global;
         Gateway {
             // A tenth of a second of burst keeps the global rate smooth.
@@ -97,6 +109,7 @@ impl Gateway {
             registry: Arc::new(Registry::default()),
             shutdown,
             stats: Stats::default(),
+            meters: GatewayMeters::new(recorder),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use super::frame::{self, ConnectKind};
 use super::transport::Transport;
-use super::{Gateway, TransportKind};
+use super::{Gateway, Stats, TransportKind};
 use crate::pacing::Pacer;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -64,6 +64,21 @@ pub enum End {
 }
 
 impl End {
+    /// The `reason` label of `fleetcast_disconnects_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            End::ClientDisconnect => "clean",
+            End::PeerClosed => "peer_closed",
+            End::KeepAlive => "keepalive_timeout",
+            End::Protocol(_) => "protocol_error",
+            End::TakenOver => "taken_over",
+            End::Shutdown => "shutdown",
+            End::RouterDropped => "router_dropped",
+            End::WriteTimeout => "write_timeout",
+            End::Io(_) => "io_error",
+        }
+    }
+
     /// MQTT publishes the will when the network connection closes without DISCONNECT. On
     /// shutdown the router is going away with the process, so there is no one to tell.
     fn fires_will(&self) -> bool {
@@ -84,10 +99,10 @@ struct Hello {
 
 /// Why the handshake did not produce a session.
 enum Refusal {
-    /// Answer with these bytes, then close.
-    Answer(&'static [u8], &'static str),
-    /// Close without an answer (not MQTT, malformed, closed).
-    Close(String),
+    /// Answer with these bytes, then close; the meter reason and a note for the log.
+    Answer(&'static [u8], &'static str, &'static str),
+    /// Close without an answer (not MQTT, malformed, closed); the meter reason and why.
+    Close(&'static str, String),
 }
 
 static AUTO_ID: AtomicU64 = AtomicU64::new(1);
@@ -104,6 +119,7 @@ pub async fn run<T: Transport>(
     let mut rbuf = BytesMut::with_capacity(1024);
     let hello = match timeout_at(connect_deadline, read_connect(&mut io, &mut rbuf, max)).await {
         Err(_) => Err(Refusal::Close(
+            "connect_timeout",
             "no CONNECT within the connect timeout".into(),
         )),
         Ok(r) => r.and_then(|h| check_hello(h, &gw)),
@@ -126,14 +142,17 @@ async fn refuse<T: Transport>(
     kind: TransportKind,
     refusal: Refusal,
 ) {
-    gw.stats.refused.fetch_add(1, Ordering::Relaxed);
     match refusal {
-        Refusal::Answer(bytes, why) => {
+        Refusal::Answer(bytes, reason, why) => {
+            gw.meters.refusal(reason).increment(1);
             debug!(%peer, transport = kind.as_str(), why, "connect refused");
             let mut b = BytesMut::from(bytes);
             let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
         }
-        Refusal::Close(why) => debug!(%peer, transport = kind.as_str(), why, "connect dropped"),
+        Refusal::Close(reason, why) => {
+            gw.meters.refusal(reason).increment(1);
+            debug!(%peer, transport = kind.as_str(), why, "connect dropped")
+        }
     }
     io.close().await;
 }
@@ -149,42 +168,58 @@ async fn read_connect<T: Transport>(
             Ok(ConnectKind::V311) => match V4.read_mut(rbuf, max) {
                 Ok(packet) => return Ok(packet),
                 Err(ProtocolError::InsufficientBytes(_)) => {}
-                Err(e) => return Err(Refusal::Close(format!("bad CONNECT: {e}"))),
+                Err(e) => {
+                    return Err(Refusal::Close(
+                        "malformed_connect",
+                        format!("bad CONNECT: {e}"),
+                    ))
+                }
             },
             Ok(ConnectKind::V5) => {
                 return Err(Refusal::Answer(
                     &frame::CONNACK_V5_UNSUPPORTED,
+                    "unsupported_protocol",
                     "MQTT 5 is not supported",
                 ))
             }
             Ok(ConnectKind::Unsupported) => {
                 return Err(Refusal::Answer(
                     &frame::CONNACK_V311_BAD_VERSION,
+                    "unsupported_protocol",
                     "unsupported protocol version",
                 ))
             }
-            Err(e) => return Err(Refusal::Close(e.to_string())),
+            Err(e) => return Err(Refusal::Close("malformed_connect", e.to_string())),
         }
         if rbuf.capacity() - rbuf.len() < 512 {
             rbuf.reserve(READ_CHUNK);
         }
         match io.read_into(rbuf).await {
-            Ok(0) => return Err(Refusal::Close("closed before CONNECT".into())),
+            Ok(0) => {
+                return Err(Refusal::Close(
+                    "malformed_connect",
+                    "closed before CONNECT".into(),
+                ))
+            }
             Ok(_) => {}
-            Err(e) => return Err(Refusal::Close(e.to_string())),
+            Err(e) => return Err(Refusal::Close("malformed_connect", e.to_string())),
         }
     }
 }
 
 fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
     let Packet::Connect(connect, _, will, _, _login) = packet else {
-        return Err(Refusal::Close("first packet is not CONNECT".into()));
+        return Err(Refusal::Close(
+            "malformed_connect",
+            "first packet is not CONNECT".into(),
+        ));
     };
     let mut client_id = connect.client_id;
     if client_id.is_empty() {
         if !connect.clean_session {
             return Err(Refusal::Answer(
                 &frame::CONNACK_V311_BAD_CLIENT_ID,
+                "bad_client_id",
                 "empty client id needs clean session",
             ));
         }
@@ -193,12 +228,16 @@ fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
     if !frame::valid_client_id(&client_id, gw.config.limits.max_client_id_len) {
         return Err(Refusal::Answer(
             &frame::CONNACK_V311_BAD_CLIENT_ID,
-            "client id too long or has + # / $",
+            "bad_client_id",
+            "client id too long, reserved, or has + # / $",
         ));
     }
     if let Some(w) = &will {
         if !frame::valid_topic_name(&w.topic) {
-            return Err(Refusal::Close("invalid will topic".into()));
+            return Err(Refusal::Close(
+                "malformed_connect",
+                "invalid will topic".into(),
+            ));
         }
     }
     Ok(Hello {
@@ -253,6 +292,7 @@ impl<T: Transport> Session<T> {
         {
             Ok(link) => link,
             Err(e) => {
+                gw.meters.refusal("router_busy").increment(1);
                 warn!(error = %e, "link not built");
                 let mut b = BytesMut::from(&frame::CONNACK_V311_UNAVAILABLE[..]);
                 let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
@@ -288,6 +328,9 @@ impl<T: Transport> Session<T> {
         let gw = Arc::clone(&session.gw);
         let open = gw.stats.open(kind);
         open.fetch_add(1, Ordering::Relaxed);
+        let (gauge, connects) = Stats::kind_meters(&gw.meters, kind);
+        gauge.increment(1.0);
+        connects.increment(1);
         let end = match session.encode(connack) {
             Ok(()) => match session.flush().await {
                 Ok(()) => session.serve(hello.keep_alive, claim.kicked()).await,
@@ -295,8 +338,10 @@ impl<T: Transport> Session<T> {
             },
             Err(end) => end,
         };
+        gw.meters.disconnect(end.reason()).increment(1);
         session.finish(end, hello.will).await;
         open.fetch_sub(1, Ordering::Relaxed);
+        gauge.decrement(1.0);
         drop(claim);
     }
 
@@ -329,7 +374,7 @@ impl<T: Transport> Session<T> {
                     match r {
                         Ok(0) => return End::PeerClosed,
                         Err(e) => return End::Io(e),
-                        Ok(_) => {}
+                        Ok(n) => self.gw.meters.bytes_received.increment(n as u64),
                     }
                     last_heard = Instant::now();
                     let publishes = match self.on_client_bytes().await {
@@ -346,6 +391,7 @@ impl<T: Transport> Session<T> {
                         wait = wait.max(Duration::from_millis(1));
                     }
                     if !wait.is_zero() {
+                        self.gw.meters.pacing_pauses.increment(1);
                         pause_until = Some(now + wait);
                     }
                 }
@@ -378,6 +424,7 @@ impl<T: Transport> Session<T> {
                     return Err(End::RouterDropped);
                 }
                 Ok(Some(Notification::Forward(f))) => {
+                    self.gw.meters.messages_delivered.increment(1);
                     let at = self.wbuf.len();
                     self.encode(Packet::Publish(f.publish, None))?;
                     if let Some((qos, pkid)) = frame::publish_qos_pkid(&self.wbuf[at..]) {
@@ -443,6 +490,7 @@ impl<T: Transport> Session<T> {
                 Ok(p) => p,
                 Err(ProtocolError::InsufficientBytes(_)) => break,
                 Err(e) => {
+                    self.gw.meters.drop_for("malformed_packet").increment(1);
                     end = Some(End::Protocol(e.to_string()));
                     break;
                 }
@@ -458,9 +506,9 @@ impl<T: Transport> Session<T> {
         }
         if publishes > 0 {
             self.gw
-                .stats
-                .publishes_in
-                .fetch_add(u64::from(publishes), Ordering::Relaxed);
+                .meters
+                .publishes_received
+                .increment(u64::from(publishes));
         }
         // Packets before a violation still go through, as they would have on their own.
         if let Some(last) = batch.pop() {
@@ -493,6 +541,7 @@ impl<T: Transport> Session<T> {
         match packet {
             Packet::Publish(mut p, _) => {
                 if !frame::valid_topic_name(&p.topic) {
+                    self.gw.meters.drop_for("invalid_topic").increment(1);
                     return violation("invalid topic name in PUBLISH");
                 }
                 if let Some((2, pkid)) = header {
@@ -507,8 +556,14 @@ impl<T: Transport> Session<T> {
             Packet::Subscribe(mut s, _) => {
                 let mut denied = Vec::new();
                 let mut i = 0;
+                let meters = &self.gw.meters;
                 s.filters.retain(|f| {
                     let ok = frame::valid_topic_filter(&f.path);
+                    if ok {
+                        meters.subscriptions.increment(1);
+                    } else {
+                        meters.subscriptions_refused.increment(1);
+                    }
                     if !ok {
                         denied.push(i);
                     }
@@ -582,9 +637,10 @@ impl<T: Transport> Session<T> {
             return Ok(());
         }
         let limit = self.gw.config.write_timeout();
+        let bytes = self.wbuf.len() as u64;
         match timeout(limit, self.io.write_from(&mut self.wbuf)).await {
             Ok(Ok(())) => {
-                self.gw.stats.writes_out.fetch_add(1, Ordering::Relaxed);
+                self.gw.meters.bytes_sent.increment(bytes);
                 Ok(())
             }
             Ok(Err(e)) => Err(End::Io(e)),
@@ -607,10 +663,7 @@ impl<T: Transport> Session<T> {
                 // rumqttd delivers it to QoS 1 subscribers at QoS 1 all the same.
                 let publish = Publish::new(w.topic, w.message, w.retain);
                 self.tx.buffer().push_back(Packet::Publish(publish, None));
-                self.gw
-                    .stats
-                    .wills_published
-                    .fetch_add(1, Ordering::Relaxed);
+                self.gw.meters.wills.increment(1);
             }
             // Without this the router keeps the link's slot forever.
             let bye = Packet::Disconnect(

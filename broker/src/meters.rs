@@ -1,0 +1,252 @@
+//! The gateway's Prometheus meters, registered on a `metrics` recorder the caller owns.
+//!
+//! Handles are registered once, so the hot path only bumps atomics. Label values are a
+//! fixed set (transport, reason): never a client id. With `metrics::NoopRecorder` every
+//! handle is a no-op, which is how "metrics off" is measured.
+
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder, SharedString, Unit};
+
+fn meta() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+/// A counter `name{label=value}` on `r`.
+pub fn counter(
+    r: &dyn Recorder,
+    name: &'static str,
+    labels: &[(&'static str, &'static str)],
+) -> Counter {
+    r.register_counter(&key(name, labels), &meta())
+}
+
+/// A gauge `name{label=value}` on `r`.
+pub fn gauge(
+    r: &dyn Recorder,
+    name: &'static str,
+    labels: &[(&'static str, &'static str)],
+) -> Gauge {
+    r.register_gauge(&key(name, labels), &meta())
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+    let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+    Key::from_parts(name, labels)
+}
+
+/// HELP text for a counter.
+pub fn describe_counter(
+    r: &dyn Recorder,
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+) {
+    r.describe_counter(name.into(), unit, SharedString::const_str(help));
+}
+
+/// HELP text for a gauge.
+pub fn describe_gauge(
+    r: &dyn Recorder,
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+) {
+    r.describe_gauge(name.into(), unit, SharedString::const_str(help));
+}
+
+/// Why a connection ended, as the `reason` label of `fleetcast_disconnects_total`.
+pub const DISCONNECT_REASONS: [&str; 9] = [
+    "clean",
+    "peer_closed",
+    "keepalive_timeout",
+    "protocol_error",
+    "taken_over",
+    "shutdown",
+    "router_dropped",
+    "write_timeout",
+    "io_error",
+];
+
+/// Why a connection was refused before it was served, as the `reason` label of
+/// `fleetcast_connect_refusals_total`.
+pub const REFUSAL_REASONS: [&str; 7] = [
+    "unsupported_protocol",
+    "bad_client_id",
+    "server_full",
+    "connect_timeout",
+    "malformed_connect",
+    "handshake_failed",
+    "router_busy",
+];
+
+/// Why the gateway dropped a message, as the `reason` label of
+/// `fleetcast_messages_dropped_total`.
+pub const DROP_REASONS: [&str; 2] = ["invalid_topic", "malformed_packet"];
+
+/// Every meter the gateway keeps.
+#[derive(Debug)]
+pub struct GatewayMeters {
+    /// Open connections over TCP.
+    pub connections_tcp: Gauge,
+    /// Open connections over WebSocket.
+    pub connections_ws: Gauge,
+    /// Accepted CONNECTs over TCP.
+    pub connects_tcp: Counter,
+    /// Accepted CONNECTs over WebSocket.
+    pub connects_ws: Counter,
+    /// Ends by reason, in [`DISCONNECT_REASONS`] order.
+    pub disconnects: Vec<Counter>,
+    /// Refusals by reason, in [`REFUSAL_REASONS`] order.
+    pub refusals: Vec<Counter>,
+    /// Drops by reason, in [`DROP_REASONS`] order.
+    pub dropped: Vec<Counter>,
+    /// PUBLISH packets from clients.
+    pub publishes_received: Counter,
+    /// PUBLISH packets written to clients.
+    pub messages_delivered: Counter,
+    /// Bytes read from clients.
+    pub bytes_received: Counter,
+    /// Bytes written to clients.
+    pub bytes_sent: Counter,
+    /// Wills published for connections that ended without DISCONNECT.
+    pub wills: Counter,
+    /// Times a publisher's socket reads were paused by pacing.
+    pub pacing_pauses: Counter,
+    /// Subscription filters taken.
+    pub subscriptions: Counter,
+    /// Subscription filters refused (SUBACK 0x80).
+    pub subscriptions_refused: Counter,
+}
+
+impl GatewayMeters {
+    /// Registers (and describes) every gateway meter on `r`.
+    pub fn new(r: &dyn Recorder) -> GatewayMeters {
+        describe_gauge(
+            r,
+            "fleetcast_connections",
+            None,
+            "Client connections open, by transport.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_connects_total",
+            None,
+            "Client connections accepted (CONNACK 0), by transport.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_disconnects_total",
+            None,
+            "Client connections ended, by reason.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_connect_refusals_total",
+            None,
+            "Connections refused before being served, by reason.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_messages_dropped_total",
+            None,
+            "Messages dropped by the gateway, by reason.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_publishes_received_total",
+            None,
+            "PUBLISH packets received from clients.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_messages_delivered_total",
+            None,
+            "PUBLISH packets delivered to clients.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_received_bytes_total",
+            Some(Unit::Bytes),
+            "Bytes read from clients.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_sent_bytes_total",
+            Some(Unit::Bytes),
+            "Bytes written to clients.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_wills_published_total",
+            None,
+            "Last wills published.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_pacing_pauses_total",
+            None,
+            "Times ingest pacing paused a publisher's reads.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_subscriptions_total",
+            None,
+            "Subscription filters accepted.",
+        );
+        describe_counter(
+            r,
+            "fleetcast_subscriptions_refused_total",
+            None,
+            "Subscription filters refused (SUBACK 0x80).",
+        );
+        GatewayMeters {
+            connections_tcp: gauge(r, "fleetcast_connections", &[("transport", "tcp")]),
+            connections_ws: gauge(r, "fleetcast_connections", &[("transport", "ws")]),
+            connects_tcp: counter(r, "fleetcast_connects_total", &[("transport", "tcp")]),
+            connects_ws: counter(r, "fleetcast_connects_total", &[("transport", "ws")]),
+            disconnects: DISCONNECT_REASONS
+                .iter()
+                .map(|reason| counter(r, "fleetcast_disconnects_total", &[("reason", reason)]))
+                .collect(),
+            refusals: REFUSAL_REASONS
+                .iter()
+                .map(|reason| counter(r, "fleetcast_connect_refusals_total", &[("reason", reason)]))
+                .collect(),
+            dropped: DROP_REASONS
+                .iter()
+                .map(|reason| counter(r, "fleetcast_messages_dropped_total", &[("reason", reason)]))
+                .collect(),
+            publishes_received: counter(r, "fleetcast_publishes_received_total", &[]),
+            messages_delivered: counter(r, "fleetcast_messages_delivered_total", &[]),
+            bytes_received: counter(r, "fleetcast_received_bytes_total", &[]),
+            bytes_sent: counter(r, "fleetcast_sent_bytes_total", &[]),
+            wills: counter(r, "fleetcast_wills_published_total", &[]),
+            pacing_pauses: counter(r, "fleetcast_pacing_pauses_total", &[]),
+            subscriptions: counter(r, "fleetcast_subscriptions_total", &[]),
+            subscriptions_refused: counter(r, "fleetcast_subscriptions_refused_total", &[]),
+        }
+    }
+
+    /// The disconnect counter for `reason` (one of [`DISCONNECT_REASONS`]).
+    pub fn disconnect(&self, reason: &str) -> &Counter {
+        let i = DISCONNECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(DISCONNECT_REASONS.len() - 1);
+        &self.disconnects[i]
+    }
+
+    /// The refusal counter for `reason` (one of [`REFUSAL_REASONS`]).
+    pub fn refusal(&self, reason: &str) -> &Counter {
+        let i = REFUSAL_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.refusals[i]
+    }
+
+    /// The drop counter for `reason` (one of [`DROP_REASONS`]).
+    pub fn drop_for(&self, reason: &str) -> &Counter {
+        let i = DROP_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        &self.dropped[i]
+    }
+}
