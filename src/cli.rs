@@ -8,6 +8,7 @@ use fleetcast_dashboard::feed::{self, FeedConfig};
 use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
 use fleetcast_simulator::endpoint::Endpoint;
 use fleetcast_simulator::fleet::{Fleet, FleetConfig, FleetSnapshot};
+use fleetcast_simulator::loadtest::{LoadConfig, Scenario};
 use fleetcast_simulator::process;
 use fleetcast_simulator::road_graph::RoadGraph;
 use std::io::Write;
@@ -40,6 +41,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Run the live map and its WebSocket bridge against any MQTT broker.
     Dashboard(DashboardArgs),
+    /// Load-test any MQTT broker with many simulated connections.
+    Loadtest(LoadtestArgs),
     /// Print the default configuration file (copy it, edit it, pass it with --config).
     Config,
 }
@@ -76,6 +79,65 @@ struct MapArgs {
     /// page uses only its embedded basemap and never leaves this server.
     #[arg(long, value_name = "URL")]
     tiles: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+struct LoadtestArgs {
+    /// fleet (drivers at an interval + subscribers), throughput (as fast as the broker
+    /// takes, QoS 0), idle (hold connections), storm (drop all, reconnect).
+    #[arg(long, default_value = "fleet")]
+    scenario: Scenario,
+    /// Broker URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: Endpoint,
+    /// Publishers (fleet, throughput) or connections (idle, storm).
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Connects per second.
+    #[arg(long, default_value_t = 1000)]
+    connect_rate: u32,
+    /// Fleet: time between two publishes of one connection (0 = idle connections).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Pad each payload (a real location JSON) to at least this many bytes.
+    #[arg(long)]
+    payload_size: Option<usize>,
+    /// QoS of publishes and subscriptions (0 or 1; throughput publishes at 0).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Subscribers to drivers/+/location (probes that measure loss and latency).
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// Subscribe as one shared group ($share/loadtest/drivers/+/location).
+    #[arg(long)]
+    shared: bool,
+    /// Length of the load phase (after connecting).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Source addresses, e.g. 127.0.0.1-127.0.0.50 (past 64k ports on loopback).
+    #[arg(long, value_name = "FIRST-LAST")]
+    source_ips: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// A local broker's pid: report its CPU and memory (idle: memory per connection).
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Storm: spread reconnects randomly over connections / connect-rate seconds.
+    #[arg(long)]
+    jitter: bool,
+    /// Worker processes to spread connections over (each has its own open-files limit).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// MQTT username.
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long)]
+    password: Option<String>,
+    /// Internal: run as worker INDEX of --procs, printing a JSON report.
+    #[arg(long, hide = true)]
+    worker: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +233,7 @@ pub fn run(cli: Cli) -> Result<()> {
         // One thread: drivers are I/O-bound and cross-thread wake-ups cost more than
         // they give (measured with bench/simulator.sh).
         Command::Dashboard(args) => runtime()?.block_on(dashboard(args)),
+        Command::Loadtest(args) => runtime()?.block_on(loadtest(args)),
         Command::Simulate(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -445,6 +508,126 @@ fn map_bytes(args: &MapArgs) -> Result<std::borrow::Cow<'static, [u8]>> {
             .into(),
         None => fleetcast_simulator::road_graph::HELSINKI_PBF.into(),
     })
+}
+
+fn source_ips(spec: &str) -> Result<Vec<std::net::IpAddr>> {
+    let (a, b) = spec.split_once('-').unwrap_or((spec, spec));
+    let a: std::net::Ipv4Addr = a.trim().parse().context("--source-ips: first address")?;
+    let b: std::net::Ipv4Addr = b.trim().parse().context("--source-ips: last address")?;
+    let (a, b) = (u32::from(a), u32::from(b));
+    anyhow::ensure!(
+        a <= b && b - a < 65_536,
+        "--source-ips: FIRST-LAST, at most 65,536 addresses"
+    );
+    Ok((a..=b)
+        .map(|n| std::net::Ipv4Addr::from(n).into())
+        .collect())
+}
+
+async fn loadtest(args: LoadtestArgs) -> Result<()> {
+    let procs = args.procs.max(1);
+    let config = LoadConfig {
+        scenario: args.scenario,
+        broker: args.broker.clone(),
+        connections: args.connections,
+        connect_rate: args.connect_rate,
+        interval: args.interval,
+        payload_size: args.payload_size,
+        qos: args.qos,
+        subscribers: args.subscribers,
+        shared: args.shared,
+        duration: args.duration,
+        source_ips: args
+            .source_ips
+            .as_deref()
+            .map(source_ips)
+            .transpose()?
+            .unwrap_or_default(),
+        broker_pid: args.broker_pid,
+        jitter: args.jitter,
+        id_prefix: "lt-".to_owned(),
+        worker: (args.worker.unwrap_or(0), procs),
+        credentials: args
+            .username
+            .clone()
+            .map(|u| (u, args.password.clone().unwrap_or_default())),
+    };
+    let scenario = if args.interval.is_zero() && config.scenario == Scenario::Fleet {
+        Scenario::Idle
+    } else {
+        config.scenario
+    };
+    let config = LoadConfig { scenario, ..config };
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let need = (args.connections / procs + args.subscribers + 64) as u64;
+    if need > limit {
+        eprintln!(
+            "loadtest: {} connections in one process need about {need} descriptors, over this machine's open-files limit of {limit}: use --procs {} (or more)",
+            args.connections / procs,
+            (args.connections as u64).div_ceil(limit.saturating_sub(100).max(1))
+        );
+    }
+    if args.worker.is_some() {
+        let report = fleetcast_simulator::loadtest::run(config, |_| {}).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let report = if procs > 1 {
+        // Same arguments, one worker each; their JSON reports are merged.
+        let exe = std::env::current_exe().context("finding this program")?;
+        let mut passed: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(i) = passed.iter().position(|a| a == "--report") {
+            passed.drain(i..(i + 2).min(passed.len()));
+        }
+        let mut children = Vec::new();
+        for i in 0..procs {
+            let child = tokio::process::Command::new(&exe)
+                .args(&passed)
+                .args(["--worker", &i.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a worker process")?;
+            children.push(child);
+        }
+        eprintln!("loadtest: {procs} worker processes running");
+        let mut parts = Vec::new();
+        for c in children {
+            let out = c.wait_with_output().await?;
+            anyhow::ensure!(out.status.success(), "a worker process failed");
+            parts.push(serde_json::from_slice(&out.stdout).context("reading a worker's report")?);
+        }
+        fleetcast_simulator::loadtest::merge(&parts).context("no worker reports")?
+    } else {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let mut last = (0.0, 0u64);
+        let report = fleetcast_simulator::loadtest::run(config, |p| {
+            let rate = if p.elapsed_s > last.0 {
+                (p.received - last.1) as f64 / (p.elapsed_s - last.0)
+            } else {
+                0.0
+            };
+            last = (p.elapsed_s, p.received);
+            bar.set_message(format!(
+                "{:>5.1}s connected {} published {} received {} ({rate:.0}/s) p99 {:.2} ms",
+                p.elapsed_s, p.connected, p.published, p.received, p.p99_ms
+            ));
+            bar.tick();
+        })
+        .await?;
+        bar.finish_and_clear();
+        report
+    };
+    print!("{report}");
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -8,6 +8,7 @@
 pub mod driver;
 pub mod endpoint;
 pub mod fleet;
+pub mod loadtest;
 pub mod payload;
 pub mod process;
 pub mod road_graph;

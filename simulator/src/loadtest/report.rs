@@ -1,0 +1,205 @@
+//! The load test's report: the final table and the same figures as JSON.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// p50/p90/p99/p99.9/max in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// From a histogram of microseconds.
+    pub fn of_us(h: &Histogram<u64>) -> Quantiles {
+        if h.is_empty() {
+            return Quantiles::default();
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Quantiles {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// A histogram as (value, count) pairs, so worker processes can hand theirs over.
+pub fn to_pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+/// Adds (value, count) pairs into `h`.
+pub fn add_pairs(h: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
+    for &(v, c) in pairs {
+        let _ = h.record_n(v.max(1), c);
+    }
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// fleet, throughput, idle or storm.
+    pub scenario: String,
+    /// The broker URL.
+    pub broker: String,
+    /// Connections asked for (publishers, or idle/storm connections).
+    pub connections: usize,
+    /// Subscribers.
+    pub subscribers: usize,
+    /// They subscribed as one shared group.
+    pub shared_subscription: bool,
+    /// QoS of publishes and subscriptions.
+    pub qos: u8,
+    /// Seconds the load ran (after connecting).
+    pub duration_s: f64,
+    /// Connections that got CONNACK 0.
+    pub connected: u64,
+    /// Failed connects by kind.
+    pub connect_errors: BTreeMap<String, u64>,
+    /// Time from starting a connect to its CONNACK.
+    pub connect_ms: Quantiles,
+    /// Messages published.
+    pub published: u64,
+    /// Messages the subscribers should have received.
+    pub expected: u64,
+    /// Messages received (duplicates included).
+    pub received: u64,
+    /// Expected but never received.
+    pub lost: u64,
+    /// Received more than once.
+    pub duplicates: u64,
+    /// Received after a newer one from the same publisher.
+    pub out_of_order: u64,
+    /// End-to-end latency (publish to subscriber receive).
+    pub latency_ms: Quantiles,
+    /// Published per second.
+    pub published_per_s: f64,
+    /// Received per second.
+    pub received_per_s: f64,
+    /// Storm: seconds from the mass disconnect until the last reconnect.
+    pub reconnect_all_s: Option<f64>,
+    /// This tool's CPU, percent of one core, over the run.
+    pub own_cpu_percent: f64,
+    /// This tool's resident memory at the end, MiB.
+    pub own_rss_mib: f64,
+    /// The broker's CPU over the run (with --broker-pid).
+    pub broker_cpu_percent: Option<f64>,
+    /// The broker's resident memory at the end, MiB (with --broker-pid).
+    pub broker_rss_mib: Option<f64>,
+    /// Idle: the broker's memory growth per connection, KiB (with --broker-pid).
+    pub broker_kib_per_connection: Option<f64>,
+    /// Raw histograms for merging worker reports (latency, connect), microseconds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_us_pairs: Vec<(u64, u64)>,
+    /// See `latency_us_pairs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect_us_pairs: Vec<(u64, u64)>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<22} {v}");
+        writeln!(f, "loadtest {} against {}", self.scenario, self.broker)?;
+        row(
+            f,
+            "connections",
+            format!(
+                "{} connected of {} ({} + {} subscribers)",
+                self.connected,
+                self.connections + self.subscribers,
+                self.connections,
+                self.subscribers
+            ),
+        )?;
+        let errors = if self.connect_errors.is_empty() {
+            "none".to_owned()
+        } else {
+            self.connect_errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        row(f, "connect errors", errors)?;
+        let c = self.connect_ms;
+        row(
+            f,
+            "connect time ms",
+            format!("p50 {:.2}  p99 {:.2}  max {:.2}", c.p50, c.p99, c.max),
+        )?;
+        if let Some(s) = self.reconnect_all_s {
+            row(f, "all reconnected in", format!("{s:.2} s"))?;
+        }
+        row(
+            f,
+            "published",
+            format!(
+                "{} ({:.1}/s over {:.1} s)",
+                self.published, self.published_per_s, self.duration_s
+            ),
+        )?;
+        row(
+            f,
+            "received",
+            format!(
+                "{} ({:.1}/s) of {} expected",
+                self.received, self.received_per_s, self.expected
+            ),
+        )?;
+        let loss = if self.expected > 0 {
+            self.lost as f64 / self.expected as f64 * 100.0
+        } else {
+            0.0
+        };
+        row(f, "lost", format!("{} ({loss:.3}%)", self.lost))?;
+        row(
+            f,
+            "duplicates, reordered",
+            format!("{}, {}", self.duplicates, self.out_of_order),
+        )?;
+        let l = self.latency_ms;
+        row(
+            f,
+            "latency ms",
+            format!(
+                "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            ),
+        )?;
+        row(
+            f,
+            "loadtest cpu, rss",
+            format!(
+                "{:.1}% of a core, {:.1} MiB",
+                self.own_cpu_percent, self.own_rss_mib
+            ),
+        )?;
+        if let (Some(cpu), Some(rss)) = (self.broker_cpu_percent, self.broker_rss_mib) {
+            row(
+                f,
+                "broker cpu, rss",
+                format!("{cpu:.1}% of a core, {rss:.1} MiB"),
+            )?;
+        }
+        if let Some(k) = self.broker_kib_per_connection {
+            row(f, "broker per connection", format!("{k:.1} KiB"))?;
+        }
+        Ok(())
+    }
+}
