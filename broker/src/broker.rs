@@ -93,9 +93,7 @@ impl Listeners {
     /// An address is in use or not local.
     pub async fn bind(config: &Config) -> Result<Listeners, BrokerError> {
         let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BrokerError::Bind { what, addr, source })
+            listen(addr).map_err(|source| BrokerError::Bind { what, addr, source })
         };
         Ok(Listeners {
             mqtt: bind("MQTT", config.listen.mqtt).await?,
@@ -264,6 +262,22 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.gateway.shutdown.cancel();
     }
+}
+
+/// Accept queue length: a connect storm of thousands per second must not overflow it (the
+/// kernel then drops SYNs, and clients wait a 1 s retransmit). The kernel caps it at
+/// `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Raises the open-files soft limit and returns how many clients fit under it.

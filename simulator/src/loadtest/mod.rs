@@ -530,7 +530,10 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(Progress)) -> Result<
 
     let stop = CancellationToken::new();
     let storm = CancellationToken::new();
-    let gate = Arc::new(ConnectGate::new(cfg.connect_rate));
+    // The rate is for the whole run: each of several processes takes its share.
+    let gate = Arc::new(ConnectGate::new(
+        (cfg.connect_rate / workers.max(1) as u32).max(1),
+    ));
     // Publishing starts once the last connect is due (so connecting does not compete with
     // the measured load), or 2 s in with several processes (their subscribers may lag).
     let connect_time = Duration::from_secs_f64(
