@@ -33,7 +33,7 @@ rows = [
 
 print("# fleetcast vs mosquitto: benchmark results\n")
 print(f"Machine: {os.cpu_count()} cores, {mem_gib():.0f} GiB, {platform.platform()}; "
-      f"run {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
+      f"run finished {datetime.datetime.fromtimestamp(os.path.getmtime(os.path.join(out, 'commands.txt')), datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
 try:
     mv = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0]
 except Exception:
@@ -42,6 +42,9 @@ print(f"Brokers: fleetcast (release build, `bench/fleetcast-bench.toml`: pacing 
       " (`bench/mosquitto.conf.in`: its defaults). Both on loopback, one at a time, same load.")
 print("Produced by `bench/run.sh`; the exact commands are in `bench/results/commands.txt`, the raw reports beside it.")
 print("The machine is shared and noisy: compare the two columns of one table (the ratio), not runs.\n")
+summary = os.path.join(os.path.dirname(__file__), "SUMMARY.md")
+if os.path.exists(summary):
+    print(open(summary).read())
 for name, by in reports.items():
     print(f"## {name}\n")
     whos = [w for w in ("fleetcast", "mosquitto") if w in by]

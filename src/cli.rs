@@ -623,6 +623,12 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
         report
     };
     print!("{report}");
+    // The raw histograms are for merging workers; the file keeps the figures.
+    let report = fleetcast_simulator::loadtest::report::Report {
+        latency_us_pairs: Vec::new(),
+        connect_us_pairs: Vec::new(),
+        ..report
+    };
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;

@@ -102,7 +102,8 @@ mod tests {
         other.record(1, 1, 3_000);
         t.merge(&other);
         assert_eq!(t.distinct(), 7);
-        assert_eq!(t.latency_us.max(), 3_000);
+        // HDR keeps 3 significant digits.
+        assert!(t.latency_us.max().abs_diff(3_000) <= 3);
     }
 
     #[test]
