@@ -469,14 +469,15 @@ async fn server_full_answers_connack_server_unavailable() {
 #[tokio::test]
 async fn paced_flood_loses_nothing() {
     let mut config = fleetcast_broker::Config::ephemeral();
-    config.limits.publish_rate_per_connection = 20_000;
+    // 5,000/s leaves a slow subscriber (tests share two cores) 1.6 s of slack in the log.
+    config.limits.publish_rate_per_connection = 5_000;
     // A short router log (about 8,000 of these messages per topic), so that a publisher
     // left unpaced would push unread messages out of it before the subscriber reads them.
     config.limits.max_packet_size = 16 * 1024;
     config.router.max_segment_size = 64 * 1024;
     config.router.max_segment_count = 2;
     let b = TestBroker::with_config(config).await;
-    const N: usize = 40_000;
+    const N: usize = 20_000;
     let mut sub = TestClient::connect(tcp_options("slow-sub", &b.addrs)).await;
     sub.subscribe("flood/#", QoS::AtMostOnce).await;
     // A raw publisher writes N QoS 0 publishes as fast as its socket takes them.

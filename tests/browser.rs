@@ -8,40 +8,13 @@
 mod common;
 
 use common::chrome::Chrome;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `fleetcast demo` with `drivers` drivers on free ports; returns the child and HTTP address.
-fn demo(drivers: usize) -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetcast"))
-        .args([
-            "demo",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .args(["--drivers", &drivers.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).unwrap();
-    // Keep reading: a closed pipe would end the demo at its next line.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let http = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    (child, http)
+/// `fleetcast demo` with `drivers` drivers on free ports.
+fn demo(drivers: usize) -> common::Served {
+    let mut served = common::spawn_ready("demo", &["--drivers", &drivers.to_string()]);
+    served.drain_output();
+    served
 }
 
 /// Painted pixels (alpha > 0), sampled every 16th, of the first canvas matching `selector`.
@@ -58,7 +31,8 @@ async fn map_page_in_headless_chromium() {
     let Some(mut chrome) = Chrome::launch().await else {
         return;
     };
-    let (mut child, http) = demo(100);
+    let served = demo(100);
+    let http = served.http;
     let base = format!("http://{http}/");
     chrome.navigate(&base).await;
     let patience = Duration::from_secs(30);
@@ -177,8 +151,7 @@ async fn map_page_in_headless_chromium() {
         "requests leaving the server: {foreign:?}"
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 }
 
 /// Benchmark, not a test: frames per second of the map with 20,000 moving drivers.

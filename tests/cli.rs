@@ -6,67 +6,16 @@
 mod common;
 
 use common::{connect_frame, raw_exchange, PATIENCE};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetcast");
 
-struct Served {
-    child: Child,
-    mqtt: SocketAddr,
-    ws: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `fleetcast serve` on port 0 and reads its ready line.
-fn serve() -> Served {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let line = line.trim_end();
-    assert!(line.starts_with("fleetcast ready mqtt="), "{line}");
-    let field = |name: &str| -> SocketAddr {
-        let prefix = format!("{name}=");
-        let value = line
-            .split(' ')
-            .find_map(|w| w.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("{name} missing in {line}"));
-        value.parse().unwrap()
-    };
-    let (mqtt, ws, http) = (field("mqtt"), field("ws"), field("http"));
-    for a in [mqtt, ws, http] {
-        assert_ne!(a.port(), 0, "real ports in the ready line: {line}");
-    }
-    Served {
-        child,
-        mqtt,
-        ws,
-        http,
-    }
+fn serve() -> common::Served {
+    common::spawn_ready("serve", &[])
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -196,29 +145,9 @@ fn busy_port_is_a_clear_error() {
 
 #[test]
 fn demo_runs_the_broker_and_200_drivers() {
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = lines.next().unwrap().unwrap();
-    let mqtt: SocketAddr = ready
-        .split(' ')
-        .find_map(|w| w.strip_prefix("mqtt="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let demo = lines.next().unwrap().unwrap();
+    let mut served = common::spawn_ready("demo", &[]);
+    let mqtt = served.mqtt;
+    let demo = served.next_line().unwrap();
     assert!(demo.starts_with("demo: 200 drivers"), "{demo}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -240,7 +169,7 @@ fn demo_runs_the_broker_and_200_drivers() {
     });
     assert_eq!(distinct, 200, "drivers seen on the map topics");
 
-    let pid = child.id().to_string();
+    let pid = served.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -248,7 +177,7 @@ fn demo_runs_the_broker_and_200_drivers() {
         .success());
     let started = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = served.child.try_wait().unwrap() {
             break s;
         }
         assert!(

@@ -243,6 +243,80 @@ pub async fn raw_exchange(
     (s, answer)
 }
 
+/// `fleetcast SUBCOMMAND` with every listener on port 0; killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    /// Addresses from the ready line.
+    pub mqtt: std::net::SocketAddr,
+    pub ws: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    /// The rest of its standard output.
+    pub lines: Option<std::io::Lines<std::io::BufReader<std::process::ChildStdout>>>,
+}
+
+impl Served {
+    /// The next line of its standard output.
+    pub fn next_line(&mut self) -> Option<String> {
+        self.lines.as_mut()?.next()?.ok()
+    }
+
+    /// Keeps reading its output in a thread: a closed pipe would end it at its next line.
+    pub fn drain_output(&mut self) {
+        if let Some(lines) = self.lines.take() {
+            std::thread::spawn(move || lines.for_each(drop));
+        }
+    }
+}
+
+/// Starts `fleetcast SUBCOMMAND --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 --http 127.0.0.1:0 EXTRA...`
+/// and reads its ready line (real ports, never 0).
+pub fn spawn_ready(subcommand: &str, extra: &[&str]) -> Served {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .arg(subcommand)
+        .args([
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("a ready line").unwrap();
+    assert!(line.starts_with("fleetcast ready mqtt="), "{line}");
+    let field = |name: &str| -> std::net::SocketAddr {
+        let prefix = format!("{name}=");
+        let addr: std::net::SocketAddr = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} missing in {line}"))
+            .parse()
+            .unwrap();
+        assert_ne!(addr.port(), 0, "real ports in the ready line: {line}");
+        addr
+    };
+    Served {
+        mqtt: field("mqtt"),
+        ws: field("ws"),
+        http: field("http"),
+        child,
+        lines: Some(lines),
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Where an outside program is: on PATH, or in the sbin folders Debian puts daemons in.
 pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
     let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
