@@ -45,6 +45,11 @@ enum Command {
     Loadtest(LoadtestArgs),
     /// Print the default configuration file (copy it, edit it, pass it with --config).
     Config,
+    /// Hash a password for a credentials file (argon2id); reads it from stdin if not given.
+    Passwd {
+        /// The password (prefer stdin: arguments show in `ps`).
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +72,14 @@ struct ServeArgs {
     /// Keep no meters and serve no /metrics (only to measure what metrics cost).
     #[arg(long)]
     no_metrics: bool,
+    /// Credentials file (TOML): accounts, argon2 password hashes, roles and topic policy;
+    /// see examples/credentials.toml. Without it every client is anonymous and may use
+    /// every topic, which `serve` allows only on loopback addresses.
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    /// Serve anonymous clients on non-loopback addresses too (not recommended).
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +256,21 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{DEFAULT_CONFIG}");
             Ok(())
         }
+        Command::Passwd { password } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            anyhow::ensure!(!password.is_empty(), "empty password");
+            println!("{}", fleetcast_broker::auth::hash_password(&password)?);
+            Ok(())
+        }
     }
 }
 
@@ -278,7 +306,25 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     } else {
         Metering::On
     };
-    let stack = Stack::start(listeners, config, dashboard, metering).await?;
+    let auth = match &args.auth {
+        Some(path) => Some(Arc::new(fleetcast_broker::auth::Auth::from_file(path)?)),
+        None => None,
+    };
+    if auth.is_none() && !args.allow_anonymous {
+        let addrs = listeners.addrs();
+        for (what, addr) in [
+            ("--mqtt", addrs.mqtt),
+            ("--ws", addrs.ws),
+            ("--http", addrs.http),
+        ] {
+            anyhow::ensure!(
+                addr.ip().is_loopback(),
+                "refusing to serve anonymous clients on {addr} ({what} is not a loopback address): \
+                 pass --auth FILE (see examples/credentials.toml) or --allow-anonymous"
+            );
+        }
+    }
+    let stack = Stack::start(listeners, config, dashboard, metering, auth).await?;
     let addrs = stack.addrs();
     say(&format!("fleetcast ready {addrs}"))?;
 

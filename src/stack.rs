@@ -223,6 +223,7 @@ impl Stack {
         config: Config,
         dashboard: DashboardOptions<'_>,
         metering: Metering,
+        auth: Option<Arc<fleetcast_broker::auth::Auth>>,
     ) -> Result<Stack, StackError> {
         let recorder = prometheus()?;
         let noop = metrics::NoopRecorder;
@@ -246,6 +247,7 @@ impl Stack {
             Extras {
                 routes,
                 recorder: r,
+                auth,
             },
         )?;
         let _ = gateway_slot.set(Arc::clone(broker.gateway()));

@@ -180,10 +180,15 @@ async fn map_fps_benchmark() {
         board: Default::default(),
         bridge: Default::default(),
     };
-    let stack =
-        fleetcast::stack::Stack::start(listeners, config, options, fleetcast::stack::Metering::On)
-            .await
-            .unwrap();
+    let stack = fleetcast::stack::Stack::start(
+        listeners,
+        config,
+        options,
+        fleetcast::stack::Metering::On,
+        None,
+    )
+    .await
+    .unwrap();
     let http = stack.addrs().http;
     let board = Arc::clone(&stack.dashboard.board);
     let graph = Arc::new(RoadGraph::helsinki().unwrap());

@@ -34,9 +34,15 @@ async fn stack(board: BoardConfig, bridge: BridgeConfig) -> Stack {
         board,
         bridge,
     };
-    Stack::start(listeners, config, options, fleetcast::stack::Metering::On)
-        .await
-        .unwrap()
+    Stack::start(
+        listeners,
+        config,
+        options,
+        fleetcast::stack::Metering::On,
+        None,
+    )
+    .await
+    .unwrap()
 }
 
 async fn browser(http: std::net::SocketAddr) -> Ws {

@@ -59,9 +59,15 @@ fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
 async fn metrics_move_with_a_running_fleet() {
     let config = Config::ephemeral();
     let listeners = Listeners::bind(&config).await.unwrap();
-    let stack = Stack::start(listeners, config, DashboardOptions::offline(), Metering::On)
-        .await
-        .unwrap();
+    let stack = Stack::start(
+        listeners,
+        config,
+        DashboardOptions::offline(),
+        Metering::On,
+        None,
+    )
+    .await
+    .unwrap();
     let addrs = stack.addrs();
     let before = scrape(addrs.http).await;
     for name in [

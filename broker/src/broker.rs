@@ -52,6 +52,8 @@ pub struct Extras<'a> {
     pub routes: axum::Router,
     /// Where the gateway's meters are registered (`metrics::NoopRecorder` for none).
     pub recorder: &'a dyn metrics::Recorder,
+    /// Accounts and topic policy (`serve --auth FILE`); None: anonymous, everything allowed.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl std::fmt::Debug for Extras<'_> {
@@ -141,6 +143,7 @@ impl Broker {
             Extras {
                 routes: axum::Router::new(),
                 recorder: &metrics::NoopRecorder,
+                auth: None,
             },
         )
     }
@@ -176,6 +179,7 @@ impl Broker {
             router,
             shutdown.clone(),
             extras.recorder,
+            extras.auth,
         ));
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));

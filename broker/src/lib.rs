@@ -9,6 +9,7 @@
 //! [`Broker::start`] takes already-bound [`Listeners`], so tests bind port 0 and ask
 //! [`Broker::addrs`] where the server is.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod gateway;
@@ -17,6 +18,7 @@ pub mod listener;
 pub mod local;
 pub mod meters;
 pub mod pacing;
+pub mod policy;
 pub mod registry;
 pub mod router;
 

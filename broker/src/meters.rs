@@ -54,8 +54,9 @@ pub fn describe_gauge(
 }
 
 /// Why a connection ended, as the `reason` label of `fleetcast_disconnects_total`.
-pub const DISCONNECT_REASONS: [&str; 9] = [
+pub const DISCONNECT_REASONS: [&str; 10] = [
     "clean",
+    "policy_violation",
     "peer_closed",
     "keepalive_timeout",
     "protocol_error",
@@ -68,8 +69,9 @@ pub const DISCONNECT_REASONS: [&str; 9] = [
 
 /// Why a connection was refused before it was served, as the `reason` label of
 /// `fleetcast_connect_refusals_total`.
-pub const REFUSAL_REASONS: [&str; 7] = [
+pub const REFUSAL_REASONS: [&str; 8] = [
     "unsupported_protocol",
+    "not_authorized",
     "bad_client_id",
     "server_full",
     "connect_timeout",
@@ -80,7 +82,7 @@ pub const REFUSAL_REASONS: [&str; 7] = [
 
 /// Why the gateway dropped a message, as the `reason` label of
 /// `fleetcast_messages_dropped_total`.
-pub const DROP_REASONS: [&str; 2] = ["invalid_topic", "malformed_packet"];
+pub const DROP_REASONS: [&str; 3] = ["invalid_topic", "malformed_packet", "policy_denied"];
 
 /// Every meter the gateway keeps.
 #[derive(Debug)]

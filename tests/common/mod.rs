@@ -35,6 +35,22 @@ impl TestBroker {
         TestBroker { broker, addrs }
     }
 
+    /// A broker with the accounts and policy of `examples/credentials.toml`.
+    pub async fn with_example_credentials() -> TestBroker {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+        let auth = fleetcast_broker::auth::Auth::from_file(std::path::Path::new(path)).unwrap();
+        let config = Config::ephemeral();
+        let listeners = Listeners::bind(&config).await.expect("bind port 0");
+        let addrs = listeners.addrs();
+        let extras = fleetcast_broker::Extras {
+            routes: Default::default(),
+            recorder: &metrics::NoopRecorder,
+            auth: Some(std::sync::Arc::new(auth)),
+        };
+        let broker = Broker::start_with(listeners, config, extras).expect("broker starts");
+        TestBroker { broker, addrs }
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/mqtt", self.addrs.ws)
     }

@@ -42,6 +42,8 @@ pub const CONNACK_V5_UNSUPPORTED: [u8; 5] = [0x20, 0x03, 0x00, 0x84, 0x00];
 pub const CONNACK_V311_BAD_VERSION: [u8; 4] = [0x20, 0x02, 0x00, 0x01];
 /// MQTT 3.1.1 CONNACK: return code 0x02, identifier rejected.
 pub const CONNACK_V311_BAD_CLIENT_ID: [u8; 4] = [0x20, 0x02, 0x00, 0x02];
+/// MQTT 3.1.1 CONNACK: return code 0x05, not authorized.
+pub const CONNACK_V311_NOT_AUTHORIZED: [u8; 4] = [0x20, 0x02, 0x00, 0x05];
 /// MQTT 3.1.1 CONNACK: return code 0x03, server unavailable.
 pub const CONNACK_V311_UNAVAILABLE: [u8; 4] = [0x20, 0x02, 0x00, 0x03];
 /// MQTT 3.1.1 PINGRESP.

@@ -55,6 +55,8 @@ pub struct Gateway {
     pub stats: Stats,
     /// Prometheus meters.
     pub meters: GatewayMeters,
+    /// Accounts and their grants; None lets every client in and allows every topic.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// Open connections, kept where the gateway itself can read them (metrics handles are
@@ -99,6 +101,7 @@ impl Gateway {
         router: Arc<RouterHandle>,
         shutdown: CancellationToken,
         recorder: &dyn metrics::Recorder,
+        auth: Option<Arc<crate::auth::Auth>>,
     ) -> Self {
         let rate = config.limits.publish_rate_global;
         Gateway {
@@ -110,6 +113,7 @@ impl Gateway {
             shutdown,
             stats: Stats::default(),
             meters: GatewayMeters::new(recorder),
+            auth,
         }
     }
 }

@@ -10,7 +10,9 @@
 use super::frame::{self, ConnectKind};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
+use crate::auth::Denial;
 use crate::pacing::Pacer;
+use crate::policy::Grants;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -51,6 +53,8 @@ pub enum End {
     KeepAlive,
     /// The client broke the protocol.
     Protocol(String),
+    /// The client published to a topic its policy does not grant.
+    PolicyViolation(String),
     /// A newer connection took the client id over.
     TakenOver,
     /// The server is shutting down.
@@ -71,6 +75,7 @@ impl End {
             End::PeerClosed => "peer_closed",
             End::KeepAlive => "keepalive_timeout",
             End::Protocol(_) => "protocol_error",
+            End::PolicyViolation(_) => "policy_violation",
             End::TakenOver => "taken_over",
             End::Shutdown => "shutdown",
             End::RouterDropped => "router_dropped",
@@ -95,6 +100,31 @@ struct Hello {
     clean_session: bool,
     keep_alive: u16,
     will: Option<LastWill>,
+    login: Option<rumqttd::protocol::Login>,
+}
+
+/// Who a session is, for the topic policy.
+struct Identity {
+    client_id: String,
+    username: String,
+    /// None when no credentials file is in force: every topic is allowed.
+    grants: Option<Arc<Grants>>,
+}
+
+impl Identity {
+    fn may_publish(&self, topic: &[u8]) -> bool {
+        match (&self.grants, std::str::from_utf8(topic)) {
+            (None, _) => true,
+            (Some(g), Ok(t)) => g.may_publish(t, &self.client_id, &self.username),
+            (Some(_), Err(_)) => false,
+        }
+    }
+
+    fn may_subscribe(&self, filter: &str) -> bool {
+        self.grants
+            .as_ref()
+            .is_none_or(|g| g.may_subscribe(filter, &self.client_id, &self.username))
+    }
 }
 
 /// Why the handshake did not produce a session.
@@ -128,10 +158,14 @@ pub async fn run<T: Transport>(
         Ok(h) => h,
         Err(refusal) => return refuse(io, &gw, peer, kind, refusal).await,
     };
+    let identity = match authorize(&gw, &hello).await {
+        Ok(identity) => identity,
+        Err(refusal) => return refuse(io, &gw, peer, kind, refusal).await,
+    };
     let span = tracing::info_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
     let _enter = span.enter();
     drop(_enter);
-    let session = Session::start(io, gw, hello, rbuf, kind);
+    let session = Session::start(io, gw, hello, identity, rbuf, kind);
     tracing::Instrument::instrument(session, span).await;
 }
 
@@ -207,8 +241,55 @@ async fn read_connect<T: Transport>(
     }
 }
 
+/// Checks credentials and the will topic against the account's policy.
+async fn authorize(gw: &Gateway, hello: &Hello) -> Result<Identity, Refusal> {
+    let username = hello
+        .login
+        .as_ref()
+        .map(|l| l.username.clone())
+        .unwrap_or_default();
+    let grants = match &gw.auth {
+        None => None,
+        Some(auth) => {
+            let login = hello
+                .login
+                .as_ref()
+                .map(|l| (l.username.as_str(), l.password.as_str()));
+            match auth.check(&hello.client_id, login).await {
+                Ok(g) => Some(g),
+                Err(denial) => {
+                    return Err(Refusal::Answer(
+                        &frame::CONNACK_V311_NOT_AUTHORIZED,
+                        "not_authorized",
+                        match denial {
+                            Denial::NoCredentials => "no username/password",
+                            Denial::BadCredentials => "wrong username or password",
+                            Denial::ClientIdNotAllowed => "client id not allowed for this account",
+                        },
+                    ))
+                }
+            }
+        }
+    };
+    let identity = Identity {
+        client_id: hello.client_id.clone(),
+        username,
+        grants,
+    };
+    if let Some(w) = &hello.will {
+        if !identity.may_publish(&w.topic) {
+            return Err(Refusal::Answer(
+                &frame::CONNACK_V311_NOT_AUTHORIZED,
+                "not_authorized",
+                "will topic not allowed by the policy",
+            ));
+        }
+    }
+    Ok(identity)
+}
+
 fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
-    let Packet::Connect(connect, _, will, _, _login) = packet else {
+    let Packet::Connect(connect, _, will, _, login) = packet else {
         return Err(Refusal::Close(
             "malformed_connect",
             "first packet is not CONNECT".into(),
@@ -245,6 +326,7 @@ fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
         clean_session: connect.clean_session,
         keep_alive: connect.keep_alive,
         will,
+        login,
     })
 }
 
@@ -274,10 +356,18 @@ struct Session<T> {
     denied_filters: HashMap<u16, Vec<usize>>,
     /// Set once the router has dropped the link: it must not be touched again.
     router_gone: bool,
+    identity: Identity,
 }
 
 impl<T: Transport> Session<T> {
-    async fn start(mut io: T, gw: Arc<Gateway>, hello: Hello, rbuf: BytesMut, kind: TransportKind) {
+    async fn start(
+        mut io: T,
+        gw: Arc<Gateway>,
+        hello: Hello,
+        identity: Identity,
+        rbuf: BytesMut,
+        kind: TransportKind,
+    ) {
         let (claim, took_over) = gw.registry.claim(&hello.client_id, TAKEOVER_WAIT).await;
         if took_over {
             info!("client id taken over from an older connection");
@@ -312,6 +402,7 @@ impl<T: Transport> Session<T> {
             acks: AckTracker::default(),
             denied_filters: HashMap::new(),
             router_gone: false,
+            identity,
             gw,
         };
         let session_present = match Option::<Packet>::from(notification) {
@@ -547,6 +638,13 @@ impl<T: Transport> Session<T> {
                     self.gw.meters.drop_for("invalid_topic").increment(1);
                     return violation("invalid topic name in PUBLISH");
                 }
+                if !self.identity.may_publish(&p.topic) {
+                    // MQTT 3.1.1 has no PUBACK code for this: the connection is closed.
+                    self.gw.meters.drop_for("policy_denied").increment(1);
+                    return Err(End::PolicyViolation(
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                    ));
+                }
                 if let Some((2, pkid)) = header {
                     self.acks.incoming_qos2.insert(pkid);
                 }
@@ -560,8 +658,9 @@ impl<T: Transport> Session<T> {
                 let mut denied = Vec::new();
                 let mut i = 0;
                 let meters = &self.gw.meters;
+                let identity = &self.identity;
                 s.filters.retain(|f| {
-                    let ok = frame::valid_topic_filter(&f.path);
+                    let ok = frame::valid_topic_filter(&f.path) && identity.may_subscribe(&f.path);
                     if ok {
                         meters.subscriptions.increment(1);
                     } else {

@@ -1,0 +1,296 @@
+//! Device identity: accounts from a TOML credentials file (`serve --auth FILE`), each with
+//! an argon2 password hash, a client-id pattern and a role whose [`Grants`] decide what it
+//! may publish and subscribe to. See `examples/credentials.toml`.
+//!
+//! argon2 is slow on purpose (tens of ms). Verifications run on blocking threads, at most
+//! two at once, and a password that verified is remembered as a keyed 64-bit digest, so a
+//! reconnecting device costs a hash, not an argon2 run.
+
+use crate::policy::Grants;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// A credentials file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unreadable.
+    #[error("cannot read credentials file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("invalid credentials file")]
+    Parse(#[from] toml::de::Error),
+    /// An account is wrong (unknown role, bad hash, duplicate user).
+    #[error("invalid credentials file: {0}")]
+    Invalid(String),
+    /// Hashing failed.
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default)]
+    account: Vec<AccountSpec>,
+    #[serde(default)]
+    roles: HashMap<String, Grants>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountSpec {
+    username: String,
+    password_hash: String,
+    role: String,
+    /// Client ids this account may use: exact, `prefix*`, or `*`; default: the username.
+    client_id: Option<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Account {
+    client_id: String,
+    hash: String,
+    grants: Arc<Grants>,
+}
+
+/// Why a CONNECT was not authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No username/password given.
+    NoCredentials,
+    /// Unknown user or wrong password.
+    BadCredentials,
+    /// The account may not use this client id.
+    ClientIdNotAllowed,
+}
+
+/// The loaded accounts.
+#[derive(Debug)]
+pub struct Auth {
+    accounts: HashMap<String, Account>,
+    verified: Mutex<HashMap<String, u64>>,
+    digest_key: RandomState,
+    argon_slots: Arc<Semaphore>,
+}
+
+/// Hashes a password for a credentials file (argon2id, random salt, PHC string).
+///
+/// # Errors
+/// Only if the hasher fails.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+fn client_id_allowed(pattern: &str, client_id: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => client_id.starts_with(prefix),
+        None => pattern == client_id,
+    }
+}
+
+impl Auth {
+    /// Loads a credentials file.
+    ///
+    /// # Errors
+    /// Unreadable, invalid TOML, unknown role, bad hash or duplicate username.
+    pub fn from_file(path: &Path) -> Result<Auth, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Auth::from_toml(&text)
+    }
+
+    /// Parses credentials TOML.
+    ///
+    /// # Errors
+    /// As [`Auth::from_file`].
+    pub fn from_toml(text: &str) -> Result<Auth, AuthError> {
+        let spec: FileSpec = toml::from_str(text)?;
+        let mut roles: HashMap<String, Grants> = HashMap::from([
+            ("driver".to_owned(), Grants::driver()),
+            ("rider".to_owned(), Grants::rider()),
+            ("service".to_owned(), Grants::service()),
+        ]);
+        roles.extend(spec.roles);
+        let mut accounts = HashMap::new();
+        for a in spec.account {
+            let role = roles.get(&a.role).ok_or_else(|| {
+                AuthError::Invalid(format!("account {}: unknown role {}", a.username, a.role))
+            })?;
+            PasswordHash::new(&a.password_hash).map_err(|e| {
+                AuthError::Invalid(format!("account {}: password_hash is not a PHC string ({e}); make one with `fleetcast passwd`", a.username))
+            })?;
+            let grants = role.clone().with(&Grants {
+                publish: a.publish,
+                subscribe: a.subscribe,
+            });
+            let account = Account {
+                client_id: a.client_id.unwrap_or_else(|| a.username.clone()),
+                hash: a.password_hash,
+                grants: Arc::new(grants),
+            };
+            if accounts.insert(a.username.clone(), account).is_some() {
+                return Err(AuthError::Invalid(format!(
+                    "username {} appears twice",
+                    a.username
+                )));
+            }
+        }
+        Ok(Auth {
+            accounts,
+            verified: Mutex::new(HashMap::new()),
+            digest_key: RandomState::new(),
+            argon_slots: Arc::new(Semaphore::new(2)),
+        })
+    }
+
+    /// Accounts loaded.
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Whether no account is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// Checks a CONNECT's credentials; on success returns the account's grants.
+    pub async fn check(
+        &self,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+    ) -> Result<Arc<Grants>, Denial> {
+        let (user, password) = login.ok_or(Denial::NoCredentials)?;
+        let Some(account) = self.accounts.get(user) else {
+            return Err(Denial::BadCredentials);
+        };
+        let digest = self.digest_key.hash_one((user, password));
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .is_some_and(|d| *d == digest);
+        if !known {
+            let hash = account.hash.clone();
+            let password = password.to_owned();
+            let Ok(_slot) = Arc::clone(&self.argon_slots).acquire_owned().await else {
+                return Err(Denial::BadCredentials);
+            };
+            let ok = tokio::task::spawn_blocking(move || {
+                PasswordHash::new(&hash)
+                    .map(|h| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &h)
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if !ok {
+                return Err(Denial::BadCredentials);
+            }
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(user.to_owned(), digest);
+        }
+        if !client_id_allowed(&account.client_id, client_id) {
+            return Err(Denial::ClientIdNotAllowed);
+        }
+        Ok(Arc::clone(&account.grants))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(hash: &str) -> String {
+        format!(
+            "[[account]]\nusername = \"drv-000001\"\npassword_hash = \"{hash}\"\nrole = \"driver\"\n\n\
+             [[account]]\nusername = \"fleet\"\nclient_id = \"drv-*\"\npassword_hash = \"{hash}\"\nrole = \"driver\"\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn passwords_client_ids_and_roles() {
+        let hash = hash_password("s3cret").expect("hash");
+        let auth = Auth::from_toml(&file(&hash)).expect("valid");
+        assert_eq!(auth.len(), 2);
+        let g = auth
+            .check("drv-000001", Some(("drv-000001", "s3cret")))
+            .await
+            .expect("ok");
+        assert!(g.may_publish("drivers/drv-000001/location", "drv-000001", "drv-000001"));
+        // Again, from the cache.
+        assert!(auth
+            .check("drv-000001", Some(("drv-000001", "s3cret")))
+            .await
+            .is_ok());
+        assert_eq!(
+            auth.check("drv-000001", Some(("drv-000001", "wrong")))
+                .await
+                .err(),
+            Some(Denial::BadCredentials)
+        );
+        assert_eq!(
+            auth.check("drv-000001", None).await.err(),
+            Some(Denial::NoCredentials)
+        );
+        assert_eq!(
+            auth.check("drv-000002", Some(("drv-000001", "s3cret")))
+                .await
+                .err(),
+            Some(Denial::ClientIdNotAllowed)
+        );
+        assert!(auth
+            .check("drv-000777", Some(("fleet", "s3cret")))
+            .await
+            .is_ok());
+        assert_eq!(
+            auth.check("x", Some(("nobody", "s3cret"))).await.err(),
+            Some(Denial::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_reasons() {
+        let hash = hash_password("p").expect("hash");
+        let unknown_role = format!(
+            "[[account]]\nusername = \"a\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n"
+        );
+        assert!(Auth::from_toml(&unknown_role)
+            .expect_err("refused")
+            .to_string()
+            .contains("unknown role"));
+        let plain = "[[account]]\nusername = \"a\"\npassword_hash = \"p\"\nrole = \"rider\"\n";
+        assert!(Auth::from_toml(plain)
+            .expect_err("refused")
+            .to_string()
+            .contains("fleetcast passwd"));
+    }
+}

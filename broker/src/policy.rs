@@ -1,0 +1,168 @@
+//! Topic policy: which topics a client may publish to and which filters it may subscribe
+//! to, in the style of AWS IoT Core and mosquitto ACLs. Grants are MQTT filters in which
+//! `${clientid}` and `${username}` fill a whole topic level. Everything not granted is
+//! denied.
+
+use serde::Deserialize;
+
+/// Publish and subscribe grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Filters a client may publish to (its will included).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Filters a client may subscribe within.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+impl Grants {
+    /// A driver: its own location and status, nothing else.
+    pub fn driver() -> Grants {
+        Grants {
+            publish: vec![
+                "drivers/${clientid}/location".into(),
+                "drivers/${clientid}/status".into(),
+            ],
+            subscribe: vec![],
+        }
+    }
+
+    /// A rider: every driver's location and status, read only.
+    pub fn rider() -> Grants {
+        Grants {
+            publish: vec![],
+            subscribe: vec!["drivers/+/location".into(), "drivers/+/status".into()],
+        }
+    }
+
+    /// A service (the dashboard bridge): everything under `drivers/` and OwnTracks, read only.
+    pub fn service() -> Grants {
+        Grants {
+            publish: vec![],
+            subscribe: vec!["drivers/#".into(), "owntracks/#".into()],
+        }
+    }
+
+    /// These grants plus `more`.
+    pub fn with(mut self, more: &Grants) -> Grants {
+        self.publish.extend(more.publish.iter().cloned());
+        self.subscribe.extend(more.subscribe.iter().cloned());
+        self
+    }
+
+    /// Whether `topic` may be published by this client.
+    pub fn may_publish(&self, topic: &str, client_id: &str, username: &str) -> bool {
+        self.publish
+            .iter()
+            .filter_map(|g| fill(g, client_id, username))
+            .any(|g| matches(&g, topic))
+    }
+
+    /// Whether `filter` may be subscribed to by this client: every topic it matches must
+    /// be granted. `$share/GROUP/` is looked through.
+    pub fn may_subscribe(&self, filter: &str, client_id: &str, username: &str) -> bool {
+        let inner = match filter.strip_prefix("$share/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((_, f)) => f,
+                None => return false,
+            },
+            None => filter,
+        };
+        self.subscribe
+            .iter()
+            .filter_map(|g| fill(g, client_id, username))
+            .any(|g| covers(&g, inner))
+    }
+}
+
+/// Replaces `${clientid}` and `${username}` levels; None when a value cannot be a level.
+fn fill(grant: &str, client_id: &str, username: &str) -> Option<String> {
+    let level_ok = |v: &str| !v.is_empty() && !v.contains(['/', '+', '#']);
+    let mut out = Vec::new();
+    for level in grant.split('/') {
+        out.push(match level {
+            "${clientid}" if level_ok(client_id) => client_id,
+            "${username}" if level_ok(username) => username,
+            "${clientid}" | "${username}" => return None,
+            l => l,
+        });
+    }
+    Some(out.join("/"))
+}
+
+/// Whether `topic` matches `filter`.
+fn matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every topic `requested` matches also matches `grant`.
+fn covers(grant: &str, requested: &str) -> bool {
+    let mut g = grant.split('/');
+    let mut r = requested.split('/');
+    loop {
+        match (g.next(), r.next()) {
+            (Some("#"), _) => return true,
+            (Some(_), Some("#")) => return false,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_publish_only_their_own_topics() {
+        let g = Grants::driver();
+        assert!(g.may_publish("drivers/drv-1/location", "drv-1", "u"));
+        assert!(g.may_publish("drivers/drv-1/status", "drv-1", "u"));
+        assert!(!g.may_publish("drivers/drv-2/location", "drv-1", "u"));
+        assert!(!g.may_publish("drivers/drv-1/location/x", "drv-1", "u"));
+        assert!(!g.may_subscribe("drivers/#", "drv-1", "u"));
+    }
+
+    #[test]
+    fn subscriptions_must_be_covered() {
+        let r = Grants::rider();
+        assert!(r.may_subscribe("drivers/+/location", "rider-1", "rider-1"));
+        assert!(r.may_subscribe("drivers/drv-7/location", "rider-1", "rider-1"));
+        assert!(r.may_subscribe("$share/g/drivers/+/location", "rider-1", "rider-1"));
+        assert!(!r.may_subscribe("#", "rider-1", "rider-1"));
+        assert!(!r.may_subscribe("drivers/#", "rider-1", "rider-1"));
+        assert!(!r.may_subscribe("drivers/+/+", "rider-1", "rider-1"));
+        assert!(!r.may_publish("drivers/drv-7/location", "rider-1", "rider-1"));
+        let s = Grants::service();
+        assert!(s.may_subscribe("drivers/#", "bridge", "bridge"));
+        assert!(s.may_subscribe("drivers/+/location", "bridge", "bridge"));
+        assert!(!s.may_subscribe("#", "bridge", "bridge"));
+    }
+
+    #[test]
+    fn variables_fill_whole_levels_only() {
+        let g = Grants {
+            publish: vec!["users/${username}/#".into()],
+            subscribe: vec![],
+        };
+        assert!(g.may_publish("users/alice/x", "c", "alice"));
+        assert!(!g.may_publish("users/bob/x", "c", "alice"));
+        // A username that is not a single level grants nothing.
+        assert!(!g.may_publish("users/a/b/x", "c", "a/b"));
+        assert!(!g.may_publish("users/x/y", "c", "+"));
+    }
+}

@@ -1,0 +1,272 @@
+//! Identity and topic policy with `examples/credentials.toml`: drivers publish only their
+//! own topics, riders cannot subscribe to everything, wrong or missing credentials get
+//! CONNACK 0x05, wills are checked too, and `serve` will not run anonymous on a public
+//! address.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use fleetcast_simulator::loadtest::wire;
+use rumqttc::{QoS, SubscribeReasonCode};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+fn login(
+    id: &str,
+    user: &str,
+    pass: &str,
+    addrs: &fleetcast_broker::Addrs,
+) -> rumqttc::MqttOptions {
+    let mut o = tcp_options(id, addrs);
+    o.set_credentials(user, pass);
+    o
+}
+
+/// The CONNACK return code for a raw CONNECT with these credentials.
+async fn connack(addr: std::net::SocketAddr, id: &str, creds: Option<(&str, &str)>) -> u8 {
+    let (_, answer) = raw_exchange(addr, &wire::connect(id, 30, creds), 4).await;
+    assert_eq!(answer[0], 0x20);
+    answer[3]
+}
+
+#[tokio::test]
+async fn a_driver_cannot_publish_as_another() {
+    let b = TestBroker::with_example_credentials().await;
+    let mut bridge = TestClient::connect(login(
+        "fleetcast-dashboard-t",
+        "bridge",
+        "bridge-demo",
+        &b.addrs,
+    ))
+    .await;
+    assert_eq!(
+        bridge.subscribe("drivers/#", QoS::AtMostOnce).await,
+        [SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+
+    let mut a = TestClient::connect(login("drv-000001", "drv-000001", "drv1-demo", &b.addrs)).await;
+    a.client
+        .publish(
+            "drivers/drv-000001/location",
+            QoS::AtMostOnce,
+            false,
+            "mine",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        &bridge
+            .next_publish()
+            .await
+            .expect("own topic flows")
+            .payload[..],
+        b"mine"
+    );
+
+    a.client
+        .publish(
+            "drivers/drv-000002/location",
+            QoS::AtMostOnce,
+            false,
+            "forged",
+        )
+        .await
+        .unwrap();
+    assert!(a.closed().await.is_some(), "the forger is disconnected");
+    assert!(
+        bridge
+            .publish_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "drv-000002's subscribers receive nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_rider_cannot_subscribe_to_everything() {
+    let b = TestBroker::with_example_credentials().await;
+    let mut rider = TestClient::connect(login("rider-1", "rider-1", "rider-demo", &b.addrs)).await;
+    assert_eq!(
+        rider.subscribe("#", QoS::AtMostOnce).await,
+        [SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        rider.subscribe("drivers/#", QoS::AtMostOnce).await,
+        [SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        rider.subscribe("drivers/+/location", QoS::AtMostOnce).await,
+        [SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+    // And may not publish at all.
+    rider
+        .client
+        .publish("drivers/drv-000001/location", QoS::AtMostOnce, false, "x")
+        .await
+        .unwrap();
+    assert!(rider.closed().await.is_some());
+}
+
+#[tokio::test]
+async fn bad_or_missing_credentials_get_connack_5() {
+    let b = TestBroker::with_example_credentials().await;
+    assert_eq!(
+        connack(
+            b.addrs.mqtt,
+            "drv-000001",
+            Some(("drv-000001", "drv1-demo"))
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        connack(b.addrs.mqtt, "drv-000001", Some(("drv-000001", "wrong"))).await,
+        5
+    );
+    assert_eq!(connack(b.addrs.mqtt, "drv-000001", None).await, 5);
+    assert_eq!(
+        connack(b.addrs.mqtt, "drv-000001", Some(("nobody", "drv1-demo"))).await,
+        5
+    );
+    // The right password for another client id.
+    assert_eq!(
+        connack(
+            b.addrs.mqtt,
+            "drv-000002",
+            Some(("drv-000001", "drv1-demo"))
+        )
+        .await,
+        5
+    );
+    // The fleet account covers drv-* ids.
+    assert_eq!(
+        connack(b.addrs.mqtt, "drv-000777", Some(("fleet", "fleet-demo"))).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_will_outside_the_policy_is_refused() {
+    let b = TestBroker::with_example_credentials().await;
+    let mut o = login("drv-000001", "drv-000001", "drv1-demo", &b.addrs);
+    o.set_last_will(rumqttc::LastWill::new(
+        "drivers/drv-000002/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (_client, mut eventloop) = rumqttc::AsyncClient::new(o, 10);
+    let code = loop {
+        match timeout(PATIENCE, eventloop.poll()).await.unwrap() {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => break Some(a.code),
+            Ok(_) => continue,
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => break Some(code),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code, Some(rumqttc::ConnectReturnCode::NotAuthorized));
+}
+
+#[tokio::test]
+async fn a_fleet_drives_with_one_account() {
+    let b = TestBroker::with_example_credentials().await;
+    let mut bridge = TestClient::connect(login(
+        "fleetcast-dashboard-f",
+        "bridge",
+        "bridge-demo",
+        &b.addrs,
+    ))
+    .await;
+    bridge
+        .subscribe("drivers/+/location", QoS::AtMostOnce)
+        .await;
+    let mut config = fleetcast_simulator::fleet::FleetConfig::new(
+        format!("mqtt://{}", b.addrs.mqtt).parse().unwrap(),
+        3,
+    );
+    config.username = Some("fleet".into());
+    config.password = Some("fleet-demo".into());
+    config.interval = Duration::from_millis(200);
+    let graph =
+        std::sync::Arc::new(fleetcast_simulator::road_graph::RoadGraph::helsinki().unwrap());
+    let fleet = fleetcast_simulator::fleet::Fleet::start(config, graph);
+    let p = bridge
+        .next_publish()
+        .await
+        .expect("positions through the policy");
+    assert!(p.topic.starts_with("drivers/drv-"));
+    let stats = fleet.stop().await;
+    assert_eq!(stats.reconnects, 0, "no driver was refused or dropped");
+}
+
+#[test]
+fn serve_refuses_anonymous_clients_on_a_public_address() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .args([
+            "serve",
+            "--mqtt",
+            "0.0.0.0:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve anonymous clients") && err.contains("--auth"),
+        "{err}"
+    );
+    // With credentials it starts.
+    let creds = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+    let mut served = spawn_ready("serve", &["--auth", creds]);
+    assert!(served.child.try_wait().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn passwd_makes_hashes_the_broker_accepts() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .args(["passwd", "correct horse"])
+        .output()
+        .await
+        .unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let file = format!("[[account]]\nusername = \"u\"\nclient_id = \"*\"\npassword_hash = \"{}\"\nrole = \"rider\"\n", hash.trim());
+    let auth = fleetcast_broker::auth::Auth::from_toml(&file).unwrap();
+    assert!(auth
+        .check("any", Some(("u", "correct horse")))
+        .await
+        .is_ok());
+    assert!(auth
+        .check("any", Some(("u", "battery staple")))
+        .await
+        .is_err());
+    // Stdin works too.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .arg("passwd")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert!(out.starts_with("$argon2id$"), "{out}");
+}
