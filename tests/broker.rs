@@ -35,19 +35,19 @@ async fn round_trip_qos0_and_qos1(dial: Dial) {
     let b = TestBroker::start().await;
     let mut sub = TestClient::connect(dial("sub", &b.addrs)).await;
     assert_eq!(
-        sub.subscribe("drivers/drv-1/location", QoS::AtLeastOnce)
+        sub.subscribe("fleet/drv-1/location", QoS::AtLeastOnce)
             .await,
         vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     let publ = TestClient::connect(dial("drv-1", &b.addrs)).await;
     for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce].into_iter().enumerate() {
         publ.client
-            .publish("drivers/drv-1/location", qos, false, format!("fix {i}"))
+            .publish("fleet/drv-1/location", qos, false, format!("fix {i}"))
             .await
             .unwrap();
         let got = sub.next_publish().await.expect("delivered");
         assert_eq!(&got.payload[..], format!("fix {i}").as_bytes());
-        assert_eq!(got.topic, "drivers/drv-1/location");
+        assert_eq!(got.topic, "fleet/drv-1/location");
     }
     publ.disconnect().await;
     sub.disconnect().await;
@@ -57,11 +57,11 @@ async fn round_trip_qos0_and_qos1(dial: Dial) {
 async fn websocket_and_tcp_clients_see_each_other() {
     let b = TestBroker::start().await;
     let mut sub = TestClient::connect(ws_options("ws-sub", &b.addrs)).await;
-    sub.subscribe("drivers/+/location", QoS::AtLeastOnce).await;
+    sub.subscribe("fleet/+/location", QoS::AtLeastOnce).await;
     // A TCP publisher reaches the WebSocket subscriber.
     let tcp = TestClient::connect(tcp_options("tcp-pub", &b.addrs)).await;
     tcp.client
-        .publish("drivers/drv-8/location", QoS::AtMostOnce, false, "from tcp")
+        .publish("fleet/drv-8/location", QoS::AtMostOnce, false, "from tcp")
         .await
         .unwrap();
     assert_eq!(
@@ -101,28 +101,22 @@ over_both_transports!(wildcards_match_as_mqtt_says);
 async fn wildcards_match_as_mqtt_says(dial: Dial) {
     let b = TestBroker::start().await;
     let mut plus = TestClient::connect(dial("plus", &b.addrs)).await;
-    plus.subscribe("drivers/+/location", QoS::AtMostOnce).await;
+    plus.subscribe("fleet/+/location", QoS::AtMostOnce).await;
     let mut hash = TestClient::connect(dial("hash", &b.addrs)).await;
-    hash.subscribe("drivers/#", QoS::AtMostOnce).await;
+    hash.subscribe("fleet/#", QoS::AtMostOnce).await;
     let p = TestClient::connect(dial("p", &b.addrs)).await;
     p.client
-        .publish("drivers/a/status", QoS::AtMostOnce, false, "s")
+        .publish("fleet/a/status", QoS::AtMostOnce, false, "s")
         .await
         .unwrap();
     p.client
-        .publish("drivers/a/location", QoS::AtMostOnce, false, "l")
+        .publish("fleet/a/location", QoS::AtMostOnce, false, "l")
         .await
         .unwrap();
     // `+` skips the status topic and sees the location; `#` sees both, in order.
-    assert_eq!(
-        plus.next_publish().await.unwrap().topic,
-        "drivers/a/location"
-    );
-    assert_eq!(hash.next_publish().await.unwrap().topic, "drivers/a/status");
-    assert_eq!(
-        hash.next_publish().await.unwrap().topic,
-        "drivers/a/location"
-    );
+    assert_eq!(plus.next_publish().await.unwrap().topic, "fleet/a/location");
+    assert_eq!(hash.next_publish().await.unwrap().topic, "fleet/a/status");
+    assert_eq!(hash.next_publish().await.unwrap().topic, "fleet/a/location");
 }
 
 over_both_transports!(retained_message_reaches_a_late_subscriber);
@@ -130,17 +124,12 @@ async fn retained_message_reaches_a_late_subscriber(dial: Dial) {
     let b = TestBroker::start().await;
     let p = TestClient::connect(dial("drv-9", &b.addrs)).await;
     p.client
-        .publish(
-            "drivers/drv-9/location",
-            QoS::AtLeastOnce,
-            true,
-            "last known",
-        )
+        .publish("fleet/drv-9/location", QoS::AtLeastOnce, true, "last known")
         .await
         .unwrap();
     p.disconnect().await;
     let mut late = TestClient::connect(dial("rider", &b.addrs)).await;
-    late.subscribe("drivers/+/location", QoS::AtLeastOnce).await;
+    late.subscribe("fleet/+/location", QoS::AtLeastOnce).await;
     let got = late.next_publish().await.expect("retained delivered");
     assert_eq!(&got.payload[..], b"last known");
     assert!(got.retain, "delivered with the retain flag");
@@ -150,14 +139,12 @@ over_both_transports!(will_is_published_on_abrupt_disconnect_not_on_clean_one);
 async fn will_is_published_on_abrupt_disconnect_not_on_clean_one(dial: Dial) {
     let b = TestBroker::start().await;
     let mut watcher = TestClient::connect(dial("watcher", &b.addrs)).await;
-    watcher
-        .subscribe("drivers/+/status", QoS::AtLeastOnce)
-        .await;
+    watcher.subscribe("fleet/+/status", QoS::AtLeastOnce).await;
 
     // Clean DISCONNECT: no will.
     let mut o = dial("drv-clean", &b.addrs);
     o.set_last_will(rumqttc::LastWill::new(
-        "drivers/drv-clean/status",
+        "fleet/drv-clean/status",
         "offline",
         QoS::AtLeastOnce,
         false,
@@ -167,7 +154,7 @@ async fn will_is_published_on_abrupt_disconnect_not_on_clean_one(dial: Dial) {
     // Abrupt loss: the will fires.
     let mut o = dial("drv-lost", &b.addrs);
     o.set_last_will(rumqttc::LastWill::new(
-        "drivers/drv-lost/status",
+        "fleet/drv-lost/status",
         "offline",
         QoS::AtLeastOnce,
         false,
@@ -175,7 +162,7 @@ async fn will_is_published_on_abrupt_disconnect_not_on_clean_one(dial: Dial) {
     TestClient::connect(o).await.kill();
 
     let got = watcher.next_publish().await.expect("will delivered");
-    assert_eq!(got.topic, "drivers/drv-lost/status");
+    assert_eq!(got.topic, "fleet/drv-lost/status");
     assert_eq!(&got.payload[..], b"offline");
     assert!(
         watcher
@@ -193,7 +180,7 @@ async fn persistent_session_gets_its_qos1_messages_after_reconnect(dial: Dial) {
     o.set_clean_session(false);
     let mut rider = TestClient::connect(o.clone()).await;
     rider
-        .subscribe("drivers/drv-2/location", QoS::AtLeastOnce)
+        .subscribe("fleet/drv-2/location", QoS::AtLeastOnce)
         .await;
     rider.disconnect().await;
 
@@ -201,7 +188,7 @@ async fn persistent_session_gets_its_qos1_messages_after_reconnect(dial: Dial) {
     for i in 0..3 {
         p.client
             .publish(
-                "drivers/drv-2/location",
+                "fleet/drv-2/location",
                 QoS::AtLeastOnce,
                 false,
                 format!("m{i}"),
@@ -274,13 +261,13 @@ async fn connect_timeout_closes_silent_sockets() {
 async fn keepalive_expiry_drops_the_client_and_fires_its_will() {
     let b = TestBroker::start().await;
     let mut watcher = TestClient::connect(tcp_options("watcher", &b.addrs)).await;
-    watcher.subscribe("drivers/+/status", QoS::AtMostOnce).await;
+    watcher.subscribe("fleet/+/status", QoS::AtMostOnce).await;
     // Keepalive 1 s, then silence: dropped after 1.5 s.
     let hello = connect_frame(
         "drv-silent",
         1,
         true,
-        Some(("drivers/drv-silent/status", b"offline", false)),
+        Some(("fleet/drv-silent/status", b"offline", false)),
     );
     let (mut silent, connack) = raw_exchange(b.addrs.mqtt, &hello, 4).await;
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
@@ -290,7 +277,7 @@ async fn keepalive_expiry_drops_the_client_and_fires_its_will() {
         .await
         .expect("will after keepalive expiry");
     let after = quiet_since.elapsed();
-    assert_eq!(will.topic, "drivers/drv-silent/status");
+    assert_eq!(will.topic, "fleet/drv-silent/status");
     assert!(
         after >= Duration::from_millis(1_400),
         "dropped too early: {after:?}"
@@ -358,10 +345,10 @@ async fn invalid_filters_are_refused_one_by_one() {
     // rumqttc checks filters itself, so this SUBSCRIBE is written by hand.
     let mut body = vec![0x00, 0x2A];
     for (filter, qos) in [
-        ("drivers/+/location", 0u8),
+        ("fleet/+/location", 0u8),
         ("$SYS/#", 0),
         ("bad/#/x", 0),
-        ("drivers/#", 1),
+        ("fleet/#", 1),
     ] {
         body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
         body.extend_from_slice(filter.as_bytes());
@@ -411,10 +398,10 @@ over_both_transports!(duplicate_client_id_takes_over_and_fires_the_old_will);
 async fn duplicate_client_id_takes_over_and_fires_the_old_will(dial: Dial) {
     let b = TestBroker::start().await;
     let mut watcher = TestClient::connect(dial("watcher", &b.addrs)).await;
-    watcher.subscribe("drivers/+/status", QoS::AtMostOnce).await;
+    watcher.subscribe("fleet/+/status", QoS::AtMostOnce).await;
     let mut o = dial("drv-dup", &b.addrs);
     o.set_last_will(rumqttc::LastWill::new(
-        "drivers/drv-dup/status",
+        "fleet/drv-dup/status",
         "offline",
         QoS::AtMostOnce,
         false,
@@ -429,7 +416,7 @@ async fn duplicate_client_id_takes_over_and_fires_the_old_will(dial: Dial) {
     // The newcomer works.
     second
         .client
-        .publish("drivers/drv-dup/status", QoS::AtMostOnce, false, "online")
+        .publish("fleet/drv-dup/status", QoS::AtMostOnce, false, "online")
         .await
         .unwrap();
     assert_eq!(

@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::time::timeout;
 
+/// A valid location payload (the gateway drops invalid ones).
+const LOCATION: &str = r#"{"id":"drv-000001","lat":60.17,"lon":24.94,"heading":0,"speed":0,"accuracy":3,"status":"available","seq":1,"ts":1795963525273}"#;
+
 #[tokio::test]
 async fn mosquitto_pub_and_sub_talk_to_fleetcast() {
     if !require_program("mosquitto_pub") || !require_program("mosquitto_sub") {
@@ -32,12 +35,7 @@ async fn mosquitto_pub_and_sub_talk_to_fleetcast() {
             "1",
             "-r",
         ])
-        .args([
-            "-t",
-            "drivers/drv-000001/location",
-            "-m",
-            r#"{"lat":60.17,"lon":24.94}"#,
-        ])
+        .args(["-t", "drivers/drv-000001/location", "-m", LOCATION])
         .status()
         .await
         .unwrap();
@@ -70,7 +68,7 @@ async fn mosquitto_pub_and_sub_talk_to_fleetcast() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        r#"1 drivers/drv-000001/location {"lat":60.17,"lon":24.94}"#
+        format!("1 drivers/drv-000001/location {LOCATION}")
     );
 
     // Live messages: mosquitto_sub waits for three, mosquitto_pub sends them.

@@ -48,13 +48,9 @@ async fn a_driver_cannot_publish_as_another() {
     );
 
     let mut a = TestClient::connect(login("drv-000001", "drv-000001", "drv1-demo", &b.addrs)).await;
+    let mine = r#"{"id":"drv-000001","lat":60.17,"lon":24.94,"heading":0,"speed":0,"accuracy":3,"status":"available","seq":1,"ts":1795963525273}"#;
     a.client
-        .publish(
-            "drivers/drv-000001/location",
-            QoS::AtMostOnce,
-            false,
-            "mine",
-        )
+        .publish("drivers/drv-000001/location", QoS::AtMostOnce, false, mine)
         .await
         .unwrap();
     assert_eq!(
@@ -63,7 +59,7 @@ async fn a_driver_cannot_publish_as_another() {
             .await
             .expect("own topic flows")
             .payload[..],
-        b"mine"
+        mine.as_bytes()
     );
 
     a.client
@@ -269,4 +265,96 @@ async fn passwd_makes_hashes_the_broker_accepts() {
         .await
         .unwrap();
     assert!(out.starts_with("$argon2id$"), "{out}");
+}
+
+/// Each kind of bad location is dropped and counted; good ones flow; the publisher stays.
+#[tokio::test]
+async fn bad_locations_are_dropped_and_counted_while_good_ones_flow() {
+    let config = fleetcast_broker::Config::ephemeral();
+    let listeners = fleetcast_broker::Listeners::bind(&config).await.unwrap();
+    let stack = fleetcast::stack::Stack::start(
+        listeners,
+        config,
+        fleetcast_dashboard::service::DashboardOptions::offline(),
+        fleetcast::stack::Metering::On,
+        None,
+    )
+    .await
+    .unwrap();
+    let addrs = stack.addrs();
+    let mut rider = TestClient::connect(tcp_options("rider", &addrs)).await;
+    rider.subscribe("drivers/+/location", QoS::AtMostOnce).await;
+    let driver = TestClient::connect(tcp_options("drv-9", &addrs)).await;
+    let now = fleetcast_simulator::payload::now_ms();
+    let fix = |lat: &str, lon: &str, speed: &str, ts: u64, id: &str| {
+        format!(
+            r#"{{"id":"{id}","lat":{lat},"lon":{lon},"heading":0,"speed":{speed},"accuracy":3,"status":"available","seq":1,"ts":{ts}}}"#
+        )
+    };
+    let bad = [
+        "not json".to_owned(),
+        r#"{"lat":60.1}"#.to_owned(),
+        fix("1e999", "24.9", "1", now, "drv-9"),
+        fix("91", "24.9", "1", now, "drv-9"),
+        fix("60.1", "181", "1", now, "drv-9"),
+        fix("60.1", "24.9", "-3", now, "drv-9"),
+        fix("60.1", "24.9", "1", 12, "drv-9"),
+        fix("60.1", "24.9", "1", now, "drv-10"),
+    ];
+    for (i, body) in bad.iter().enumerate() {
+        // QoS 1 too: a dropped message is still acknowledged.
+        let qos = if i % 2 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        driver
+            .client
+            .publish("drivers/drv-9/location", qos, false, body.clone())
+            .await
+            .unwrap();
+    }
+    let good = fix("60.1", "24.9", "1", now, "drv-9");
+    driver
+        .client
+        .publish(
+            "drivers/drv-9/location",
+            QoS::AtLeastOnce,
+            false,
+            good.clone(),
+        )
+        .await
+        .unwrap();
+    let got = rider.next_publish().await.expect("the good one flows");
+    assert_eq!(
+        &got.payload[..],
+        good.as_bytes(),
+        "only the good one arrives, first"
+    );
+    assert!(rider
+        .publish_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    let metrics = {
+        let mut s = tokio::net::TcpStream::connect(addrs.http).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(
+        metrics.contains("fleetcast_messages_dropped_total{reason=\"invalid_payload\"} 8"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("dropped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        metrics.contains("fleetcast_connections{transport=\"tcp\"} 2"),
+        "the publisher stays connected"
+    );
 }

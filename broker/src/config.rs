@@ -60,6 +60,8 @@ pub struct Limits {
     pub publish_rate_global: u32,
     /// Connections over the limit accepted at once only to be refused with a CONNACK.
     pub reject_slots: usize,
+    /// Check `drivers/{id}/location` payloads and drop invalid ones.
+    pub validate_locations: bool,
 }
 
 /// rumqttd router settings.
@@ -125,6 +127,7 @@ impl Default for Limits {
             publish_rate_per_connection: 2_000,
             publish_rate_global: 200_000,
             reject_slots: 64,
+            validate_locations: true,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod pacing;
 pub mod policy;
 pub mod registry;
 pub mod router;
+pub mod validation;
 
 pub use broker::{Addrs, Broker, BrokerError, Extras, Listeners};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG};

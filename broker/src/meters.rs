@@ -82,7 +82,12 @@ pub const REFUSAL_REASONS: [&str; 8] = [
 
 /// Why the gateway dropped a message, as the `reason` label of
 /// `fleetcast_messages_dropped_total`.
-pub const DROP_REASONS: [&str; 3] = ["invalid_topic", "malformed_packet", "policy_denied"];
+pub const DROP_REASONS: [&str; 4] = [
+    "invalid_topic",
+    "malformed_packet",
+    "policy_denied",
+    "invalid_payload",
+];
 
 /// Every meter the gateway keeps.
 #[derive(Debug)]

@@ -115,7 +115,7 @@ impl DashboardMeters {
             dropped_invalid: counter(
                 r,
                 "fleetcast_messages_dropped_total",
-                &[("reason", "invalid_payload")],
+                &[("reason", "bridge_unreadable")],
             ),
         }
     }

@@ -13,13 +13,15 @@ use super::{Gateway, Stats, TransportKind};
 use crate::auth::Denial;
 use crate::pacing::Pacer;
 use crate::policy::Grants;
+use crate::validation;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::{
-    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubComp,
-    PubCompReason, Publish, SubAck, SubscribeReasonCode,
+    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubAck,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
+    SubscribeReasonCode,
 };
 use rumqttd::protocol::{Error as ProtocolError, Protocol};
 use rumqttd::Notification;
@@ -238,6 +240,18 @@ async fn read_connect<T: Transport>(
             Ok(_) => {}
             Err(e) => return Err(Refusal::Close("malformed_connect", e.to_string())),
         }
+    }
+}
+
+/// Logs a dropped location at most once a second, process-wide: a client sending garbage
+/// at a high rate must not flood the logs.
+fn log_invalid(topic: &[u8], why: validation::Invalid) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        warn!(topic = %String::from_utf8_lossy(topic), reason = ?why, "invalid location dropped (this is logged at most once a second)");
     }
 }
 
@@ -645,10 +659,42 @@ impl<T: Transport> Session<T> {
                         String::from_utf8_lossy(&p.topic).into_owned(),
                     ));
                 }
+                *publishes += 1;
+                let checked = if self.gw.config.limits.validate_locations {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    validation::check(&p.topic, &p.payload, now_ms)
+                } else {
+                    Ok(())
+                };
+                if let Err(why) = checked {
+                    // Dropped, counted, the connection kept; the publisher still gets its
+                    // ack (3.1.1 has no negative one) so it does not resend.
+                    self.gw.meters.drop_for("invalid_payload").increment(1);
+                    log_invalid(&p.topic, why);
+                    match header {
+                        Some((1, pkid)) => self.encode(Packet::PubAck(
+                            PubAck {
+                                pkid,
+                                reason: PubAckReason::Success,
+                            },
+                            None,
+                        ))?,
+                        Some((2, pkid)) => self.encode(Packet::PubRec(
+                            PubRec {
+                                pkid,
+                                reason: PubRecReason::Success,
+                            },
+                            None,
+                        ))?,
+                        _ => {}
+                    }
+                    return Ok(None);
+                }
                 if let Some((2, pkid)) = header {
                     self.acks.incoming_qos2.insert(pkid);
                 }
-                *publishes += 1;
                 // Exact-size copies: a slice would pin the whole read buffer in the router.
                 p.topic = Bytes::copy_from_slice(&p.topic);
                 p.payload = Bytes::copy_from_slice(&p.payload);
