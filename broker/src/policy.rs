@@ -92,8 +92,8 @@ fn fill(grant: &str, client_id: &str, username: &str) -> Option<String> {
     Some(out.join("/"))
 }
 
-/// Whether `topic` matches `filter`.
-fn matches(filter: &str, topic: &str) -> bool {
+/// Whether `topic` matches the MQTT filter `filter` (`+` one level, `#` the rest).
+pub fn matches(filter: &str, topic: &str) -> bool {
     let mut f = filter.split('/');
     let mut t = topic.split('/');
     loop {
@@ -151,6 +151,18 @@ mod tests {
         assert!(s.may_subscribe("drivers/#", "bridge", "bridge"));
         assert!(s.may_subscribe("drivers/+/location", "bridge", "bridge"));
         assert!(!s.may_subscribe("#", "bridge", "bridge"));
+    }
+
+    #[test]
+    fn mqtt_matching_rules() {
+        assert!(matches("drivers/+/location", "drivers/drv-1/location"));
+        assert!(!matches("drivers/+/location", "drivers/drv-1/status"));
+        assert!(matches("drivers/#", "drivers/drv-1/status"));
+        assert!(matches("#", "owntracks/a/b"));
+        assert!(matches("owntracks/+/+", "owntracks/alice/phone"));
+        assert!(!matches("owntracks/+/+", "owntracks/alice"));
+        assert!(!matches("drivers/drv-1/location", "drivers/drv-2/location"));
+        assert!(!matches("a/b", "a/b/c"));
     }
 
     #[test]

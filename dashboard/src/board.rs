@@ -7,8 +7,8 @@
 //! board is bounded (`max_drivers`), and drivers gone for a while are evicted.
 
 use crate::owntracks;
-use crate::topic;
 use crate::viewport::Viewport;
+use fleetcast_broker::policy::matches;
 use fleetcast_simulator::payload::{self, Location};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -341,7 +341,7 @@ impl Board {
                 continue;
             }
             let followed = view.follow.as_deref() == Some(e.location.id.as_str());
-            let wanted = view.filters.iter().any(|f| topic::matches(f, &e.topic));
+            let wanted = view.filters.iter().any(|f| matches(f, &e.topic));
             match e.liveness {
                 Liveness::Gone(reason) => {
                     // A fresh view never knew it: nothing to retract.

@@ -13,6 +13,5 @@ pub mod meters;
 pub mod owntracks;
 pub mod protocol;
 pub mod service;
-pub mod topic;
 pub mod viewport;
 pub mod web;

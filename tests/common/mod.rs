@@ -219,24 +219,7 @@ pub fn connect_frame_version(
     frame(0x10, &body)
 }
 
-/// A fixed header (type byte, remaining length) in front of `body`.
-pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
+pub use fleetcast_simulator::loadtest::wire::frame;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u16).to_be_bytes());

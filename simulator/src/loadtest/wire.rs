@@ -19,6 +19,15 @@ fn put_len(out: &mut Vec<u8>, mut len: usize) {
     }
 }
 
+/// A fixed header (type byte, remaining length) in front of `body`.
+pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.push(first);
+    put_len(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s);
@@ -40,10 +49,7 @@ pub fn connect(client_id: &str, keep_alive: u16, credentials: Option<(&str, &str
         put_str(&mut body, u.as_bytes());
         put_str(&mut body, p.as_bytes());
     }
-    let mut out = vec![0x10];
-    put_len(&mut out, body.len());
-    out.extend(body);
-    out
+    frame(0x10, &body)
 }
 
 /// PUBLISH at QoS 0 or 1 (`pkid` used only at QoS 1), appended to `out`.
@@ -63,10 +69,7 @@ pub fn subscribe(filter: &str, qos: u8, pkid: u16) -> Vec<u8> {
     let mut body = pkid.to_be_bytes().to_vec();
     put_str(&mut body, filter.as_bytes());
     body.push(qos.min(1));
-    let mut out = vec![0x82];
-    put_len(&mut out, body.len());
-    out.extend(body);
-    out
+    frame(0x82, &body)
 }
 
 /// PUBACK.
