@@ -62,6 +62,8 @@ pub struct Limits {
     pub reject_slots: usize,
     /// Check `drivers/{id}/location` payloads and drop invalid ones.
     pub validate_locations: bool,
+    /// Subscription filters one connection may hold at once (more get SUBACK 0x80).
+    pub max_subscriptions_per_connection: usize,
 }
 
 /// rumqttd router settings.
@@ -128,6 +130,7 @@ impl Default for Limits {
             publish_rate_global: 200_000,
             reject_slots: 64,
             validate_locations: true,
+            max_subscriptions_per_connection: 50,
         }
     }
 }

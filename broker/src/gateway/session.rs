@@ -371,6 +371,8 @@ struct Session<T> {
     /// Set once the router has dropped the link: it must not be touched again.
     router_gone: bool,
     identity: Identity,
+    /// Filters held now, bounded by `max_subscriptions_per_connection`.
+    subscriptions: HashSet<String>,
 }
 
 impl<T: Transport> Session<T> {
@@ -417,6 +419,7 @@ impl<T: Transport> Session<T> {
             denied_filters: HashMap::new(),
             router_gone: false,
             identity,
+            subscriptions: HashSet::new(),
             gw,
         };
         let session_present = match Option::<Packet>::from(notification) {
@@ -705,8 +708,15 @@ impl<T: Transport> Session<T> {
                 let mut i = 0;
                 let meters = &self.gw.meters;
                 let identity = &self.identity;
+                let held = &mut self.subscriptions;
+                let max = self.gw.config.limits.max_subscriptions_per_connection;
                 s.filters.retain(|f| {
-                    let ok = frame::valid_topic_filter(&f.path) && identity.may_subscribe(&f.path);
+                    let ok = frame::valid_topic_filter(&f.path)
+                        && identity.may_subscribe(&f.path)
+                        && (held.contains(&f.path) || held.len() < max);
+                    if ok {
+                        held.insert(f.path.clone());
+                    }
                     if ok {
                         meters.subscriptions.increment(1);
                     } else {
@@ -731,7 +741,12 @@ impl<T: Transport> Session<T> {
                 }
                 Ok(Some(Packet::Subscribe(s, None)))
             }
-            Packet::Unsubscribe(u, _) => Ok(Some(Packet::Unsubscribe(u, None))),
+            Packet::Unsubscribe(u, _) => {
+                for f in &u.filters {
+                    self.subscriptions.remove(f);
+                }
+                Ok(Some(Packet::Unsubscribe(u, None)))
+            }
             Packet::PingReq(_) => {
                 self.wbuf.extend_from_slice(&frame::PINGRESP);
                 Ok(None)
