@@ -172,23 +172,8 @@ async fn map_fps_benchmark() {
     let Some(mut chrome) = Chrome::launch().await else {
         return;
     };
-    let config = fleetcast_broker::Config::ephemeral();
-    let listeners = fleetcast_broker::Listeners::bind(&config).await.unwrap();
-    let options = fleetcast_dashboard::service::DashboardOptions {
-        map_pbf: fleetcast_simulator::road_graph::HELSINKI_PBF,
-        tiles: None,
-        board: Default::default(),
-        bridge: Default::default(),
-    };
-    let stack = fleetcast::stack::Stack::start(
-        listeners,
-        config,
-        options,
-        fleetcast::stack::Metering::On,
-        None,
-    )
-    .await
-    .unwrap();
+    let stack =
+        common::start_stack(fleetcast_dashboard::service::DashboardOptions::offline()).await;
     let http = stack.addrs().http;
     let board = Arc::clone(&stack.dashboard.board);
     let graph = Arc::new(RoadGraph::helsinki().unwrap());

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use fleetcast::stack::Stack;
-use fleetcast_broker::{Config, Listeners};
 use fleetcast_dashboard::board::BoardConfig;
 use fleetcast_dashboard::bridge::BridgeConfig;
 use fleetcast_dashboard::service::DashboardOptions;
@@ -26,23 +25,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn stack(board: BoardConfig, bridge: BridgeConfig) -> Stack {
-    let config = Config::ephemeral();
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let options = DashboardOptions {
-        map_pbf: fleetcast_simulator::road_graph::HELSINKI_PBF,
-        tiles: None,
+    start_stack(DashboardOptions {
         board,
         bridge,
-    };
-    Stack::start(
-        listeners,
-        config,
-        options,
-        fleetcast::stack::Metering::On,
-        None,
-    )
+        ..DashboardOptions::offline()
+    })
     .await
-    .unwrap()
 }
 
 async fn browser(http: std::net::SocketAddr) -> Ws {

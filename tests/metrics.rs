@@ -7,8 +7,6 @@
 mod common;
 
 use common::*;
-use fleetcast::stack::{Metering, Stack};
-use fleetcast_broker::{Config, Listeners};
 use fleetcast_dashboard::service::DashboardOptions;
 use fleetcast_simulator::fleet::{Fleet, FleetConfig};
 use fleetcast_simulator::road_graph::RoadGraph;
@@ -16,22 +14,7 @@ use rumqttc::QoS;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(PATIENCE, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
-}
 
 /// `name{labels}` -> value, from Prometheus text.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -45,7 +28,7 @@ fn parse(text: &str) -> HashMap<String, f64> {
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
-    let body = get(addr, "/metrics").await;
+    let body = http_get(addr, "/metrics").await;
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(!body.contains("drv-"), "a driver id became a label");
     parse(body.split_once("\r\n\r\n").unwrap().1)
@@ -57,17 +40,7 @@ fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_move_with_a_running_fleet() {
-    let config = Config::ephemeral();
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let stack = Stack::start(
-        listeners,
-        config,
-        DashboardOptions::offline(),
-        Metering::On,
-        None,
-    )
-    .await
-    .unwrap();
+    let stack = start_stack(DashboardOptions::offline()).await;
     let addrs = stack.addrs();
     let before = scrape(addrs.http).await;
     for name in [

@@ -270,17 +270,7 @@ async fn passwd_makes_hashes_the_broker_accepts() {
 /// Each kind of bad location is dropped and counted; good ones flow; the publisher stays.
 #[tokio::test]
 async fn bad_locations_are_dropped_and_counted_while_good_ones_flow() {
-    let config = fleetcast_broker::Config::ephemeral();
-    let listeners = fleetcast_broker::Listeners::bind(&config).await.unwrap();
-    let stack = fleetcast::stack::Stack::start(
-        listeners,
-        config,
-        fleetcast_dashboard::service::DashboardOptions::offline(),
-        fleetcast::stack::Metering::On,
-        None,
-    )
-    .await
-    .unwrap();
+    let stack = start_stack(fleetcast_dashboard::service::DashboardOptions::offline()).await;
     let addrs = stack.addrs();
     let mut rider = TestClient::connect(tcp_options("rider", &addrs)).await;
     rider.subscribe("drivers/+/location", QoS::AtMostOnce).await;
@@ -335,15 +325,7 @@ async fn bad_locations_are_dropped_and_counted_while_good_ones_flow() {
         .publish_within(Duration::from_millis(300))
         .await
         .is_none());
-    let metrics = {
-        let mut s = tokio::net::TcpStream::connect(addrs.http).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    };
+    let metrics = http_get(addrs.http, "/metrics").await;
     assert!(
         metrics.contains("fleetcast_messages_dropped_total{reason=\"invalid_payload\"} 8"),
         "{}",

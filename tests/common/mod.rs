@@ -316,6 +316,38 @@ impl Drop for Served {
     }
 }
 
+/// `serve`'s stack (broker + dashboard + /metrics) in this process, every listener on
+/// port 0, no credentials.
+pub async fn start_stack(
+    options: fleetcast_dashboard::service::DashboardOptions<'static>,
+) -> fleetcast::stack::Stack {
+    let config = Config::ephemeral();
+    let listeners = Listeners::bind(&config).await.expect("bind port 0");
+    fleetcast::stack::Stack::start(
+        listeners,
+        config,
+        options,
+        fleetcast::stack::Metering::On,
+        None,
+    )
+    .await
+    .expect("stack starts")
+}
+
+/// `GET path` over HTTP/1.1; the whole response, headers included.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    timeout(PATIENCE, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
 /// Where an outside program is: on PATH, or in the sbin folders Debian puts daemons in.
 pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
     let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
