@@ -491,12 +491,14 @@ impl<T: Transport> Session<T> {
                     };
                     let now = Instant::now();
                     let mut wait = Duration::ZERO;
+                    // Only publishes are paced; the back-log read takes the channel's lock,
+                    // so reads carrying only pings and acks skip it.
                     if publishes > 0 {
                         wait = self.pacer.charge(publishes, now)
                             .max(self.gw.global_pacer.charge(publishes, now));
-                    }
-                    if self.gw.router.backlog() > ROUTER_HIGH_WATER {
-                        wait = wait.max(Duration::from_millis(1));
+                        if self.gw.router.backlog() > ROUTER_HIGH_WATER {
+                            wait = wait.max(Duration::from_millis(1));
+                        }
                     }
                     if !wait.is_zero() {
                         self.gw.meters.pacing_pauses.increment(1);
