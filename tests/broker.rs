@@ -335,15 +335,67 @@ async fn pings_keep_a_quiet_client_alive() {
 }
 
 #[tokio::test]
-async fn mqtt5_and_mqtt31_get_a_connack_reason() {
+async fn mqtt5_clients_talk_to_mqtt311_clients_and_mqtt31_gets_0x01() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
     let b = TestBroker::start().await;
-    let v5 = connect_frame_version(b"MQTT", 5, "v5", 30, true, None);
-    let (_, answer) = raw_exchange(b.addrs.mqtt, &v5, 5).await;
+    let (sub5, mut sub5_events) = v5_client(rumqttc::v5::MqttOptions::new(
+        "v5-sub",
+        "127.0.0.1",
+        b.addrs.mqtt.port(),
+    ));
+    sub5.subscribe("chat/#", Q5::AtLeastOnce).await.unwrap();
+    let granted = v5_until(&mut sub5_events, |p| match p {
+        P5::SubAck(a) => Some(a.return_codes.clone()),
+        _ => None,
+    })
+    .await;
     assert_eq!(
-        answer,
-        [0x20, 0x03, 0x00, 0x84, 0x00],
-        "MQTT 5 CONNACK 0x84"
+        granted,
+        [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(
+            Q5::AtLeastOnce
+        )]
     );
+    let mut sub311 = TestClient::connect(tcp_options("v311-sub", &b.addrs)).await;
+    sub311.subscribe("chat/#", QoS::AtLeastOnce).await;
+
+    // 3.1.1 publisher -> both; then MQTT 5 publisher (QoS 1, acknowledged) -> both.
+    let pub311 = TestClient::connect(tcp_options("v311-pub", &b.addrs)).await;
+    pub311
+        .client
+        .publish("chat/a", QoS::AtLeastOnce, false, "from 3.1.1")
+        .await
+        .unwrap();
+    let (pub5, mut pub5_events) = v5_client(rumqttc::v5::MqttOptions::new(
+        "v5-pub",
+        "127.0.0.1",
+        b.addrs.mqtt.port(),
+    ));
+    for (expect, sent_by_v5) in [("from 3.1.1", false), ("from 5", true)] {
+        if sent_by_v5 {
+            pub5.publish("chat/b", Q5::AtLeastOnce, false, "from 5")
+                .await
+                .unwrap();
+            let reason = v5_until(&mut pub5_events, |p| match p {
+                P5::PubAck(a) => Some(a.reason),
+                _ => None,
+            })
+            .await;
+            assert_eq!(reason, rumqttc::v5::mqttbytes::v5::PubAckReason::Success);
+        }
+        let got = v5_until(&mut sub5_events, |p| match p {
+            P5::Publish(p) => Some(p.payload.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(&got[..], expect.as_bytes());
+        let got = sub311
+            .next_publish()
+            .await
+            .expect("3.1.1 subscriber receives");
+        assert_eq!(&got.payload[..], expect.as_bytes());
+    }
+
     let v31 = connect_frame_version(b"MQIsdp", 3, "v31", 30, true, None);
     let (_, answer) = raw_exchange(b.addrs.mqtt, &v31, 4).await;
     assert_eq!(answer, [0x20, 0x02, 0x00, 0x01], "3.1.1 CONNACK 0x01");

@@ -1,6 +1,6 @@
 //! Identity and topic policy with `examples/credentials.toml`: drivers publish only their
 //! own topics, riders cannot subscribe to everything, wrong or missing credentials get
-//! CONNACK 0x05, wills are checked too, and `serve` will not run anonymous on a public
+//! CONNACK 0x05 (MQTT 5: 0x86/0x87, forged publishes PUBACK 0x87), wills are checked too, and `serve` will not run anonymous on a public
 //! address.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -142,6 +142,63 @@ async fn bad_or_missing_credentials_get_connack_5() {
         connack(b.addrs.mqtt, "drv-000777", Some(("fleet", "fleet-demo"))).await,
         0
     );
+}
+
+#[tokio::test]
+async fn mqtt5_gets_0x86_for_a_wrong_password_and_puback_0x87_for_a_forged_topic() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as C5, Packet as P5, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{ConnectionError, MqttOptions};
+    let b = TestBroker::with_example_credentials().await;
+    let port = b.addrs.mqtt.port();
+
+    let mut wrong = MqttOptions::new("drv-000001", "127.0.0.1", port);
+    wrong.set_credentials("drv-000001", "wrong");
+    let (_c, mut events) = v5_client(wrong);
+    match v5_error(&mut events).await {
+        ConnectionError::ConnectionRefused(code) => assert_eq!(code, C5::BadUserNamePassword),
+        e => panic!("expected CONNACK 0x86, got {e}"),
+    }
+    let (_c, mut events) = v5_client(MqttOptions::new("drv-000001", "127.0.0.1", port));
+    match v5_error(&mut events).await {
+        ConnectionError::ConnectionRefused(code) => assert_eq!(code, C5::NotAuthorized),
+        e => panic!("expected CONNACK 0x87, got {e}"),
+    }
+
+    let mut bridge = TestClient::connect(login(
+        "fleetcast-dashboard-t5",
+        "bridge",
+        "bridge-demo",
+        &b.addrs,
+    ))
+    .await;
+    bridge.subscribe("drivers/#", QoS::AtLeastOnce).await;
+    let mut right = MqttOptions::new("drv-000001", "127.0.0.1", port);
+    right.set_credentials("drv-000001", "drv1-demo");
+    let (driver, mut events) = v5_client(right);
+    let mine = r#"{"id":"drv-000001","lat":60.17,"lon":24.94,"heading":0,"speed":0,"accuracy":3,"status":"available","seq":1,"ts":1795963525273}"#;
+    for (topic, expected) in [
+        ("drivers/drv-000002/location", PubAckReason::NotAuthorized),
+        ("drivers/drv-000001/location", PubAckReason::Success),
+    ] {
+        driver
+            .publish(topic, Q5::AtLeastOnce, false, mine)
+            .await
+            .unwrap();
+        let reason = v5_until(&mut events, |p| match p {
+            P5::PubAck(a) => Some(a.reason),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reason, expected, "{topic}");
+    }
+    // The same connection carried on, and only its own topic reached the subscriber.
+    let got = bridge.next_publish().await.expect("own topic flows");
+    assert_eq!(got.topic, "drivers/drv-000001/location");
+    assert!(bridge
+        .publish_within(Duration::from_millis(300))
+        .await
+        .is_none());
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! descriptors) back off instead of spinning. The WebSocket upgrade runs inside the
 //! connection's own task under a time-out, so an idle socket blocks nobody.
 
+use crate::gateway::codec::{Refuse, Version};
 use crate::gateway::frame;
 use crate::gateway::session;
 use crate::gateway::transport::{accept_ws, Transport};
@@ -151,16 +152,18 @@ async fn answer_full<T: Transport>(mut io: T) {
     let mut buf = BytesMut::with_capacity(256);
     // The answer is the same whatever the CONNECT says; wait for one so the client reads
     // the CONNACK rather than a reset.
-    while frame::inspect_connect(&buf, 1024) == Ok(frame::ConnectKind::Incomplete) {
+    let version = loop {
+        match frame::inspect_connect(&buf, 1024) {
+            Ok(frame::ConnectKind::Incomplete) if buf.len() <= 1024 => {}
+            Ok(frame::ConnectKind::V5) => break Version::V5,
+            _ => break Version::V311,
+        }
         match io.read_into(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        if buf.len() > 1024 {
-            break;
-        }
-    }
-    let mut answer = BytesMut::from(&frame::CONNACK_V311_UNAVAILABLE[..]);
+    };
+    let mut answer = BytesMut::from(&Refuse::Unavailable.connack(version)[..]);
     let _ = io.write_from(&mut answer).await;
     io.close().await;
 }

@@ -456,3 +456,47 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// An MQTT 5 client (rumqttc's v5) whose event loop the test drives with [`v5_until`].
+pub fn v5_client(
+    mut options: rumqttc::v5::MqttOptions,
+) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
+    options.set_keep_alive(Duration::from_secs(30));
+    rumqttc::v5::AsyncClient::new(options, 16)
+}
+
+/// Polls an MQTT 5 event loop until `pick` takes an incoming packet; panics on a
+/// connection error or after [`PATIENCE`].
+pub async fn v5_until<R>(
+    events: &mut rumqttc::v5::EventLoop,
+    mut pick: impl FnMut(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<R>,
+) -> R {
+    timeout(PATIENCE, async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(p)) => {
+                    if let Some(r) = pick(&p) {
+                        return r;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("MQTT 5 connection failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("MQTT 5 packet in time")
+}
+
+/// The first connection error an MQTT 5 event loop reports (CONNACK refusals among them).
+pub async fn v5_error(events: &mut rumqttc::v5::EventLoop) -> rumqttc::v5::ConnectionError {
+    timeout(PATIENCE, async {
+        loop {
+            if let Err(e) = events.poll().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("an MQTT 5 error in time")
+}

@@ -1,9 +1,8 @@
 //! Frame rules the gateway enforces before rumqttd sees a packet.
 //!
-//! rumqttd's v4 codec parses only MQTT 3.1.1 and answers nothing on a wrong version. The
-//! gateway reads the CONNECT's protocol name and level itself, so that MQTT 5 clients get
-//! CONNACK 0x84 (unsupported protocol version) in MQTT 5's format and MQTT 3.1 clients get
-//! 3.1.1's 0x01, then parses with rumqttd. The topic and filter checks stop what the router
+//! rumqttd's codecs each parse one version and answer nothing on another. The gateway
+//! reads the CONNECT's protocol name and level itself, picks the codec (see
+//! [`super::codec`]), and answers MQTT 3.1 clients with 3.1.1's CONNACK 0x01. The topic and filter checks stop what the router
 //! would otherwise answer by dropping the link (see `rumqttd-local-links.md`, edge 3).
 
 /// What the first bytes of a connection say.
@@ -13,9 +12,9 @@ pub enum ConnectKind {
     Incomplete,
     /// An MQTT 3.1.1 CONNECT: parse it with rumqttd's v4 codec.
     V311,
-    /// An MQTT 5 CONNECT: refuse with [`CONNACK_V5_UNSUPPORTED`].
+    /// An MQTT 5 CONNECT: parse it with rumqttd's v5 codec.
     V5,
-    /// MQTT 3.1 (`MQIsdp`) or an unknown level: refuse with [`CONNACK_V311_BAD_VERSION`].
+    /// MQTT 3.1 (`MQIsdp`) or an unknown level: refuse with 3.1.1's CONNACK 0x01.
     Unsupported,
 }
 
@@ -36,16 +35,6 @@ pub enum FrameError {
     Malformed,
 }
 
-/// MQTT 5 CONNACK: no session, reason 0x84 unsupported protocol version, no properties.
-pub const CONNACK_V5_UNSUPPORTED: [u8; 5] = [0x20, 0x03, 0x00, 0x84, 0x00];
-/// MQTT 3.1.1 CONNACK: return code 0x01, unacceptable protocol version.
-pub const CONNACK_V311_BAD_VERSION: [u8; 4] = [0x20, 0x02, 0x00, 0x01];
-/// MQTT 3.1.1 CONNACK: return code 0x02, identifier rejected.
-pub const CONNACK_V311_BAD_CLIENT_ID: [u8; 4] = [0x20, 0x02, 0x00, 0x02];
-/// MQTT 3.1.1 CONNACK: return code 0x05, not authorized.
-pub const CONNACK_V311_NOT_AUTHORIZED: [u8; 4] = [0x20, 0x02, 0x00, 0x05];
-/// MQTT 3.1.1 CONNACK: return code 0x03, server unavailable.
-pub const CONNACK_V311_UNAVAILABLE: [u8; 4] = [0x20, 0x02, 0x00, 0x03];
 /// MQTT 3.1.1 PINGRESP.
 pub const PINGRESP: [u8; 2] = [0xD0, 0x00];
 

@@ -1,11 +1,13 @@
 //! The device gateway: what fleetcast adds in front of the rumqttd router.
 //!
-//! - [`frame`]: reading the CONNECT by hand, so MQTT 5 and 3.1 clients get a CONNACK reason
-//!   code instead of a dropped socket, and the topic/filter rules the router would
-//!   otherwise punish by dropping the link.
+//! - [`frame`]: reading the CONNECT's protocol level by hand, so each client is answered
+//!   in its own version, and the topic/filter rules the router would otherwise punish by
+//!   dropping the link.
+//! - [`codec`]: MQTT 3.1.1 and 5 through rumqttd's codecs, guarded, and CONNACK codes.
 //! - [`transport`]: TCP and WebSocket behind one byte-stream interface.
 //! - [`session`]: one client connection from CONNECT to close.
 
+pub mod codec;
 pub mod frame;
 pub mod session;
 pub mod transport;

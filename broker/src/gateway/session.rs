@@ -7,6 +7,7 @@
 //! checks whose violation would make the router drop the link (after which touching the
 //! link again panics the router). Every way a session ends is an [`End`].
 
+use super::codec::{Refuse, Version};
 use super::frame::{self, ConnectKind};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
@@ -17,13 +18,12 @@ use crate::validation;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::Error as ProtocolError;
 use rumqttd::protocol::{
-    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubAck,
-    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
+    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
     SubscribeReasonCode,
 };
-use rumqttd::protocol::{Error as ProtocolError, Protocol};
 use rumqttd::Notification;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -49,6 +49,8 @@ const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 pub enum End {
     /// The client sent DISCONNECT.
     ClientDisconnect,
+    /// The client sent MQTT 5's DISCONNECT 0x04: close, and publish the will.
+    ClientDisconnectWithWill,
     /// The client closed the socket without DISCONNECT.
     PeerClosed,
     /// Nothing heard for 1.5 x the keepalive.
@@ -74,6 +76,7 @@ impl End {
     pub fn reason(&self) -> &'static str {
         match self {
             End::ClientDisconnect => "clean",
+            End::ClientDisconnectWithWill => "clean_with_will",
             End::PeerClosed => "peer_closed",
             End::KeepAlive => "keepalive_timeout",
             End::Protocol(_) => "protocol_error",
@@ -98,7 +101,10 @@ impl End {
 
 /// A checked CONNECT.
 struct Hello {
+    version: Version,
     client_id: String,
+    /// Whether the broker made the id up (MQTT 5 then says so in the CONNACK).
+    assigned_id: bool,
     clean_session: bool,
     keep_alive: u16,
     will: Option<LastWill>,
@@ -131,8 +137,9 @@ impl Identity {
 
 /// Why the handshake did not produce a session.
 enum Refusal {
-    /// Answer with these bytes, then close; the meter reason and a note for the log.
-    Answer(&'static [u8], &'static str, &'static str),
+    /// Answer with this CONNACK code in this version, then close; the meter reason and a
+    /// note for the log.
+    Answer(Refuse, Version, &'static str, &'static str),
     /// Close without an answer (not MQTT, malformed, closed); the meter reason and why.
     Close(&'static str, String),
 }
@@ -154,7 +161,7 @@ pub async fn run<T: Transport>(
             "connect_timeout",
             "no CONNECT within the connect timeout".into(),
         )),
-        Ok(r) => r.and_then(|h| check_hello(h, &gw)),
+        Ok(r) => r.and_then(|(packet, version)| check_hello(packet, version, &gw)),
     };
     let hello = match hello {
         Ok(h) => h,
@@ -179,10 +186,10 @@ async fn refuse<T: Transport>(
     refusal: Refusal,
 ) {
     match refusal {
-        Refusal::Answer(bytes, reason, why) => {
+        Refusal::Answer(code, version, reason, why) => {
             gw.meters.refusal(reason).increment(1);
-            debug!(%peer, transport = kind.as_str(), why, "connect refused");
-            let mut b = BytesMut::from(bytes);
+            debug!(%peer, transport = kind.as_str(), why, version = version.as_str(), "connect refused");
+            let mut b = BytesMut::from(&code.connack(version)[..]);
             let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
         }
         Refusal::Close(reason, why) => {
@@ -197,12 +204,25 @@ async fn read_connect<T: Transport>(
     io: &mut T,
     rbuf: &mut BytesMut,
     max: usize,
-) -> Result<Packet, Refusal> {
+) -> Result<(Packet, Version), Refusal> {
     loop {
-        match frame::inspect_connect(rbuf, max) {
-            Ok(ConnectKind::Incomplete) => {}
-            Ok(ConnectKind::V311) => match V4.read_mut(rbuf, max) {
-                Ok(packet) => return Ok(packet),
+        let version = match frame::inspect_connect(rbuf, max) {
+            Ok(ConnectKind::Incomplete) => None,
+            Ok(ConnectKind::V311) => Some(Version::V311),
+            Ok(ConnectKind::V5) => Some(Version::V5),
+            Ok(ConnectKind::Unsupported) => {
+                return Err(Refusal::Answer(
+                    Refuse::ProtocolVersion,
+                    Version::V311,
+                    "unsupported_protocol",
+                    "unsupported protocol version",
+                ))
+            }
+            Err(e) => return Err(Refusal::Close("malformed_connect", e.to_string())),
+        };
+        if let Some(version) = version {
+            match version.read(rbuf, max) {
+                Ok(packet) => return Ok((packet, version)),
                 Err(ProtocolError::InsufficientBytes(_)) => {}
                 Err(e) => {
                     return Err(Refusal::Close(
@@ -210,22 +230,7 @@ async fn read_connect<T: Transport>(
                         format!("bad CONNECT: {e}"),
                     ))
                 }
-            },
-            Ok(ConnectKind::V5) => {
-                return Err(Refusal::Answer(
-                    &frame::CONNACK_V5_UNSUPPORTED,
-                    "unsupported_protocol",
-                    "MQTT 5 is not supported",
-                ))
             }
-            Ok(ConnectKind::Unsupported) => {
-                return Err(Refusal::Answer(
-                    &frame::CONNACK_V311_BAD_VERSION,
-                    "unsupported_protocol",
-                    "unsupported protocol version",
-                ))
-            }
-            Err(e) => return Err(Refusal::Close("malformed_connect", e.to_string())),
         }
         if rbuf.capacity() - rbuf.len() < 512 {
             rbuf.reserve(READ_CHUNK);
@@ -272,15 +277,20 @@ async fn authorize(gw: &Gateway, hello: &Hello) -> Result<Identity, Refusal> {
             match auth.check(&hello.client_id, login).await {
                 Ok(g) => Some(g),
                 Err(denial) => {
+                    let code = match denial {
+                        Denial::BadCredentials => Refuse::BadCredentials,
+                        Denial::NoCredentials | Denial::ClientIdNotAllowed => Refuse::NotAuthorized,
+                    };
                     return Err(Refusal::Answer(
-                        &frame::CONNACK_V311_NOT_AUTHORIZED,
+                        code,
+                        hello.version,
                         "not_authorized",
                         match denial {
                             Denial::NoCredentials => "no username/password",
                             Denial::BadCredentials => "wrong username or password",
                             Denial::ClientIdNotAllowed => "client id not allowed for this account",
                         },
-                    ))
+                    ));
                 }
             }
         }
@@ -293,7 +303,8 @@ async fn authorize(gw: &Gateway, hello: &Hello) -> Result<Identity, Refusal> {
     if let Some(w) = &hello.will {
         if !identity.may_publish(&w.topic) {
             return Err(Refusal::Answer(
-                &frame::CONNACK_V311_NOT_AUTHORIZED,
+                Refuse::NotAuthorized,
+                hello.version,
                 "not_authorized",
                 "will topic not allowed by the policy",
             ));
@@ -302,7 +313,7 @@ async fn authorize(gw: &Gateway, hello: &Hello) -> Result<Identity, Refusal> {
     Ok(identity)
 }
 
-fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
+fn check_hello(packet: Packet, version: Version, gw: &Gateway) -> Result<Hello, Refusal> {
     let Packet::Connect(connect, _, will, _, login) = packet else {
         return Err(Refusal::Close(
             "malformed_connect",
@@ -310,10 +321,13 @@ fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
         ));
     };
     let mut client_id = connect.client_id;
-    if client_id.is_empty() {
+    let assigned_id = client_id.is_empty();
+    if assigned_id {
+        // MQTT 5 allows an empty id with a persistent session; we do not, as in 3.1.1.
         if !connect.clean_session {
             return Err(Refusal::Answer(
-                &frame::CONNACK_V311_BAD_CLIENT_ID,
+                Refuse::ClientId,
+                version,
                 "bad_client_id",
                 "empty client id needs clean session",
             ));
@@ -322,7 +336,8 @@ fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
     }
     if !frame::valid_client_id(&client_id, gw.config.limits.max_client_id_len) {
         return Err(Refusal::Answer(
-            &frame::CONNACK_V311_BAD_CLIENT_ID,
+            Refuse::ClientId,
+            version,
             "bad_client_id",
             "client id too long, reserved, or has + # / $",
         ));
@@ -336,7 +351,9 @@ fn check_hello(packet: Packet, gw: &Gateway) -> Result<Hello, Refusal> {
         }
     }
     Ok(Hello {
+        version,
         client_id,
+        assigned_id,
         clean_session: connect.clean_session,
         keep_alive: connect.keep_alive,
         will,
@@ -358,6 +375,7 @@ struct AckTracker {
 
 struct Session<T> {
     io: T,
+    version: Version,
     gw: Arc<Gateway>,
     kind: TransportKind,
     tx: LinkTx,
@@ -400,7 +418,7 @@ impl<T: Transport> Session<T> {
             Err(e) => {
                 gw.meters.refusal("router_busy").increment(1);
                 warn!(error = %e, "link not built");
-                let mut b = BytesMut::from(&frame::CONNACK_V311_UNAVAILABLE[..]);
+                let mut b = BytesMut::from(&Refuse::Unavailable.connack(hello.version)[..]);
                 let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
                 return io.close().await;
             }
@@ -408,6 +426,7 @@ impl<T: Transport> Session<T> {
         let rate = gw.config.limits.publish_rate_per_connection;
         let mut session = Session {
             io,
+            version: hello.version,
             kind,
             tx,
             rx,
@@ -426,12 +445,19 @@ impl<T: Transport> Session<T> {
             Some(Packet::ConnAck(ack, _)) => ack.session_present,
             _ => false,
         };
+        // MQTT 5 clients learn our limits up front; topic aliases stay off (absent = 0).
+        let properties = (hello.version == Version::V5).then(|| ConnAckProperties {
+            max_packet_size: u32::try_from(session.gw.config.limits.max_packet_size).ok(),
+            assigned_client_identifier: hello.assigned_id.then(|| hello.client_id.clone()),
+            subscription_identifiers_available: Some(0),
+            ..ConnAckProperties::default()
+        });
         let connack = Packet::ConnAck(
             ConnAck {
                 session_present,
                 code: ConnectReturnCode::Success,
             },
-            None,
+            properties,
         );
         let gw = Arc::clone(&session.gw);
         let open = gw.stats.open(kind);
@@ -599,7 +625,7 @@ impl<T: Transport> Session<T> {
         let mut end = None;
         loop {
             let header = frame::publish_qos_pkid(&self.rbuf);
-            let packet = match V4.read_mut(&mut self.rbuf, max) {
+            let packet = match self.version.read(&mut self.rbuf, max) {
                 Ok(p) => p,
                 Err(ProtocolError::InsufficientBytes(_)) => break,
                 Err(e) => {
@@ -658,11 +684,15 @@ impl<T: Transport> Session<T> {
                     return violation("invalid topic name in PUBLISH");
                 }
                 if !self.identity.may_publish(&p.topic) {
-                    // MQTT 3.1.1 has no PUBACK code for this: the connection is closed.
                     self.gw.meters.drop_for("policy_denied").increment(1);
-                    return Err(End::PolicyViolation(
-                        String::from_utf8_lossy(&p.topic).into_owned(),
-                    ));
+                    if self.version == Version::V311 {
+                        // MQTT 3.1.1 has no negative PUBACK: the connection is closed.
+                        return Err(End::PolicyViolation(
+                            String::from_utf8_lossy(&p.topic).into_owned(),
+                        ));
+                    }
+                    self.refuse_publish(header, PubAckReason::NotAuthorized)?;
+                    return Ok(None);
                 }
                 *publishes += 1;
                 let checked = if self.gw.config.limits.validate_locations {
@@ -678,23 +708,7 @@ impl<T: Transport> Session<T> {
                     // ack (3.1.1 has no negative one) so it does not resend.
                     self.gw.meters.drop_for("invalid_payload").increment(1);
                     log_invalid(&p.topic, why);
-                    match header {
-                        Some((1, pkid)) => self.encode(Packet::PubAck(
-                            PubAck {
-                                pkid,
-                                reason: PubAckReason::Success,
-                            },
-                            None,
-                        ))?,
-                        Some((2, pkid)) => self.encode(Packet::PubRec(
-                            PubRec {
-                                pkid,
-                                reason: PubRecReason::Success,
-                            },
-                            None,
-                        ))?,
-                        _ => {}
-                    }
+                    self.refuse_publish(header, PubAckReason::PayloadFormatInvalid)?;
                     return Ok(None);
                 }
                 if let Some((2, pkid)) = header {
@@ -785,14 +799,45 @@ impl<T: Transport> Session<T> {
                     Ok(None)
                 }
             }
+            Packet::Disconnect(d, _)
+                if d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage =>
+            {
+                Err(End::ClientDisconnectWithWill)
+            }
             Packet::Disconnect(..) => Err(End::ClientDisconnect),
             Packet::Connect(..) => violation("second CONNECT"),
             _ => violation("packet a client may not send"),
         }
     }
 
+    /// Acknowledges a publish that was dropped: with `reason` in MQTT 5, as a success in
+    /// 3.1.1 (it has no negative ack, and a publisher told nothing would resend forever).
+    fn refuse_publish(
+        &mut self,
+        header: Option<(u8, u16)>,
+        reason: PubAckReason,
+    ) -> Result<(), End> {
+        let v5 = self.version == Version::V5;
+        match header {
+            Some((1, pkid)) => {
+                let reason = if v5 { reason } else { PubAckReason::Success };
+                self.encode(Packet::PubAck(PubAck { pkid, reason }, None))
+            }
+            Some((2, pkid)) => {
+                let reason = match (v5, reason) {
+                    (false, _) => PubRecReason::Success,
+                    (true, PubAckReason::NotAuthorized) => PubRecReason::NotAuthorized,
+                    (true, _) => PubRecReason::PayloadFormatInvalid,
+                };
+                self.encode(Packet::PubRec(PubRec { pkid, reason }, None))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn encode(&mut self, packet: Packet) -> Result<(), End> {
-        V4.write(packet, &mut self.wbuf)
+        self.version
+            .write(packet, &mut self.wbuf)
             .map(|_| ())
             .map_err(|e| End::Protocol(format!("cannot encode: {e}")))
     }
@@ -816,7 +861,10 @@ impl<T: Transport> Session<T> {
     /// Publishes the will when due, releases the link, closes the socket.
     async fn finish(&mut self, end: End, will: Option<LastWill>) {
         match &end {
-            End::ClientDisconnect | End::PeerClosed | End::Shutdown => {
+            End::ClientDisconnect
+            | End::ClientDisconnectWithWill
+            | End::PeerClosed
+            | End::Shutdown => {
                 debug!(reason = ?end, "session ended")
             }
             _ => info!(reason = ?end, "session ended"),

@@ -1,0 +1,151 @@
+//! The MQTT version a session speaks, and the reason codes it answers with.
+//!
+//! rumqttd ships a decoder per version. Both assume they read only what a client may
+//! send; rumqttd's v5 decoder reaches `unreachable!()` on a CONNACK, SUBACK, UNSUBACK or
+//! PINGRESP from a client, so [`Version::read`] turns away every packet type a client may
+//! not send before either decoder sees it.
+
+use bytes::BytesMut;
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::v5::V5;
+use rumqttd::protocol::{Error as ProtocolError, Packet, Protocol};
+
+/// The protocol level of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// MQTT 3.1.1 (level 4).
+    V311,
+    /// MQTT 5 (level 5).
+    V5,
+}
+
+impl Version {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V311 => "3.1.1",
+            Version::V5 => "5",
+        }
+    }
+
+    /// Decodes the next packet off `buf`; `InsufficientBytes` when it is not all there.
+    ///
+    /// # Errors
+    /// A malformed packet, a packet larger than `max`, or one a client may not send.
+    pub fn read(self, buf: &mut BytesMut, max: usize) -> Result<Packet, ProtocolError> {
+        if let Some(&first) = buf.first() {
+            let kind = first >> 4;
+            if !client_may_send(kind) {
+                return Err(ProtocolError::InvalidPacketType(kind));
+            }
+        }
+        match self {
+            Version::V311 => V4.read_mut(buf, max),
+            Version::V5 => V5.read_mut(buf, max),
+        }
+    }
+
+    /// Encodes `packet` onto `buf`.
+    ///
+    /// # Errors
+    /// rumqttd could not encode it (a field too long for its length prefix).
+    pub fn write(self, packet: Packet, buf: &mut BytesMut) -> Result<usize, ProtocolError> {
+        match self {
+            Version::V311 => V4.write(packet, buf),
+            Version::V5 => V5.write(packet, buf),
+        }
+    }
+}
+
+/// CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, PINGREQ,
+/// DISCONNECT. (AUTH, 15, is MQTT 5's, and rumqttd cannot decode it.)
+fn client_may_send(kind: u8) -> bool {
+    matches!(kind, 1 | 3..=8 | 10 | 12 | 14)
+}
+
+/// Why a CONNECT is refused, in terms both versions can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refuse {
+    /// The protocol level is not one we speak.
+    ProtocolVersion,
+    /// The client id is empty without clean session, too long, or reserved.
+    ClientId,
+    /// Wrong username or password (3.1.1 answers 0x05 like mosquitto, 5 answers 0x86).
+    BadCredentials,
+    /// No credentials, or the account may not use this client id or will topic.
+    NotAuthorized,
+    /// The broker cannot take the connection now.
+    Unavailable,
+    /// This client id connected too often (or all clients together did).
+    ConnectRate,
+}
+
+impl Refuse {
+    /// The CONNACK return code (3.1.1) or reason code (5).
+    pub fn code(self, version: Version) -> u8 {
+        match (self, version) {
+            (Refuse::ProtocolVersion, Version::V311) => 0x01,
+            (Refuse::ProtocolVersion, Version::V5) => 0x84,
+            (Refuse::ClientId, Version::V311) => 0x02,
+            (Refuse::ClientId, Version::V5) => 0x85,
+            (Refuse::BadCredentials | Refuse::NotAuthorized, Version::V311) => 0x05,
+            (Refuse::BadCredentials, Version::V5) => 0x86,
+            (Refuse::NotAuthorized, Version::V5) => 0x87,
+            (Refuse::Unavailable | Refuse::ConnectRate, Version::V311) => 0x03,
+            (Refuse::Unavailable, Version::V5) => 0x88,
+            (Refuse::ConnectRate, Version::V5) => 0x9F,
+        }
+    }
+
+    /// The whole CONNACK: no session present, and in MQTT 5 no properties.
+    pub fn connack(self, version: Version) -> Vec<u8> {
+        let code = self.code(version);
+        match version {
+            Version::V311 => vec![0x20, 0x02, 0x00, code],
+            Version::V5 => vec![0x20, 0x03, 0x00, code, 0x00],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_packets_from_a_client_are_refused_before_rumqttd_sees_them() {
+        for version in [Version::V311, Version::V5] {
+            // CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH, reserved 0.
+            for bytes in [
+                &[0x20, 0x02, 0x00, 0x00][..],
+                &[0x90, 0x03, 0x00, 0x01, 0x00],
+                &[0xB0, 0x02, 0x00, 0x01],
+                &[0xD0, 0x00],
+                &[0xF0, 0x00],
+                &[0x00, 0x00],
+            ] {
+                let mut buf = BytesMut::from(bytes);
+                assert!(
+                    matches!(
+                        version.read(&mut buf, 1024),
+                        Err(ProtocolError::InvalidPacketType(_))
+                    ),
+                    "{version:?} {bytes:02x?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_answer_in_the_clients_version() {
+        assert_eq!(
+            Refuse::BadCredentials.connack(Version::V311),
+            [0x20, 0x02, 0x00, 0x05]
+        );
+        assert_eq!(
+            Refuse::BadCredentials.connack(Version::V5),
+            [0x20, 0x03, 0x00, 0x86, 0x00]
+        );
+        assert_eq!(Refuse::NotAuthorized.code(Version::V5), 0x87);
+        assert_eq!(Refuse::ConnectRate.code(Version::V5), 0x9F);
+    }
+}
