@@ -175,7 +175,7 @@ async fn will_is_published_on_abrupt_disconnect_not_on_clean_one(dial: Dial) {
 
 over_both_transports!(persistent_session_gets_its_qos1_messages_after_reconnect);
 async fn persistent_session_gets_its_qos1_messages_after_reconnect(dial: Dial) {
-    let b = TestBroker::start().await;
+    let b = TestBroker::with_config(reconnect_at_once()).await;
     let mut o = dial("rider-p", &b.addrs);
     o.set_clean_session(false);
     let mut rider = TestClient::connect(o.clone()).await;
@@ -233,7 +233,7 @@ async fn idle_sockets_do_not_delay_other_clients() {
     // idle sockets held the accept loop they would wait for the 10 s handshake time-out.
     for dial in [tcp_options, ws_options] {
         let started = Instant::now();
-        let c = TestClient::connect(dial("after-idle", &b.addrs)).await;
+        let c = TestClient::connect(dial(&format!("after-idle-{}", dial as usize), &b.addrs)).await;
         let took = started.elapsed();
         assert!(took < Duration::from_secs(1), "connect took {took:?}");
         c.disconnect().await;
@@ -475,7 +475,7 @@ async fn publishing_to_a_wildcard_topic_closes_the_connection() {
 
 over_both_transports!(duplicate_client_id_takes_over_and_fires_the_old_will);
 async fn duplicate_client_id_takes_over_and_fires_the_old_will(dial: Dial) {
-    let b = TestBroker::start().await;
+    let b = TestBroker::with_config(reconnect_at_once()).await;
     let mut watcher = TestClient::connect(dial("watcher", &b.addrs)).await;
     watcher.subscribe("fleet/+/status", QoS::AtMostOnce).await;
     let mut o = dial("drv-dup", &b.addrs);
@@ -575,4 +575,12 @@ async fn paced_flood_loses_nothing() {
         next += 1;
     }
     let _ = writer.await;
+}
+
+/// Defaults, but one client id may connect again at once: these tests reconnect within a
+/// second on purpose. (The 1/s quota itself is tested in tests/security.rs.)
+fn reconnect_at_once() -> fleetcast_broker::Config {
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.limits.connect_rate_per_client_id = 1_000_000_000;
+    config
 }

@@ -154,6 +154,8 @@ async fn small_runs_against_fleetcast() {
     let mut idle = config(&format!("mqtt://{}", b.addrs.mqtt), Scenario::Idle);
     idle.connections = 100;
     idle.subscribers = 0;
+    // New ids: the storm's reconnected less than a second ago (1 connect/s per id).
+    idle.id_prefix = "idle-".into();
     idle.duration = Duration::from_millis(500);
     let r = loadtest::run(idle, |_| {}).await.unwrap();
     assert_eq!(r.connected, 100);

@@ -397,3 +397,87 @@ async fn bad_locations_are_dropped_and_counted_while_good_ones_flow() {
         "the publisher stays connected"
     );
 }
+
+#[tokio::test]
+async fn one_client_id_connects_at_most_once_a_second() {
+    let b = TestBroker::start().await;
+    let first = TestClient::connect(tcp_options("drv-kick", &b.addrs)).await;
+    // A second device with the same id, at once: refused, in either version, and the
+    // first connection is not kicked.
+    let (_, v311) = raw_exchange(b.addrs.mqtt, &connect_frame("drv-kick", 30, true, None), 4).await;
+    assert_eq!(v311, [0x20, 0x02, 0x00, 0x03], "3.1.1: server unavailable");
+    let v5 = connect_frame_version(b"MQTT", 5, "drv-kick", 30, true, None);
+    let (_, v5) = raw_exchange(b.addrs.mqtt, &v5, 5).await;
+    assert_eq!(
+        v5,
+        [0x20, 0x03, 0x00, 0x9F, 0x00],
+        "5: connection rate exceeded"
+    );
+    first
+        .client
+        .publish("chat/x", QoS::AtMostOnce, false, "still here")
+        .await
+        .unwrap();
+    // Refusals are not charged: once the second is over, the id connects again.
+    let started = std::time::Instant::now();
+    loop {
+        let (_, answer) =
+            raw_exchange(b.addrs.mqtt, &connect_frame("drv-kick", 30, true, None), 4).await;
+        if answer[3] == 0 {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "never admitted again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+}
+
+#[tokio::test]
+async fn the_global_connect_rate_refuses_the_excess() {
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.limits.connect_rate_global = 5;
+    let b = TestBroker::with_config(config).await;
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let (_, answer) = raw_exchange(
+            b.addrs.mqtt,
+            &connect_frame(&format!("c-{i}"), 30, true, None),
+            4,
+        )
+        .await;
+        codes.push(answer[3]);
+    }
+    // One second's worth passes at once; the rest are refused until the rate allows.
+    assert_eq!(codes[..5], [0; 5]);
+    assert!(codes[5..].iter().all(|&c| c == 3), "{codes:?}");
+}
+
+#[tokio::test]
+async fn one_connection_publishes_at_most_its_quota() {
+    // Defaults: 100 PUBLISH/s per connection. 250 sent at once arrive, all of them, but
+    // no sooner than the quota allows: (250 - 10 of burst) / 100 = 2.4 s.
+    let b = TestBroker::start().await;
+    let mut sub = TestClient::connect(tcp_options("quota-sub", &b.addrs)).await;
+    sub.subscribe("chat/quota", QoS::AtLeastOnce).await;
+    let (mut s, _) =
+        raw_exchange(b.addrs.mqtt, &connect_frame("quota-pub", 30, true, None), 4).await;
+    let started = std::time::Instant::now();
+    let mut burst = Vec::new();
+    for i in 0..250u32 {
+        let mut body = vec![0, 10];
+        body.extend_from_slice(b"chat/quota");
+        body.extend_from_slice(&i.to_be_bytes());
+        burst.extend(frame(0x30, &body));
+    }
+    s.write_all(&burst).await.unwrap();
+    for i in 0..250u32 {
+        let p = sub.next_publish().await.expect("every message arrives");
+        assert_eq!(&p.payload[..], i.to_be_bytes());
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_300),
+        "250 publishes in {took:?}"
+    );
+    drop(s);
+}

@@ -64,6 +64,10 @@ pub struct Limits {
     pub validate_locations: bool,
     /// Subscription filters one connection may hold at once (more get SUBACK 0x80).
     pub max_subscriptions_per_connection: usize,
+    /// Accepted connects per second for one client id (more are refused).
+    pub connect_rate_per_client_id: u32,
+    /// Connects per second over all clients (more are refused before authentication).
+    pub connect_rate_global: u32,
 }
 
 /// rumqttd router settings.
@@ -126,11 +130,13 @@ impl Default for Limits {
             ws_handshake_timeout_ms: 10_000,
             write_timeout_ms: 30_000,
             max_client_id_len: 128,
-            publish_rate_per_connection: 2_000,
+            publish_rate_per_connection: 100,
             publish_rate_global: 200_000,
             reject_slots: 64,
             validate_locations: true,
             max_subscriptions_per_connection: 50,
+            connect_rate_per_client_id: 1,
+            connect_rate_global: 2_000,
         }
     }
 }
@@ -203,6 +209,9 @@ impl Config {
         }
         if l.publish_rate_per_connection == 0 || l.publish_rate_global == 0 {
             return bad("limits.publish_rate_* must be at least 1");
+        }
+        if l.connect_rate_per_client_id == 0 || l.connect_rate_global == 0 {
+            return bad("limits.connect_rate_* must be at least 1");
         }
         if l.connect_timeout_ms == 0 || l.ws_handshake_timeout_ms == 0 || l.write_timeout_ms == 0 {
             return bad("limits.*_timeout_ms must be at least 1");

@@ -19,6 +19,7 @@ pub mod local;
 pub mod meters;
 pub mod pacing;
 pub mod policy;
+pub mod quota;
 pub mod registry;
 pub mod router;
 pub mod validation;

@@ -54,8 +54,9 @@ pub fn describe_gauge(
 }
 
 /// Why a connection ended, as the `reason` label of `fleetcast_disconnects_total`.
-pub const DISCONNECT_REASONS: [&str; 10] = [
+pub const DISCONNECT_REASONS: [&str; 11] = [
     "clean",
+    "clean_with_will",
     "policy_violation",
     "peer_closed",
     "keepalive_timeout",
@@ -69,8 +70,9 @@ pub const DISCONNECT_REASONS: [&str; 10] = [
 
 /// Why a connection was refused before it was served, as the `reason` label of
 /// `fleetcast_connect_refusals_total`.
-pub const REFUSAL_REASONS: [&str; 8] = [
+pub const REFUSAL_REASONS: [&str; 9] = [
     "unsupported_protocol",
+    "connect_rate",
     "not_authorized",
     "bad_client_id",
     "server_full",

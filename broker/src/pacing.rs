@@ -2,9 +2,11 @@
 //!
 //! rumqttd gives publishers no back-pressure: a publisher that floods makes a slower
 //! subscriber silently lose messages once they fall out of the router's log. The gateway
-//! therefore charges every PUBLISH it reads to a per-connection and a global [`Pacer`]
-//! and, past the rate, stops reading that socket for the time the pacer says, so TCP
-//! pushes back on the publisher. Nothing is dropped; publishers are slowed.
+//! therefore charges every PUBLISH it parses to its connection's [`Pacer`] (the publish
+//! quota, 100/s by default) and every read's publishes to a global one; past the rate it
+//! leaves the rest of what it read unparsed and stops reading that socket for the time
+//! the pacer says, so TCP pushes back on the publisher. Nothing is dropped; publishers
+//! are slowed. [`Pacer::try_admit`] serves the connect quotas, which refuse instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,9 +56,36 @@ impl Pacer {
     }
 }
 
+impl Pacer {
+    /// Admits one event at `now` if it fits the rate and burst, charging it; refuses it
+    /// otherwise, charging nothing (for quotas that turn events away instead of waiting).
+    pub fn try_admit(&self, now: Instant) -> bool {
+        let now_ns = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.tat_ns
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                let new_tat = tat.max(now_ns).saturating_add(self.interval_ns);
+                (new_tat <= now_ns.saturating_add(self.tolerance_ns)).then_some(new_tat)
+            })
+            .is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn try_admit_refuses_past_the_burst_without_charging() {
+        let p = Pacer::new(10, 3);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| p.try_admit(t0)));
+        assert!(!p.try_admit(t0));
+        assert!(!p.try_admit(t0 + Duration::from_millis(99)));
+        // Refusals cost nothing: one interval later exactly one more fits.
+        assert!(p.try_admit(t0 + Duration::from_millis(100)));
+        assert!(!p.try_admit(t0 + Duration::from_millis(100)));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn burst_passes_then_rate_is_enforced() {

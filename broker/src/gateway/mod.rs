@@ -4,10 +4,12 @@
 //!   in its own version, and the topic/filter rules the router would otherwise punish by
 //!   dropping the link.
 //! - [`codec`]: MQTT 3.1.1 and 5 through rumqttd's codecs, guarded, and CONNACK codes.
+//! - [`decode`]: all of the above as one pure function, for the fuzz target.
 //! - [`transport`]: TCP and WebSocket behind one byte-stream interface.
 //! - [`session`]: one client connection from CONNECT to close.
 
 pub mod codec;
+pub mod decode;
 pub mod frame;
 pub mod session;
 pub mod transport;
@@ -59,6 +61,8 @@ pub struct Gateway {
     pub meters: GatewayMeters,
     /// Accounts and their grants; None lets every client in and allows every topic.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Connect rates per client id and over all clients.
+    pub connects: crate::quota::ConnectQuota,
 }
 
 /// Open connections, kept where the gateway itself can read them (metrics handles are
@@ -109,6 +113,10 @@ impl Gateway {
         Gateway {
             // A tenth of a second of burst keeps the global rate smooth.
             global_pacer: Pacer::new(rate, (rate / 10).max(1)),
+            connects: crate::quota::ConnectQuota::new(
+                config.limits.connect_rate_per_client_id,
+                config.limits.connect_rate_global,
+            ),
             config,
             router,
             registry: Arc::new(Registry::default()),

@@ -167,10 +167,28 @@ pub async fn run<T: Transport>(
         Ok(h) => h,
         Err(refusal) => return refuse(io, &gw, peer, kind, refusal).await,
     };
+    if !gw.connects.admit_any(Instant::now()) {
+        let refusal = Refusal::Answer(
+            Refuse::ConnectRate,
+            hello.version,
+            "connect_rate",
+            "global connect rate exceeded",
+        );
+        return refuse(io, &gw, peer, kind, refusal).await;
+    }
     let identity = match authorize(&gw, &hello).await {
         Ok(identity) => identity,
         Err(refusal) => return refuse(io, &gw, peer, kind, refusal).await,
     };
+    if !gw.connects.admit_id(&hello.client_id, Instant::now()) {
+        let refusal = Refusal::Answer(
+            Refuse::ConnectRate,
+            hello.version,
+            "connect_rate",
+            "this client id connected less than a second ago",
+        );
+        return refuse(io, &gw, peer, kind, refusal).await;
+    }
     let span = tracing::info_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
     let _enter = span.enter();
     drop(_enter);
@@ -511,32 +529,28 @@ impl<T: Transport> Session<T> {
                         Ok(n) => self.gw.meters.bytes_received.increment(n as u64),
                     }
                     last_heard = Instant::now();
-                    let publishes = match self.on_client_bytes().await {
-                        Ok(p) => p,
+                    match self.on_client_bytes().await {
+                        Ok(wait) => pause_until = self.pause(wait),
                         Err(end) => return end,
-                    };
-                    let now = Instant::now();
-                    let mut wait = Duration::ZERO;
-                    // Only publishes are paced; the back-log read takes the channel's lock,
-                    // so reads carrying only pings and acks skip it.
-                    if publishes > 0 {
-                        wait = self.pacer.charge(publishes, now)
-                            .max(self.gw.global_pacer.charge(publishes, now));
-                        if self.gw.router.backlog() > ROUTER_HIGH_WATER {
-                            wait = wait.max(Duration::from_millis(1));
-                        }
-                    }
-                    if !wait.is_zero() {
-                        self.gw.meters.pacing_pauses.increment(1);
-                        pause_until = Some(now + wait);
                     }
                 }
                 _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => {
-                    pause_until = None;
+                    // Frames held back by the quota go first; the socket is read after.
+                    match self.on_client_bytes().await {
+                        Ok(wait) => pause_until = self.pause(wait),
+                        Err(end) => return end,
+                    }
                 }
                 _ = sleep_until(ka_deadline), if keepalive.is_some() => return End::KeepAlive,
             }
         }
+    }
+
+    /// When reads may resume after a pause of `wait`, counting the pause.
+    fn pause(&self, wait: Option<Duration>) -> Option<Instant> {
+        let wait = wait?;
+        self.gw.meters.pacing_pauses.increment(1);
+        Some(Instant::now() + wait)
     }
 
     /// Handles what the router sent, gathering what else is ready into one write.
@@ -616,14 +630,17 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    /// Parses every complete frame read, checks it, and hands the batch to the router.
-    /// Returns the number of PUBLISH packets, for pacing.
-    async fn on_client_bytes(&mut self) -> Result<u32, End> {
+    /// Parses the complete frames read, checks them, and hands the batch to the router.
+    /// Stops early when this connection's publish quota is used up: the rest stays in the
+    /// read buffer until the returned pause is over. Returns the pause due, if any.
+    async fn on_client_bytes(&mut self) -> Result<Option<Duration>, End> {
         let max = self.gw.config.limits.max_packet_size;
         let mut batch: Vec<Packet> = Vec::new();
         let mut publishes = 0u32;
         let mut end = None;
-        loop {
+        let now = Instant::now();
+        let mut wait = Duration::ZERO;
+        while wait.is_zero() {
             let header = frame::publish_qos_pkid(&self.rbuf);
             let packet = match self.version.read(&mut self.rbuf, max) {
                 Ok(p) => p,
@@ -634,6 +651,7 @@ impl<T: Transport> Session<T> {
                     break;
                 }
             };
+            let before = publishes;
             match self.check(packet, header, &mut publishes) {
                 Ok(Some(p)) => batch.push(p),
                 Ok(None) => {}
@@ -641,6 +659,19 @@ impl<T: Transport> Session<T> {
                     end = Some(e);
                     break;
                 }
+            }
+            if publishes > before {
+                // Charged one by one so that a burst read at once cannot pass the quota.
+                wait = self.pacer.charge(1, now);
+            }
+        }
+        if publishes > 0 {
+            // The shared pacer is charged once per read: an atomic per message would be
+            // contended by every connection.
+            wait = wait.max(self.gw.global_pacer.charge(publishes, now));
+            // The back-log read takes the channel's lock: only reads with publishes pay.
+            if self.gw.router.backlog() > ROUTER_HIGH_WATER {
+                wait = wait.max(Duration::from_millis(1));
             }
         }
         if publishes > 0 {
@@ -665,7 +696,7 @@ impl<T: Transport> Session<T> {
         }
         match end {
             Some(e) => Err(e),
-            None => Ok(publishes),
+            None => Ok((!wait.is_zero()).then_some(wait)),
         }
     }
 

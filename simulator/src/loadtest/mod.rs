@@ -140,6 +140,9 @@ struct Shared {
 const QUIET: Duration = Duration::from_millis(1500);
 /// Longest wait for in-flight messages after the load.
 const DRAIN_MAX: Duration = Duration::from_secs(30);
+/// How long after the last first connect a storm drops its connections: past the
+/// per-client-id connect quota of one second.
+const STORM_QUOTA_WAIT: Duration = Duration::from_millis(1100);
 
 impl Shared {
     fn error(&self, kind: String) {
@@ -581,6 +584,7 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(Progress)) -> Result<
     // Connect phase: until everyone connected or failed (bounded by the duration as well).
     let hard_end = load_start + cfg.duration + Duration::from_secs(30);
     let mut storm_at = None;
+    let mut all_in_at: Option<Instant> = None;
     let load_end = loop {
         report_tick.tick().await;
         progress(snapshot(&shared));
@@ -592,7 +596,13 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(Progress)) -> Result<
                 .values()
                 .sum::<u64>();
         let all_in = done >= mine + subscribers as u64;
-        if cfg.scenario == Scenario::Storm && all_in && storm_at.is_none() {
+        if cfg.scenario == Scenario::Storm && all_in && all_in_at.is_none() {
+            all_in_at = Some(Instant::now());
+        }
+        // The storm waits out the broker's per-client-id connect quota (fleetcast's and
+        // AWS IoT Core's default: one connect per second), so reconnects measure the
+        // broker's recovery, not its quota.
+        if all_in_at.is_some_and(|t| t.elapsed() >= STORM_QUOTA_WAIT) && storm_at.is_none() {
             storm.cancel();
             storm_at = Some(Instant::now());
         }
