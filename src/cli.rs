@@ -6,7 +6,7 @@ use fleetcast::stack::{self, Metering, Stack};
 use fleetcast_broker::{Config, Listeners, DEFAULT_CONFIG};
 use fleetcast_dashboard::feed::{self, FeedConfig};
 use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
-use fleetcast_simulator::endpoint::Endpoint;
+use fleetcast_simulator::endpoint::{ClientTls, Endpoint};
 use fleetcast_simulator::fleet::{Fleet, FleetConfig, FleetSnapshot};
 use fleetcast_simulator::loadtest::{LoadConfig, Scenario};
 use fleetcast_simulator::process;
@@ -45,6 +45,10 @@ enum Command {
     Loadtest(LoadtestArgs),
     /// Print the default configuration file (copy it, edit it, pass it with --config).
     Config,
+    /// Make a development CA, a server certificate and client certificates (PEM) for TLS.
+    Certs(CertsArgs),
+    /// Mint a signed, expiring token for the live map's WebSocket when auth is on.
+    Token(TokenArgs),
     /// Hash a password for a credentials file (argon2id); reads it from stdin if not given.
     Passwd {
         /// The password (prefer stdin: arguments show in `ps`).
@@ -80,6 +84,89 @@ struct ServeArgs {
     /// Serve anonymous clients on non-loopback addresses too (not recommended).
     #[arg(long)]
     allow_anonymous: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// MQTT over TLS listen address, served when --tls-cert and --tls-key are given.
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    mqtts: SocketAddr,
+    /// Server certificate chain (PEM). With --tls-key: MQTT over TLS on --mqtts, and
+    /// wss:// and https:// on --ws and --http. `fleetcast certs --out DIR` makes a
+    /// development set (DIR/server.pem, DIR/server.key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates log MQTT-over-TLS clients in: the certificate's
+    /// common name must be the client id and names the account (no password).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Credentials file with a token_secret (the one `serve --auth` uses).
+    #[arg(long, value_name = "FILE")]
+    auth: PathBuf,
+    /// Account the token stands for; its subscribe grants decide what the map shows.
+    #[arg(long)]
+    account: String,
+    /// How long the token is valid (e.g. 30m, 8h, 7d).
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Map address to print a ready-to-open link for (on stderr).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// Directory to write ca.pem, ca.key, server.pem, server.key (and NAME.pem/NAME.key
+    /// per --client) into; an existing ca.pem/ca.key there signs the new certificates.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Host names and IP addresses the server certificate is valid for (repeat the flag).
+    #[arg(long = "host", value_name = "NAME", default_values = ["localhost", "127.0.0.1", "::1"])]
+    hosts: Vec<String>,
+    /// Make a client certificate whose common name is this client id (repeat the flag).
+    #[arg(long = "client", value_name = "CLIENT_ID")]
+    clients: Vec<String>,
+    /// Days the certificates are valid.
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+}
+
+#[derive(Debug, Args)]
+struct ClientTlsArgs {
+    /// CA certificate (PEM) to trust for mqtts:// and wss:// brokers, e.g. DIR/ca.pem from
+    /// `fleetcast certs`; default: the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present, with --key (client-certificate login).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The TLS settings, when the broker URL asks for TLS.
+    fn for_endpoint(&self, endpoint: &Endpoint) -> Result<Option<ClientTls>> {
+        if !endpoint.is_tls() {
+            anyhow::ensure!(
+                self.ca.is_none() && self.cert.is_none(),
+                "--ca/--cert are for mqtts:// and wss:// brokers; {endpoint} is not TLS"
+            );
+            return Ok(None);
+        }
+        let client = self.cert.as_deref().zip(self.key.as_deref());
+        Ok(Some(ClientTls::new(self.ca.as_deref(), client)?))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +257,12 @@ struct DashboardArgs {
     /// MQTT password.
     #[arg(long)]
     password: Option<String>,
+    /// Credentials file whose token_secret and accounts guard /ws: browsers then need a
+    /// token from `fleetcast token` and see what its account may subscribe to.
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     #[command(flatten)]
     map: MapArgs,
 }
@@ -227,6 +320,8 @@ struct SimulateArgs {
     /// Serve the fleet's own counters at http://ADDR/metrics (Prometheus format).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 /// Runs the parsed command.
@@ -254,6 +349,33 @@ pub fn run(cli: Cli) -> Result<()> {
             .block_on(simulate(args)),
         Command::Config => {
             print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+        Command::Token(args) => {
+            let auth = fleetcast_broker::auth::Auth::from_file(&args.auth)?;
+            let token = auth.mint_token(
+                &args.account,
+                fleetcast_broker::token::unix_now(),
+                args.ttl.as_secs().max(1),
+            )?;
+            println!("{token}");
+            eprintln!(
+                "open {}/?token={token} (valid for {})",
+                args.url.trim_end_matches('/'),
+                humantime::format_duration(args.ttl)
+            );
+            Ok(())
+        }
+        Command::Certs(args) => {
+            let written = fleetcast::certs::make(&fleetcast::certs::CertsRequest {
+                out: args.out,
+                hosts: args.hosts,
+                clients: args.clients,
+                days: args.days,
+            })?;
+            for path in written {
+                println!("wrote {}", path.display());
+            }
             Ok(())
         }
         Command::Passwd { password } => {
@@ -292,6 +414,15 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     config.listen.mqtt = args.mqtt;
     config.listen.ws = args.ws;
     config.listen.http = args.http;
+    config.listen.mqtts = args.tls.mqtts;
+    if let (Some(cert), Some(key)) = (&args.tls.tls_cert, &args.tls.tls_key) {
+        config.tls.cert = cert.display().to_string();
+        config.tls.key = key.display().to_string();
+    }
+    if let Some(ca) = &args.tls.tls_client_ca {
+        config.tls.client_ca = ca.display().to_string();
+    }
+    config.validate()?;
 
     let pbf = map_bytes(&args.map)?;
     let listeners = Listeners::bind(&config).await?;
@@ -300,6 +431,7 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
         tiles: args.map.tiles.clone(),
         board: Default::default(),
         bridge: Default::default(),
+        auth: None,
     };
     let metering = if args.no_metrics {
         Metering::Off
@@ -312,11 +444,13 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     };
     if auth.is_none() && !args.allow_anonymous {
         let addrs = listeners.addrs();
-        for (what, addr) in [
-            ("--mqtt", addrs.mqtt),
-            ("--ws", addrs.ws),
-            ("--http", addrs.http),
-        ] {
+        let listening = [
+            ("--mqtt", Some(addrs.mqtt)),
+            ("--ws", Some(addrs.ws)),
+            ("--http", Some(addrs.http)),
+            ("--mqtts", addrs.mqtts),
+        ];
+        for (what, addr) in listening.into_iter().filter_map(|(w, a)| a.map(|a| (w, a))) {
             anyhow::ensure!(
                 addr.ip().is_loopback(),
                 "refusing to serve anonymous clients on {addr} ({what} is not a loopback address): \
@@ -382,6 +516,7 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
     config.id_prefix = args.id_prefix;
     config.username = args.username;
     config.password = args.password;
+    config.tls = args.tls.for_endpoint(&args.broker)?;
     say(&format!(
         "simulate: broker={} drivers={} interval={} map nodes={} roads={}",
         args.broker,
@@ -479,6 +614,10 @@ async fn dashboard(args: DashboardArgs) -> Result<()> {
             tiles: args.map.tiles.clone(),
             board: Default::default(),
             bridge: Default::default(),
+            auth: match &args.auth {
+                Some(path) => Some(Arc::new(fleetcast_broker::auth::Auth::from_file(path)?)),
+                None => None,
+            },
         },
         &recorder,
     )
@@ -496,6 +635,7 @@ async fn dashboard(args: DashboardArgs) -> Result<()> {
             credentials: args
                 .username
                 .map(|u| (u, args.password.unwrap_or_default())),
+            tls: args.tls.for_endpoint(&args.broker)?,
         },
         Arc::clone(&dashboard.board),
         Arc::clone(&connected),
@@ -571,6 +711,10 @@ fn source_ips(spec: &str) -> Result<Vec<std::net::IpAddr>> {
 }
 
 async fn loadtest(args: LoadtestArgs) -> Result<()> {
+    anyhow::ensure!(
+        !args.broker.is_tls(),
+        "the load tester speaks mqtt:// and ws:// only (it writes MQTT frames itself)"
+    );
     let procs = args.procs.max(1);
     let config = LoadConfig {
         scenario: args.scenario,

@@ -231,7 +231,14 @@ impl Stack {
             Metering::On => &recorder,
             Metering::Off => &noop,
         };
-        let dashboard = Dashboard::new(dashboard, r)?;
+        // The broker's accounts also guard the map's WebSocket (browser tokens).
+        let dashboard = Dashboard::new(
+            DashboardOptions {
+                auth: auth.clone(),
+                ..dashboard
+            },
+            r,
+        )?;
         let gateway_slot = Arc::new(OnceLock::new());
         let mut routes = dashboard.router();
         if metering == Metering::On {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{connect_frame, raw_exchange, PATIENCE};
+use common::{connect_frame, example_auth, raw_exchange, spawn_ready, TempDir, PATIENCE};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -243,18 +243,85 @@ fn simulate_prints_progress_and_a_final_summary() {
 }
 
 #[test]
-fn simulate_refuses_tls_urls_clearly() {
+fn tls_flags_fail_clearly() {
+    let missing = "/nonexistent/ca.pem";
     let out = Command::new(BIN)
-        .args([
-            "simulate",
-            "--broker",
-            "mqtts://127.0.0.1:8883",
-            "--duration",
-            "1s",
-        ])
+        .args(["simulate", "--broker", "mqtts://127.0.0.1:8883", "--ca", missing])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("needs TLS"), "{err}");
+    assert!(err.contains(missing), "{err}");
+    // --ca is for TLS brokers only.
+    let out = Command::new(BIN)
+        .args(["simulate", "--broker", "mqtt://127.0.0.1:1883", "--ca", missing])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not TLS"));
+    let out = Command::new(BIN)
+        .args(["loadtest", "--broker", "mqtts://127.0.0.1:8883"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt:// and ws:// only"));
+}
+
+#[test]
+fn certs_then_serve_over_tls_prints_mqtts_in_the_ready_line() {
+    let dir = TempDir::new("cli-certs");
+    let out_dir = dir.path.join("certs");
+    let out = Command::new(BIN)
+        .args(["certs", "--out"])
+        .arg(&out_dir)
+        .args(["--client", "drv-000001"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["ca.pem", "ca.key", "server.pem", "server.key", "drv-000001.pem", "drv-000001.key"] {
+        assert!(out_dir.join(f).exists(), "{f}");
+    }
+    // A second run signs with the same CA: the first CA still verifies the new cert.
+    let ca_before = std::fs::read(out_dir.join("ca.pem")).unwrap();
+    let out = Command::new(BIN)
+        .args(["certs", "--out"])
+        .arg(&out_dir)
+        .args(["--client", "drv-000002"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(out_dir.join("ca.pem")).unwrap(), ca_before);
+
+    let cert = out_dir.join("server.pem").display().to_string();
+    let key = out_dir.join("server.key").display().to_string();
+    let mut served = spawn_ready(
+        "serve",
+        &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
+    );
+    let ready = served.ready.clone();
+    assert!(ready.contains(" mqtts=127.0.0.1:"), "{ready}");
+    assert!(!ready.contains("mqtts=127.0.0.1:0"), "{ready}");
+    served.drain_output();
+}
+
+#[test]
+fn token_prints_a_token_the_credentials_accept() {
+    let creds = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+    let out = Command::new(BIN)
+        .args(["token", "--auth", creds, "--account", "partner-1", "--ttl", "1h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let auth = example_auth();
+    let (account, _) = auth
+        .check_token(&token, fleetcast_broker::token::unix_now())
+        .expect("valid");
+    assert_eq!(account, "partner-1");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/?token="));
+    let out = Command::new(BIN)
+        .args(["token", "--auth", creds, "--account", "nobody"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

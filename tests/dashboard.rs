@@ -388,3 +388,85 @@ async fn standalone_bridge_against_mosquitto() {
     }
     let _ = child.start_kill();
 }
+
+/// Ids of every position a browser is sent within `wait`.
+async fn ids_seen(ws: &mut Ws, wait: Duration) -> std::collections::BTreeSet<String> {
+    positions_until(ws, wait, |_| false)
+        .await
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn with_auth_the_map_needs_a_token_and_shows_what_its_account_may_see() {
+    let auth = example_auth();
+    let s = start_stack_with_auth(DashboardOptions::offline(), Some(auth.clone())).await;
+    let addrs = s.addrs();
+
+    // No token, a forged one, an expired one: 401 before any WebSocket.
+    let now = fleetcast_broker::token::unix_now();
+    let expired = auth.mint_token("rider-1", now - 100, 10).unwrap();
+    let forged = fleetcast_broker::token::mint(b"not the secret at all", "bridge", now + 60);
+    for query in [
+        String::new(),
+        format!("?token={forged}"),
+        format!("?token={expired}"),
+    ] {
+        match tokio_tungstenite::connect_async(format!("ws://{}/ws{query}", addrs.http)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 401, "{query}")
+            }
+            other => panic!("expected 401 for {query:?}, got {other:?}"),
+        }
+    }
+
+    // Three drivers publish (one fleet account).
+    let mut drivers = Vec::new();
+    for id in ["drv-000001", "drv-000002", "drv-000003"] {
+        let mut o = tcp_options(id, &addrs);
+        o.set_credentials("fleet", "fleet-demo");
+        drivers.push((id, TestClient::connect(o).await));
+    }
+    let open = |account: &str| {
+        let token = auth.mint_token(account, now, 600).unwrap();
+        let url = format!("ws://{}/ws?token={token}", addrs.http);
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            assert_eq!(next_json(&mut ws).await.expect("hello")["type"], "hello");
+            ws
+        }
+    };
+    let mut partner = open("partner-1").await;
+    let mut rider = open("rider-1").await;
+    for seq in 1..=3 {
+        for (id, c) in &drivers {
+            c.client
+                .publish(
+                    format!("drivers/{id}/location"),
+                    QoS::AtMostOnce,
+                    false,
+                    location(id, seq, INSIDE.0, INSIDE.1),
+                )
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let partner_saw = ids_seen(&mut partner, Duration::from_secs(1)).await;
+    let rider_saw = ids_seen(&mut rider, Duration::from_secs(1)).await;
+    assert_eq!(
+        partner_saw.into_iter().collect::<Vec<_>>(),
+        ["drv-000001", "drv-000002"],
+        "the partner role grants two cars"
+    );
+    assert_eq!(
+        rider_saw.len(),
+        3,
+        "a rider may see every car: {rider_saw:?}"
+    );
+    // Following a car outside the grants shows nothing either.
+    send(&mut partner, json!({"op": "follow", "id": "drv-000003"})).await;
+    let followed = ids_seen(&mut partner, Duration::from_millis(800)).await;
+    assert!(!followed.contains("drv-000003"), "{followed:?}");
+}

@@ -43,6 +43,8 @@ pub enum AuthError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
+    /// Signs browser tokens (`fleetcast token`); none: the map's WebSocket takes no token.
+    token_secret: Option<String>,
     #[serde(default)]
     account: Vec<AccountSpec>,
     #[serde(default)]
@@ -85,6 +87,7 @@ pub enum Denial {
 #[derive(Debug)]
 pub struct Auth {
     accounts: HashMap<String, Account>,
+    token_secret: Option<Vec<u8>>,
     verified: Mutex<HashMap<String, u64>>,
     digest_key: RandomState,
     argon_slots: Arc<Semaphore>,
@@ -158,8 +161,14 @@ impl Auth {
                 )));
             }
         }
+        if spec.token_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(AuthError::Invalid(
+                "token_secret must be at least 16 characters".into(),
+            ));
+        }
         Ok(Auth {
             accounts,
+            token_secret: spec.token_secret.map(String::into_bytes),
             verified: Mutex::new(HashMap::new()),
             digest_key: RandomState::new(),
             argon_slots: Arc::new(Semaphore::new(2)),
@@ -174,6 +183,65 @@ impl Auth {
     /// Whether no account is loaded.
     pub fn is_empty(&self) -> bool {
         self.accounts.is_empty()
+    }
+
+    /// A browser token for `account`, valid for `ttl_s` seconds from `now` (unix seconds).
+    ///
+    /// # Errors
+    /// No `token_secret` in the file, or no such account.
+    pub fn mint_token(
+        &self,
+        account: &str,
+        now: u64,
+        ttl_s: u64,
+    ) -> Result<String, crate::token::TokenError> {
+        let secret = self
+            .token_secret
+            .as_ref()
+            .ok_or(crate::token::TokenError::NoSecret)?;
+        if !self.accounts.contains_key(account) {
+            return Err(crate::token::TokenError::UnknownAccount(account.to_owned()));
+        }
+        Ok(crate::token::mint(
+            secret,
+            account,
+            now.saturating_add(ttl_s),
+        ))
+    }
+
+    /// The account and grants a browser token names, checked at `now` (unix seconds).
+    ///
+    /// # Errors
+    /// No `token_secret`, a bad or expired token, or an account no longer in the file.
+    pub fn check_token(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(String, Arc<Grants>), crate::token::TokenError> {
+        let secret = self
+            .token_secret
+            .as_ref()
+            .ok_or(crate::token::TokenError::NoSecret)?;
+        let account = crate::token::verify(secret, token, now)?;
+        let grants = self
+            .accounts
+            .get(&account)
+            .map(|a| Arc::clone(&a.grants))
+            .ok_or_else(|| crate::token::TokenError::UnknownAccount(account.clone()))?;
+        Ok((account, grants))
+    }
+
+    /// Grants of a client that a verified TLS certificate names: the account whose
+    /// username is the certificate's common name `cn`, no password asked.
+    ///
+    /// # Errors
+    /// No such account, or it may not use `client_id`.
+    pub fn check_certificate(&self, cn: &str, client_id: &str) -> Result<Arc<Grants>, Denial> {
+        let account = self.accounts.get(cn).ok_or(Denial::BadCredentials)?;
+        if !client_id_allowed(&account.client_id, client_id) {
+            return Err(Denial::ClientIdNotAllowed);
+        }
+        Ok(Arc::clone(&account.grants))
     }
 
     /// Checks a CONNECT's credentials; on success returns the account's grants.

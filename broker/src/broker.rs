@@ -41,6 +41,9 @@ pub enum BrokerError {
     /// The router could not be started.
     #[error("cannot start the router")]
     Router(#[from] RouterError),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("cannot set up TLS")]
+    Tls(#[from] crate::tls::TlsError),
     /// Connections were still open when the grace time ran out.
     #[error("{0} connection tasks still running after the shutdown grace time")]
     ShutdownTimeout(usize),
@@ -62,12 +65,14 @@ impl std::fmt::Debug for Extras<'_> {
     }
 }
 
-/// The three bound listeners.
+/// The bound listeners.
 #[derive(Debug)]
 pub struct Listeners {
     mqtt: TcpListener,
     ws: TcpListener,
     http: TcpListener,
+    /// Bound when TLS is configured.
+    mqtts: Option<TcpListener>,
 }
 
 /// Where a broker listens.
@@ -79,12 +84,19 @@ pub struct Addrs {
     pub ws: SocketAddr,
     /// HTTP.
     pub http: SocketAddr,
+    /// MQTT over TLS, when TLS is on (ws and http then speak wss and https).
+    pub mqtts: Option<SocketAddr>,
 }
 
 impl fmt::Display for Addrs {
-    /// `mqtt=IP:PORT ws=IP:PORT http=IP:PORT`, as in the ready line.
+    /// `mqtt=IP:PORT ws=IP:PORT http=IP:PORT`, then ` mqtts=IP:PORT` with TLS, as in the
+    /// ready line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mqtt={} ws={} http={}", self.mqtt, self.ws, self.http)
+        write!(f, "mqtt={} ws={} http={}", self.mqtt, self.ws, self.http)?;
+        if let Some(mqtts) = self.mqtts {
+            write!(f, " mqtts={mqtts}")?;
+        }
+        Ok(())
     }
 }
 
@@ -101,6 +113,10 @@ impl Listeners {
             mqtt: bind("MQTT", config.listen.mqtt).await?,
             ws: bind("MQTT over WebSocket", config.listen.ws).await?,
             http: bind("HTTP", config.listen.http).await?,
+            mqtts: match config.tls.files() {
+                Some(_) => Some(bind("MQTT over TLS", config.listen.mqtts).await?),
+                None => None,
+            },
         })
     }
 
@@ -114,6 +130,7 @@ impl Listeners {
             mqtt: at(&self.mqtt),
             ws: at(&self.ws),
             http: at(&self.http),
+            mqtts: self.mqtts.as_ref().map(at),
         }
     }
 }
@@ -160,6 +177,10 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         let routes = extras.routes;
         let addrs = listeners.addrs();
+        let tls = match config.tls.files() {
+            Some(files) => Some(crate::tls::Acceptors::load(&files)?),
+            None => None,
+        };
         config.limits.max_connections = fit_to_fd_limit(config.limits.max_connections);
         let router = RouterHandle::spawn(&RouterSettings {
             // Room for internal links (the dashboard bridge) beside the clients.
@@ -180,6 +201,7 @@ impl Broker {
             shutdown.clone(),
             extras.recorder,
             extras.auth,
+            tls.clone(),
         ));
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));
@@ -191,6 +213,15 @@ impl Broker {
             slots.clone(),
             tracker.clone(),
         ));
+        if let Some(mqtts) = listeners.mqtts {
+            tracker.spawn(listener::run(
+                mqtts,
+                TransportKind::Tls,
+                Arc::clone(&gateway),
+                slots.clone(),
+                tracker.clone(),
+            ));
+        }
         tracker.spawn(listener::run(
             listeners.ws,
             TransportKind::Ws,
@@ -204,13 +235,26 @@ impl Broker {
         })
         .merge(routes);
         let http_shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let serve = axum::serve(listeners.http, app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned());
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP server failed");
+        match tls {
+            None => {
+                tracker.spawn(async move {
+                    let serve = axum::serve(listeners.http, app)
+                        .with_graceful_shutdown(http_shutdown.cancelled_owned());
+                    if let Err(e) = serve.await {
+                        warn!(error = %e, "HTTP server failed");
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                tracker.spawn(http::serve_tls(
+                    listeners.http,
+                    tls.web,
+                    app,
+                    http_shutdown,
+                    tracker.clone(),
+                ));
+            }
+        }
         listening.store(true, Ordering::Release);
         info!(%addrs, "broker started");
         Ok(Broker {

@@ -24,6 +24,32 @@ pub struct Config {
     pub router: Router,
     /// Graceful shutdown.
     pub shutdown: Shutdown,
+    /// TLS certificate and key; off while empty.
+    pub tls: Tls,
+}
+
+/// TLS files (PEM). With `cert` and `key` set, `listen.mqtts` serves MQTT over TLS and the
+/// WebSocket and HTTP listeners speak wss/https.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Server certificate chain; empty = TLS off.
+    pub cert: String,
+    /// Server private key.
+    pub key: String,
+    /// CA whose client certificates log clients in on `mqtts`; empty = none.
+    pub client_ca: String,
+}
+
+impl Tls {
+    /// The files, when TLS is on.
+    pub fn files(&self) -> Option<crate::tls::TlsFiles> {
+        (!self.cert.is_empty() && !self.key.is_empty()).then(|| crate::tls::TlsFiles {
+            cert: self.cert.clone().into(),
+            key: self.key.clone().into(),
+            client_ca: (!self.client_ca.is_empty()).then(|| self.client_ca.clone().into()),
+        })
+    }
 }
 
 /// Listener addresses; port 0 picks a free port.
@@ -36,6 +62,8 @@ pub struct Listen {
     pub ws: SocketAddr,
     /// HTTP (health, readiness).
     pub http: SocketAddr,
+    /// MQTT over TLS; bound only when TLS is on.
+    pub mqtts: SocketAddr,
 }
 
 /// Bounds on clients.
@@ -117,6 +145,7 @@ impl Default for Listen {
             mqtt: at(1883),
             ws: at(8083),
             http: at(8080),
+            mqtts: at(8883),
         }
     }
 }
@@ -188,6 +217,7 @@ impl Config {
                 mqtt: any,
                 ws: any,
                 http: any,
+                mqtts: any,
             },
             ..Config::default()
         }
@@ -222,6 +252,12 @@ impl Config {
         // rumqttd panics on a zero segment size and needs room for the largest packet.
         if r.max_segment_size < l.max_packet_size {
             return bad("router.max_segment_size must be at least limits.max_packet_size");
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return bad("tls.cert and tls.key go together");
+        }
+        if !self.tls.client_ca.is_empty() && self.tls.cert.is_empty() {
+            return bad("tls.client_ca needs tls.cert and tls.key");
         }
         if r.max_segment_count == 0 || r.max_outgoing_packet_count == 0 {
             return bad(

@@ -1,5 +1,5 @@
 //! The HTTP listener's routes: liveness and readiness (more arrive with the dashboard and
-//! metrics).
+//! metrics), and the HTTPS accept loop used when TLS is on.
 
 use crate::gateway::Gateway;
 use axum::extract::State;
@@ -56,4 +56,54 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Readiness>)
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// How long a TLS handshake on the HTTPS port may take.
+const HTTPS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `app` over HTTPS (HTTP/1.1 with upgrades, for the dashboard's WebSocket) until
+/// `shutdown`; each connection runs on `tracker` and is dropped at shutdown.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPS accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(HTTPS_HANDSHAKE, acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                },
+            }
+        });
+    }
 }

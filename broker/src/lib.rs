@@ -22,6 +22,8 @@ pub mod policy;
 pub mod quota;
 pub mod registry;
 pub mod router;
+pub mod tls;
+pub mod token;
 pub mod validation;
 
 pub use broker::{Addrs, Broker, BrokerError, Extras, Listeners};

@@ -4,8 +4,8 @@
 //! When none is free, a few extra connections (`reject_slots`) are still accepted, only to
 //! answer CONNACK 0x03 (server unavailable) so the client learns why; past those, accepting
 //! pauses and the kernel backlog holds the rest. Accept errors (such as running out of
-//! descriptors) back off instead of spinning. The WebSocket upgrade runs inside the
-//! connection's own task under a time-out, so an idle socket blocks nobody.
+//! descriptors) back off instead of spinning. TLS handshakes and the WebSocket upgrade run
+//! inside the connection's own task under a time-out, so an idle socket blocks nobody.
 
 use crate::gateway::codec::{Refuse, Version};
 use crate::gateway::frame;
@@ -105,26 +105,84 @@ async fn serve(
     kind: TransportKind,
     deadline: Instant,
 ) {
-    match kind {
-        TransportKind::Tcp => session::run(stream, gw, peer, kind, deadline).await,
-        TransportKind::Ws => {
-            let max = gw.config.limits.max_packet_size;
-            let upgrade = timeout(gw.config.ws_handshake_timeout(), accept_ws(stream, max));
-            let ws = tokio::select! {
-                _ = gw.shutdown.cancelled() => return,
-                r = upgrade => r,
+    let tls = gw.tls.clone();
+    match (kind, tls) {
+        (TransportKind::Tcp, _) => session::run(stream, gw, peer, kind, deadline).await,
+        (TransportKind::Tls, Some(tls)) => {
+            // The TLS handshake counts against the CONNECT time-out.
+            let handshake = timeout_at(deadline, tls.mqtt.accept(stream));
+            let Some(stream) = handshake_done(&gw, peer, handshake).await else {
+                return;
             };
-            match ws {
-                Ok(Ok(ws)) => session::run(ws, gw, peer, kind, deadline).await,
-                Ok(Err(e)) => {
-                    gw.meters.refusal("handshake_failed").increment(1);
-                    debug!(%peer, error = %e, "websocket handshake failed")
-                }
-                Err(_) => {
-                    gw.meters.refusal("handshake_failed").increment(1);
-                    debug!(%peer, "websocket handshake timed out")
-                }
-            }
+            session::run(stream, gw, peer, kind, deadline).await
+        }
+        // Not bound without TLS.
+        (TransportKind::Tls, None) => {}
+        (TransportKind::Ws, None) => upgrade(stream, gw, peer, kind, deadline).await,
+        (TransportKind::Ws, Some(tls)) => {
+            let limit = Instant::now() + gw.config.ws_handshake_timeout();
+            let handshake = timeout_at(limit, tls.web.accept(stream));
+            let Some(stream) = handshake_done(&gw, peer, handshake).await else {
+                return;
+            };
+            upgrade(stream, gw, peer, kind, deadline).await
+        }
+    }
+}
+
+/// Waits for a TLS handshake (or shutdown); counts and logs a failure.
+async fn handshake_done<S>(
+    gw: &Gateway,
+    peer: std::net::SocketAddr,
+    handshake: impl std::future::Future<
+        Output = Result<std::io::Result<S>, tokio::time::error::Elapsed>,
+    >,
+) -> Option<S> {
+    let done = tokio::select! {
+        _ = gw.shutdown.cancelled() => return None,
+        r = handshake => r,
+    };
+    match done {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            gw.meters.refusal("handshake_failed").increment(1);
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            gw.meters.refusal("handshake_failed").increment(1);
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Runs the WebSocket upgrade under its time-out, then the session.
+async fn upgrade<S>(
+    stream: S,
+    gw: Arc<Gateway>,
+    peer: std::net::SocketAddr,
+    kind: TransportKind,
+    deadline: Instant,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    tokio_tungstenite::WebSocketStream<S>: Transport,
+{
+    let max = gw.config.limits.max_packet_size;
+    let upgrade = timeout(gw.config.ws_handshake_timeout(), accept_ws(stream, max));
+    let ws = tokio::select! {
+        _ = gw.shutdown.cancelled() => return,
+        r = upgrade => r,
+    };
+    match ws {
+        Ok(Ok(ws)) => session::run(ws, gw, peer, kind, deadline).await,
+        Ok(Err(e)) => {
+            gw.meters.refusal("handshake_failed").increment(1);
+            debug!(%peer, error = %e, "websocket handshake failed")
+        }
+        Err(_) => {
+            gw.meters.refusal("handshake_failed").increment(1);
+            debug!(%peer, "websocket handshake timed out")
         }
     }
 }
@@ -135,12 +193,26 @@ async fn refuse_full(stream: TcpStream, gw: Arc<Gateway>, kind: TransportKind, d
     // Refusals must not hold their slot long: a second at most.
     let deadline = deadline.min(Instant::now() + Duration::from_secs(1));
     let max = gw.config.limits.max_packet_size;
+    let tls = gw.tls.clone();
     let _ = timeout_at(deadline, async move {
-        match kind {
-            TransportKind::Tcp => answer_full(stream).await,
-            TransportKind::Ws => {
+        match (kind, tls) {
+            (TransportKind::Tcp, _) => answer_full(stream).await,
+            (TransportKind::Tls, Some(tls)) => {
+                if let Ok(s) = tls.mqtt.accept(stream).await {
+                    answer_full(s).await;
+                }
+            }
+            (TransportKind::Tls, None) => {}
+            (TransportKind::Ws, None) => {
                 if let Ok(ws) = accept_ws(stream, max).await {
                     answer_full(ws).await;
+                }
+            }
+            (TransportKind::Ws, Some(tls)) => {
+                if let Ok(s) = tls.web.accept(stream).await {
+                    if let Ok(ws) = accept_ws(s, max).await {
+                        answer_full(ws).await;
+                    }
                 }
             }
         }

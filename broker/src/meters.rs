@@ -102,6 +102,10 @@ pub struct GatewayMeters {
     pub connects_tcp: Counter,
     /// Accepted CONNECTs over WebSocket.
     pub connects_ws: Counter,
+    /// Open connections over MQTT over TLS.
+    pub connections_tls: Gauge,
+    /// Accepted CONNECTs over MQTT over TLS.
+    pub connects_tls: Counter,
     /// Ends by reason, in [`DISCONNECT_REASONS`] order.
     pub disconnects: Vec<Counter>,
     /// Refusals by reason, in [`REFUSAL_REASONS`] order.
@@ -212,6 +216,8 @@ impl GatewayMeters {
             connections_ws: gauge(r, "fleetcast_connections", &[("transport", "ws")]),
             connects_tcp: counter(r, "fleetcast_connects_total", &[("transport", "tcp")]),
             connects_ws: counter(r, "fleetcast_connects_total", &[("transport", "ws")]),
+            connections_tls: gauge(r, "fleetcast_connections", &[("transport", "tls")]),
+            connects_tls: counter(r, "fleetcast_connects_total", &[("transport", "tls")]),
             disconnects: DISCONNECT_REASONS
                 .iter()
                 .map(|reason| counter(r, "fleetcast_disconnects_total", &[("reason", reason)]))

@@ -80,6 +80,26 @@ pub struct View {
     pub viewport: Option<Viewport>,
     /// Always sent, wherever it is.
     pub follow: Option<String>,
+    /// What the viewer may see at all (a browser token's account); None: everything.
+    pub allowed: Option<Visibility>,
+}
+
+/// The drivers one viewer may see: those whose location topic its account could
+/// subscribe to over MQTT.
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    /// The account's grants.
+    pub grants: std::sync::Arc<fleetcast_broker::policy::Grants>,
+    /// The account name (fills `${username}` and `${clientid}`).
+    pub account: String,
+}
+
+impl Visibility {
+    /// Whether a driver on `topic` is shown.
+    pub fn may_see(&self, topic: &str) -> bool {
+        self.grants
+            .may_subscribe(topic, &self.account, &self.account)
+    }
 }
 
 impl Default for View {
@@ -91,6 +111,7 @@ impl Default for View {
             ],
             viewport: None,
             follow: None,
+            allowed: None,
         }
     }
 }
@@ -338,6 +359,9 @@ impl Board {
         };
         for e in inner.drivers.values() {
             if e.version <= since {
+                continue;
+            }
+            if !view.allowed.as_ref().is_none_or(|a| a.may_see(&e.topic)) {
                 continue;
             }
             let followed = view.follow.as_deref() == Some(e.location.id.as_str());

@@ -7,7 +7,7 @@
 //! browser that answers no ping for `pong_timeout` (counted as dead). Nothing a browser does
 //! slows the feed or other browsers.
 
-use crate::board::{Board, View};
+use crate::board::{Board, View, Visibility};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::viewport::Viewport;
 use axum::extract::ws::{Message, WebSocket};
@@ -113,14 +113,15 @@ impl Bridge {
     }
 
     /// Serves one browser until it leaves, is dropped, or the server stops.
-    pub async fn serve(self: Arc<Self>, mut socket: WebSocket) {
+    /// `allowed` limits the drivers sent to what a browser token's account may see.
+    pub async fn serve(self: Arc<Self>, mut socket: WebSocket, allowed: Option<Visibility>) {
         let Ok(_slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             let _ = socket.send(Message::Close(None)).await;
             return;
         };
         self.stats.clients.fetch_add(1, Ordering::Relaxed);
-        let exit = self.run(&mut socket).await;
+        let exit = self.run(&mut socket, allowed).await;
         self.stats.clients.fetch_sub(1, Ordering::Relaxed);
         match exit {
             Exit::Slow => {
@@ -138,7 +139,7 @@ impl Bridge {
         }
     }
 
-    async fn run(&self, socket: &mut WebSocket) -> Exit {
+    async fn run(&self, socket: &mut WebSocket, allowed: Option<Visibility>) -> Exit {
         let hello = ServerMessage::Hello {
             server: "fleetcast",
             batch_ms: u64::try_from(self.config.batch_interval.as_millis()).unwrap_or(u64::MAX),
@@ -147,7 +148,10 @@ impl Bridge {
         if !self.send(socket, &hello).await.unwrap_or(false) {
             return Exit::Closed;
         }
-        let mut view = View::default();
+        let mut view = View {
+            allowed,
+            ..View::default()
+        };
         let mut seen = 0u64;
         let mut last_stats: Option<Instant> = None;
         let mut heard = Instant::now();

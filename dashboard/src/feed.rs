@@ -31,6 +31,8 @@ pub struct FeedConfig {
     pub client_id: String,
     /// Optional credentials.
     pub credentials: Option<(String, String)>,
+    /// TLS settings for `mqtts://` and `wss://` (None: the system's roots).
+    pub tls: Option<fleetcast_simulator::endpoint::ClientTls>,
 }
 
 /// Runs until `shutdown`; `connected` tells whether the feed is connected now.
@@ -40,7 +42,9 @@ pub async fn run(
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut options = config.broker.options(&config.client_id);
+    let mut options = config
+        .broker
+        .options(&config.client_id, config.tls.as_ref());
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(true)

@@ -22,6 +22,9 @@ pub struct DashboardOptions<'a> {
     pub board: BoardConfig,
     /// Bridge bounds.
     pub bridge: BridgeConfig,
+    /// With accounts, `/ws` takes only browsers with a valid token (`fleetcast token`),
+    /// and each sees what its account may subscribe to.
+    pub auth: Option<Arc<fleetcast_broker::auth::Auth>>,
 }
 
 impl DashboardOptions<'_> {
@@ -32,6 +35,7 @@ impl DashboardOptions<'_> {
             tiles: None,
             board: BoardConfig::default(),
             bridge: BridgeConfig::default(),
+            auth: None,
         }
     }
 }
@@ -70,6 +74,7 @@ impl Dashboard {
         );
         let router = web::app(DashboardState {
             bridge: Arc::clone(&bridge),
+            auth: options.auth,
             basemap,
             page: Arc::new(PageConfig {
                 tiles: options.tiles,

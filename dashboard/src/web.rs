@@ -4,10 +4,11 @@
 //! The page loads nothing from outside 127.0.0.1 unless the user passes `--tiles`: the
 //! Content-Security-Policy says so to the browser as well.
 
+use crate::board::Visibility;
 use crate::bridge::Bridge;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -97,6 +98,8 @@ pub struct DashboardState {
     pub basemap: Arc<str>,
     /// The page's configuration.
     pub page: Arc<PageConfig>,
+    /// Accounts: when set, `/ws` needs a browser token.
+    pub auth: Option<Arc<fleetcast_broker::auth::Auth>>,
 }
 
 /// The dashboard routes: `/`, `/app.js`, `/app.css`, `/vendor/leaflet/...`,
@@ -149,7 +152,37 @@ async fn page_config(State(state): State<DashboardState>) -> Json<PageConfig> {
     Json((*state.page).clone())
 }
 
-async fn ws(State(state): State<DashboardState>, upgrade: WebSocketUpgrade) -> Response {
+/// `/ws?token=...` (or `Authorization: Bearer ...`): the token is checked before the
+/// upgrade, so a browser without one gets 401 and never a socket.
+async fn ws(
+    State(state): State<DashboardState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let allowed = match &state.auth {
+        None => None,
+        Some(auth) => {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let Some(token) = query.token.as_deref().or(bearer) else {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    "this map needs a token: `fleetcast token --auth FILE --account NAME`\n",
+                )
+                    .into_response();
+            };
+            match auth.check_token(token, fleetcast_broker::token::unix_now()) {
+                Ok((account, grants)) => Some(Visibility { grants, account }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "browser token refused");
+                    return (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();
+                }
+            }
+        }
+    };
     let bridge = Arc::clone(&state.bridge);
     let max = bridge.config.max_batch_positions * 200 + 1024;
     upgrade
@@ -157,7 +190,13 @@ async fn ws(State(state): State<DashboardState>, upgrade: WebSocketUpgrade) -> R
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
         .write_buffer_size(max.min(1 << 20))
-        .on_upgrade(move |socket| bridge.serve(socket))
+        .on_upgrade(move |socket| bridge.serve(socket, allowed))
+}
+
+/// The query string of `/ws`.
+#[derive(Debug, serde::Deserialize)]
+struct WsQuery {
+    token: Option<String>,
 }
 
 /// 404 for anything else.

@@ -222,10 +222,24 @@
   };
   map.on('moveend', sendViewport);
 
+  // With `serve --auth`, /ws needs a token (`fleetcast token`): opened as /?token=...,
+  // kept for this tab only, and taken out of the address bar so it is not shared by copy.
+  const params = new URLSearchParams(location.search);
+  if (params.has('token')) {
+    sessionStorage.setItem('fleetcast-token', params.get('token'));
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(null, '', location.pathname + (rest ? '?' + rest : '') + location.hash);
+  }
+  const token = sessionStorage.getItem('fleetcast-token');
+  let opened = false;
+
   function connect() {
     $('st-link').textContent = 'connecting';
-    ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+    const query = token ? '?token=' + encodeURIComponent(token) : '';
+    ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws' + query);
     ws.onopen = () => {
+      opened = true;
       retry = 500;
       $('st-link').textContent = 'live';
       sendViewport();
@@ -253,6 +267,11 @@
     ws.onclose = () => {
       ws = null;
       $('st-link').textContent = wanted ? 'reconnecting' : 'paused (page hidden)';
+      // Never opened: most likely refused (401). Say how to get in rather than spin quietly.
+      if (!opened && wanted) {
+        $('st-link').textContent = token ? 'refused: token expired or invalid'
+          : 'refused: this map needs ?token= from `fleetcast token`';
+      }
       if (wanted) { setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); }
     };
   }

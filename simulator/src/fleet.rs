@@ -57,6 +57,8 @@ pub struct FleetConfig {
     pub password: Option<String>,
     /// MQTT keepalive.
     pub keep_alive: Duration,
+    /// TLS settings for `mqtts://` and `wss://` (None: the system's roots).
+    pub tls: Option<crate::endpoint::ClientTls>,
 }
 
 impl FleetConfig {
@@ -73,6 +75,7 @@ impl FleetConfig {
             username: None,
             password: None,
             keep_alive: Duration::from_secs(30),
+            tls: None,
         }
     }
 
@@ -257,7 +260,7 @@ async fn drive(
     let offline = serde_json::to_vec(&Presence::offline(&id)).unwrap_or_default();
     let online = serde_json::to_vec(&Presence::online(&id)).unwrap_or_default();
 
-    let mut options = config.broker.options(&id);
+    let mut options = config.broker.options(&id, config.tls.as_ref());
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(true)

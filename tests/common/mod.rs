@@ -37,9 +37,13 @@ impl TestBroker {
 
     /// A broker with the accounts and policy of `examples/credentials.toml`.
     pub async fn with_example_credentials() -> TestBroker {
+        Self::with_config_and_example_credentials(Config::ephemeral()).await
+    }
+
+    /// [`TestBroker::with_example_credentials`] with this configuration.
+    pub async fn with_config_and_example_credentials(config: Config) -> TestBroker {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
         let auth = fleetcast_broker::auth::Auth::from_file(std::path::Path::new(path)).unwrap();
-        let config = Config::ephemeral();
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
         let addrs = listeners.addrs();
         let extras = fleetcast_broker::Extras {
@@ -249,6 +253,8 @@ pub struct Served {
     pub mqtt: std::net::SocketAddr,
     pub ws: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
+    /// The whole ready line.
+    pub ready: String,
     /// The rest of its standard output.
     pub lines: Option<std::io::Lines<std::io::BufReader<std::process::ChildStdout>>>,
 }
@@ -304,6 +310,7 @@ pub fn spawn_ready(subcommand: &str, extra: &[&str]) -> Served {
         mqtt: field("mqtt"),
         ws: field("ws"),
         http: field("http"),
+        ready: line.clone(),
         child,
         lines: Some(lines),
     }
@@ -321,6 +328,22 @@ impl Drop for Served {
 pub async fn start_stack(
     options: fleetcast_dashboard::service::DashboardOptions<'static>,
 ) -> fleetcast::stack::Stack {
+    start_stack_with_auth(options, None).await
+}
+
+/// The accounts of `examples/credentials.toml`.
+pub fn example_auth() -> std::sync::Arc<fleetcast_broker::auth::Auth> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+    std::sync::Arc::new(
+        fleetcast_broker::auth::Auth::from_file(std::path::Path::new(path)).unwrap(),
+    )
+}
+
+/// [`start_stack`] with accounts (`serve --auth`).
+pub async fn start_stack_with_auth(
+    options: fleetcast_dashboard::service::DashboardOptions<'static>,
+    auth: Option<std::sync::Arc<fleetcast_broker::auth::Auth>>,
+) -> fleetcast::stack::Stack {
     let config = Config::ephemeral();
     let listeners = Listeners::bind(&config).await.expect("bind port 0");
     fleetcast::stack::Stack::start(
@@ -328,7 +351,7 @@ pub async fn start_stack(
         config,
         options,
         fleetcast::stack::Metering::On,
-        None,
+        auth,
     )
     .await
     .expect("stack starts")

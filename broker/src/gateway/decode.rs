@@ -61,13 +61,11 @@ pub fn decode_stream(data: &[u8], max_packet_size: usize) -> Decoded {
                     let _ = frame::valid_topic_name(&w.topic);
                 }
             }
-            Packet::Publish(p, _) => {
-                if frame::valid_topic_name(&p.topic) {
-                    out.valid_publishes += 1;
-                    let _ = validation::check(&p.topic, &p.payload, 1_800_000_000_000);
-                    if let Ok(t) = std::str::from_utf8(&p.topic) {
-                        let _ = policy::matches("drivers/+/location", t);
-                    }
+            Packet::Publish(p, _) if frame::valid_topic_name(&p.topic) => {
+                out.valid_publishes += 1;
+                let _ = validation::check(&p.topic, &p.payload, 1_800_000_000_000);
+                if let Ok(t) = std::str::from_utf8(&p.topic) {
+                    let _ = policy::matches("drivers/+/location", t);
                 }
             }
             Packet::Subscribe(s, _) => {

@@ -28,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 pub enum TransportKind {
     /// MQTT over TCP.
     Tcp,
-    /// MQTT over WebSocket.
+    /// MQTT over WebSocket (wss when TLS is on).
     Ws,
+    /// MQTT over TLS.
+    Tls,
 }
 
 impl TransportKind {
@@ -38,6 +40,7 @@ impl TransportKind {
         match self {
             TransportKind::Tcp => "tcp",
             TransportKind::Ws => "ws",
+            TransportKind::Tls => "tls",
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct Gateway {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Connect rates per client id and over all clients.
     pub connects: crate::quota::ConnectQuota,
+    /// TLS acceptors, when TLS is on.
+    pub tls: Option<crate::tls::Acceptors>,
 }
 
 /// Open connections, kept where the gateway itself can read them (metrics handles are
@@ -73,6 +78,8 @@ pub struct Stats {
     pub open_tcp: AtomicUsize,
     /// Connections open over WebSocket (past CONNECT).
     pub open_ws: AtomicUsize,
+    /// Connections open over MQTT over TLS (past CONNECT).
+    pub open_tls: AtomicUsize,
 }
 
 impl Stats {
@@ -80,6 +87,7 @@ impl Stats {
         match kind {
             TransportKind::Tcp => &self.open_tcp,
             TransportKind::Ws => &self.open_ws,
+            TransportKind::Tls => &self.open_tls,
         }
     }
 
@@ -91,12 +99,15 @@ impl Stats {
         match kind {
             TransportKind::Tcp => (&meters.connections_tcp, &meters.connects_tcp),
             TransportKind::Ws => (&meters.connections_ws, &meters.connects_ws),
+            TransportKind::Tls => (&meters.connections_tls, &meters.connects_tls),
         }
     }
 
     /// Connections open now, over every transport.
     pub fn open_total(&self) -> usize {
-        self.open_tcp.load(Ordering::Relaxed) + self.open_ws.load(Ordering::Relaxed)
+        self.open_tcp.load(Ordering::Relaxed)
+            + self.open_ws.load(Ordering::Relaxed)
+            + self.open_tls.load(Ordering::Relaxed)
     }
 }
 
@@ -108,6 +119,7 @@ impl Gateway {
         shutdown: CancellationToken,
         recorder: &dyn metrics::Recorder,
         auth: Option<Arc<crate::auth::Auth>>,
+        tls: Option<crate::tls::Acceptors>,
     ) -> Self {
         let rate = config.limits.publish_rate_global;
         Gateway {
@@ -124,6 +136,7 @@ impl Gateway {
             stats: Stats::default(),
             meters: GatewayMeters::new(recorder),
             auth,
+            tls,
         }
     }
 }

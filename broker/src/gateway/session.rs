@@ -176,7 +176,8 @@ pub async fn run<T: Transport>(
         );
         return refuse(io, &gw, peer, kind, refusal).await;
     }
-    let identity = match authorize(&gw, &hello).await {
+    let certificate = io.peer_common_name();
+    let identity = match authorize(&gw, &hello, certificate.as_deref()).await {
         Ok(identity) => identity,
         Err(refusal) => return refuse(io, &gw, peer, kind, refusal).await,
     };
@@ -278,13 +279,32 @@ fn log_invalid(topic: &[u8], why: validation::Invalid) {
     }
 }
 
-/// Checks credentials and the will topic against the account's policy.
-async fn authorize(gw: &Gateway, hello: &Hello) -> Result<Identity, Refusal> {
-    let username = hello
-        .login
-        .as_ref()
-        .map(|l| l.username.clone())
-        .unwrap_or_default();
+/// Checks credentials (or the verified TLS client certificate's common name) and the will
+/// topic against the account's policy.
+async fn authorize(
+    gw: &Gateway,
+    hello: &Hello,
+    certificate: Option<&str>,
+) -> Result<Identity, Refusal> {
+    if let Some(cn) = certificate {
+        if cn != hello.client_id {
+            return Err(Refusal::Answer(
+                Refuse::NotAuthorized,
+                hello.version,
+                "not_authorized",
+                "client id is not the certificate's common name",
+            ));
+        }
+    }
+    // A certificate login is the account its common name names.
+    let username = match certificate {
+        Some(cn) => cn.to_owned(),
+        None => hello
+            .login
+            .as_ref()
+            .map(|l| l.username.clone())
+            .unwrap_or_default(),
+    };
     let grants = match &gw.auth {
         None => None,
         Some(auth) => {
@@ -292,7 +312,11 @@ async fn authorize(gw: &Gateway, hello: &Hello) -> Result<Identity, Refusal> {
                 .login
                 .as_ref()
                 .map(|l| (l.username.as_str(), l.password.as_str()));
-            match auth.check(&hello.client_id, login).await {
+            let checked = match certificate {
+                Some(cn) => auth.check_certificate(cn, &hello.client_id),
+                None => auth.check(&hello.client_id, login).await,
+            };
+            match checked {
                 Ok(g) => Some(g),
                 Err(denial) => {
                     let code = match denial {

@@ -1,4 +1,4 @@
-//! TCP and WebSocket behind one byte-stream interface.
+//! TCP, TLS and WebSocket (over either) behind one byte-stream interface.
 //!
 //! MQTT over WebSocket carries the same bytes as over TCP, but an MQTT packet may span
 //! WebSocket messages and one message may hold several packets. A session therefore only
@@ -8,8 +8,9 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -34,25 +35,67 @@ pub trait Transport: Send {
 
     /// Closes the stream, best effort.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
-}
 
-impl Transport for TcpStream {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        self.read_buf(buf).await
-    }
-
-    async fn write_from(&mut self, buf: &mut BytesMut) -> io::Result<()> {
-        self.write_all(buf).await?;
-        buf.clear();
-        Ok(())
-    }
-
-    async fn close(&mut self) {
-        let _ = self.shutdown().await;
+    /// The common name of the client certificate the TLS layer verified, if any.
+    fn peer_common_name(&self) -> Option<String> {
+        None
     }
 }
 
-impl Transport for WebSocketStream<TcpStream> {
+/// A plain byte stream: TCP, or TLS over TCP.
+macro_rules! byte_stream_transport {
+    ($t:ty) => {
+        impl Transport for $t {
+            async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+                self.read_buf(buf).await
+            }
+
+            async fn write_from(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+                self.write_all(buf).await?;
+                buf.clear();
+                Ok(())
+            }
+
+            async fn close(&mut self) {
+                let _ = self.shutdown().await;
+            }
+
+            fn peer_common_name(&self) -> Option<String> {
+                peer_common_name(self)
+            }
+        }
+    };
+}
+
+byte_stream_transport!(TcpStream);
+byte_stream_transport!(TlsStream<TcpStream>);
+
+/// What a stream can say about its peer's certificate.
+trait PeerCertificate {
+    fn leaf(&self) -> Option<&rustls::pki_types::CertificateDer<'static>>;
+}
+
+impl PeerCertificate for TcpStream {
+    fn leaf(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        None
+    }
+}
+
+impl PeerCertificate for TlsStream<TcpStream> {
+    fn leaf(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        // rustls has verified the chain against the client CA when it is present at all.
+        self.get_ref().1.peer_certificates()?.first()
+    }
+}
+
+fn peer_common_name(stream: &impl PeerCertificate) -> Option<String> {
+    stream.leaf().and_then(crate::tls::common_name)
+}
+
+impl<S> Transport for WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             // StreamExt::next is cancel safe: a partly read frame stays in tungstenite.
@@ -102,10 +145,13 @@ pub fn ws_config(max_packet_size: usize) -> WebSocketConfig {
 ///
 /// # Errors
 /// The handshake failed or was refused.
-pub async fn accept_ws(
-    stream: TcpStream,
+pub async fn accept_ws<S>(
+    stream: S,
     max_packet_size: usize,
-) -> Result<WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
+) -> Result<WebSocketStream<S>, tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // The callback's signature is tungstenite's.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {

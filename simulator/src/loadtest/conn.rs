@@ -26,6 +26,12 @@ pub enum Conn {
 pub async fn resolve(endpoint: &Endpoint) -> io::Result<SocketAddr> {
     let (host, port) = match endpoint {
         Endpoint::Tcp { host, port } => (host.clone(), *port),
+        Endpoint::Mqtts { .. } | Endpoint::Wss { .. } => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the load tester speaks mqtt:// and ws:// only",
+            ))
+        }
         Endpoint::Ws { url, port } => {
             let u =
                 url::Url::parse(url).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -65,6 +71,10 @@ impl Conn {
         stream.set_nodelay(true)?;
         match endpoint {
             Endpoint::Tcp { .. } => Ok(Conn::Tcp(stream)),
+            Endpoint::Mqtts { .. } | Endpoint::Wss { .. } => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the load tester speaks mqtt:// and ws:// only",
+            )),
             Endpoint::Ws { url, .. } => {
                 let mut req = url
                     .as_str()

@@ -1,0 +1,125 @@
+//! Browser tokens: signed, expiring bearer tokens for the live map's WebSocket when
+//! authentication is on (`fleetcast token` mints one).
+//!
+//! A browser cannot send MQTT credentials and should not hold a device password, so the
+//! operator mints a token for an account of the credentials file; the map passes it on
+//! `/ws?token=...`, and the account's subscribe grants decide which drivers it is sent.
+//!
+//! Format: `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))`, with
+//! claims `{"sub": account, "exp": unix seconds}`. The secret is the credentials file's
+//! `token_secret`; changing it revokes every token.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Longest token accepted (bytes): claims are small; anything longer is not ours.
+const MAX_TOKEN_LEN: usize = 1024;
+
+/// Why a token was refused or could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not of the token's form, or too long.
+    #[error("malformed token")]
+    Malformed,
+    /// The signature does not match: another secret, or altered.
+    #[error("token signature does not match")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("token expired")]
+    Expired,
+    /// The credentials file has no `token_secret`.
+    #[error("the credentials file has no token_secret")]
+    NoSecret,
+    /// The token names an account the credentials file does not have.
+    #[error("no account {0}")]
+    UnknownAccount(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+fn mac(secret: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length.
+    <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!())
+}
+
+/// A token for `account`, valid until `exp` (unix seconds).
+pub fn mint(secret: &[u8], account: &str, exp: u64) -> String {
+    let claims = Claims {
+        sub: account.to_owned(),
+        exp,
+    };
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
+    let mut m = mac(secret);
+    m.update(body.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
+    format!("{body}.{sig}")
+}
+
+/// The account a valid token names.
+///
+/// # Errors
+/// Malformed, signed with another secret, or expired at `now` (unix seconds).
+pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<String, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let (body, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Malformed)?;
+    let mut m = mac(secret);
+    m.update(body.as_bytes());
+    // Constant-time comparison.
+    m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+    let claims: Claims = URL_SAFE_NO_PAD
+        .decode(body)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(TokenError::Malformed)?;
+    if claims.exp <= now {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims.sub)
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_verifies_until_it_expires() {
+        let t = mint(b"secret", "rider-1", 1_000);
+        assert_eq!(verify(b"secret", &t, 999), Ok("rider-1".into()));
+        assert_eq!(verify(b"secret", &t, 1_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn altered_or_foreign_tokens_are_refused() {
+        let t = mint(b"secret", "rider-1", 1_000);
+        assert_eq!(verify(b"other", &t, 0), Err(TokenError::BadSignature));
+        // Claims swapped for another account's, signature kept.
+        let forged_body = URL_SAFE_NO_PAD.encode(br#"{"sub":"bridge","exp":1000}"#);
+        let sig = t.split_once('.').map(|(_, s)| s).unwrap_or_default();
+        assert_eq!(
+            verify(b"secret", &format!("{forged_body}.{sig}"), 0),
+            Err(TokenError::BadSignature)
+        );
+        for junk in ["", ".", "abc", "a.b.c", &"x".repeat(2_000)] {
+            assert!(verify(b"secret", junk, 0).is_err(), "{junk}");
+        }
+    }
+}
