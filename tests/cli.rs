@@ -246,7 +246,13 @@ fn simulate_prints_progress_and_a_final_summary() {
 fn tls_flags_fail_clearly() {
     let missing = "/nonexistent/ca.pem";
     let out = Command::new(BIN)
-        .args(["simulate", "--broker", "mqtts://127.0.0.1:8883", "--ca", missing])
+        .args([
+            "simulate",
+            "--broker",
+            "mqtts://127.0.0.1:8883",
+            "--ca",
+            missing,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -254,7 +260,13 @@ fn tls_flags_fail_clearly() {
     assert!(err.contains(missing), "{err}");
     // --ca is for TLS brokers only.
     let out = Command::new(BIN)
-        .args(["simulate", "--broker", "mqtt://127.0.0.1:1883", "--ca", missing])
+        .args([
+            "simulate",
+            "--broker",
+            "mqtt://127.0.0.1:1883",
+            "--ca",
+            missing,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -277,8 +289,19 @@ fn certs_then_serve_over_tls_prints_mqtts_in_the_ready_line() {
         .args(["--client", "drv-000001"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["ca.pem", "ca.key", "server.pem", "server.key", "drv-000001.pem", "drv-000001.key"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "drv-000001.pem",
+        "drv-000001.key",
+    ] {
         assert!(out_dir.join(f).exists(), "{f}");
     }
     // A second run signs with the same CA: the first CA still verifies the new cert.
@@ -296,7 +319,14 @@ fn certs_then_serve_over_tls_prints_mqtts_in_the_ready_line() {
     let key = out_dir.join("server.key").display().to_string();
     let mut served = spawn_ready(
         "serve",
-        &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
+        &[
+            "--mqtts",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
     );
     let ready = served.ready.clone();
     assert!(ready.contains(" mqtts=127.0.0.1:"), "{ready}");
@@ -308,10 +338,22 @@ fn certs_then_serve_over_tls_prints_mqtts_in_the_ready_line() {
 fn token_prints_a_token_the_credentials_accept() {
     let creds = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
     let out = Command::new(BIN)
-        .args(["token", "--auth", creds, "--account", "partner-1", "--ttl", "1h"])
+        .args([
+            "token",
+            "--auth",
+            creds,
+            "--account",
+            "partner-1",
+            "--ttl",
+            "1h",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let auth = example_auth();
     let (account, _) = auth

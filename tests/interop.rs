@@ -1,5 +1,5 @@
 //! Interop with Debian's mosquitto clients (package mosquitto-clients): a second MQTT
-//! implementation talking to fleetcast over TCP.
+//! implementation talking to fleetcast over TCP, in MQTT 3.1.1 and MQTT 5.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -124,5 +124,100 @@ async fn mosquitto_pub_and_sub_talk_to_fleetcast() {
     assert_eq!(
         delivered.lines().collect::<Vec<_>>(),
         ["ping", "ping", "ping"]
+    );
+}
+
+/// `mosquitto_pub`/`mosquitto_sub -V mqttv5` as the accounts of examples/credentials.toml.
+fn v5(program: &str, id: &str, user: &str, password: &str, port: &str) -> Command {
+    let mut c = Command::new(program);
+    c.args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", port, "-i", id])
+        .args(["-u", user, "-P", password]);
+    c
+}
+
+#[tokio::test]
+async fn mosquitto_clients_speak_mqtt5_to_fleetcast_with_its_reason_codes() {
+    if !require_program("mosquitto_pub") || !require_program("mosquitto_sub") {
+        return;
+    }
+    let b = TestBroker::with_example_credentials().await;
+    let port = b.addrs.mqtt.port().to_string();
+
+    let own = v5(
+        "mosquitto_pub",
+        "drv-000001",
+        "drv-000001",
+        "drv1-demo",
+        &port,
+    )
+    .args([
+        "-q",
+        "1",
+        "-r",
+        "-t",
+        "drivers/drv-000001/location",
+        "-m",
+        LOCATION,
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(own.status.success(), "{own:?}");
+
+    // Another driver's topic: PUBACK 0x87, which mosquitto_pub reports by name.
+    let forged = v5(
+        "mosquitto_pub",
+        "drv-000002",
+        "drv-000002",
+        "drv2-demo",
+        &port,
+    )
+    .args([
+        "-q",
+        "1",
+        "-t",
+        "drivers/drv-000001/location",
+        "-m",
+        LOCATION,
+    ])
+    .output()
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&forged.stderr);
+    assert!(said.contains("Publish 1 failed: Not authorized"), "{said}");
+
+    // A wrong password: CONNACK 0x86; mosquitto_pub exits with the reason code.
+    let wrong = v5("mosquitto_pub", "drv-000001", "drv-000001", "nope", &port)
+        .args(["-t", "drivers/drv-000001/location", "-m", LOCATION])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(0x86), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("Bad User Name or Password"));
+
+    // A rider (MQTT 5) reads the retained position through a wildcard.
+    let out = timeout(
+        Duration::from_secs(10),
+        v5("mosquitto_sub", "rider-1", "rider-1", "rider-demo", &port)
+            .args([
+                "-t",
+                "drivers/+/location",
+                "-C",
+                "1",
+                "-W",
+                "5",
+                "-F",
+                "%r %t %p",
+            ])
+            .stdout(Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("mosquitto_sub in time")
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("1 drivers/drv-000001/location {LOCATION}")
     );
 }
