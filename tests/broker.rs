@@ -242,6 +242,38 @@ async fn idle_sockets_do_not_delay_other_clients() {
 }
 
 #[tokio::test]
+async fn a_persistent_session_keeps_counting_its_filters_across_reconnects() {
+    let mut config = reconnect_at_once();
+    config.limits.max_subscriptions_per_connection = 2;
+    let b = TestBroker::with_config(config).await;
+    let mut o = tcp_options("persistent-subs", &b.addrs);
+    o.set_clean_session(false);
+    let ok = vec![SubscribeReasonCode::Success(QoS::AtMostOnce)];
+    let c = TestClient::connect(o.clone()).await;
+    let mut c = c;
+    for f in ["a/1", "a/2"] {
+        assert_eq!(c.subscribe(f, QoS::AtMostOnce).await, ok, "{f}");
+    }
+    c.disconnect().await;
+    // The router restored both filters: a third is over the limit.
+    let mut c = TestClient::connect(o.clone()).await;
+    assert_eq!(
+        c.subscribe("a/3", QoS::AtMostOnce).await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        c.subscribe("a/1", QoS::AtMostOnce).await,
+        ok,
+        "held already"
+    );
+    c.disconnect().await;
+    // A clean session starts from nothing.
+    o.set_clean_session(true);
+    let mut c = TestClient::connect(o).await;
+    assert_eq!(c.subscribe("a/3", QoS::AtMostOnce).await, ok);
+}
+
+#[tokio::test]
 async fn subscriptions_per_connection_are_bounded() {
     let mut config = fleetcast_broker::Config::ephemeral();
     config.limits.max_subscriptions_per_connection = 3;

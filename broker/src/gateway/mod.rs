@@ -68,6 +68,39 @@ pub struct Gateway {
     pub connects: crate::quota::ConnectQuota,
     /// TLS acceptors, when TLS is on.
     pub tls: Option<crate::tls::Acceptors>,
+    /// Filters of persistent sessions between their connections.
+    pub persistent_filters: PersistentFilters,
+}
+
+/// The subscription filters each persistent session (`clean_session=false`) held when its
+/// connection ended. The router keeps them for the next connection, so the gateway must
+/// too, or a client could pass `max_subscriptions_per_connection` by reconnecting. One
+/// entry per persistent client id, as many as the router keeps sessions for, each at most
+/// that limit of filters.
+#[derive(Debug, Default)]
+pub struct PersistentFilters {
+    inner: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+}
+
+impl PersistentFilters {
+    /// Takes what `client_id` held (empty when nothing was kept).
+    pub fn take(&self, client_id: &str) -> std::collections::HashSet<String> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client_id)
+            .unwrap_or_default()
+    }
+
+    /// Keeps what `client_id` holds until its next connection.
+    pub fn keep(&self, client_id: &str, filters: std::collections::HashSet<String>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if filters.is_empty() {
+            inner.remove(client_id);
+        } else {
+            inner.insert(client_id.to_owned(), filters);
+        }
+    }
 }
 
 /// Open connections, kept where the gateway itself can read them (metrics handles are
@@ -137,6 +170,7 @@ impl Gateway {
             meters: GatewayMeters::new(recorder),
             auth,
             tls,
+            persistent_filters: PersistentFilters::default(),
         }
     }
 }

@@ -487,6 +487,12 @@ impl<T: Transport> Session<T> {
             Some(Packet::ConnAck(ack, _)) => ack.session_present,
             _ => false,
         };
+        // The router restores a persistent session's filters: they count against the
+        // subscription limit as if taken in this connection.
+        let restored = session.gw.persistent_filters.take(&hello.client_id);
+        if session_present && !hello.clean_session {
+            session.subscriptions = restored;
+        }
         // MQTT 5 clients learn our limits up front; topic aliases stay off (absent = 0).
         let properties = (hello.version == Version::V5).then(|| ConnAckProperties {
             max_packet_size: u32::try_from(session.gw.config.limits.max_packet_size).ok(),
@@ -516,6 +522,10 @@ impl<T: Transport> Session<T> {
         };
         gw.meters.disconnect(end.reason()).increment(1);
         session.finish(end, hello.will).await;
+        if !hello.clean_session {
+            let held = std::mem::take(&mut session.subscriptions);
+            gw.persistent_filters.keep(&hello.client_id, held);
+        }
         open.fetch_sub(1, Ordering::Relaxed);
         gauge.decrement(1.0);
         drop(claim);
