@@ -277,6 +277,13 @@ struct DemoArgs {
     /// Seed for the fleet's random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// MQTT username of the demo fleet (needed with --auth, e.g. `fleet` in
+    /// examples/credentials.toml); {id} is replaced by each driver's id.
+    #[arg(long)]
+    fleet_username: Option<String>,
+    /// MQTT password of the demo fleet; {id} is replaced by each driver's id.
+    #[arg(long)]
+    fleet_password: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +342,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let fleet = DemoFleet {
                 drivers: args.drivers,
                 seed: args.seed,
+                username: args.fleet_username,
+                password: args.fleet_password,
             };
             runtime()?.block_on(serve(args.serve, Some(fleet)))
         }
@@ -403,6 +412,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 struct DemoFleet {
     drivers: usize,
     seed: u64,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
@@ -442,6 +453,11 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
         Some(path) => Some(Arc::new(fleetcast_broker::auth::Auth::from_file(path)?)),
         None => None,
     };
+    if auth.as_ref().is_some_and(|a| !a.has_token_secret()) {
+        tracing::warn!(
+            "the credentials file has no token_secret: the map's /ws refuses every browser"
+        );
+    }
     if auth.is_none() && !args.allow_anonymous {
         let addrs = listeners.addrs();
         let listening = [
@@ -462,6 +478,7 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let addrs = stack.addrs();
     say(&format!("fleetcast ready {addrs}"))?;
 
+    let needs_token = args.auth.is_some();
     let fleet = match demo {
         Some(demo) => {
             let graph = Arc::new(RoadGraph::from_pbf(&pbf).context("loading the demo map")?);
@@ -477,6 +494,8 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
                 demo.drivers,
             );
             fleet_config.seed = demo.seed;
+            fleet_config.username = demo.username;
+            fleet_config.password = demo.password;
             // Informational: a closed stdout must not stop the demo.
             let _ =
                 say(&format!(
@@ -486,6 +505,10 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
                 graph.node_count(),
                 addrs.http
             ));
+            if needs_token {
+                let _ =
+                    say("demo: the map needs a token: fleetcast token --auth FILE --account NAME");
+            }
             Some(Fleet::start(fleet_config, graph))
         }
         None => None,

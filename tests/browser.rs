@@ -1,7 +1,7 @@
 //! The map page in real headless Chromium (Debian's `chromium`): it loads with no request
 //! leaving 127.0.0.1, the basemap renders, drivers appear and move, following a driver by
 //! clicking it works, the rider's pin gives a distance and ETA, search follows by id. Saves
-//! a screenshot. Also the frame-rate benchmark (ignored by default; it prints figures).
+//! a screenshot. With `--auth`, the page needs a token and shows only its account's cars. Also the frame-rate benchmark (ignored by default; it prints figures).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -151,6 +151,67 @@ async fn map_page_in_headless_chromium() {
         "requests leaving the server: {foreign:?}"
     );
 
+    drop(served);
+}
+
+#[tokio::test]
+async fn with_auth_the_map_takes_a_token_and_shows_only_its_accounts_drivers() {
+    let Some(mut chrome) = Chrome::launch().await else {
+        return;
+    };
+    let creds = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+    let mut served = common::spawn_ready(
+        "demo",
+        &[
+            "--drivers",
+            "20",
+            "--auth",
+            creds,
+            "--fleet-username",
+            "fleet",
+            "--fleet-password",
+            "fleet-demo",
+        ],
+    );
+    served.drain_output();
+    let http = served.http;
+    let patience = Duration::from_secs(30);
+
+    // No token: /ws refuses, and the page says what to do.
+    chrome.navigate(&format!("http://{http}/")).await;
+    chrome
+        .wait_for(
+            "document.getElementById('st-link')?.textContent?.includes('fleetcast token') === true",
+            patience,
+        )
+        .await;
+    assert_eq!(chrome.eval("fleetcast.drivers.size").await, 0);
+
+    // partner-1's token: the two cars its role grants, out of the 20 driving.
+    let now = fleetcast_broker::token::unix_now();
+    let token = common::example_auth()
+        .mint_token("partner-1", now, 600)
+        .unwrap();
+    chrome
+        .navigate(&format!("http://{http}/?token={token}"))
+        .await;
+    chrome
+        .wait_for(
+            "window.fleetcast?.linkOpen() && document.getElementById('st-online').textContent === '20'",
+            patience,
+        )
+        .await;
+    chrome
+        .wait_for("fleetcast.drivers.size === 2", patience)
+        .await;
+    // Two more seconds of batches: still only those two.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids = chrome
+        .eval("JSON.stringify([...fleetcast.drivers.keys()].sort())")
+        .await;
+    assert_eq!(ids.as_str().unwrap(), r#"["drv-000001","drv-000002"]"#);
+    // The token left the address bar (kept for the tab only).
+    assert_eq!(chrome.eval("location.search").await, "");
     drop(served);
 }
 

@@ -175,6 +175,11 @@ impl Auth {
         })
     }
 
+    /// Whether browser tokens can be minted and checked (`token_secret` is set).
+    pub fn has_token_secret(&self) -> bool {
+        self.token_secret.is_some()
+    }
+
     /// Accounts loaded.
     pub fn len(&self) -> usize {
         self.accounts.len()
