@@ -32,6 +32,13 @@ pub enum CertsError {
     /// A `--host` is neither an IP address nor a DNS name.
     #[error("not a host name or IP address: {0}")]
     Host(String),
+    /// A `--client` name that is not a usable client id, or would overwrite a CA or server
+    /// file.
+    #[error("--client {0}: not a usable MQTT client id (or the name of a CA/server file)")]
+    Client(String),
+    /// `ca.pem` is there without `ca.key` (or the other way round).
+    #[error("{0} holds one of ca.pem and ca.key but not both: keep both or remove both")]
+    HalfCa(PathBuf),
 }
 
 /// What `fleetcast certs` makes.
@@ -49,6 +56,14 @@ pub struct CertsRequest {
 
 /// The files written, in the order written.
 pub fn make(req: &CertsRequest) -> Result<Vec<PathBuf>, CertsError> {
+    for client in &req.clients {
+        // The name becomes a file name: a client id (no `/`) that is not a CA/server file.
+        if !fleetcast_broker::gateway::frame::valid_client_id(client, 128)
+            || matches!(client.as_str(), "ca" | "server" | "." | "..")
+        {
+            return Err(CertsError::Client(client.clone()));
+        }
+    }
     std::fs::create_dir_all(&req.out).map_err(|source| CertsError::Io {
         path: req.out.clone(),
         source,
@@ -105,7 +120,10 @@ fn ca(
     written: &mut Vec<PathBuf>,
 ) -> Result<(rcgen::Certificate, KeyPair), CertsError> {
     let (cert_path, key_path) = (req.out.join("ca.pem"), req.out.join("ca.key"));
-    if cert_path.exists() && key_path.exists() {
+    if cert_path.exists() != key_path.exists() {
+        return Err(CertsError::HalfCa(req.out.clone()));
+    }
+    if cert_path.exists() {
         let key = KeyPair::from_pem(&read(&key_path)?)?;
         let params = CertificateParams::from_ca_cert_pem(&read(&cert_path)?)?;
         // Re-signing the same parameters with the same key gives a certificate with the
@@ -149,18 +167,27 @@ fn write(path: &Path, text: &str, written: &mut Vec<PathBuf>) -> Result<(), Cert
     Ok(())
 }
 
-/// Private keys are readable by their owner only.
+/// Private keys are created readable by their owner only (never world-readable, not even
+/// for a moment).
 fn write_key(path: &Path, key: &KeyPair, written: &mut Vec<PathBuf>) -> Result<(), CertsError> {
-    write(path, &key.serialize_pem(), written)?;
+    use std::io::Write;
+    let io = |source| CertsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| CertsError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // An existing file keeps its mode on open: tighten it before writing.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
     }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(key.serialize_pem().as_bytes()).map_err(io)?;
+    written.push(path.to_owned());
     Ok(())
 }

@@ -105,6 +105,9 @@ struct TlsArgs {
     /// common name must be the client id and names the account (no password).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: MQTT over TLS takes only clients with such a certificate.
+    #[arg(long, requires = "tls_client_ca")]
+    tls_require_client_cert: bool,
 }
 
 #[derive(Debug, Args)]
@@ -135,8 +138,8 @@ struct CertsArgs {
     /// Make a client certificate whose common name is this client id (repeat the flag).
     #[arg(long = "client", value_name = "CLIENT_ID")]
     clients: Vec<String>,
-    /// Days the certificates are valid.
-    #[arg(long, default_value_t = 365)]
+    /// Days the certificates are valid (the CA twice as long).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(i64).range(1..=3650))]
     days: i64,
 }
 
@@ -432,6 +435,9 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     }
     if let Some(ca) = &args.tls.tls_client_ca {
         config.tls.client_ca = ca.display().to_string();
+    }
+    if args.tls.tls_require_client_cert {
+        config.tls.require_client_cert = true;
     }
     config.validate()?;
 

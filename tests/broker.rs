@@ -616,3 +616,119 @@ fn reconnect_at_once() -> fleetcast_broker::Config {
     config.limits.connect_rate_per_client_id = 1_000_000_000;
     config
 }
+
+#[tokio::test]
+async fn unsubscribe_is_always_answered_and_mqtt5_says_why() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, SubscribeReasonCode as S5, UnsubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.limits.max_subscriptions_per_connection = 1;
+    let b = TestBroker::with_config(config).await;
+    // 3.1.1: a filter never subscribed still gets its UNSUBACK.
+    let mut c = TestClient::connect(tcp_options("unsub-311", &b.addrs)).await;
+    c.client.unsubscribe("never/held").await.unwrap();
+    let acked = loop {
+        match c.next_packet().await {
+            Some(rumqttc::Packet::UnsubAck(_)) => break true,
+            Some(_) => continue,
+            None => break false,
+        }
+    };
+    assert!(acked, "UNSUBACK for a filter not held");
+
+    // MQTT 5: one reason per filter, 0x11 for the one not held; SUBACK reasons say why.
+    let mut o = rumqttc::v5::MqttOptions::new("unsub-5", "127.0.0.1", b.addrs.mqtt.port());
+    o.set_clean_start(true);
+    let (c5, mut events) = v5_client(o);
+    c5.subscribe_many([
+        rumqttc::v5::mqttbytes::v5::Filter::new("held/x", Q5::AtMostOnce),
+        rumqttc::v5::mqttbytes::v5::Filter::new("over/limit", Q5::AtMostOnce),
+    ])
+    .await
+    .unwrap();
+    let codes = v5_until(&mut events, |p| match p {
+        P5::SubAck(a) => Some(a.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(codes, [S5::Success(Q5::AtMostOnce), S5::QuotaExceeded]);
+    c5.unsubscribe("held/x").await.unwrap();
+    let reasons = v5_until(&mut events, |p| match p {
+        P5::UnsubAck(a) => Some(a.reasons.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reasons, [UnsubAckReason::Success]);
+    c5.unsubscribe("held/x").await.unwrap();
+    let reasons = v5_until(&mut events, |p| match p {
+        P5::UnsubAck(a) => Some(a.reasons.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reasons, [UnsubAckReason::NoSubscriptionExisted]);
+}
+
+#[tokio::test]
+async fn a_publisher_paused_by_its_quota_is_not_dropped_by_keepalive() {
+    // Keepalive 1 s (dropped after 1.5 s of silence); 300 publishes at once take 2.9 s at
+    // the default 100/s. The client is sending all along, held back by the gateway.
+    let b = TestBroker::start().await;
+    let mut sub = TestClient::connect(tcp_options("ka-sub", &b.addrs)).await;
+    sub.subscribe("chat/ka", QoS::AtMostOnce).await;
+    let (mut s, _) = raw_exchange(b.addrs.mqtt, &connect_frame("ka-pub", 1, true, None), 4).await;
+    let mut burst = Vec::new();
+    for i in 0..300u32 {
+        let mut body = vec![0, 7];
+        body.extend_from_slice(b"chat/ka");
+        body.extend_from_slice(&i.to_be_bytes());
+        burst.extend(frame(0x30, &body));
+    }
+    s.write_all(&burst).await.unwrap();
+    for i in 0..300u32 {
+        let p = sub.next_publish().await.expect("every message arrives");
+        assert_eq!(&p.payload[..], i.to_be_bytes());
+    }
+    // Still connected: a PINGREQ is answered.
+    s.write_all(&[0xC0, 0x00]).await.unwrap();
+    let mut resp = [0u8; 2];
+    timeout(PATIENCE, s.read_exact(&mut resp))
+        .await
+        .expect("PINGRESP in time")
+        .expect("still connected");
+    assert_eq!(resp, [0xD0, 0x00]);
+}
+
+#[tokio::test]
+async fn mqtt5_disconnect_with_a_reason_other_than_0_publishes_the_will() {
+    let b = TestBroker::start().await;
+    let mut watcher = TestClient::connect(tcp_options("will-watch", &b.addrs)).await;
+    watcher.subscribe("chat/+/will", QoS::AtMostOnce).await;
+    for (id, reason, fires) in [
+        ("w0", 0x00u8, false),
+        ("w4", 0x04, true),
+        ("w80", 0x80, true),
+    ] {
+        let topic = format!("chat/{id}/will");
+        let hello = connect_frame_version(b"MQTT", 5, id, 30, true, Some((&topic, b"gone", false)));
+        let (mut s, connack) = raw_exchange(b.addrs.mqtt, &hello, 5).await;
+        assert_eq!(connack[3], 0, "{id}");
+        // DISCONNECT with a reason code and no properties.
+        s.write_all(&[0xE0, 0x01, reason]).await.unwrap();
+        let got = watcher.publish_within(Duration::from_millis(700)).await;
+        assert_eq!(got.is_some(), fires, "reason {reason:#04x}: {got:?}");
+        if let Some(p) = got {
+            assert_eq!(p.topic, topic);
+        }
+    }
+}
+
+#[tokio::test]
+async fn mqtt5_enhanced_authentication_is_refused_with_0x8c() {
+    let b = TestBroker::start().await;
+    // CONNECT v5, clean start, keepalive 30, properties: Authentication Method "SCRAM".
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30];
+    body.extend_from_slice(&[8, 0x15, 0, 5, b'S', b'C', b'R', b'A', b'M']);
+    body.extend_from_slice(&[0, 2, b'e', b'a']);
+    let (_, answer) = raw_exchange(b.addrs.mqtt, &frame(0x10, &body), 5).await;
+    assert_eq!(answer, [0x20, 0x03, 0x00, 0x8C, 0x00]);
+}

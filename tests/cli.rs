@@ -315,6 +315,27 @@ fn certs_then_serve_over_tls_prints_mqtts_in_the_ready_line() {
     assert!(out.status.success());
     assert_eq!(std::fs::read(out_dir.join("ca.pem")).unwrap(), ca_before);
 
+    // A client name that would overwrite the CA, or leave the directory, is refused.
+    for bad in ["ca", "server", "../escape"] {
+        let out = Command::new(BIN)
+            .args(["certs", "--out"])
+            .arg(&out_dir)
+            .args(["--client", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--client {bad}");
+    }
+    assert_eq!(std::fs::read(out_dir.join("ca.pem")).unwrap(), ca_before);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out_dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     let cert = out_dir.join("server.pem").display().to_string();
     let key = out_dir.join("server.key").display().to_string();
     let mut served = spawn_ready(
@@ -356,10 +377,10 @@ fn token_prints_a_token_the_credentials_accept() {
     );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let auth = example_auth();
-    let (account, _) = auth
-        .check_token(&token, fleetcast_broker::token::unix_now())
-        .expect("valid");
-    assert_eq!(account, "partner-1");
+    let now = fleetcast_broker::token::unix_now();
+    let access = auth.check_token(&token, now).expect("valid");
+    assert_eq!(access.account, "partner-1");
+    assert!((now + 3_590..=now + 3_600).contains(&access.expires_at));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/?token="));
     let out = Command::new(BIN)
         .args(["token", "--auth", creds, "--account", "nobody"])

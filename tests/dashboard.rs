@@ -470,3 +470,27 @@ async fn with_auth_the_map_needs_a_token_and_shows_what_its_account_may_see() {
     let followed = ids_seen(&mut partner, Duration::from_millis(800)).await;
     assert!(!followed.contains("drv-000003"), "{followed:?}");
 }
+
+#[tokio::test]
+async fn a_browser_is_closed_when_its_token_expires() {
+    let auth = example_auth();
+    let s = start_stack_with_auth(DashboardOptions::offline(), Some(auth.clone())).await;
+    let now = fleetcast_broker::token::unix_now();
+    // Valid for 2 s: accepted, then closed by the bridge once the time is up.
+    let token = auth.mint_token("rider-1", now, 2).unwrap();
+    let url = format!("ws://{}/ws?token={token}", s.addrs().http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_json(&mut ws).await.expect("hello")["type"], "hello");
+    let started = Instant::now();
+    let closed = timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open 5 s after the token expired");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}

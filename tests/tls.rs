@@ -245,3 +245,29 @@ async fn mosquitto_clients_speak_tls_to_fleetcast() {
         "hello over tls"
     );
 }
+
+#[tokio::test]
+async fn require_client_cert_turns_away_clients_without_one() {
+    let dir = TempDir::new("require-cert");
+    dev_certs(&dir.path, &["drv-000001"]);
+    let mut config = tls_config(&dir.path, true);
+    config.tls.require_client_cert = true;
+    let b = TestBroker::with_config_and_example_credentials(config).await;
+    let url = format!("mqtts://localhost:{}", b.addrs.mqtts.unwrap().port());
+    // The right password, no certificate: the TLS handshake itself fails.
+    let mut o = options(&url, "drv-000001", &trusting(&dir.path));
+    o.set_credentials("drv-000001", "drv1-demo");
+    assert!(
+        first_answer(o).await.is_err(),
+        "no certificate, no connection"
+    );
+    let (cert, key) = (
+        dir.path.join("drv-000001.pem"),
+        dir.path.join("drv-000001.key"),
+    );
+    let with_cert = ClientTls::new(Some(&dir.path.join("ca.pem")), Some((&cert, &key))).unwrap();
+    assert_eq!(
+        first_answer(options(&url, "drv-000001", &with_cert)).await,
+        Ok(rumqttc::ConnectReturnCode::Success)
+    );
+}

@@ -83,6 +83,17 @@ pub enum Denial {
     ClientIdNotAllowed,
 }
 
+/// What a valid browser token grants.
+#[derive(Debug, Clone)]
+pub struct TokenAccess {
+    /// The account it names.
+    pub account: String,
+    /// The account's grants.
+    pub grants: Arc<Grants>,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+}
+
 /// The loaded accounts.
 #[derive(Debug)]
 pub struct Auth {
@@ -222,18 +233,22 @@ impl Auth {
         &self,
         token: &str,
         now: u64,
-    ) -> Result<(String, Arc<Grants>), crate::token::TokenError> {
+    ) -> Result<TokenAccess, crate::token::TokenError> {
         let secret = self
             .token_secret
             .as_ref()
             .ok_or(crate::token::TokenError::NoSecret)?;
-        let account = crate::token::verify(secret, token, now)?;
+        let (account, expires_at) = crate::token::verify(secret, token, now)?;
         let grants = self
             .accounts
             .get(&account)
             .map(|a| Arc::clone(&a.grants))
             .ok_or_else(|| crate::token::TokenError::UnknownAccount(account.clone()))?;
-        Ok((account, grants))
+        Ok(TokenAccess {
+            account,
+            grants,
+            expires_at,
+        })
     }
 
     /// Grants of a client that a verified TLS certificate names: the account whose

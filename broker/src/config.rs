@@ -39,6 +39,8 @@ pub struct Tls {
     pub key: String,
     /// CA whose client certificates log clients in on `mqtts`; empty = none.
     pub client_ca: String,
+    /// With a client CA: `mqtts` accepts only clients with a certificate it signed.
+    pub require_client_cert: bool,
 }
 
 impl Tls {
@@ -48,6 +50,7 @@ impl Tls {
             cert: self.cert.clone().into(),
             key: self.key.clone().into(),
             client_ca: (!self.client_ca.is_empty()).then(|| self.client_ca.clone().into()),
+            require_client_cert: self.require_client_cert,
         })
     }
 }
@@ -258,6 +261,9 @@ impl Config {
         }
         if !self.tls.client_ca.is_empty() && self.tls.cert.is_empty() {
             return bad("tls.client_ca needs tls.cert and tls.key");
+        }
+        if self.tls.require_client_cert && self.tls.client_ca.is_empty() {
+            return bad("tls.require_client_cert needs tls.client_ca");
         }
         if r.max_segment_count == 0 || r.max_outgoing_packet_count == 0 {
             return bad(

@@ -58,8 +58,11 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Readiness>)
     (code, Json(body))
 }
 
-/// How long a TLS handshake on the HTTPS port may take.
+/// How long a TLS handshake on the HTTPS port, and then a request's headers, may take.
 const HTTPS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+/// HTTPS connections open at once (the map's 1,000 browsers, health checks, scrapes);
+/// past it new ones are closed at once rather than holding descriptors.
+const HTTPS_CONNECTIONS: usize = 2_048;
 
 /// Serves `app` over HTTPS (HTTP/1.1 with upgrades, for the dashboard's WebSocket) until
 /// `shutdown`; each connection runs on `tracker` and is dropped at shutdown.
@@ -70,8 +73,9 @@ pub async fn serve_tls(
     shutdown: tokio_util::sync::CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(HTTPS_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -87,15 +91,28 @@ pub async fn serve_tls(
                 }
             }
         };
+        let Ok(slot) = std::sync::Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("HTTPS connection limit reached; closing a new connection");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let app = app.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(HTTPS_HANDSHAKE, acceptor.accept(stream)).await
-            else {
-                return;
+            let _slot = slot;
+            let handshake = tokio::time::timeout(HTTPS_HANDSHAKE, acceptor.accept(stream));
+            let tls = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = handshake => match r {
+                    Ok(Ok(tls)) => tls,
+                    _ => return,
+                },
             };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HTTPS_HANDSHAKE);
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
             tokio::select! {

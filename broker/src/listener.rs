@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
@@ -118,14 +118,18 @@ async fn serve(
         }
         // Not bound without TLS.
         (TransportKind::Tls, None) => {}
-        (TransportKind::Ws, None) => upgrade(stream, gw, peer, kind, deadline).await,
+        (TransportKind::Ws, None) => {
+            let limit = Instant::now() + gw.config.ws_handshake_timeout();
+            upgrade(stream, gw, peer, kind, deadline, limit).await
+        }
         (TransportKind::Ws, Some(tls)) => {
+            // TLS and the upgrade together get the WebSocket handshake time.
             let limit = Instant::now() + gw.config.ws_handshake_timeout();
             let handshake = timeout_at(limit, tls.web.accept(stream));
             let Some(stream) = handshake_done(&gw, peer, handshake).await else {
                 return;
             };
-            upgrade(stream, gw, peer, kind, deadline).await
+            upgrade(stream, gw, peer, kind, deadline, limit).await
         }
     }
 }
@@ -157,19 +161,20 @@ async fn handshake_done<S>(
     }
 }
 
-/// Runs the WebSocket upgrade under its time-out, then the session.
+/// Runs the WebSocket upgrade until `limit`, then the session.
 async fn upgrade<S>(
     stream: S,
     gw: Arc<Gateway>,
     peer: std::net::SocketAddr,
     kind: TransportKind,
     deadline: Instant,
+    limit: Instant,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
     tokio_tungstenite::WebSocketStream<S>: Transport,
 {
     let max = gw.config.limits.max_packet_size;
-    let upgrade = timeout(gw.config.ws_handshake_timeout(), accept_ws(stream, max));
+    let upgrade = timeout_at(limit, accept_ws(stream, max));
     let ws = tokio::select! {
         _ = gw.shutdown.cancelled() => return,
         r = upgrade => r,

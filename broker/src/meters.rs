@@ -56,7 +56,7 @@ pub fn describe_gauge(
 /// Why a connection ended, as the `reason` label of `fleetcast_disconnects_total`.
 pub const DISCONNECT_REASONS: [&str; 11] = [
     "clean",
-    "clean_with_will",
+    "disconnect_with_will",
     "policy_violation",
     "peer_closed",
     "keepalive_timeout",

@@ -1,8 +1,8 @@
 //! TLS for the listeners (rustls, ring provider): `mqtts` for MQTT, and wss/https on the
 //! WebSocket and HTTP ports when a certificate is configured.
 //!
-//! With a client CA (`tls.client_ca`), MQTT-over-TLS clients *may* present a certificate
-//! signed by it; such a client is authenticated by the certificate: its client id must be
+//! With a client CA (`tls.client_ca`), MQTT-over-TLS clients may present a certificate
+//! signed by it (must, with `tls.require_client_cert`); such a client is authenticated by the certificate: its client id must be
 //! the certificate's common name (CN), and with a credentials file it takes the account
 //! whose username is that CN, without a password. Clients without a certificate log in as
 //! before.
@@ -47,6 +47,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA whose client certificates are accepted on `mqtts` (PEM).
     pub client_ca: Option<PathBuf>,
+    /// Whether `mqtts` refuses clients without such a certificate.
+    pub require_client_cert: bool,
 }
 
 /// Acceptors for the listeners.
@@ -131,13 +133,16 @@ impl Acceptors {
             .with_safe_default_protocol_versions()?;
         let mqtt = match &files.client_ca {
             Some(ca) => {
-                let verifier = WebPkiClientVerifier::builder_with_provider(
+                let mut verifier = WebPkiClientVerifier::builder_with_provider(
                     Arc::new(load_roots(ca)?),
                     provider(),
-                )
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+                );
+                if !files.require_client_cert {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| TlsError::ClientCa(e.to_string()))?;
                 builder
                     .clone()
                     .with_client_cert_verifier(verifier)

@@ -62,11 +62,11 @@ pub fn mint(secret: &[u8], account: &str, exp: u64) -> String {
     format!("{body}.{sig}")
 }
 
-/// The account a valid token names.
+/// The account a valid token names, and when the token expires (unix seconds).
 ///
 /// # Errors
 /// Malformed, signed with another secret, or expired at `now` (unix seconds).
-pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<String, TokenError> {
+pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<(String, u64), TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
     }
@@ -86,7 +86,7 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<String, TokenError
     if claims.exp <= now {
         return Err(TokenError::Expired);
     }
-    Ok(claims.sub)
+    Ok((claims.sub, claims.exp))
 }
 
 /// Seconds since the Unix epoch now.
@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn a_token_verifies_until_it_expires() {
         let t = mint(b"secret", "rider-1", 1_000);
-        assert_eq!(verify(b"secret", &t, 999), Ok("rider-1".into()));
+        assert_eq!(verify(b"secret", &t, 999), Ok(("rider-1".into(), 1_000)));
         assert_eq!(verify(b"secret", &t, 1_000), Err(TokenError::Expired));
     }
 

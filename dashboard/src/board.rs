@@ -92,9 +92,16 @@ pub struct Visibility {
     pub grants: std::sync::Arc<fleetcast_broker::policy::Grants>,
     /// The account name (fills `${username}` and `${clientid}`).
     pub account: String,
+    /// When the viewer's token expires (unix seconds): the bridge closes it then.
+    pub expires_at: Option<u64>,
 }
 
 impl Visibility {
+    /// Whether the token behind it has expired at `now` (unix seconds).
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|e| now >= e)
+    }
+
     /// Whether a driver on `topic` is shown.
     pub fn may_see(&self, topic: &str) -> bool {
         self.grants

@@ -88,6 +88,8 @@ pub struct Bridge {
 
 enum Exit {
     Closed,
+    /// The browser's token expired: closed, it must come back with a new one.
+    Expired,
     Slow,
     Dead,
     Shutdown,
@@ -132,7 +134,7 @@ impl Bridge {
                 self.stats.dead_disconnects.fetch_add(1, Ordering::Relaxed);
                 debug!("browser dropped: no pong");
             }
-            Exit::Shutdown => {
+            Exit::Shutdown | Exit::Expired => {
                 let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
             }
             Exit::Closed => {}
@@ -163,6 +165,9 @@ impl Bridge {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
                 _ = batches.tick() => {
+                    if view.allowed.as_ref().is_some_and(|a| a.expired(fleetcast_broker::token::unix_now())) {
+                        return Exit::Expired;
+                    }
                     let changes = self.board.changes_since(seen, &view, self.config.max_batch_positions);
                     self.stats.filtered_out.fetch_add(changes.filtered_out as u64, Ordering::Relaxed);
                     let stats_due = last_stats.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));

@@ -175,7 +175,11 @@ async fn ws(
                     .into_response();
             };
             match auth.check_token(token, fleetcast_broker::token::unix_now()) {
-                Ok((account, grants)) => Some(Visibility { grants, account }),
+                Ok(access) => Some(Visibility {
+                    grants: access.grants,
+                    account: access.account,
+                    expires_at: Some(access.expires_at),
+                }),
                 Err(e) => {
                     tracing::debug!(error = %e, "browser token refused");
                     return (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();

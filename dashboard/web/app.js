@@ -237,6 +237,7 @@
   function connect() {
     $('st-link').textContent = 'connecting';
     const query = token ? '?token=' + encodeURIComponent(token) : '';
+    opened = false;
     ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws' + query);
     ws.onopen = () => {
       opened = true;
@@ -267,7 +268,8 @@
     ws.onclose = () => {
       ws = null;
       $('st-link').textContent = wanted ? 'reconnecting' : 'paused (page hidden)';
-      // Never opened: most likely refused (401). Say how to get in rather than spin quietly.
+      // This attempt never opened: most likely refused (401, or an expired token). Say how
+      // to get in rather than spin quietly.
       if (!opened && wanted) {
         $('st-link').textContent = token ? 'refused: token expired or invalid'
           : 'refused: this map needs ?token= from `fleetcast token`';

@@ -3,12 +3,17 @@
 //! rumqttd ships a decoder per version. Both assume they read only what a client may
 //! send; rumqttd's v5 decoder reaches `unreachable!()` on a CONNACK, SUBACK, UNSUBACK or
 //! PINGRESP from a client, so [`Version::read`] turns away every packet type a client may
-//! not send before either decoder sees it.
+//! not send before either decoder sees it. It also hands rumqttd only complete frames:
+//! rumqttd consumes a frame before parsing it, so an "insufficient bytes" from inside a
+//! complete frame (its v5 DISCONNECT without a property length, which MQTT 5 allows) would
+//! otherwise drop the packet silently while the session waits for bytes that never come.
 
 use bytes::BytesMut;
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
-use rumqttd::protocol::{Error as ProtocolError, Packet, Protocol};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, Error as ProtocolError, Packet, Protocol,
+};
 
 /// The protocol level of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,15 +38,44 @@ impl Version {
     /// # Errors
     /// A malformed packet, a packet larger than `max`, or one a client may not send.
     pub fn read(self, buf: &mut BytesMut, max: usize) -> Result<Packet, ProtocolError> {
-        if let Some(&first) = buf.first() {
-            let kind = first >> 4;
-            if !client_may_send(kind) {
-                return Err(ProtocolError::InvalidPacketType(kind));
-            }
+        let Some(&first) = buf.first() else {
+            return Err(ProtocolError::InsufficientBytes(2));
+        };
+        let kind = first >> 4;
+        if !client_may_send(kind) {
+            return Err(ProtocolError::InvalidPacketType(kind));
         }
-        match self {
+        let (header, len) = match super::frame::remaining_length(buf) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Err(ProtocolError::InsufficientBytes(1)),
+            Err(_) => return Err(ProtocolError::MalformedRemainingLength),
+        };
+        if len > max {
+            return Err(ProtocolError::PayloadSizeLimitExceeded(len));
+        }
+        if buf.len() < header + len {
+            return Err(ProtocolError::InsufficientBytes(header + len - buf.len()));
+        }
+        if self == Version::V5 && first == 0xE0 && len == 1 {
+            // DISCONNECT with a reason code and no property length (MQTT 5, 3.14.2.2).
+            let reason = buf[2];
+            let _ = buf.split_to(3);
+            let reason_code = match reason {
+                0x00 => DisconnectReasonCode::NormalDisconnection,
+                0x04 => DisconnectReasonCode::DisconnectWithWillMessage,
+                // The session only tells 0x00 from the rest.
+                _ => DisconnectReasonCode::UnspecifiedError,
+            };
+            return Ok(Packet::Disconnect(Disconnect { reason_code }, None));
+        }
+        let parsed = match self {
             Version::V311 => V4.read_mut(buf, max),
             Version::V5 => V5.read_mut(buf, max),
+        };
+        match parsed {
+            // The whole frame was there, and is now consumed: it is malformed.
+            Err(ProtocolError::InsufficientBytes(_)) => Err(ProtocolError::MalformedPacket),
+            other => other,
         }
     }
 
@@ -78,6 +112,8 @@ pub enum Refuse {
     Unavailable,
     /// This client id connected too often (or all clients together did).
     ConnectRate,
+    /// MQTT 5 enhanced authentication (an Authentication Method), which we do not offer.
+    BadAuthenticationMethod,
 }
 
 impl Refuse {
@@ -94,6 +130,9 @@ impl Refuse {
             (Refuse::Unavailable | Refuse::ConnectRate, Version::V311) => 0x03,
             (Refuse::Unavailable, Version::V5) => 0x88,
             (Refuse::ConnectRate, Version::V5) => 0x9F,
+            // 3.1.1 has no enhanced authentication; its CONNECT cannot ask for it.
+            (Refuse::BadAuthenticationMethod, Version::V311) => 0x05,
+            (Refuse::BadAuthenticationMethod, Version::V5) => 0x8C,
         }
     }
 
@@ -133,6 +172,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn frames_are_handed_over_whole_and_a_short_v5_disconnect_is_read() {
+        // Half a PUBLISH: wait, and nothing is consumed.
+        let publish = [0x30, 0x04, 0, 1, b'a', b'x'];
+        let mut buf = BytesMut::from(&publish[..4]);
+        assert!(matches!(
+            Version::V311.read(&mut buf, 1024),
+            Err(ProtocolError::InsufficientBytes(_))
+        ));
+        assert_eq!(buf.len(), 4);
+        // Over the limit before it is all there: refused at once.
+        let mut buf = BytesMut::from(&[0x30, 0xFF, 0x7F][..]);
+        assert!(matches!(
+            Version::V311.read(&mut buf, 1024),
+            Err(ProtocolError::PayloadSizeLimitExceeded(_))
+        ));
+        // DISCONNECT 0x04 without properties, then a PINGREQ.
+        let mut buf = BytesMut::from(&[0xE0, 0x01, 0x04, 0xC0, 0x00][..]);
+        match Version::V5.read(&mut buf, 1024) {
+            Ok(Packet::Disconnect(d, _)) => {
+                assert_eq!(
+                    d.reason_code,
+                    DisconnectReasonCode::DisconnectWithWillMessage
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Version::V5.read(&mut buf, 1024),
+            Ok(Packet::PingReq(_))
+        ));
     }
 
     #[test]

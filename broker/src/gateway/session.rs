@@ -22,7 +22,7 @@ use rumqttd::protocol::Error as ProtocolError;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
     Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
-    SubscribeReasonCode,
+    SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use rumqttd::Notification;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -49,7 +49,8 @@ const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 pub enum End {
     /// The client sent DISCONNECT.
     ClientDisconnect,
-    /// The client sent MQTT 5's DISCONNECT 0x04: close, and publish the will.
+    /// The client sent an MQTT 5 DISCONNECT with a reason other than 0x00 (0x04 asks for
+    /// the will; errors keep it too): close, and publish the will.
     ClientDisconnectWithWill,
     /// The client closed the socket without DISCONNECT.
     PeerClosed,
@@ -76,7 +77,7 @@ impl End {
     pub fn reason(&self) -> &'static str {
         match self {
             End::ClientDisconnect => "clean",
-            End::ClientDisconnectWithWill => "clean_with_will",
+            End::ClientDisconnectWithWill => "disconnect_with_will",
             End::PeerClosed => "peer_closed",
             End::KeepAlive => "keepalive_timeout",
             End::Protocol(_) => "protocol_error",
@@ -216,7 +217,13 @@ async fn refuse<T: Transport>(
             debug!(%peer, transport = kind.as_str(), why, "connect dropped")
         }
     }
-    io.close().await;
+    close_within(&mut io).await;
+}
+
+/// Closes a stream, giving up after [`REFUSAL_WRITE`]: TLS and WebSocket closes flush, and
+/// a peer that reads nothing would hold them (and the connection's slot) forever.
+async fn close_within<T: Transport>(io: &mut T) {
+    let _ = timeout(REFUSAL_WRITE, io.close()).await;
 }
 
 async fn read_connect<T: Transport>(
@@ -356,17 +363,36 @@ async fn authorize(
 }
 
 fn check_hello(packet: Packet, version: Version, gw: &Gateway) -> Result<Hello, Refusal> {
-    let Packet::Connect(connect, _, will, _, login) = packet else {
+    let Packet::Connect(connect, properties, will, _, login) = packet else {
         return Err(Refusal::Close(
             "malformed_connect",
             "first packet is not CONNECT".into(),
         ));
     };
+    if properties
+        .as_ref()
+        .is_some_and(|p| p.authentication_method.is_some())
+    {
+        return Err(Refusal::Answer(
+            Refuse::BadAuthenticationMethod,
+            version,
+            "not_authorized",
+            "MQTT 5 enhanced authentication is not supported",
+        ));
+    }
+    // MQTT 5 keeps a session after the connection only for a session expiry above 0
+    // (absent = 0). rumqttd has no expiry: any positive interval keeps it until reused.
+    let persistent = !connect.clean_session
+        && (version == Version::V311
+            || properties
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval)
+                .is_some_and(|s| s > 0));
     let mut client_id = connect.client_id;
     let assigned_id = client_id.is_empty();
     if assigned_id {
-        // MQTT 5 allows an empty id with a persistent session; we do not, as in 3.1.1.
-        if !connect.clean_session {
+        // A made-up id cannot be resumed: only a session that ends with the connection.
+        if persistent {
             return Err(Refusal::Answer(
                 Refuse::ClientId,
                 version,
@@ -396,7 +422,7 @@ fn check_hello(packet: Packet, version: Version, gw: &Gateway) -> Result<Hello, 
         version,
         client_id,
         assigned_id,
-        clean_session: connect.clean_session,
+        clean_session: !persistent,
         keep_alive: connect.keep_alive,
         will,
         login,
@@ -427,7 +453,7 @@ struct Session<T> {
     pacer: Pacer,
     acks: AckTracker,
     /// SUBSCRIBE pkid -> positions of filters the gateway refused.
-    denied_filters: HashMap<u16, Vec<usize>>,
+    denied_filters: HashMap<u16, Vec<(usize, SubscribeReasonCode)>>,
     /// Set once the router has dropped the link: it must not be touched again.
     router_gone: bool,
     identity: Identity,
@@ -449,7 +475,7 @@ impl<T: Transport> Session<T> {
             info!("client id taken over from an older connection");
         }
         if gw.shutdown.is_cancelled() {
-            return io.close().await;
+            return close_within(&mut io).await;
         }
         let (tx, rx, notification) = match gw
             .router
@@ -462,7 +488,7 @@ impl<T: Transport> Session<T> {
                 warn!(error = %e, "link not built");
                 let mut b = BytesMut::from(&Refuse::Unavailable.connack(hello.version)[..]);
                 let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
-                return io.close().await;
+                return close_within(&mut io).await;
             }
         };
         let rate = gw.config.limits.publish_rate_per_connection;
@@ -551,6 +577,17 @@ impl<T: Transport> Session<T> {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
                 _ = kicked.cancelled() => return End::TakenOver,
+                // Before the router's stream: a steady flow of messages out must not keep a
+                // paused client's buffered frames (acks, pings) waiting.
+                _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => {
+                    // Frames held back by the quota go first; the socket is read after. They
+                    // were received, so they count as hearing from the client.
+                    last_heard = Instant::now();
+                    match self.on_client_bytes().await {
+                        Ok(wait) => pause_until = self.pause(wait),
+                        Err(end) => return end,
+                    }
+                }
                 n = self.rx.next() => {
                     if let Err(end) = self.on_router(n).await {
                         return end;
@@ -568,14 +605,10 @@ impl<T: Transport> Session<T> {
                         Err(end) => return end,
                     }
                 }
-                _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => {
-                    // Frames held back by the quota go first; the socket is read after.
-                    match self.on_client_bytes().await {
-                        Ok(wait) => pause_until = self.pause(wait),
-                        Err(end) => return end,
-                    }
+                // Not while paused: the client may be sending, held back by TCP.
+                _ = sleep_until(ka_deadline), if keepalive.is_some() && pause_until.is_none() => {
+                    return End::KeepAlive
                 }
-                _ = sleep_until(ka_deadline), if keepalive.is_some() => return End::KeepAlive,
             }
         }
     }
@@ -619,12 +652,14 @@ impl<T: Transport> Session<T> {
                         }
                     }
                 }
-                Ok(Some(other)) => {
-                    if let Some(packet) = Option::<Packet>::from(other) {
+                Ok(Some(other)) => match Option::<Packet>::from(other) {
+                    // The gateway answered the UNSUBSCRIBE itself.
+                    Some(Packet::UnsubAck(..)) | None => {}
+                    Some(packet) => {
                         let packet = self.patch_ack(packet);
                         self.encode(packet)?;
                     }
-                }
+                },
             }
             if self.wbuf.len() < WRITE_BATCH {
                 // Ready at once when the link's cache holds more; otherwise write now.
@@ -648,9 +683,9 @@ impl<T: Transport> Session<T> {
         match packet {
             Packet::SubAck(mut ack, _) => {
                 if let Some(denied) = self.denied_filters.remove(&ack.pkid) {
-                    for i in denied {
+                    for (i, code) in denied {
                         let at = i.min(ack.return_codes.len());
-                        ack.return_codes.insert(at, SubscribeReasonCode::Failure);
+                        ack.return_codes.insert(at, code);
                     }
                 }
                 Packet::SubAck(ack, None)
@@ -659,7 +694,6 @@ impl<T: Transport> Session<T> {
             Packet::PubRec(a, _) => Packet::PubRec(a, None),
             Packet::PubRel(a, _) => Packet::PubRel(a, None),
             Packet::PubComp(a, _) => Packet::PubComp(a, None),
-            Packet::UnsubAck(a, _) => Packet::UnsubAck(a, None),
             other => other,
         }
     }
@@ -748,6 +782,8 @@ impl<T: Transport> Session<T> {
                     self.gw.meters.drop_for("invalid_topic").increment(1);
                     return violation("invalid topic name in PUBLISH");
                 }
+                // Received, so charged to the quota, granted or not.
+                *publishes += 1;
                 if !self.identity.may_publish(&p.topic) {
                     self.gw.meters.drop_for("policy_denied").increment(1);
                     if self.version == Version::V311 {
@@ -759,7 +795,6 @@ impl<T: Transport> Session<T> {
                     self.refuse_publish(header, PubAckReason::NotAuthorized)?;
                     return Ok(None);
                 }
-                *publishes += 1;
                 let checked = if self.gw.config.limits.validate_locations {
                     let now_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -791,28 +826,42 @@ impl<T: Transport> Session<T> {
                 let identity = &self.identity;
                 let held = &mut self.subscriptions;
                 let max = self.gw.config.limits.max_subscriptions_per_connection;
+                let v5 = self.version == Version::V5;
                 s.filters.retain(|f| {
-                    let ok = frame::valid_topic_filter(&f.path)
-                        && identity.may_subscribe(&f.path)
-                        && (held.contains(&f.path) || held.len() < max);
-                    if ok {
-                        held.insert(f.path.clone());
-                    }
-                    if ok {
-                        meters.subscriptions.increment(1);
+                    // MQTT 5 says why; 3.1.1 has only 0x80.
+                    let refusal = if !frame::valid_topic_filter(&f.path) {
+                        Some(SubscribeReasonCode::TopicFilterInvalid)
+                    } else if !identity.may_subscribe(&f.path) {
+                        Some(SubscribeReasonCode::NotAuthorized)
+                    } else if !held.contains(&f.path) && held.len() >= max {
+                        Some(SubscribeReasonCode::QuotaExceeded)
                     } else {
-                        meters.subscriptions_refused.increment(1);
-                    }
-                    if !ok {
-                        denied.push(i);
+                        None
+                    };
+                    match refusal {
+                        None => {
+                            held.insert(f.path.clone());
+                            meters.subscriptions.increment(1);
+                        }
+                        Some(code) => {
+                            meters.subscriptions_refused.increment(1);
+                            denied.push((
+                                i,
+                                if v5 {
+                                    code
+                                } else {
+                                    SubscribeReasonCode::Failure
+                                },
+                            ));
+                        }
                     }
                     i += 1;
-                    ok
+                    refusal.is_none()
                 });
                 if s.filters.is_empty() {
                     let ack = SubAck {
                         pkid: s.pkid,
-                        return_codes: vec![SubscribeReasonCode::Failure; denied.len()],
+                        return_codes: denied.into_iter().map(|(_, code)| code).collect(),
                     };
                     self.encode(Packet::SubAck(ack, None))?;
                     return Ok(None);
@@ -823,9 +872,21 @@ impl<T: Transport> Session<T> {
                 Ok(Some(Packet::Subscribe(s, None)))
             }
             Packet::Unsubscribe(u, _) => {
-                for f in &u.filters {
-                    self.subscriptions.remove(f);
-                }
+                // Answered here: the router sends one UNSUBACK per filter it removed and
+                // none for a filter not held, which leaves clients waiting forever.
+                let reasons = u
+                    .filters
+                    .iter()
+                    .map(|f| match self.subscriptions.remove(f) {
+                        true => UnsubAckReason::Success,
+                        false => UnsubAckReason::NoSubscriptionExisted,
+                    })
+                    .collect();
+                let ack = UnsubAck {
+                    pkid: u.pkid,
+                    reasons,
+                };
+                self.encode(Packet::UnsubAck(ack, None))?;
                 Ok(Some(Packet::Unsubscribe(u, None)))
             }
             Packet::PingReq(_) => {
@@ -864,8 +925,9 @@ impl<T: Transport> Session<T> {
                     Ok(None)
                 }
             }
+            // MQTT 5 (3.14.4): only reason 0x00 discards the will.
             Packet::Disconnect(d, _)
-                if d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage =>
+                if d.reason_code != DisconnectReasonCode::NormalDisconnection =>
             {
                 Err(End::ClientDisconnectWithWill)
             }
@@ -956,7 +1018,10 @@ impl<T: Transport> Session<T> {
         if !self.wbuf.is_empty() && !matches!(end, End::WriteTimeout | End::Io(_)) {
             let _ = timeout(REFUSAL_WRITE, self.io.write_from(&mut self.wbuf)).await;
         }
-        self.io.close().await;
+        // A peer that reads nothing would hold a TLS or WebSocket close (it flushes) forever.
+        if !matches!(end, End::WriteTimeout | End::Io(_)) {
+            close_within(&mut self.io).await;
+        }
         debug!(transport = self.kind.as_str(), "closed");
     }
 }
