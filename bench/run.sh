@@ -20,6 +20,9 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_fleetcast() {
+  # Removed first: the background start truncates it only once it runs, and the poll
+  # below would otherwise read the previous broker's ready line (a dead port).
+  rm -f "$work/fc.out"
   $bin serve --config bench/fleetcast-bench.toml --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 --http 127.0.0.1:0 >"$work/fc.out" 2>"$work/fc.err" &
   fc=$!; pids+=("$fc")
   for _ in $(seq 100); do grep -q '^fleetcast ready' "$work/fc.out" 2>/dev/null && break; sleep 0.1; done

@@ -1,6 +1,6 @@
 //! Arbitrary bytes through everything the gateway parses from a client
 //! (`fleetcast_broker::gateway::decode::decode_stream`). Run with
-//! `cargo fuzz run frames fuzz/seeds` (see fuzz/README.md).
+//! `cargo fuzz run frames corpus seeds` (see fuzz/README.md).
 
 #![no_main]
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# A/B of two fleetcast builds (and Debian's mosquitto) on the throughput scenarios,
+# alternating, ROUNDS rounds, so a change's cost shows beside the machine's noise.
+# Usage: bench/ab.sh OLD_BIN OLD_CONFIG NEW_BIN NEW_CONFIG [ROUNDS]
+#   e.g. git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release)
+#        bench/ab.sh /tmp/old/target/release/fleetcast OLD.toml target/release/fleetcast bench/fleetcast-bench.toml
+# (an older build may not know newer config keys: give it its own config file).
+set -u
+cd "$(dirname "$0")/.."
+old=$1 old_cfg=$2 new=$3 new_cfg=$4 rounds=${5:-2}
+command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+serve() {
+  rm -f "$work/out"
+  $1 serve --config "$2" --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 --http 127.0.0.1:0 >"$work/out" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 100); do grep -q '^fleetcast ready' "$work/out" 2>/dev/null && break; sleep 0.1; done
+  url="mqtt://$(sed -nE 's/^fleetcast ready mqtt=([^ ]+).*/\1/p' "$work/out")"
+}
+mosq() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  sed "s/PORT/$port/" bench/mosquitto.conf.in >"$work/mosq.conf"
+  mosquitto -c "$work/mosq.conf" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  url="mqtt://127.0.0.1:$port"
+}
+one() {
+  local label=$1; shift
+  $new loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" "$@" >/dev/null 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null
+  python3 -c "import json; d=json.load(open('$work/r.json')); print('$label', 'published', d['published'], 'received', d['received'], 'lost', d['lost'], 'broker_cpu%', round(d.get('broker_cpu_percent') or 0, 1))"
+}
+for round in $(seq "$rounds"); do
+  for s in 1to1 1000pub; do
+    if [ $s = 1to1 ]; then args="--scenario throughput --connections 1 --subscribers 1 --payload-size 100 --duration 10s"
+    else args="--scenario throughput --connections 1000 --subscribers 1 --duration 10s --connect-rate 2000"; fi
+    # shellcheck disable=SC2086
+    { serve "$old" "$old_cfg"; one "round$round $s old" $args; }
+    # shellcheck disable=SC2086
+    { serve "$new" "$new_cfg"; one "round$round $s new" $args; }
+    # shellcheck disable=SC2086
+    { mosq; one "round$round $s mosquitto" $args; }
+  done
+done
