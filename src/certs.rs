@@ -70,10 +70,11 @@ pub fn make(req: &CertsRequest) -> Result<Vec<PathBuf>, CertsError> {
     })?;
     let mut written = Vec::new();
     let (ca_cert, ca_key) = ca(req, &mut written)?;
-    let now = OffsetDateTime::now_utc();
-
-    let mut server = CertificateParams::new(Vec::<String>::new())?;
-    server.distinguished_name = name("fleetcast server");
+    let mut server = leaf(
+        "fleetcast server",
+        ExtendedKeyUsagePurpose::ServerAuth,
+        req.days,
+    )?;
     for host in &req.hosts {
         server
             .subject_alt_names
@@ -86,22 +87,13 @@ pub fn make(req: &CertsRequest) -> Result<Vec<PathBuf>, CertsError> {
                 ),
             });
     }
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    server.not_before = now - Duration::hours(1);
-    server.not_after = now + Duration::days(req.days);
     let key = KeyPair::generate()?;
     let cert = server.signed_by(&key, &ca_cert, &ca_key)?;
     write(&req.out.join("server.pem"), &cert.pem(), &mut written)?;
     write_key(&req.out.join("server.key"), &key, &mut written)?;
 
     for client in &req.clients {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = name(client);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(req.days);
+        let params = leaf(client, ExtendedKeyUsagePurpose::ClientAuth, req.days)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
         write(
@@ -143,6 +135,23 @@ fn ca(
     write(&cert_path, &cert.pem(), written)?;
     write_key(&key_path, &key, written)?;
     Ok((cert, key))
+}
+
+/// A server or client certificate's parameters: its name, its use, valid from an hour ago
+/// (clocks differ) for `days`.
+fn leaf(
+    common: &str,
+    usage: ExtendedKeyUsagePurpose,
+    days: i64,
+) -> Result<CertificateParams, CertsError> {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(common);
+    params.extended_key_usages = vec![usage];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(days);
+    Ok(params)
 }
 
 fn name(common: &str) -> DistinguishedName {

@@ -676,14 +676,7 @@ async fn a_publisher_paused_by_its_quota_is_not_dropped_by_keepalive() {
     let mut sub = TestClient::connect(tcp_options("ka-sub", &b.addrs)).await;
     sub.subscribe("chat/ka", QoS::AtMostOnce).await;
     let (mut s, _) = raw_exchange(b.addrs.mqtt, &connect_frame("ka-pub", 1, true, None), 4).await;
-    let mut burst = Vec::new();
-    for i in 0..300u32 {
-        let mut body = vec![0, 7];
-        body.extend_from_slice(b"chat/ka");
-        body.extend_from_slice(&i.to_be_bytes());
-        burst.extend(frame(0x30, &body));
-    }
-    s.write_all(&burst).await.unwrap();
+    s.write_all(&publish_burst("chat/ka", 300)).await.unwrap();
     for i in 0..300u32 {
         let p = sub.next_publish().await.expect("every message arrives");
         assert_eq!(&p.payload[..], i.to_be_bytes());

@@ -462,14 +462,9 @@ async fn one_connection_publishes_at_most_its_quota() {
     let (mut s, _) =
         raw_exchange(b.addrs.mqtt, &connect_frame("quota-pub", 30, true, None), 4).await;
     let started = std::time::Instant::now();
-    let mut burst = Vec::new();
-    for i in 0..250u32 {
-        let mut body = vec![0, 10];
-        body.extend_from_slice(b"chat/quota");
-        body.extend_from_slice(&i.to_be_bytes());
-        burst.extend(frame(0x30, &body));
-    }
-    s.write_all(&burst).await.unwrap();
+    s.write_all(&publish_burst("chat/quota", 250))
+        .await
+        .unwrap();
     for i in 0..250u32 {
         let p = sub.next_publish().await.expect("every message arrives");
         assert_eq!(&p.payload[..], i.to_be_bytes());

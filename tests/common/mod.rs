@@ -225,6 +225,19 @@ pub fn connect_frame_version(
 
 pub use fleetcast_simulator::loadtest::wire::frame;
 
+/// `n` QoS 0 PUBLISH frames to `topic` back to back, payload = the index (u32, big endian),
+/// to write in one go.
+pub fn publish_burst(topic: &str, n: u32) -> Vec<u8> {
+    let mut burst = Vec::new();
+    for i in 0..n {
+        let mut body = Vec::new();
+        put_bytes(&mut body, topic.as_bytes());
+        body.extend_from_slice(&i.to_be_bytes());
+        burst.extend(frame(0x30, &body));
+    }
+    burst
+}
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u16).to_be_bytes());
     out.extend_from_slice(b);
