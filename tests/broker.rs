@@ -725,3 +725,26 @@ async fn mqtt5_enhanced_authentication_is_refused_with_0x8c() {
     let (_, answer) = raw_exchange(b.addrs.mqtt, &frame(0x10, &body), 5).await;
     assert_eq!(answer, [0x20, 0x03, 0x00, 0x8C, 0x00]);
 }
+
+#[tokio::test]
+async fn an_http_connection_that_sends_no_headers_is_closed() {
+    // A slow-loris socket on the HTTP port: closed after the 10 s header time-out.
+    let b = TestBroker::start().await;
+    let mut s = TcpStream::connect(b.addrs.http).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("closed within 30 s");
+    assert!(
+        matches!(n, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"),
+        "{n:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed too early"
+    );
+}

@@ -234,27 +234,13 @@ impl Broker {
             listening: Arc::clone(&listening),
         })
         .merge(routes);
-        let http_shutdown = shutdown.clone();
-        match tls {
-            None => {
-                tracker.spawn(async move {
-                    let serve = axum::serve(listeners.http, app)
-                        .with_graceful_shutdown(http_shutdown.cancelled_owned());
-                    if let Err(e) = serve.await {
-                        warn!(error = %e, "HTTP server failed");
-                    }
-                });
-            }
-            Some(tls) => {
-                tracker.spawn(http::serve_tls(
-                    listeners.http,
-                    tls.web,
-                    app,
-                    http_shutdown,
-                    tracker.clone(),
-                ));
-            }
-        }
+        tracker.spawn(http::serve(
+            listeners.http,
+            tls.map(|t| t.web),
+            app,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         listening.store(true, Ordering::Release);
         info!(%addrs, "broker started");
         Ok(Broker {
