@@ -699,12 +699,14 @@ async fn dashboard(args: DashboardArgs) -> Result<()> {
         "fleetcast dashboard ready http={http} broker={}",
         args.broker
     ))?;
-    let server_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await
-    });
+    // The same bounded loop as `serve`'s HTTP port (connection cap, header time-out).
+    let server = tokio::spawn(fleetcast_broker::http::serve(
+        listener,
+        None,
+        app,
+        stop.clone(),
+        tokio_util::task::TaskTracker::new(),
+    ));
     wait_for_signal().await?;
     dashboard.stop();
     stop.cancel();
