@@ -476,3 +476,25 @@ async fn one_connection_publishes_at_most_its_quota() {
     );
     drop(s);
 }
+
+#[tokio::test]
+async fn an_mqtt5_rider_subscribing_to_everything_gets_suback_0x87() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, SubscribeReasonCode as S5};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let b = TestBroker::with_example_credentials().await;
+    let mut o = rumqttc::v5::MqttOptions::new("rider-1", "127.0.0.1", b.addrs.mqtt.port());
+    o.set_credentials("rider-1", "rider-demo");
+    let (rider, mut events) = v5_client(o);
+    for (filter, expected) in [
+        ("#", S5::NotAuthorized),
+        ("drivers/+/location", S5::Success(Q5::AtMostOnce)),
+    ] {
+        rider.subscribe(filter, Q5::AtMostOnce).await.unwrap();
+        let codes = v5_until(&mut events, |p| match p {
+            P5::SubAck(a) => Some(a.return_codes.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(codes, [expected], "{filter}");
+    }
+}
