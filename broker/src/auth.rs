@@ -102,6 +102,8 @@ pub struct Auth {
     verified: Mutex<HashMap<String, u64>>,
     digest_key: RandomState,
     argon_slots: Arc<Semaphore>,
+    /// argon2 verifications run so far (what the cache saves is visible in tests).
+    argon_runs: std::sync::atomic::AtomicU64,
 }
 
 /// Hashes a password for a credentials file (argon2id, random salt, PHC string).
@@ -183,12 +185,18 @@ impl Auth {
             verified: Mutex::new(HashMap::new()),
             digest_key: RandomState::new(),
             argon_slots: Arc::new(Semaphore::new(2)),
+            argon_runs: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// Whether browser tokens can be minted and checked (`token_secret` is set).
     pub fn has_token_secret(&self) -> bool {
         self.token_secret.is_some()
+    }
+
+    /// argon2 verifications run so far.
+    pub fn argon2_runs(&self) -> u64 {
+        self.argon_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Accounts loaded.
@@ -275,18 +283,26 @@ impl Auth {
             return Err(Denial::BadCredentials);
         };
         let digest = self.digest_key.hash_one((user, password));
-        let known = self
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(user)
-            .is_some_and(|d| *d == digest);
-        if !known {
+        let known = || {
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(user)
+                .is_some_and(|d| *d == digest)
+        };
+        if !known() {
             let hash = account.hash.clone();
             let password = password.to_owned();
             let Ok(_slot) = Arc::clone(&self.argon_slots).acquire_owned().await else {
                 return Err(Denial::BadCredentials);
             };
+            // Many devices of one account connecting at once (a fleet after a restart)
+            // queue here; the first to verify lets the rest through without argon2.
+            if known() {
+                return Self::allowed(account, client_id);
+            }
+            self.argon_runs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ok = tokio::task::spawn_blocking(move || {
                 PasswordHash::new(&hash)
                     .map(|h| {
@@ -306,6 +322,10 @@ impl Auth {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(user.to_owned(), digest);
         }
+        Self::allowed(account, client_id)
+    }
+
+    fn allowed(account: &Account, client_id: &str) -> Result<Arc<Grants>, Denial> {
         if !client_id_allowed(&account.client_id, client_id) {
             return Err(Denial::ClientIdNotAllowed);
         }
@@ -363,6 +383,27 @@ mod tests {
             auth.check("x", Some(("nobody", "s3cret"))).await.err(),
             Some(Denial::BadCredentials)
         );
+    }
+
+    #[tokio::test]
+    async fn a_fleet_connecting_at_once_costs_two_argon2_runs_not_one_each() {
+        let hash = hash_password("s3cret").expect("hash");
+        let auth = Arc::new(Auth::from_toml(&file(&hash)).expect("valid"));
+        let checks: Vec<_> = (0..20)
+            .map(|i| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move {
+                    auth.check(&format!("drv-{i:06}"), Some(("fleet", "s3cret")))
+                        .await
+                        .is_ok()
+                })
+            })
+            .collect();
+        for c in checks {
+            assert!(c.await.expect("task"));
+        }
+        // Two slots: at most the two first run argon2; the rest find the password verified.
+        assert!(auth.argon2_runs() <= 2, "{} runs", auth.argon2_runs());
     }
 
     #[test]
