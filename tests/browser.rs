@@ -159,7 +159,7 @@ async fn with_auth_the_map_takes_a_token_and_shows_only_its_accounts_drivers() {
     let Some(mut chrome) = Chrome::launch().await else {
         return;
     };
-    let creds = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+    let creds = common::EXAMPLE_CREDENTIALS;
     let mut served = common::spawn_ready(
         "demo",
         &[

@@ -357,7 +357,7 @@ fn certs_then_serve_over_tls_prints_mqtts_in_the_ready_line() {
 
 #[test]
 fn token_prints_a_token_the_credentials_accept() {
-    let creds = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+    let creds = common::EXAMPLE_CREDENTIALS;
     let out = Command::new(BIN)
         .args([
             "token",

@@ -276,7 +276,7 @@ fn serve_refuses_anonymous_clients_on_a_public_address() {
         "{err}"
     );
     // With credentials it starts.
-    let creds = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+    let creds = EXAMPLE_CREDENTIALS;
     let mut served = spawn_ready("serve", &["--auth", creds]);
     assert!(served.child.try_wait().unwrap().is_none());
 }

@@ -42,14 +42,12 @@ impl TestBroker {
 
     /// [`TestBroker::with_example_credentials`] with this configuration.
     pub async fn with_config_and_example_credentials(config: Config) -> TestBroker {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
-        let auth = fleetcast_broker::auth::Auth::from_file(std::path::Path::new(path)).unwrap();
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
         let addrs = listeners.addrs();
         let extras = fleetcast_broker::Extras {
             routes: Default::default(),
             recorder: &metrics::NoopRecorder,
-            auth: Some(std::sync::Arc::new(auth)),
+            auth: Some(example_auth()),
         };
         let broker = Broker::start_with(listeners, config, extras).expect("broker starts");
         TestBroker { broker, addrs }
@@ -344,12 +342,14 @@ pub async fn start_stack(
     start_stack_with_auth(options, None).await
 }
 
+/// `examples/credentials.toml`, for `--auth` on the command line.
+pub const EXAMPLE_CREDENTIALS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
+
 /// The accounts of `examples/credentials.toml`.
 pub fn example_auth() -> std::sync::Arc<fleetcast_broker::auth::Auth> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/credentials.toml");
-    std::sync::Arc::new(
-        fleetcast_broker::auth::Auth::from_file(std::path::Path::new(path)).unwrap(),
-    )
+    let path = std::path::Path::new(EXAMPLE_CREDENTIALS);
+    std::sync::Arc::new(fleetcast_broker::auth::Auth::from_file(path).unwrap())
 }
 
 /// [`start_stack`] with accounts (`serve --auth`).
