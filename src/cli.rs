@@ -2,10 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use fleetcast::feed::FeedConfig;
 use fleetcast::stack::{self, Metering, Stack};
+use fleetcast::standalone::Standalone;
 use fleetcast_broker::{Config, Listeners, DEFAULT_CONFIG};
-use fleetcast_dashboard::feed::{self, FeedConfig};
-use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
+use fleetcast_dashboard::service::DashboardOptions;
 use fleetcast_simulator::endpoint::{ClientTls, Endpoint};
 use fleetcast_simulator::fleet::{Fleet, FleetConfig, FleetSnapshot};
 use fleetcast_simulator::loadtest::{LoadConfig, Scenario};
@@ -367,7 +368,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let auth = fleetcast_broker::auth::Auth::from_file(&args.auth)?;
             let token = auth.mint_token(
                 &args.account,
-                fleetcast_broker::token::unix_now(),
+                fleetcast_proto::time::unix_now(),
                 args.ttl.as_secs().max(1),
             )?;
             println!("{token}");
@@ -444,11 +445,8 @@ async fn serve(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let pbf = map_bytes(&args.map)?;
     let listeners = Listeners::bind(&config).await?;
     let dashboard = DashboardOptions {
-        map_pbf: &pbf,
         tiles: args.map.tiles.clone(),
-        board: Default::default(),
-        bridge: Default::default(),
-        auth: None,
+        ..DashboardOptions::new(stack::city_basemap(&pbf).context("building the basemap")?)
     };
     let metering = if args.no_metrics {
         Metering::Off
@@ -636,85 +634,36 @@ fn usage_fields(
 
 async fn dashboard(args: DashboardArgs) -> Result<()> {
     let pbf = map_bytes(&args.map)?;
-    let recorder = stack::prometheus()?;
-    let dashboard = Dashboard::new(
-        DashboardOptions {
-            map_pbf: &pbf,
-            tiles: args.map.tiles.clone(),
-            board: Default::default(),
-            bridge: Default::default(),
-            auth: match &args.auth {
-                Some(path) => Some(Arc::new(fleetcast_broker::auth::Auth::from_file(path)?)),
-                None => None,
-            },
-        },
-        &recorder,
-    )
-    .context("building the basemap")?;
+    let tokens = match &args.auth {
+        Some(path) => Some(Arc::new(fleetcast::access::BrowserTokens::new(Arc::new(
+            fleetcast_broker::auth::Auth::from_file(path)?,
+        ))) as _),
+        None => None,
+    };
+    let options = DashboardOptions {
+        tiles: args.map.tiles.clone(),
+        tokens,
+        ..DashboardOptions::new(stack::city_basemap(&pbf).context("building the basemap")?)
+    };
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", args.http))?;
-    let http = listener.local_addr()?;
-    let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let feed_task = tokio::spawn(feed::run(
-        FeedConfig {
-            broker: args.broker.clone(),
-            client_id: args.client_id,
-            credentials: args
-                .username
-                .map(|u| (u, args.password.unwrap_or_default())),
-            tls: args.tls.for_endpoint(&args.broker)?,
-        },
-        Arc::clone(&dashboard.board),
-        Arc::clone(&connected),
-        stop.clone(),
-    ));
-    let health = Arc::clone(&connected);
-    let app = dashboard
-        .router()
-        .merge(stack::metrics_route(
-            &recorder,
-            &dashboard,
-            Default::default(),
-        ))
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            axum::routing::get(move || {
-                let up = health.load(std::sync::atomic::Ordering::Relaxed);
-                async move {
-                    if up {
-                        (axum::http::StatusCode::OK, "feed connected\n")
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "feed not connected\n",
-                        )
-                    }
-                }
-            }),
-        );
+    let feed = FeedConfig {
+        broker: args.broker.clone(),
+        client_id: args.client_id,
+        credentials: args
+            .username
+            .map(|u| (u, args.password.unwrap_or_default())),
+        tls: args.tls.for_endpoint(&args.broker)?,
+    };
+    let server = Standalone::start(listener, options, feed)?;
     say(&format!(
-        "fleetcast dashboard ready http={http} broker={}",
+        "fleetcast dashboard ready http={} broker={}",
+        server.addr(),
         args.broker
     ))?;
-    // The same bounded loop as `serve`'s HTTP port (connection cap, header time-out).
-    let server = tokio::spawn(fleetcast_broker::http::serve(
-        listener,
-        None,
-        app,
-        stop.clone(),
-        tokio_util::task::TaskTracker::new(),
-    ));
     wait_for_signal().await?;
-    dashboard.stop();
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        let _ = feed_task.await;
-        let _ = server.await;
-    })
-    .await;
+    server.shutdown().await;
     Ok(())
 }
 
@@ -779,7 +728,7 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
         config.scenario
     };
     let config = LoadConfig { scenario, ..config };
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
     let need = (args.connections / procs + args.subscribers + 64) as u64;
     if need > limit {
         eprintln!(

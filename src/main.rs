@@ -1,6 +1,5 @@
-//! The `fleetcast` command: parses flags, installs logging and signal handling, and hands
-//! over to the library crates. Everything else lives in `broker/` (and, as they arrive,
-//! `simulator/` and `dashboard/`).
+//! The `fleetcast` command: parses flags, installs logging, raises the open-files limit and
+//! hands over to the commands in `cli/`; everything else lives in the library crates.
 
 mod cli;
 
@@ -16,6 +15,12 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli::DEFAULT_LOG)),
         )
         .init();
+    // One descriptor per client (or per simulated driver): the soft limit is the ceiling,
+    // so every command starts with it raised to the hard limit. Done here, once, because
+    // a process-wide setting is the binary's business, not a library's.
+    if let Err(e) = fleetcast_broker::raise_open_files_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -2,24 +2,27 @@
 //! in-process through a local router link (no socket, no MQTT encoding on the way), and
 //! `/metrics` rendering every part's meters in Prometheus format.
 
+use crate::access::BrowserTokens;
+use crate::feed::FEED_FILTERS;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use fleetcast_broker::auth::Auth;
 use fleetcast_broker::gateway::Gateway;
-use fleetcast_broker::meters::{counter, describe_gauge, gauge};
 use fleetcast_broker::{Addrs, Broker, BrokerError, Config, Extras, Listeners};
-use fleetcast_dashboard::basemap::BasemapError;
 use fleetcast_dashboard::board::Board;
 use fleetcast_dashboard::bridge::Bridge;
-use fleetcast_dashboard::feed::FEED_FILTERS;
 use fleetcast_dashboard::meters::DashboardMeters;
 use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
-use fleetcast_simulator::{payload, process};
+use fleetcast_proto::meter::{counter, describe_gauge, gauge};
+use fleetcast_simulator::basemap::{self, BasemapError};
+use fleetcast_simulator::process;
+use fleetcast_simulator::road_graph::HELSINKI_PBF;
 use metrics::{Gauge, Recorder, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Why the stack did not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +30,12 @@ pub enum StackError {
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    /// The basemap could not be built.
-    #[error("cannot build the basemap")]
-    Basemap(#[from] BasemapError),
     /// The bridge's in-process subscription was refused.
     #[error("cannot subscribe the bridge")]
     Bridge(#[source] fleetcast_broker::router::RouterError),
+    /// A listener's address could not be read.
+    #[error("cannot read the listener's address")]
+    Listener(#[source] std::io::Error),
     /// The metrics exporter rejected its settings.
     #[error("cannot set up metrics")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
@@ -135,14 +138,14 @@ struct Scrape {
     dashboard: DashboardMeters,
     bridge: Arc<Bridge>,
     board: Arc<Board>,
-    gateway: Arc<OnceLock<Arc<Gateway>>>,
+    gateway: Option<Arc<Gateway>>,
     backlog: Gauge,
 }
 
 async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
     s.process.update();
     s.dashboard.export(&s.bridge, &s.board);
-    if let Some(gw) = s.gateway.get() {
+    if let Some(gw) = &s.gateway {
         s.backlog.set(gw.router.backlog() as f64);
     }
     (
@@ -151,11 +154,11 @@ async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
     )
 }
 
-/// `GET /metrics` for a dashboard (and the broker's gateway once `gateway` is set).
+/// `GET /metrics` for a dashboard (and the broker's gateway when there is one).
 pub fn metrics_route(
     recorder: &PrometheusRecorder,
     dashboard: &Dashboard,
-    gateway: Arc<OnceLock<Arc<Gateway>>>,
+    gateway: Option<Arc<Gateway>>,
 ) -> axum::Router {
     describe_gauge(
         recorder,
@@ -213,17 +216,34 @@ pub fn fleet_metrics_route(
     ))
 }
 
+/// The basemap GeoJSON of a city's `.osm.pbf`.
+///
+/// # Errors
+/// The data is not valid PBF.
+pub fn city_basemap(pbf: &[u8]) -> Result<Arc<str>, BasemapError> {
+    Ok(basemap::geojson(pbf)?.into())
+}
+
+/// Dashboard options for the embedded city (Helsinki), offline, default bounds.
+///
+/// # Errors
+/// Only if the embedded extract were corrupt (a test covers it).
+pub fn offline_dashboard() -> Result<DashboardOptions, BasemapError> {
+    Ok(DashboardOptions::new(city_basemap(HELSINKI_PBF)?))
+}
+
 impl Stack {
-    /// Starts the broker on `listeners` with the dashboard on its HTTP port.
+    /// Starts the broker on `listeners` with the dashboard on its HTTP port. With `auth`,
+    /// the broker's accounts also guard the map's WebSocket (browser tokens).
     ///
     /// # Errors
-    /// The basemap, the router, the bridge's subscription or the metrics setup failed.
+    /// The router, the bridge's subscription or the metrics setup failed.
     pub async fn start(
         listeners: Listeners,
         config: Config,
-        dashboard: DashboardOptions<'_>,
+        dashboard: DashboardOptions,
         metering: Metering,
-        auth: Option<Arc<fleetcast_broker::auth::Auth>>,
+        auth: Option<Arc<Auth>>,
     ) -> Result<Stack, StackError> {
         let recorder = prometheus()?;
         let noop = metrics::NoopRecorder;
@@ -231,45 +251,42 @@ impl Stack {
             Metering::On => &recorder,
             Metering::Off => &noop,
         };
-        // The broker's accounts also guard the map's WebSocket (browser tokens).
+        let tokens = auth
+            .as_ref()
+            .map(|a| Arc::new(BrowserTokens::new(Arc::clone(a))) as _);
         let dashboard = Dashboard::new(
             DashboardOptions {
-                auth: auth.clone(),
+                tokens,
                 ..dashboard
             },
             r,
-        )?;
-        let gateway_slot = Arc::new(OnceLock::new());
-        let mut routes = dashboard.router();
-        if metering == Metering::On {
-            routes = routes.merge(metrics_route(
+        );
+        let dashboard_routes = dashboard.router();
+        let routes = |gateway: &Arc<Gateway>| match metering {
+            Metering::On => dashboard_routes.merge(metrics_route(
                 &recorder,
                 &dashboard,
-                Arc::clone(&gateway_slot),
-            ));
-        }
+                Some(Arc::clone(gateway)),
+            )),
+            Metering::Off => dashboard_routes,
+        };
         let broker = Broker::start_with(
             listeners,
             config,
             Extras {
-                routes,
+                routes: Box::new(routes),
                 recorder: r,
                 auth,
             },
         )?;
-        let _ = gateway_slot.set(Arc::clone(broker.gateway()));
-        let mut positions = broker
+        let positions = broker
             .local_subscriber("bridge", &FEED_FILTERS)
             .await
             .map_err(StackError::Bridge)?;
-        let board = Arc::clone(&dashboard.board);
-        tokio::spawn(async move {
-            while let Some((topic, body)) = positions.next().await {
-                if let Ok(topic) = std::str::from_utf8(&topic) {
-                    board.ingest(topic, &body, payload::now_ms());
-                }
-            }
-        });
+        dashboard.feed(futures_util::stream::unfold(
+            positions,
+            |mut p| async move { p.next().await.map(|m| (m, p)) },
+        ));
         Ok(Stack { broker, dashboard })
     }
 
@@ -283,7 +300,7 @@ impl Stack {
     /// # Errors
     /// Connections were still open at the end of the grace time.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
-        self.dashboard.stop();
+        self.dashboard.shutdown().await;
         self.broker.shutdown().await
     }
 }
@@ -293,5 +310,10 @@ mod tests {
     #[test]
     fn bucket_settings_are_valid() {
         assert!(super::prometheus().is_ok());
+    }
+
+    #[test]
+    fn the_embedded_city_makes_a_basemap() {
+        assert!(super::offline_dashboard().is_ok());
     }
 }

@@ -188,7 +188,7 @@ async fn with_auth_the_map_takes_a_token_and_shows_only_its_accounts_drivers() {
     assert_eq!(chrome.eval("fleetcast.drivers.size").await, 0);
 
     // partner-1's token: the two cars its role grants, out of the 20 driving.
-    let now = fleetcast_broker::token::unix_now();
+    let now = fleetcast_proto::time::unix_now();
     let token = common::example_auth()
         .mint_token("partner-1", now, 600)
         .unwrap();
@@ -233,8 +233,9 @@ async fn with_auth_the_map_takes_a_token_and_shows_only_its_accounts_drivers() {
 #[tokio::test]
 #[ignore = "benchmark: prints figures"]
 async fn map_fps_benchmark() {
+    use fleetcast_proto::time::now_ms;
+    use fleetcast_proto::Location;
     use fleetcast_simulator::driver::Driver;
-    use fleetcast_simulator::payload::{now_ms, Location};
     use fleetcast_simulator::road_graph::RoadGraph;
     use std::sync::Arc;
     const DRIVERS: usize = 20_000;
@@ -242,8 +243,7 @@ async fn map_fps_benchmark() {
     let Some(mut chrome) = Chrome::launch().await else {
         return;
     };
-    let stack =
-        common::start_stack(fleetcast_dashboard::service::DashboardOptions::offline()).await;
+    let stack = common::start_stack(fleetcast::stack::offline_dashboard().unwrap()).await;
     let http = stack.addrs().http;
     let board = Arc::clone(&stack.dashboard.board);
     let graph = Arc::new(RoadGraph::helsinki().unwrap());

@@ -377,7 +377,7 @@ fn token_prints_a_token_the_credentials_accept() {
     );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let auth = example_auth();
-    let now = fleetcast_broker::token::unix_now();
+    let now = fleetcast_proto::time::unix_now();
     let access = auth.check_token(&token, now).expect("valid");
     assert_eq!(access.account, "partner-1");
     assert!((now + 3_590..=now + 3_600).contains(&access.expires_at));

@@ -11,7 +11,7 @@ use fleetcast::stack::Stack;
 use fleetcast_dashboard::board::BoardConfig;
 use fleetcast_dashboard::bridge::BridgeConfig;
 use fleetcast_dashboard::service::DashboardOptions;
-use fleetcast_simulator::payload::{Location, Status};
+use fleetcast_proto::{Location, Status};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::QoS;
 use serde_json::{json, Value};
@@ -28,7 +28,7 @@ async fn stack(board: BoardConfig, bridge: BridgeConfig) -> Stack {
     start_stack(DashboardOptions {
         board,
         bridge,
-        ..DashboardOptions::offline()
+        ..fleetcast::stack::offline_dashboard().unwrap()
     })
     .await
 }
@@ -67,7 +67,7 @@ fn location(id: &str, seq: u64, lat: f64, lon: f64) -> Vec<u8> {
         accuracy: 3.0,
         status: Status::OnTrip,
         seq,
-        ts: fleetcast_simulator::payload::now_ms(),
+        ts: fleetcast_proto::time::now_ms(),
     })
     .unwrap()
 }
@@ -242,7 +242,7 @@ async fn a_stalled_browser_is_dropped_without_slowing_others() {
                 board.ingest(
                     &format!("drivers/{id}/location"),
                     &location(&id, round, 60.17, lon),
-                    fleetcast_simulator::payload::now_ms(),
+                    fleetcast_proto::time::now_ms(),
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -401,13 +401,17 @@ async fn ids_seen(ws: &mut Ws, wait: Duration) -> std::collections::BTreeSet<Str
 #[tokio::test]
 async fn with_auth_the_map_needs_a_token_and_shows_what_its_account_may_see() {
     let auth = example_auth();
-    let s = start_stack_with_auth(DashboardOptions::offline(), Some(auth.clone())).await;
+    let s = start_stack_with_auth(
+        fleetcast::stack::offline_dashboard().unwrap(),
+        Some(auth.clone()),
+    )
+    .await;
     let addrs = s.addrs();
 
     // No token, a forged one, an expired one: 401 before any WebSocket.
-    let now = fleetcast_broker::token::unix_now();
+    let now = fleetcast_proto::time::unix_now();
     let expired = auth.mint_token("rider-1", now - 100, 10).unwrap();
-    let forged = fleetcast_broker::token::mint(b"not the secret at all", "bridge", now + 60);
+    let forged = fleetcast_proto::token::mint(b"not the secret at all", "bridge", now + 60);
     for query in [
         String::new(),
         format!("?token={forged}"),
@@ -474,8 +478,12 @@ async fn with_auth_the_map_needs_a_token_and_shows_what_its_account_may_see() {
 #[tokio::test]
 async fn a_browser_is_closed_when_its_token_expires() {
     let auth = example_auth();
-    let s = start_stack_with_auth(DashboardOptions::offline(), Some(auth.clone())).await;
-    let now = fleetcast_broker::token::unix_now();
+    let s = start_stack_with_auth(
+        fleetcast::stack::offline_dashboard().unwrap(),
+        Some(auth.clone()),
+    )
+    .await;
+    let now = fleetcast_proto::time::unix_now();
     // Valid for 2 s: accepted, then closed by the bridge once the time is up.
     let token = auth.mint_token("rider-1", now, 2).unwrap();
     let url = format!("ws://{}/ws?token={token}", s.addrs().http);

@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use fleetcast_dashboard::service::DashboardOptions;
 use fleetcast_simulator::fleet::{Fleet, FleetConfig};
 use fleetcast_simulator::road_graph::RoadGraph;
 use rumqttc::QoS;
@@ -40,7 +39,7 @@ fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_move_with_a_running_fleet() {
-    let stack = start_stack(DashboardOptions::offline()).await;
+    let stack = start_stack(fleetcast::stack::offline_dashboard().unwrap()).await;
     let addrs = stack.addrs();
     let before = scrape(addrs.http).await;
     for name in [

@@ -327,12 +327,12 @@ async fn passwd_makes_hashes_the_broker_accepts() {
 /// Each kind of bad location is dropped and counted; good ones flow; the publisher stays.
 #[tokio::test]
 async fn bad_locations_are_dropped_and_counted_while_good_ones_flow() {
-    let stack = start_stack(fleetcast_dashboard::service::DashboardOptions::offline()).await;
+    let stack = start_stack(fleetcast::stack::offline_dashboard().unwrap()).await;
     let addrs = stack.addrs();
     let mut rider = TestClient::connect(tcp_options("rider", &addrs)).await;
     rider.subscribe("drivers/+/location", QoS::AtMostOnce).await;
     let driver = TestClient::connect(tcp_options("drv-9", &addrs)).await;
-    let now = fleetcast_simulator::payload::now_ms();
+    let now = fleetcast_proto::time::now_ms();
     let fix = |lat: &str, lon: &str, speed: &str, ts: u64, id: &str| {
         format!(
             r#"{{"id":"{id}","lat":{lat},"lon":{lon},"heading":0,"speed":{speed},"accuracy":3,"status":"available","seq":1,"ts":{ts}}}"#

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
+use fleetcast_proto::{Location, Presence};
 use fleetcast_simulator::endpoint::Endpoint;
 use fleetcast_simulator::fleet::{Fleet, FleetConfig};
-use fleetcast_simulator::payload::{Location, Presence};
 use fleetcast_simulator::road_graph::RoadGraph;
 use rumqttc::QoS;
 use std::collections::HashMap;

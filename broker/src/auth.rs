@@ -10,6 +10,7 @@ use crate::policy::Grants;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use fleetcast_proto::token;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -218,40 +219,32 @@ impl Auth {
         account: &str,
         now: u64,
         ttl_s: u64,
-    ) -> Result<String, crate::token::TokenError> {
+    ) -> Result<String, token::TokenError> {
         let secret = self
             .token_secret
             .as_ref()
-            .ok_or(crate::token::TokenError::NoSecret)?;
+            .ok_or(token::TokenError::NoSecret)?;
         if !self.accounts.contains_key(account) {
-            return Err(crate::token::TokenError::UnknownAccount(account.to_owned()));
+            return Err(token::TokenError::UnknownAccount(account.to_owned()));
         }
-        Ok(crate::token::mint(
-            secret,
-            account,
-            now.saturating_add(ttl_s),
-        ))
+        Ok(token::mint(secret, account, now.saturating_add(ttl_s)))
     }
 
     /// The account and grants a browser token names, checked at `now` (unix seconds).
     ///
     /// # Errors
     /// No `token_secret`, a bad or expired token, or an account no longer in the file.
-    pub fn check_token(
-        &self,
-        token: &str,
-        now: u64,
-    ) -> Result<TokenAccess, crate::token::TokenError> {
+    pub fn check_token(&self, token: &str, now: u64) -> Result<TokenAccess, token::TokenError> {
         let secret = self
             .token_secret
             .as_ref()
-            .ok_or(crate::token::TokenError::NoSecret)?;
-        let (account, expires_at) = crate::token::verify(secret, token, now)?;
+            .ok_or(token::TokenError::NoSecret)?;
+        let (account, expires_at) = token::verify(secret, token, now)?;
         let grants = self
             .accounts
             .get(&account)
             .map(|a| Arc::clone(&a.grants))
-            .ok_or_else(|| crate::token::TokenError::UnknownAccount(account.clone()))?;
+            .ok_or_else(|| token::TokenError::UnknownAccount(account.clone()))?;
         Ok(TokenAccess {
             account,
             grants,

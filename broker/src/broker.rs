@@ -49,10 +49,13 @@ pub enum BrokerError {
     ShutdownTimeout(usize),
 }
 
+/// Builds more HTTP routes once the gateway exists (so `/metrics` can read it).
+pub type RoutesFn<'a> = Box<dyn FnOnce(&Arc<Gateway>) -> axum::Router + 'a>;
+
 /// What [`Broker::start_with`] adds to a plain broker.
 pub struct Extras<'a> {
     /// More HTTP routes for the HTTP listener.
-    pub routes: axum::Router,
+    pub routes: RoutesFn<'a>,
     /// Where the gateway's meters are registered (`metrics::NoopRecorder` for none).
     pub recorder: &'a dyn metrics::Recorder,
     /// Accounts and topic policy (`serve --auth FILE`); None: anonymous, everything allowed.
@@ -148,8 +151,9 @@ pub struct Broker {
 impl Broker {
     /// Starts the router and serves the listeners until shut down.
     ///
-    /// Must be called inside a tokio runtime. Raises the open-files soft limit to the hard
-    /// limit and lowers `max_connections` (with a warning) if the hard limit is smaller.
+    /// Must be called inside a tokio runtime. Lowers `max_connections` (with a warning) when
+    /// the open-files soft limit is smaller; raising that limit is the binary's business
+    /// ([`raise_open_files_limit`]), not a library's.
     ///
     /// # Errors
     /// The router's threads could not be started.
@@ -158,7 +162,7 @@ impl Broker {
             listeners,
             config,
             Extras {
-                routes: axum::Router::new(),
+                routes: Box::new(|_| axum::Router::new()),
                 recorder: &metrics::NoopRecorder,
                 auth: None,
             },
@@ -233,7 +237,7 @@ impl Broker {
             gateway: Arc::clone(&gateway),
             listening: Arc::clone(&listening),
         })
-        .merge(routes);
+        .merge(routes(&gateway));
         tracker.spawn(http::serve(
             listeners.http,
             tls.map(|t| t.web),
@@ -314,10 +318,19 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Raises the open-files soft limit and returns how many clients fit under it.
+/// Raises this process's open-files soft limit to its hard limit, and returns the new soft
+/// limit: one descriptor per client, so the limit is the client count's ceiling.
+///
+/// # Errors
+/// The limit cannot be read or set.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// How many clients fit under the open-files soft limit, as `wanted` or fewer.
 fn fit_to_fd_limit(wanted: usize) -> usize {
-    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(l) => l,
+    let limit = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _hard)) => soft,
         Err(e) => {
             warn!(error = %e, "cannot read the open-files limit");
             return wanted;

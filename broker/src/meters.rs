@@ -4,54 +4,8 @@
 //! fixed set (transport, reason): never a client id. With `metrics::NoopRecorder` every
 //! handle is a no-op, which is how "metrics off" is measured.
 
-use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder, SharedString, Unit};
-
-fn meta() -> Metadata<'static> {
-    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
-}
-
-/// A counter `name{label=value}` on `r`.
-pub fn counter(
-    r: &dyn Recorder,
-    name: &'static str,
-    labels: &[(&'static str, &'static str)],
-) -> Counter {
-    r.register_counter(&key(name, labels), &meta())
-}
-
-/// A gauge `name{label=value}` on `r`.
-pub fn gauge(
-    r: &dyn Recorder,
-    name: &'static str,
-    labels: &[(&'static str, &'static str)],
-) -> Gauge {
-    r.register_gauge(&key(name, labels), &meta())
-}
-
-fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
-    let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
-    Key::from_parts(name, labels)
-}
-
-/// HELP text for a counter.
-pub fn describe_counter(
-    r: &dyn Recorder,
-    name: &'static str,
-    unit: Option<Unit>,
-    help: &'static str,
-) {
-    r.describe_counter(name.into(), unit, SharedString::const_str(help));
-}
-
-/// HELP text for a gauge.
-pub fn describe_gauge(
-    r: &dyn Recorder,
-    name: &'static str,
-    unit: Option<Unit>,
-    help: &'static str,
-) {
-    r.describe_gauge(name.into(), unit, SharedString::const_str(help));
-}
+pub use fleetcast_proto::meter::{counter, describe_counter, describe_gauge, gauge};
+use metrics::{Counter, Gauge, Recorder, Unit};
 
 /// Why a connection ended, as the `reason` label of `fleetcast_disconnects_total`.
 pub const DISCONNECT_REASONS: [&str; 11] = [

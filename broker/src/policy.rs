@@ -3,6 +3,8 @@
 //! `${clientid}` and `${username}` fill a whole topic level. Everything not granted is
 //! denied.
 
+use fleetcast_proto::filter::covers;
+pub use fleetcast_proto::filter::matches;
 use serde::Deserialize;
 
 /// Publish and subscribe grants.
@@ -77,6 +79,17 @@ impl Grants {
     }
 }
 
+impl Grants {
+    /// The subscribe grants with their variables filled for this client: the filters every
+    /// topic it may read matches (a grant whose variable cannot be a level is left out).
+    pub fn subscribe_filters(&self, client_id: &str, username: &str) -> Vec<String> {
+        self.subscribe
+            .iter()
+            .filter_map(|g| fill(g, client_id, username))
+            .collect()
+    }
+}
+
 /// Replaces `${clientid}` and `${username}` levels; None when a value cannot be a level.
 fn fill(grant: &str, client_id: &str, username: &str) -> Option<String> {
     let level_ok = |v: &str| !v.is_empty() && !v.contains(['/', '+', '#']);
@@ -90,37 +103,6 @@ fn fill(grant: &str, client_id: &str, username: &str) -> Option<String> {
         });
     }
     Some(out.join("/"))
-}
-
-/// Whether `topic` matches the MQTT filter `filter` (`+` one level, `#` the rest).
-pub fn matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether every topic `requested` matches also matches `grant`.
-fn covers(grant: &str, requested: &str) -> bool {
-    let mut g = grant.split('/');
-    let mut r = requested.split('/');
-    loop {
-        match (g.next(), r.next()) {
-            (Some("#"), _) => return true,
-            (Some(_), Some("#")) => return false,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -151,18 +133,6 @@ mod tests {
         assert!(s.may_subscribe("drivers/#", "bridge", "bridge"));
         assert!(s.may_subscribe("drivers/+/location", "bridge", "bridge"));
         assert!(!s.may_subscribe("#", "bridge", "bridge"));
-    }
-
-    #[test]
-    fn mqtt_matching_rules() {
-        assert!(matches("drivers/+/location", "drivers/drv-1/location"));
-        assert!(!matches("drivers/+/location", "drivers/drv-1/status"));
-        assert!(matches("drivers/#", "drivers/drv-1/status"));
-        assert!(matches("#", "owntracks/a/b"));
-        assert!(matches("owntracks/+/+", "owntracks/alice/phone"));
-        assert!(!matches("owntracks/+/+", "owntracks/alice"));
-        assert!(!matches("drivers/drv-1/location", "drivers/drv-2/location"));
-        assert!(!matches("a/b", "a/b/c"));
     }
 
     #[test]

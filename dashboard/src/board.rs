@@ -6,10 +6,10 @@
 //! Every update bumps a version number; a browser remembers the version it has seen. The
 //! board is bounded (`max_drivers`), and drivers gone for a while are evicted.
 
-use crate::owntracks;
 use crate::viewport::Viewport;
-use fleetcast_broker::policy::matches;
-use fleetcast_simulator::payload::{self, Location};
+use fleetcast_proto::filter::matches;
+use fleetcast_proto::topic::{self, Kind};
+use fleetcast_proto::{owntracks, Location, Presence};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -85,12 +85,13 @@ pub struct View {
 }
 
 /// The drivers one viewer may see: those whose location topic its account could
-/// subscribe to over MQTT.
+/// subscribe to over MQTT. Made by whoever checks the viewer's token (a
+/// [`TokenVerifier`](crate::web::TokenVerifier)), so the board knows no accounts.
 #[derive(Debug, Clone)]
 pub struct Visibility {
-    /// The account's grants.
-    pub grants: std::sync::Arc<fleetcast_broker::policy::Grants>,
-    /// The account name (fills `${username}` and `${clientid}`).
+    /// The topic filters the viewer's account may subscribe within, its variables filled.
+    pub filters: std::sync::Arc<[String]>,
+    /// The account name.
     pub account: String,
     /// When the viewer's token expires (unix seconds): the bridge closes it then.
     pub expires_at: Option<u64>,
@@ -104,8 +105,7 @@ impl Visibility {
 
     /// Whether a driver on `topic` is shown.
     pub fn may_see(&self, topic: &str) -> bool {
-        self.grants
-            .may_subscribe(topic, &self.account, &self.account)
+        self.filters.iter().any(|f| matches(f, topic))
     }
 }
 
@@ -113,8 +113,8 @@ impl Default for View {
     fn default() -> Self {
         View {
             filters: vec![
-                payload::LOCATION_FILTER.to_owned(),
-                "owntracks/+/+".to_owned(),
+                topic::LOCATION_FILTER.to_owned(),
+                topic::OWNTRACKS_FILTER.to_owned(),
             ],
             viewport: None,
             follow: None,
@@ -256,7 +256,7 @@ impl Board {
 
     fn ingest_inner(&self, topic: &str, body: &[u8], now_ms: u64) -> Ingested {
         if topic.starts_with("owntracks/") {
-            let Some((user, device)) = owntracks::device_of(topic) else {
+            let Some((user, device)) = topic::owntracks_device(topic) else {
                 return Ingested::Ignored;
             };
             let key = format!("{user}/{device}");
@@ -271,24 +271,23 @@ impl Board {
                 None => Ingested::Ignored,
             };
         }
-        let Some(id) = payload::driver_of(topic) else {
+        let Some(parsed) = topic::parse(topic) else {
             return Ingested::Ignored;
         };
-        if topic.ends_with("/location") {
-            let Ok(loc) = serde_json::from_slice::<Location>(body) else {
+        let id = parsed.id;
+        if parsed.kind == Kind::Location {
+            // The gateway's rules, so that what it accepts is what the map shows (a
+            // standalone dashboard may read a broker that checks nothing).
+            let Ok(loc) = Location::parse(id, body, now_ms) else {
                 return Ingested::Ignored;
             };
-            // The topic names the driver: a payload claiming another id is not trusted.
-            if loc.id != id || !loc.lat.is_finite() || !loc.lon.is_finite() {
-                return Ingested::Ignored;
-            }
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
             self.put(&mut inner, topic, loc, now_ms)
-        } else if topic.ends_with("/status") {
-            let Ok(presence) = serde_json::from_slice::<payload::Presence>(body) else {
+        } else if parsed.kind == Kind::Status {
+            let Ok(presence) = serde_json::from_slice::<Presence>(body) else {
                 return Ingested::Ignored;
             };
-            if presence.status != "offline" {
+            if !presence.is_offline() {
                 return Ingested::Presence;
             }
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
@@ -458,7 +457,10 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetcast_simulator::payload::Status;
+    use fleetcast_proto::Status;
+
+    /// A plausible clock: the location rules refuse fixes from before 2000.
+    const T0: u64 = 1_700_000_000_000;
 
     fn fix(id: &str, seq: u64, lat: f64, lon: f64) -> Vec<u8> {
         serde_json::to_vec(&Location {
@@ -470,7 +472,7 @@ mod tests {
             accuracy: 3.0,
             status: Status::Available,
             seq,
-            ts: 1_000,
+            ts: T0 + 1_000,
         })
         .expect("json")
     }
@@ -479,7 +481,7 @@ mod tests {
     fn latest_position_per_driver_is_kept() {
         let b = Board::new(BoardConfig::default());
         for seq in 1..=10 {
-            b.ingest("drivers/a/location", &fix("a", seq, 60.0, 24.0), 1_005);
+            b.ingest("drivers/a/location", &fix("a", seq, 60.0, 24.0), T0 + 1_005);
         }
         let c = b.changes_since(0, &View::default(), 100);
         assert_eq!(c.positions.len(), 1, "conflated to one");
@@ -495,8 +497,16 @@ mod tests {
     #[test]
     fn viewport_filters_and_follow() {
         let b = Board::new(BoardConfig::default());
-        b.ingest("drivers/in/location", &fix("in", 1, 60.17, 24.94), 2_000);
-        b.ingest("drivers/out/location", &fix("out", 1, 61.5, 25.5), 2_000);
+        b.ingest(
+            "drivers/in/location",
+            &fix("in", 1, 60.17, 24.94),
+            T0 + 2_000,
+        );
+        b.ingest(
+            "drivers/out/location",
+            &fix("out", 1, 61.5, 25.5),
+            T0 + 2_000,
+        );
         let mut view = View {
             viewport: Viewport::from_bbox([24.9, 60.1, 25.0, 60.2]),
             ..View::default()
@@ -526,13 +536,13 @@ mod tests {
             stale_after: Duration::from_secs(5),
             ..BoardConfig::default()
         });
-        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), 2_000);
-        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), 2_000);
+        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), T0 + 2_000);
+        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), T0 + 2_000);
         let seen = b.changes_since(0, &View::default(), 100).version;
         b.ingest(
             "drivers/a/status",
             br#"{"id":"a","status":"offline"}"#,
-            2_000,
+            T0 + 2_000,
         );
         let c = b.changes_since(seen, &View::default(), 100);
         assert_eq!(
@@ -555,7 +565,7 @@ mod tests {
         // A fresh browser is not told about drivers it never saw.
         assert!(b.changes_since(0, &View::default(), 100).gone.is_empty());
         // Coming back makes a driver live again.
-        b.ingest("drivers/a/location", &fix("a", 2, 60.0, 24.0), 2_000);
+        b.ingest("drivers/a/location", &fix("a", 2, 60.0, 24.0), T0 + 2_000);
         assert_eq!(b.online(), 1);
     }
 
@@ -565,17 +575,17 @@ mod tests {
             max_drivers: 2,
             ..BoardConfig::default()
         });
-        assert_eq!(b.ingest("drivers/a/location", b"{", 0), Ingested::Ignored);
+        assert_eq!(b.ingest("drivers/a/location", b"{", T0), Ingested::Ignored);
         // A payload naming another driver than its topic.
         assert_eq!(
-            b.ingest("drivers/a/location", &fix("b", 1, 60.0, 24.0), 0),
+            b.ingest("drivers/a/location", &fix("b", 1, 60.0, 24.0), T0),
             Ingested::Ignored
         );
-        assert_eq!(b.ingest("other/topic", b"{}", 0), Ingested::Ignored);
-        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), 0);
-        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), 0);
+        assert_eq!(b.ingest("other/topic", b"{}", T0), Ingested::Ignored);
+        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), T0);
+        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), T0);
         assert_eq!(
-            b.ingest("drivers/c/location", &fix("c", 1, 60.0, 24.0), 0),
+            b.ingest("drivers/c/location", &fix("c", 1, 60.0, 24.0), T0),
             Ingested::Full
         );
         assert_eq!(b.ignored.load(Ordering::Relaxed), 3);
@@ -585,12 +595,12 @@ mod tests {
     #[test]
     fn owntracks_devices_appear() {
         let b = Board::new(BoardConfig::default());
-        let body = br#"{"_type":"location","lat":60.17,"lon":24.94,"tst":1,"acc":10,"vel":18,"cog":90,"tid":"ph"}"#;
+        let body = br#"{"_type":"location","lat":60.17,"lon":24.94,"tst":1700000001,"acc":10,"vel":18,"cog":90,"tid":"ph"}"#;
         assert!(matches!(
-            b.ingest("owntracks/alice/phone", body, 5_000),
+            b.ingest("owntracks/alice/phone", body, T0 + 5_000),
             Ingested::Position { .. }
         ));
-        b.ingest("owntracks/alice/phone", body, 5_000);
+        b.ingest("owntracks/alice/phone", body, T0 + 5_000);
         let c = b.changes_since(0, &View::default(), 10);
         assert_eq!(c.positions[0].id, "ot-alice-phone");
         assert_eq!(c.positions[0].seq, 2);

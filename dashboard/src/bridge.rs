@@ -11,7 +11,7 @@ use crate::board::{Board, View, Visibility};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::viewport::Viewport;
 use axum::extract::ws::{Message, WebSocket};
-use fleetcast_simulator::payload;
+use fleetcast_proto::time::{now_ms, unix_now};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,7 +165,7 @@ impl Bridge {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
                 _ = batches.tick() => {
-                    if view.allowed.as_ref().is_some_and(|a| a.expired(fleetcast_broker::token::unix_now())) {
+                    if view.allowed.as_ref().is_some_and(|a| a.expired(unix_now())) {
                         return Exit::Expired;
                     }
                     let changes = self.board.changes_since(seen, &view, self.config.max_batch_positions);
@@ -177,7 +177,7 @@ impl Bridge {
                     }
                     let stats = stats_due.then(|| self.board.panel());
                     let batch = ServerMessage::Batch {
-                        t: payload::now_ms(),
+                        t: now_ms(),
                         positions: &changes.positions,
                         gone: &changes.gone,
                         stats,

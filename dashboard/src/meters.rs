@@ -4,7 +4,7 @@
 
 use crate::board::Board;
 use crate::bridge::Bridge;
-use fleetcast_broker::meters::{counter, describe_counter, describe_gauge, gauge};
+use fleetcast_proto::meter::{counter, describe_counter, describe_gauge, gauge};
 use metrics::{Counter, Gauge, Histogram, Key, Metadata, Recorder, SharedString, Unit};
 use std::sync::atomic::Ordering;
 

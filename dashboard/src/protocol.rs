@@ -14,7 +14,7 @@
 //! - `{"type":"error","message":".."}` for a message it could not take.
 
 use crate::board::{Gone, PanelStats};
-use fleetcast_simulator::payload::Location;
+use fleetcast_proto::Location;
 use serde::{Deserialize, Serialize};
 
 /// A message from the browser.

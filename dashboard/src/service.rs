@@ -1,41 +1,49 @@
 //! The dashboard as one unit: board, bridge, basemap and routes, plus the sweeper that
 //! marks silent drivers stale. `fleetcast serve` mounts its routes on the broker's HTTP
 //! listener and feeds it in-process; `fleetcast dashboard` feeds it from any broker.
+//!
+//! What the dashboard does not own comes in through small interfaces: positions as a stream
+//! of (topic, payload) ([`Dashboard::feed`]), browser tokens through a
+//! [`TokenVerifier`], and the basemap as GeoJSON text.
 
-use crate::basemap::{self, BasemapError};
 use crate::board::{Board, BoardConfig};
 use crate::bridge::{Bridge, BridgeConfig};
 use crate::meters::DashboardMeters;
-use crate::web::{self, DashboardState, PageConfig};
+use crate::web::{self, DashboardState, PageConfig, TokenVerifier};
+use bytes::Bytes;
+use fleetcast_proto::time::now_ms;
+use futures_util::{Stream, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How to build a dashboard.
 #[derive(Debug, Clone)]
-pub struct DashboardOptions<'a> {
-    /// The city's `.osm.pbf`, for the basemap.
-    pub map_pbf: &'a [u8],
+pub struct DashboardOptions {
+    /// The basemap, GeoJSON (`fleetcast_simulator::basemap` derives it from a city's
+    /// `.osm.pbf`).
+    pub basemap: Arc<str>,
     /// Online tile URL template (`--tiles`); None keeps the page offline.
     pub tiles: Option<String>,
     /// Board bounds.
     pub board: BoardConfig,
     /// Bridge bounds.
     pub bridge: BridgeConfig,
-    /// With accounts, `/ws` takes only browsers with a valid token (`fleetcast token`),
-    /// and each sees what its account may subscribe to.
-    pub auth: Option<Arc<fleetcast_broker::auth::Auth>>,
+    /// When set, `/ws` takes only browsers with a valid token (`fleetcast token`), and
+    /// each sees what the verifier says its account may subscribe to.
+    pub tokens: Option<Arc<dyn TokenVerifier>>,
 }
 
-impl DashboardOptions<'_> {
-    /// The embedded city and default bounds, offline.
-    pub fn offline() -> DashboardOptions<'static> {
+impl DashboardOptions {
+    /// `basemap` with default bounds, offline, no tokens.
+    pub fn new(basemap: Arc<str>) -> DashboardOptions {
         DashboardOptions {
-            map_pbf: fleetcast_simulator::road_graph::HELSINKI_PBF,
+            basemap,
             tiles: None,
             board: BoardConfig::default(),
             bridge: BridgeConfig::default(),
-            auth: None,
+            tokens: None,
         }
     }
 }
@@ -51,20 +59,15 @@ pub struct Dashboard {
     pub meters: DashboardMeters,
     router: axum::Router,
     stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Dashboard {
-    /// Builds the basemap and the routes and starts the stale sweeper (needs a runtime).
-    ///
-    /// # Errors
-    /// The map data is not valid PBF.
-    pub fn new(
-        options: DashboardOptions<'_>,
-        recorder: &dyn metrics::Recorder,
-    ) -> Result<Dashboard, BasemapError> {
-        let basemap: Arc<str> = basemap::geojson(options.map_pbf)?.into();
+    /// Builds the routes and starts the stale sweeper (needs a runtime).
+    pub fn new(options: DashboardOptions, recorder: &dyn metrics::Recorder) -> Dashboard {
         let meters = DashboardMeters::new(recorder);
         let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let board =
             Arc::new(Board::new(options.board).with_latency_histogram(meters.latency.clone()));
         let batch_ms = u64::try_from(options.bridge.batch_interval.as_millis()).unwrap_or(200);
@@ -74,8 +77,8 @@ impl Dashboard {
         );
         let router = web::app(DashboardState {
             bridge: Arc::clone(&bridge),
-            auth: options.auth,
-            basemap,
+            tokens: options.tokens,
+            basemap: options.basemap,
             page: Arc::new(PageConfig {
                 tiles: options.tiles,
                 attribution: "(c) OpenStreetMap contributors, ODbL".to_owned(),
@@ -84,7 +87,7 @@ impl Dashboard {
         });
         let sweep_board = Arc::clone(&board);
         let sweep_stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -93,13 +96,32 @@ impl Dashboard {
                 }
             }
         });
-        Ok(Dashboard {
+        Dashboard {
             board,
             bridge,
             meters,
             router,
             stop,
-        })
+            tasks,
+        }
+    }
+
+    /// Puts every (topic, payload) of `messages` on the board until the stream ends or the
+    /// dashboard stops (a tracked task). Topics that are not UTF-8 are skipped.
+    pub fn feed<S>(&self, messages: S)
+    where
+        S: Stream<Item = (Bytes, Bytes)> + Send + 'static,
+    {
+        let board = Arc::clone(&self.board);
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            let mut messages = std::pin::pin!(messages.take_until(stop.cancelled_owned()));
+            while let Some((topic, body)) = messages.next().await {
+                if let Ok(topic) = std::str::from_utf8(&topic) {
+                    board.ingest(topic, &body, now_ms());
+                }
+            }
+        });
     }
 
     /// The HTTP routes (`/`, `/ws`, ...).
@@ -107,8 +129,10 @@ impl Dashboard {
         self.router.clone()
     }
 
-    /// Closes every browser and stops the sweeper.
-    pub fn stop(&self) {
+    /// Closes every browser, stops the sweeper and the feeds, and waits for them.
+    pub async fn shutdown(&self) {
         self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }

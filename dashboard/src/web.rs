@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use fleetcast_proto::time::unix_now;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -98,8 +99,18 @@ pub struct DashboardState {
     pub basemap: Arc<str>,
     /// The page's configuration.
     pub page: Arc<PageConfig>,
-    /// Accounts: when set, `/ws` needs a browser token.
-    pub auth: Option<Arc<fleetcast_broker::auth::Auth>>,
+    /// When set, `/ws` needs a browser token, and the verifier says what it may see.
+    pub tokens: Option<Arc<dyn TokenVerifier>>,
+}
+
+/// Checks a browser token: the dashboard knows no accounts, so whoever owns them (the
+/// broker's credentials file, wired in by `fleetcast serve`) answers for it.
+pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
+    /// What the token's holder may see, checked at `now` (unix seconds).
+    ///
+    /// # Errors
+    /// Why the token is refused (sent to the browser with the 401).
+    fn verify(&self, token: &str, now: u64) -> Result<Visibility, String>;
 }
 
 /// The dashboard routes: `/`, `/app.js`, `/app.css`, `/vendor/leaflet/...`,
@@ -160,9 +171,9 @@ async fn ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let allowed = match &state.auth {
+    let allowed = match &state.tokens {
         None => None,
-        Some(auth) => {
+        Some(tokens) => {
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -174,12 +185,8 @@ async fn ws(
                 )
                     .into_response();
             };
-            match auth.check_token(token, fleetcast_broker::token::unix_now()) {
-                Ok(access) => Some(Visibility {
-                    grants: access.grants,
-                    account: access.account,
-                    expires_at: Some(access.expires_at),
-                }),
+            match tokens.verify(token, unix_now()) {
+                Ok(visibility) => Some(visibility),
                 Err(e) => {
                     tracing::debug!(error = %e, "browser token refused");
                     return (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();

@@ -7,9 +7,9 @@
 //! GPS noise whose scale is reported as `accuracy`. Everything random comes from one seeded
 //! RNG per driver, so a `--seed` replays the same fleet.
 
-use crate::payload::Status;
 use crate::road_graph::RoadGraph;
 use crate::route::Route;
+use fleetcast_proto::Status;
 use geo::{Destination, Distance, Haversine, Point};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -11,8 +11,11 @@
 
 use crate::driver::Driver;
 use crate::endpoint::Endpoint;
-use crate::payload::{self, Location, Presence};
 use crate::road_graph::RoadGraph;
+use fleetcast_proto::backoff::full_jitter;
+use fleetcast_proto::time::now_ms;
+use fleetcast_proto::topic::{location_topic, status_topic};
+use fleetcast_proto::{Location, Presence};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, Packet, QoS};
@@ -26,10 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-/// First reconnect backoff ceiling.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// Largest reconnect backoff ceiling.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Requests a driver's client may queue; a driver publishes once an interval, so a full
 /// queue means its connection is stuck and the fix is dropped (counted), not queued.
 const CLIENT_QUEUE: usize = 8;
@@ -159,14 +158,6 @@ impl ConnectGate {
     }
 }
 
-/// Backoff before reconnect attempt `attempt` (0-based): uniform in [0, min(max, base*2^n)].
-pub fn full_jitter(rng: &mut impl Rng, attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
-        .min(BACKOFF_MAX);
-    ceiling.mul_f64(rng.random::<f64>())
-}
-
 /// A running fleet.
 #[derive(Debug)]
 pub struct Fleet {
@@ -255,8 +246,8 @@ async fn drive(
     let seed = driver_seed(config.seed, index);
     let mut model = Driver::new(graph, seed, config.noise_m);
     let mut rng = StdRng::seed_from_u64(seed.rotate_left(17));
-    let location_topic = payload::location_topic(&id);
-    let status_topic = payload::status_topic(&id);
+    let location_topic = location_topic(&id);
+    let status_topic = status_topic(&id);
     let offline = serde_json::to_vec(&Presence::offline(&id)).unwrap_or_default();
     let online = serde_json::to_vec(&Presence::online(&id)).unwrap_or_default();
 
@@ -309,7 +300,7 @@ async fn drive(
                     accuracy: fix.accuracy,
                     status: fix.status,
                     seq,
-                    ts: payload::now_ms(),
+                    ts: now_ms(),
                 };
                 let body = serde_json::to_vec(&location).unwrap_or_default();
                 match client.try_publish(&location_topic, QoS::AtMostOnce, true, body) {
@@ -334,7 +325,7 @@ async fn drive(
                         stats.connected.fetch_sub(1, Ordering::Relaxed);
                     }
                     stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let wait = full_jitter(&mut rng, attempt);
+                    let wait = full_jitter(attempt, rng.random());
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
                         _ = stop.cancelled() => break,
@@ -368,19 +359,6 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_bounded_and_grows() {
-        let mut rng = StdRng::seed_from_u64(1);
-        for attempt in 0..40 {
-            let d = full_jitter(&mut rng, attempt);
-            assert!(d <= BACKOFF_MAX);
-        }
-        let early: Duration = (0..200).map(|_| full_jitter(&mut rng, 0)).sum();
-        let late: Duration = (0..200).map(|_| full_jitter(&mut rng, 10)).sum();
-        assert!(early < Duration::from_millis(200 * 500));
-        assert!(late > early * 10);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn gate_spaces_connects_at_the_rate() {

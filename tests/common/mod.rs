@@ -45,7 +45,7 @@ impl TestBroker {
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
         let addrs = listeners.addrs();
         let extras = fleetcast_broker::Extras {
-            routes: Default::default(),
+            routes: Box::new(|_| Default::default()),
             recorder: &metrics::NoopRecorder,
             auth: Some(example_auth()),
         };
@@ -337,7 +337,7 @@ impl Drop for Served {
 /// `serve`'s stack (broker + dashboard + /metrics) in this process, every listener on
 /// port 0, no credentials.
 pub async fn start_stack(
-    options: fleetcast_dashboard::service::DashboardOptions<'static>,
+    options: fleetcast_dashboard::service::DashboardOptions,
 ) -> fleetcast::stack::Stack {
     start_stack_with_auth(options, None).await
 }
@@ -354,7 +354,7 @@ pub fn example_auth() -> std::sync::Arc<fleetcast_broker::auth::Auth> {
 
 /// [`start_stack`] with accounts (`serve --auth`).
 pub async fn start_stack_with_auth(
-    options: fleetcast_dashboard::service::DashboardOptions<'static>,
+    options: fleetcast_dashboard::service::DashboardOptions,
     auth: Option<std::sync::Arc<fleetcast_broker::auth::Auth>>,
 ) -> fleetcast::stack::Stack {
     let config = Config::ephemeral();

@@ -15,10 +15,10 @@ pub mod wire;
 
 use crate::endpoint::Endpoint;
 use crate::fleet::ConnectGate;
-use crate::payload;
 use crate::process;
 use accounting::{new_histogram, Tally};
 use conn::Conn;
+use fleetcast_proto::topic;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use report::{add_pairs, to_pairs, Quantiles, Report};
@@ -299,7 +299,7 @@ async fn subscriber(
     let filter = if cfg.shared {
         "$share/loadtest/drivers/+/location"
     } else {
-        payload::LOCATION_FILTER
+        topic::LOCATION_FILTER
     };
     if conn
         .send(&wire::subscribe(filter, cfg.qos, 1))
@@ -433,7 +433,7 @@ async fn publisher(
         }
         Scenario::Fleet | Scenario::Throughput => {}
     }
-    let topic = payload::location_topic(&id);
+    let topic = topic::location_topic(&id);
     let mut out = Vec::with_capacity(256);
     let mut seq = 0u64;
     let mut pkid = 0u16;
@@ -785,7 +785,7 @@ mod tests {
         assert!(b.len() >= 300 && b.len() < 320, "{}", b.len());
         let p: Probe = serde_json::from_slice(&b).expect("json");
         assert_eq!(p.seq, 7);
-        let loc: crate::payload::Location = serde_json::from_slice(&b).expect("a real Location");
+        let loc: fleetcast_proto::Location = serde_json::from_slice(&b).expect("a real Location");
         assert_eq!(loc.id, "lt-000001");
         assert_eq!(publisher_of(b"drivers/lt-000042/location", "lt-"), Some(42));
         assert_eq!(publisher_of(b"drivers/drv-000042/location", "lt-"), None);

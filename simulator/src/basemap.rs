@@ -129,7 +129,7 @@ pub fn geojson(pbf: &[u8]) -> Result<String, BasemapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetcast_simulator::road_graph::HELSINKI_PBF;
+    use crate::road_graph::HELSINKI_PBF;
 
     #[test]
     fn helsinki_basemap_has_streets_buildings_and_water() {

@@ -1,13 +1,16 @@
-//! Feeding the board from an MQTT broker (the standalone `fleetcast dashboard`).
+//! Feeding the board from an MQTT broker (the standalone `fleetcast dashboard`): the
+//! wiring's side of the dashboard, which itself knows no MQTT client.
 //!
 //! One rumqttc connection subscribes to driver locations, driver statuses and OwnTracks
 //! devices, and hands every message to the [`Board`]. It reconnects with exponential
 //! backoff and full jitter, and subscribes again after each connect (clean session).
 
-use crate::board::Board;
-use fleetcast_simulator::endpoint::Endpoint;
-use fleetcast_simulator::fleet::full_jitter;
-use fleetcast_simulator::payload;
+use fleetcast_dashboard::board::Board;
+use fleetcast_proto::backoff::full_jitter;
+use fleetcast_proto::time::now_ms;
+use fleetcast_proto::topic;
+use fleetcast_simulator::endpoint::{ClientTls, Endpoint};
+use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,9 +20,9 @@ use tracing::{info, warn};
 
 /// The topics the bridge reads.
 pub const FEED_FILTERS: [&str; 3] = [
-    payload::LOCATION_FILTER,
-    payload::STATUS_FILTER,
-    "owntracks/+/+",
+    topic::LOCATION_FILTER,
+    topic::STATUS_FILTER,
+    topic::OWNTRACKS_FILTER,
 ];
 
 /// How to reach the broker.
@@ -32,7 +35,7 @@ pub struct FeedConfig {
     /// Optional credentials.
     pub credentials: Option<(String, String)>,
     /// TLS settings for `mqtts://` and `wss://` (None: the system's roots).
-    pub tls: Option<fleetcast_simulator::endpoint::ClientTls>,
+    pub tls: Option<ClientTls>,
 }
 
 /// Runs until `shutdown`; `connected` tells whether the feed is connected now.
@@ -54,7 +57,7 @@ pub async fn run(
     }
     // Bounded: the feed sends only SUBSCRIBEs.
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let mut rng = rand_seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(now_ms());
     let mut attempt = 0u32;
     loop {
         let event = tokio::select! {
@@ -74,12 +77,12 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                board.ingest(&p.topic, &p.payload, payload::now_ms());
+                board.ingest(&p.topic, &p.payload, now_ms());
             }
             Ok(_) => {}
             Err(e) => {
                 connected.store(false, Ordering::Relaxed);
-                let wait = full_jitter(&mut rng, attempt);
+                let wait = full_jitter(attempt, rng.random());
                 attempt = attempt.saturating_add(1);
                 warn!(broker = %config.broker, error = %e, retry_in_ms = wait.as_millis() as u64, "bridge feed disconnected");
                 tokio::select! {
@@ -92,9 +95,4 @@ pub async fn run(
     connected.store(false, Ordering::Relaxed);
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
-}
-
-fn rand_seed() -> rand::rngs::StdRng {
-    use rand::SeedableRng;
-    rand::rngs::StdRng::seed_from_u64(payload::now_ms())
 }

@@ -89,13 +89,6 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<(String, u64), Tok
     Ok((claims.sub, claims.exp))
 }
 
-/// Seconds since the Unix epoch now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

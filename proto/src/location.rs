@@ -1,0 +1,300 @@
+//! The location schema: the [`Location`] a driver publishes on `drivers/{id}/location`, the
+//! [`Presence`] on `drivers/{id}/status`, and the one set of rules a fix must pass.
+//!
+//! The gateway refuses a fix that breaks a rule and the board ignores one, through the same
+//! [`check`]: a fix the gateway accepts is one the map shows, and the other way round.
+
+use crate::topic;
+use serde::{Deserialize, Serialize};
+
+/// Earliest `ts` accepted: 2000-01-01 (ms since the epoch).
+pub const TS_MIN_MS: u64 = 946_684_800_000;
+/// Latest `ts` accepted: one hour ahead of the receiver's clock (clocks drift).
+pub const TS_AHEAD_MS: u64 = 3_600_000;
+
+/// A ride-hailing driver's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Free, cruising, waiting for a request.
+    Available,
+    /// Driving to pick a rider up.
+    ToPickup,
+    /// Carrying a rider.
+    OnTrip,
+}
+
+impl Status {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Available => "available",
+            Status::ToPickup => "to_pickup",
+            Status::OnTrip => "on_trip",
+        }
+    }
+}
+
+/// One position fix, published on `drivers/{id}/location`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// Driver id, e.g. `drv-000042` (also the MQTT client id).
+    pub id: String,
+    /// Latitude, degrees (WGS 84), in [-90, 90].
+    pub lat: f64,
+    /// Longitude, degrees (WGS 84), in [-180, 180].
+    pub lon: f64,
+    /// Direction of travel, degrees clockwise from north, in [0, 360].
+    pub heading: f64,
+    /// Speed over ground, m/s, not negative.
+    pub speed: f64,
+    /// Horizontal accuracy, metres (the GPS noise's scale), not negative.
+    pub accuracy: f64,
+    /// Ride-hailing state.
+    pub status: Status,
+    /// Per-driver counter, +1 per fix, for loss and order detection.
+    pub seq: u64,
+    /// When the fix was taken, milliseconds since the Unix epoch, for latency.
+    pub ts: u64,
+}
+
+/// Why a location payload was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// Not JSON of the documented shape (a field missing, of the wrong type, an unknown
+    /// `status`).
+    #[error("not a location of the documented shape")]
+    Shape,
+    /// `id` differs from the topic's driver id.
+    #[error("the id differs from the topic's driver")]
+    Id,
+    /// A number is NaN or infinite.
+    #[error("a number is not finite")]
+    NotFinite,
+    /// lat outside [-90, 90], lon outside [-180, 180] or heading outside [0, 360].
+    #[error("lat, lon or heading out of range")]
+    OutOfRange,
+    /// Negative speed or accuracy.
+    #[error("negative speed or accuracy")]
+    Negative,
+    /// `ts` before 2000 or more than an hour ahead.
+    #[error("ts before 2000 or more than an hour ahead")]
+    Time,
+}
+
+impl Location {
+    /// Checks the rules for a fix published by driver `topic_id`, received at `now_ms`.
+    ///
+    /// # Errors
+    /// The first rule the fix breaks.
+    pub fn validate(&self, topic_id: &str, now_ms: u64) -> Result<(), Invalid> {
+        if self.id != topic_id {
+            return Err(Invalid::Id);
+        }
+        if ![self.lat, self.lon, self.heading, self.speed, self.accuracy]
+            .iter()
+            .all(|v| v.is_finite())
+        {
+            return Err(Invalid::NotFinite);
+        }
+        if !(-90.0..=90.0).contains(&self.lat)
+            || !(-180.0..=180.0).contains(&self.lon)
+            || !(0.0..=360.0).contains(&self.heading)
+        {
+            return Err(Invalid::OutOfRange);
+        }
+        if self.speed < 0.0 || self.accuracy < 0.0 {
+            return Err(Invalid::Negative);
+        }
+        if self.ts < TS_MIN_MS || self.ts > now_ms.saturating_add(TS_AHEAD_MS) {
+            return Err(Invalid::Time);
+        }
+        Ok(())
+    }
+
+    /// Parses and checks a fix published by driver `topic_id`.
+    ///
+    /// # Errors
+    /// [`Invalid::Shape`] when it does not parse, else the first rule it breaks.
+    pub fn parse(topic_id: &str, payload: &[u8], now_ms: u64) -> Result<Location, Invalid> {
+        let loc: Location = serde_json::from_slice(payload).map_err(|_| Invalid::Shape)?;
+        loc.validate(topic_id, now_ms)?;
+        Ok(loc)
+    }
+}
+
+/// Checks a publish as the gateway sees it: Ok for every topic but a driver's location,
+/// whose payload must be a valid fix of that driver. A topic that is not UTF-8 is not a
+/// location topic (the gateway's topic rules deal with it).
+///
+/// # Errors
+/// The first rule a location payload breaks.
+pub fn check(topic: &[u8], payload: &[u8], now_ms: u64) -> Result<(), Invalid> {
+    let Some(id) = std::str::from_utf8(topic)
+        .ok()
+        .and_then(topic::location_driver)
+    else {
+        return Ok(());
+    };
+    Location::parse(id, payload, now_ms).map(|_| ())
+}
+
+/// Online/offline presence, published on `drivers/{id}/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Driver id.
+    pub id: String,
+    /// `online` or `offline`.
+    pub status: String,
+}
+
+impl Presence {
+    /// The retained message published on connect.
+    pub fn online(id: &str) -> Presence {
+        Presence {
+            id: id.to_owned(),
+            status: "online".to_owned(),
+        }
+    }
+
+    /// The last will: the same message with `offline`.
+    pub fn offline(id: &str) -> Presence {
+        Presence {
+            id: id.to_owned(),
+            status: "offline".to_owned(),
+        }
+    }
+
+    /// Whether the driver said it left.
+    pub fn is_offline(&self) -> bool {
+        self.status == "offline"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_963_525_273;
+
+    fn loc(id: &str, lat: &str, lon: &str, speed: &str, acc: &str, ts: u64) -> Vec<u8> {
+        format!(r#"{{"id":"{id}","lat":{lat},"lon":{lon},"heading":90,"speed":{speed},"accuracy":{acc},"status":"available","seq":1,"ts":{ts}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn location_json_has_the_documented_fields() {
+        let l = Location {
+            id: "drv-000042".into(),
+            lat: 60.17,
+            lon: 24.94,
+            heading: 90.0,
+            speed: 8.5,
+            accuracy: 4.0,
+            status: Status::ToPickup,
+            seq: 7,
+            ts: 1_700_000_000_000,
+        };
+        let v: serde_json::Value = serde_json::to_value(&l).expect("serialize");
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["accuracy", "heading", "id", "lat", "lon", "seq", "speed", "status", "ts"]
+        );
+        assert_eq!(v["status"], "to_pickup");
+        let back: Location = serde_json::from_value(v).expect("parse");
+        assert_eq!(back, l);
+    }
+
+    #[test]
+    fn each_rule() {
+        let t = b"drivers/drv-1/location";
+        assert_eq!(
+            check(t, &loc("drv-1", "60.1", "24.9", "3", "4", NOW), NOW),
+            Ok(())
+        );
+        assert_eq!(check(t, b"{", NOW), Err(Invalid::Shape));
+        assert_eq!(check(t, br#"{"lat":1}"#, NOW), Err(Invalid::Shape));
+        assert_eq!(
+            check(t, &loc("drv-2", "60.1", "24.9", "3", "4", NOW), NOW),
+            Err(Invalid::Id)
+        );
+        // JSON has no NaN, and serde_json refuses 1e999 rather than make it infinite: the
+        // NotFinite rule is a second line behind the parser.
+        assert_eq!(
+            check(t, &loc("drv-1", "1e999", "24.9", "3", "4", NOW), NOW),
+            Err(Invalid::Shape)
+        );
+        assert_eq!(
+            check(t, &loc("drv-1", "91", "24.9", "3", "4", NOW), NOW),
+            Err(Invalid::OutOfRange)
+        );
+        assert_eq!(
+            check(t, &loc("drv-1", "60", "-181", "3", "4", NOW), NOW),
+            Err(Invalid::OutOfRange)
+        );
+        assert_eq!(
+            check(t, &loc("drv-1", "60", "24", "-1", "4", NOW), NOW),
+            Err(Invalid::Negative)
+        );
+        assert_eq!(
+            check(t, &loc("drv-1", "60", "24", "1", "-4", NOW), NOW),
+            Err(Invalid::Negative)
+        );
+        assert_eq!(
+            check(t, &loc("drv-1", "60", "24", "1", "4", 5), NOW),
+            Err(Invalid::Time)
+        );
+        assert_eq!(
+            check(t, &loc("drv-1", "60", "24", "1", "4", NOW + 7_200_000), NOW),
+            Err(Invalid::Time)
+        );
+        // Other topics are not location payloads.
+        assert_eq!(check(b"drivers/drv-1/status", b"not json", NOW), Ok(()));
+        assert_eq!(check(b"a/b", b"{", NOW), Ok(()));
+        assert_eq!(check(b"drivers/\xff/location", b"{", NOW), Ok(()));
+    }
+
+    #[test]
+    fn status_and_heading_are_part_of_the_rules() {
+        let t = b"drivers/drv-1/location";
+        let good = String::from_utf8(loc("drv-1", "60", "24", "1", "4", NOW)).expect("utf8");
+        let busy = good.replace("available", "busy");
+        assert_eq!(check(t, busy.as_bytes(), NOW), Err(Invalid::Shape));
+        let no_status = good.replace(r#""status":"available","#, "");
+        assert_eq!(check(t, no_status.as_bytes(), NOW), Err(Invalid::Shape));
+        for heading in ["720", "-5", "360.5"] {
+            let bad = good.replace(r#""heading":90"#, &format!(r#""heading":{heading}"#));
+            assert_eq!(
+                check(t, bad.as_bytes(), NOW),
+                Err(Invalid::OutOfRange),
+                "{heading}"
+            );
+        }
+        let edge = good.replace(r#""heading":90"#, r#""heading":360"#);
+        assert_eq!(check(t, edge.as_bytes(), NOW), Ok(()));
+    }
+
+    #[test]
+    fn an_escaped_id_is_the_same_id() {
+        let t = b"drivers/drv-1/location";
+        let escaped = String::from_utf8(loc("drv-1", "60", "24", "1", "4", NOW))
+            .expect("utf8")
+            .replace(r#""id":"drv-1""#, r#""id":"drv\u002d1""#);
+        assert_eq!(check(t, escaped.as_bytes(), NOW), Ok(()));
+    }
+
+    #[test]
+    fn presence_round_trips() {
+        let p = Presence::offline("drv-1");
+        assert!(p.is_offline());
+        assert!(!Presence::online("drv-1").is_offline());
+        let v = serde_json::to_string(&p).expect("serialize");
+        assert_eq!(v, r#"{"id":"drv-1","status":"offline"}"#);
+    }
+}
