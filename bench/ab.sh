@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# A/B of two fleetcast builds (and Debian's mosquitto) on the throughput scenarios,
-# alternating, ROUNDS rounds, so a change's cost shows beside the machine's noise.
+# A/B of two fleetcast builds (and Debian's mosquitto) on the fleet and throughput
+# scenarios, alternating, ROUNDS rounds, so a change's cost shows beside the machine's noise.
+# FLEET (default 5000) drivers at 1 Hz for 20 s: lost, p99 and broker CPU are the figures.
 # Usage: bench/ab.sh OLD_BIN OLD_CONFIG NEW_BIN NEW_CONFIG [ROUNDS]
 #   e.g. git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release)
 #        bench/ab.sh /tmp/old/target/release/fleetcast OLD.toml target/release/fleetcast bench/fleetcast-bench.toml
 # (an older build may not know newer config keys: give it its own config file).
 set -u
 cd "$(dirname "$0")/.."
-old=$1 old_cfg=$2 new=$3 new_cfg=$4 rounds=${5:-2}
+old=$1 old_cfg=$2 new=$3 new_cfg=$4 rounds=${5:-2} fleet=${FLEET:-5000}
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -31,12 +32,15 @@ one() {
   local label=$1; shift
   $new loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" "$@" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null
-  python3 -c "import json; d=json.load(open('$work/r.json')); print('$label', 'published', d['published'], 'received', d['received'], 'lost', d['lost'], 'broker_cpu%', round(d.get('broker_cpu_percent') or 0, 1))"
+  python3 -c "import json; d=json.load(open('$work/r.json')); print('$label', 'published', d['published'], 'received', d['received'], 'lost', d['lost'], 'p99_ms', round((d.get('latency_ms') or {}).get('p99') or 0, 2), 'broker_cpu%', round(d.get('broker_cpu_percent') or 0, 1))"
 }
 for round in $(seq "$rounds"); do
-  for s in 1to1 1000pub; do
-    if [ $s = 1to1 ]; then args="--scenario throughput --connections 1 --subscribers 1 --payload-size 100 --duration 10s"
-    else args="--scenario throughput --connections 1000 --subscribers 1 --duration 10s --connect-rate 2000"; fi
+  for s in fleet 1to1 1000pub; do
+    case $s in
+      fleet) args="--scenario fleet --connections $fleet --subscribers 1 --interval 1s --duration 20s --connect-rate 2000" ;;
+      1to1) args="--scenario throughput --connections 1 --subscribers 1 --payload-size 100 --duration 10s" ;;
+      *) args="--scenario throughput --connections 1000 --subscribers 1 --duration 10s --connect-rate 2000" ;;
+    esac
     # shellcheck disable=SC2086
     { serve "$old" "$old_cfg"; one "round$round $s old" $args; }
     # shellcheck disable=SC2086

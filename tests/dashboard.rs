@@ -154,7 +154,7 @@ async fn viewport_follow_and_subscribe() {
         )
         .await
         .unwrap();
-    let owntracks = json!({"_type": "location", "lat": INSIDE.0, "lon": INSIDE.1, "tst": 1, "acc": 9, "vel": 0, "cog": 0, "tid": "ph"});
+    let owntracks = json!({"_type": "location", "lat": INSIDE.0, "lon": INSIDE.1, "tst": fleetcast_proto::time::unix_now(), "acc": 9, "vel": 0, "cog": 0, "tid": "ph"});
     publisher
         .client
         .publish(

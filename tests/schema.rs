@@ -40,7 +40,11 @@ fn table(now: u64) -> Vec<(&'static str, String, bool)> {
         ("speed -1", fix("speed", "-1"), false),
         ("accuracy -1", fix("accuracy", "-1"), false),
         ("ts in 1970", fix("ts", "12"), false),
-        ("ts two hours ahead", fix("ts", &(now + 7_200_000).to_string()), false),
+        (
+            "ts two hours ahead",
+            fix("ts", &(now + 7_200_000).to_string()),
+            false,
+        ),
         ("seq missing", fix("seq", "<absent>"), false),
         ("another driver's id", fix("id", r#""drv-other""#), false),
         ("not JSON", "not json".to_owned(), false),
