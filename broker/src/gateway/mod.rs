@@ -11,7 +11,7 @@
 //!     subscription quota), pure;
 //!   - `acks`: the ack order the router expects, and SUBACK patching;
 //!   - `outbound`: router notifications encoded, batched and written.
-//! - [`decode`]: the parsing as one pure function, for the fuzz target.
+//! - [`decode`]: the parsing and those checks as one pure function, for the fuzz target.
 
 mod acks;
 pub mod codec;
