@@ -76,7 +76,7 @@ fn the_gateway_and_the_board_judge_every_payload_alike() {
         let id = format!("drv-s{i:03}");
         let body = fill(payload, &id).replace("{escaped}", &escaped(&id));
         let topic = format!("drivers/{id}/location");
-        let gateway = fleetcast_broker::validation::check(topic.as_bytes(), body.as_bytes(), now);
+        let gateway = fleetcast_proto::location::check(topic.as_bytes(), body.as_bytes(), now);
         let shown = matches!(
             board.ingest(&topic, body.as_bytes(), now),
             Ingested::Position { .. }

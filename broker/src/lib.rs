@@ -24,8 +24,5 @@ pub mod registry;
 pub mod router;
 pub mod tls;
 
-// The location rules live in the shared schema crate; the gateway reaches them here.
-pub use fleetcast_proto::location as validation;
-
 pub use broker::{raise_open_files_limit, Addrs, Broker, BrokerError, Extras, Listeners, RoutesFn};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG};

@@ -4,7 +4,7 @@
 //! denied.
 
 use fleetcast_proto::filter::covers;
-pub use fleetcast_proto::filter::matches;
+use fleetcast_proto::filter::matches;
 use serde::Deserialize;
 
 /// Publish and subscribe grants.

@@ -76,6 +76,24 @@ fn every_seed_decodes_completely() {
     }
 }
 
+#[test]
+fn the_session_seeds_go_through_the_gateways_own_checks() {
+    // The fuzzed client is a driver account that may also follow the fleet: its locations,
+    // one filter of three and the UNSUBSCRIBE go through; "a/b" is outside its policy
+    // (3.1.1 closes the connection, 5 refuses the publish), and the acks at the end were
+    // never asked for.
+    let seeds = seeds();
+    for (name, closed) in [
+        ("v4-session", "policy_violation"),
+        ("v5-session", "protocol_error"),
+    ] {
+        let (_, bytes) = seeds.iter().find(|(n, _)| n == name).unwrap();
+        let d = decode_stream(bytes, 131_072);
+        assert_eq!(d.closed, Some(closed), "{name}: {d:?}");
+        assert_eq!(d.forwarded, 4, "{name}: {d:?}");
+    }
+}
+
 /// xorshift64*: a fixed sequence, so a failure replays.
 struct Rng(u64);
 

@@ -1,4 +1,4 @@
-//! Arbitrary bytes through everything the gateway parses from a client
+//! Arbitrary bytes through everything the gateway parses and checks from a client
 //! (`fleetcast_broker::gateway::decode::decode_stream`). Run with
 //! `cargo fuzz run frames corpus seeds` (see fuzz/README.md).
 

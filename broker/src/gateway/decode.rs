@@ -1,16 +1,28 @@
-//! Everything the gateway parses from a client's bytes, as one pure function, for the fuzz
-//! target (`fuzz/`) and its regression tests.
+//! What the gateway makes of a client's bytes, as one pure function, for the fuzz target
+//! (`fuzz/`) and its regression tests.
 //!
-//! A session does socket and router work around these steps; the parsing itself is here in
-//! the same order: CONNECT inspection, the version's codec (guarded, see [`super::codec`]),
-//! the PUBLISH header read off the wire, topic and filter rules, the policy matcher and
-//! location validation. None of it may panic on any input.
+//! [`decode_stream`] calls what a session calls, in the session's order: CONNECT
+//! inspection, the version's codec (guarded, see [`super::codec`]), the CONNECT checks and
+//! the will against the policy (`hello.rs`), then for every packet the PUBLISH header read
+//! off the wire and the per-packet checks (`inbound.rs`: topic and filter rules, the policy
+//! matcher, location validation, the subscription quota, ack order), with their answers
+//! encoded as a session encodes them. Left out is only what needs a socket, the router or
+//! the time: the limits are the broker's defaults, the client is taken for a driver account
+//! whatever its credentials (checking those is argon2's slow work, not parsing), and the
+//! clock stands still so that a run replays. None of it may panic on any input.
 
 use super::codec::Version;
 use super::frame::{self, ConnectKind};
-use crate::{policy, validation};
+use super::hello::{self, Refusal};
+use super::inbound::{Inbound, Tally};
+use crate::config::{Config, Limits};
+use crate::policy::Grants;
 use bytes::BytesMut;
 use rumqttd::protocol::{Error as ProtocolError, Packet};
+use std::sync::{Arc, OnceLock};
+
+/// The fuzzer's "now" for location timestamps (2027-01-15), after the seeds' `ts`.
+const NOW_MS: u64 = 1_800_000_000_000;
 
 /// What a byte stream amounted to.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -19,13 +31,21 @@ pub struct Decoded {
     pub version: Option<Version>,
     /// Packets decoded, CONNECT included.
     pub packets: usize,
-    /// PUBLISH packets whose topic the gateway accepts.
+    /// PUBLISH packets whose topic the gateway accepts (charged to the publish quota,
+    /// granted or not).
     pub valid_publishes: usize,
+    /// Packets after the CONNECT that the checks would hand to the router.
+    pub forwarded: usize,
+    /// The first reason a session would have closed the connection for: a refusal of the
+    /// CONNECT or the end of the session (their meters' `reason` labels). Decoding goes on
+    /// past it, so that later packets still reach the codec (and, past an end, the checks).
+    pub closed: Option<&'static str>,
     /// Why decoding stopped early (a session would close the connection).
     pub error: Option<String>,
 }
 
-/// Runs `data` through the gateway's parsing as if it arrived on one connection.
+/// Runs `data` through the gateway's parsing and checks as if it arrived on one
+/// connection, under the default limits with packets up to `max_packet_size`.
 pub fn decode_stream(data: &[u8], max_packet_size: usize) -> Decoded {
     let mut out = Decoded::default();
     let version = match frame::inspect_connect(data, max_packet_size) {
@@ -42,9 +62,16 @@ pub fn decode_stream(data: &[u8], max_packet_size: usize) -> Decoded {
         }
     };
     out.version = Some(version);
+    let limits = Limits {
+        max_packet_size,
+        ..Config::default().limits
+    };
     let mut buf = BytesMut::from(data);
+    let mut session = None;
+    // Answers the gateway gives itself; encoded, then thrown away.
+    let mut answers = BytesMut::new();
     loop {
-        let _ = frame::publish_qos_pkid(&buf);
+        let header = frame::publish_qos_pkid(&buf);
         let packet = match version.read(&mut buf, max_packet_size) {
             Ok(p) => p,
             Err(ProtocolError::InsufficientBytes(_)) => return out,
@@ -54,35 +81,57 @@ pub fn decode_stream(data: &[u8], max_packet_size: usize) -> Decoded {
             }
         };
         out.packets += 1;
-        match packet {
-            Packet::Connect(c, _, will, _, _) => {
-                let _ = frame::valid_client_id(&c.client_id, 128);
-                if let Some(w) = will {
-                    let _ = frame::valid_topic_name(&w.topic);
-                }
+        if out.packets == 1 {
+            match open_session(packet, version, &limits) {
+                Ok(inbound) => session = Some(inbound),
+                Err(refusal) => out.closed = Some(refusal.reason()),
             }
-            Packet::Publish(p, _) if frame::valid_topic_name(&p.topic) => {
-                out.valid_publishes += 1;
-                let _ = validation::check(&p.topic, &p.payload, 1_800_000_000_000);
-                if let Ok(t) = std::str::from_utf8(&p.topic) {
-                    let _ = policy::matches("drivers/+/location", t);
-                }
-            }
-            Packet::Subscribe(s, _) => {
-                for f in &s.filters {
-                    if frame::valid_topic_filter(&f.path) {
-                        let _ = policy::matches(&f.path, "drivers/drv-1/location");
-                    }
-                }
-            }
-            _ => {}
+            continue;
         }
+        // A refused CONNECT leaves no session to check packets against.
+        let Some(inbound) = session.as_mut() else {
+            continue;
+        };
+        let mut tally = Tally::default();
+        match inbound.check(packet, header, &mut answers, &mut tally) {
+            Ok(Some(_)) => out.forwarded += 1,
+            Ok(None) => {}
+            Err(end) => {
+                out.closed.get_or_insert(end.reason());
+            }
+        }
+        out.valid_publishes += tally.publishes as usize;
+        answers.clear();
     }
+}
+
+/// The session a CONNECT would open, checked as the handshake checks it.
+fn open_session(packet: Packet, version: Version, limits: &Limits) -> Result<Inbound, Refusal> {
+    let connect = hello::check_hello(packet, version, limits)?;
+    let username = hello::username(&connect, None);
+    let identity = hello::admit(&connect, username, Some(account()))?;
+    Ok(Inbound::new(version, identity, limits, || NOW_MS))
+}
+
+/// The fuzzed client's grants, built as `auth` builds an account's from a credentials
+/// file: its role's grants plus its own. A driver that may also follow the fleet (a
+/// rider's subscriptions), so that both the publish and the subscribe matchers run.
+fn account() -> Arc<Grants> {
+    static ACCOUNT: OnceLock<Arc<Grants>> = OnceLock::new();
+    let grants = ACCOUNT.get_or_init(|| {
+        let own = Grants {
+            publish: Vec::new(),
+            subscribe: Grants::rider().subscribe,
+        };
+        Arc::new(Grants::driver().with(&own))
+    });
+    Arc::clone(grants)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::wire::{self, publish, subscribe};
 
     fn connect(level: u8) -> Vec<u8> {
         let mut v = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60];
@@ -119,5 +168,71 @@ mod tests {
         let d = decode_stream(&data, 1024);
         assert_eq!(d.packets, 1);
         assert!(d.error.is_some());
+    }
+
+    #[test]
+    fn the_stream_goes_through_the_sessions_own_checks() {
+        let location = format!(
+            r#"{{"id":"drv-1","lat":60.1,"lon":24.9,"heading":0,"speed":0,"accuracy":3,"seq":1,"ts":{NOW_MS}}}"#
+        );
+        let mut data = wire::connect(Version::V5, true, "drv-1", None, &[]);
+        data.extend(publish(
+            Version::V5,
+            1,
+            1,
+            "drivers/drv-1/location",
+            &location,
+        ));
+        // Dropped and acked, not forwarded: an invalid location, someone else's topic.
+        data.extend(publish(Version::V5, 1, 2, "drivers/drv-1/location", "{}"));
+        data.extend(publish(
+            Version::V5,
+            1,
+            3,
+            "drivers/drv-2/location",
+            &location,
+        ));
+        // The account follows the fleet: one filter of two goes through.
+        data.extend(subscribe(Version::V5, 4, &["drivers/+/location", "#"]));
+        data.extend(subscribe(Version::V5, 5, &["#"]));
+        let d = decode_stream(&data, 131_072);
+        assert_eq!(
+            (d.packets, d.valid_publishes, d.forwarded),
+            (6, 3, 2),
+            "{d:?}"
+        );
+        assert_eq!((d.closed, d.error), (None, None));
+        // The same bytes in 3.1.1 break the policy: the session would have ended there.
+        let mut data = wire::connect(Version::V311, true, "drv-1", None, &[]);
+        data.extend(publish(
+            Version::V311,
+            1,
+            3,
+            "drivers/drv-2/location",
+            &location,
+        ));
+        data.extend([0x40, 2, 0, 9]);
+        let d = decode_stream(&data, 131_072);
+        assert_eq!(d.closed, Some("policy_violation"), "{d:?}");
+        assert_eq!(d.packets, 3, "decoding goes on past the end");
+    }
+
+    #[test]
+    fn the_connect_is_held_to_the_default_limits() {
+        let longest = "x".repeat(Config::default().limits.max_client_id_len);
+        let d = decode_stream(&wire_connect(&longest), 131_072);
+        assert_eq!(d.closed, None, "{d:?}");
+        let mut data = wire_connect(&format!("{longest}x"));
+        data.extend([0xC0, 0x00]);
+        let d = decode_stream(&data, 131_072);
+        assert_eq!(d.closed, Some("bad_client_id"), "{d:?}");
+        assert_eq!((d.packets, d.forwarded, d.error), (2, 0, None));
+        // A will outside the account's policy is refused as the handshake refuses it.
+        let will = wire::connect(Version::V311, true, "drv-1", Some("a/b"), &[]);
+        assert_eq!(decode_stream(&will, 131_072).closed, Some("not_authorized"));
+    }
+
+    fn wire_connect(id: &str) -> Vec<u8> {
+        wire::connect(Version::V311, true, id, None, &[])
     }
 }

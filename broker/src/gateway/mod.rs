@@ -4,15 +4,28 @@
 //!   in its own version, and the topic/filter rules the router would otherwise punish by
 //!   dropping the link.
 //! - [`codec`]: MQTT 3.1.1 and 5 through rumqttd's codecs, guarded, and CONNACK codes.
-//! - [`decode`]: all of the above as one pure function, for the fuzz target.
 //! - [`transport`]: TCP and WebSocket behind one byte-stream interface.
-//! - [`session`]: one client connection from CONNECT to close.
+//! - [`session`]: one client connection from CONNECT to close (the connection loop), with
+//!   - `handshake`: reading and checking the CONNECT, quotas, credentials, refusals;
+//!   - `inbound`: the checks on every packet a client sends (topics, policy, validation,
+//!     subscription quota), pure;
+//!   - `acks`: the ack order the router expects, and SUBACK patching;
+//!   - `outbound`: router notifications encoded, batched and written.
+//! - [`decode`]: the parsing and those checks as one pure function, for the fuzz target.
 
+mod acks;
 pub mod codec;
 pub mod decode;
 pub mod frame;
+mod handshake;
+mod hello;
+mod inbound;
+mod outbound;
 pub mod session;
+mod subscriptions;
 pub mod transport;
+#[cfg(test)]
+mod wire;
 
 use crate::config::Config;
 use crate::meters::GatewayMeters;

@@ -1,0 +1,168 @@
+//! From a connection's first bytes to a session, or to a refusal: the socket side of
+//! the CONNECT.
+//!
+//! Everything here happens before a router link exists, because a link costs the router a
+//! slot and a refused client must not get one: reading the CONNECT within the connect
+//! time-out, the checks of [`super::hello`], the connect-rate quotas, and the account's
+//! credentials (argon2, on blocking threads). A refusal is answered in the client's own
+//! version when MQTT allows an answer, and closed quietly otherwise, within a bound: a
+//! peer that reads nothing must not hold the connection's slot.
+
+use super::codec::{Refuse, Version};
+use super::frame::{self, ConnectKind};
+use super::hello::{admit, check_hello, denied, username, Hello, Identity, Refusal};
+use super::session::make_room;
+use super::transport::Transport;
+use super::{Gateway, TransportKind};
+use bytes::BytesMut;
+use rumqttd::protocol::Error as ProtocolError;
+use rumqttd::protocol::Packet;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::{timeout, timeout_at, Instant};
+use tracing::debug;
+
+/// Time allowed to write a refusal CONNACK.
+pub(super) const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// Reads and checks the CONNECT, applies the connect quotas and authenticates: everything
+/// between accept and a router link, in that order (the cheap refusals first).
+pub(super) async fn handshake<T: Transport>(
+    io: &mut T,
+    gw: &Gateway,
+    rbuf: &mut BytesMut,
+    connect_deadline: Instant,
+) -> Result<(Hello, Identity), Refusal> {
+    let max = gw.config.limits.max_packet_size;
+    let hello = match timeout_at(connect_deadline, read_connect(io, rbuf, max)).await {
+        Err(_) => Err(Refusal::Close(
+            "connect_timeout",
+            "no CONNECT within the connect timeout".into(),
+        )),
+        Ok(r) => r.and_then(|(packet, version)| check_hello(packet, version, &gw.config.limits)),
+    }?;
+    if !gw.connects.admit_any(Instant::now()) {
+        return Err(too_often(hello.version, "global connect rate exceeded"));
+    }
+    let certificate = io.peer_common_name();
+    let identity = authorize(gw, &hello, certificate.as_deref()).await?;
+    if !gw.connects.admit_id(&hello.client_id, Instant::now()) {
+        return Err(too_often(
+            hello.version,
+            "this client id connected less than a second ago",
+        ));
+    }
+    Ok((hello, identity))
+}
+
+/// Refused for connecting too often (this client id, or all clients together).
+fn too_often(version: Version, why: &'static str) -> Refusal {
+    Refusal::Answer(Refuse::ConnectRate, version, "connect_rate", why)
+}
+
+/// Counts and logs a refusal, answers it if it has an answer, and closes.
+pub(super) async fn refuse<T: Transport>(
+    mut io: T,
+    gw: &Gateway,
+    peer: SocketAddr,
+    kind: TransportKind,
+    refusal: Refusal,
+) {
+    gw.meters.refusal(refusal.reason()).increment(1);
+    match refusal {
+        Refusal::Answer(code, version, _, why) => {
+            debug!(%peer, transport = kind.as_str(), why, version = version.as_str(), "connect refused");
+            let mut b = BytesMut::from(&code.connack(version)[..]);
+            let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
+        }
+        Refusal::Close(_, why) => {
+            debug!(%peer, transport = kind.as_str(), why, "connect dropped")
+        }
+    }
+    close_within(&mut io).await;
+}
+
+/// Closes a stream, giving up after [`REFUSAL_WRITE`]: TLS and WebSocket closes flush, and
+/// a peer that reads nothing would hold them (and the connection's slot) forever.
+pub(super) async fn close_within<T: Transport>(io: &mut T) {
+    let _ = timeout(REFUSAL_WRITE, io.close()).await;
+}
+
+/// Reads until the first packet is whole, in the version its protocol level names.
+async fn read_connect<T: Transport>(
+    io: &mut T,
+    rbuf: &mut BytesMut,
+    max: usize,
+) -> Result<(Packet, Version), Refusal> {
+    loop {
+        let version = match frame::inspect_connect(rbuf, max) {
+            Ok(ConnectKind::Incomplete) => None,
+            Ok(ConnectKind::V311) => Some(Version::V311),
+            Ok(ConnectKind::V5) => Some(Version::V5),
+            Ok(ConnectKind::Unsupported) => {
+                return Err(Refusal::Answer(
+                    Refuse::ProtocolVersion,
+                    Version::V311,
+                    "unsupported_protocol",
+                    "unsupported protocol version",
+                ))
+            }
+            Err(e) => return Err(Refusal::Close("malformed_connect", e.to_string())),
+        };
+        if let Some(version) = version {
+            match version.read(rbuf, max) {
+                Ok(packet) => return Ok((packet, version)),
+                Err(ProtocolError::InsufficientBytes(_)) => {}
+                Err(e) => {
+                    return Err(Refusal::Close(
+                        "malformed_connect",
+                        format!("bad CONNECT: {e}"),
+                    ))
+                }
+            }
+        }
+        make_room(rbuf);
+        match io.read_into(rbuf).await {
+            Ok(0) => {
+                return Err(Refusal::Close(
+                    "malformed_connect",
+                    "closed before CONNECT".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Refusal::Close("malformed_connect", e.to_string())),
+        }
+    }
+}
+
+/// Checks credentials (or the verified TLS client certificate's common name), then the
+/// will topic against the account's policy.
+async fn authorize(
+    gw: &Gateway,
+    hello: &Hello,
+    certificate: Option<&str>,
+) -> Result<Identity, Refusal> {
+    if certificate.is_some_and(|cn| cn != hello.client_id) {
+        return Err(Refusal::Answer(
+            Refuse::NotAuthorized,
+            hello.version,
+            "not_authorized",
+            "client id is not the certificate's common name",
+        ));
+    }
+    let grants = match &gw.auth {
+        None => None,
+        Some(auth) => {
+            let login = hello
+                .login
+                .as_ref()
+                .map(|l| (l.username.as_str(), l.password.as_str()));
+            let checked = match certificate {
+                Some(cn) => auth.check_certificate(cn, &hello.client_id),
+                None => auth.check(&hello.client_id, login).await,
+            };
+            Some(checked.map_err(|denial| denied(denial, hello.version))?)
+        }
+    };
+    admit(hello, username(hello, certificate), grants)
+}
