@@ -6,11 +6,11 @@
 //! Every update bumps a version number; a browser remembers the version it has seen. The
 //! board is bounded (`max_drivers`), and drivers gone for a while are evicted.
 
+use crate::latency::LatencyWindow;
 use crate::viewport::Viewport;
 use fleetcast_proto::filter::matches;
 use fleetcast_proto::topic::{self, Kind};
 use fleetcast_proto::{owntracks, Location, Presence};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,28 +174,12 @@ pub enum Ingested {
     Full,
 }
 
-/// Rolling latency and rate over about the last 10-20 s.
-#[derive(Debug)]
-struct Window {
-    started: Instant,
-    current: Histogram<u64>,
-    previous: Histogram<u64>,
-    previous_span: Duration,
-}
-
-const WINDOW: Duration = Duration::from_secs(10);
-
-fn histogram() -> Histogram<u64> {
-    // 1 ms .. 1 h at 2 significant digits; new_with_bounds only fails on bad bounds.
-    Histogram::new_with_bounds(1, 3_600_000, 2).unwrap_or_else(|_| unreachable!("valid bounds"))
-}
-
 /// The shared board.
 #[derive(Debug)]
 pub struct Board {
     config: BoardConfig,
     inner: RwLock<Inner>,
-    window: Mutex<Window>,
+    window: Mutex<LatencyWindow>,
     /// Messages that were not positions or presence we understood.
     pub ignored: AtomicU64,
     /// New drivers refused because the board was full.
@@ -209,12 +193,7 @@ impl Board {
         Board {
             config,
             inner: RwLock::new(Inner::default()),
-            window: Mutex::new(Window {
-                started: Instant::now(),
-                current: histogram(),
-                previous: histogram(),
-                previous_span: Duration::ZERO,
-            }),
+            window: Mutex::new(LatencyWindow::new()),
             ignored: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             latency: metrics::Histogram::noop(),
@@ -239,9 +218,10 @@ impl Board {
         match result {
             Ingested::Position { latency_ms } => {
                 self.latency.record(latency_ms as f64 / 1000.0);
-                let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-                self.rotate(&mut w);
-                let _ = w.current.record(latency_ms.clamp(1, 3_600_000));
+                self.window
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(latency_ms);
             }
             Ingested::Ignored => {
                 self.ignored.fetch_add(1, Ordering::Relaxed);
@@ -418,38 +398,16 @@ impl Board {
     /// The numbers for the status panel.
     pub fn panel(&self) -> PanelStats {
         let online = self.online();
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        self.rotate(&mut w);
-        let span = w.previous_span + w.started.elapsed();
-        let mut merged = w.previous.clone();
-        let _ = merged.add(&w.current);
-        let n = merged.len();
+        let (msgs_per_s, p50_ms, p99_ms) = self
+            .window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summary();
         PanelStats {
             online,
-            msgs_per_s: if span.is_zero() {
-                0.0
-            } else {
-                n as f64 / span.as_secs_f64()
-            },
-            p50_ms: if n == 0 {
-                0.0
-            } else {
-                merged.value_at_quantile(0.5) as f64
-            },
-            p99_ms: if n == 0 {
-                0.0
-            } else {
-                merged.value_at_quantile(0.99) as f64
-            },
-        }
-    }
-
-    fn rotate(&self, w: &mut Window) {
-        let age = w.started.elapsed();
-        if age >= WINDOW {
-            w.previous = std::mem::replace(&mut w.current, histogram());
-            w.previous_span = age;
-            w.started = Instant::now();
+            msgs_per_s,
+            p50_ms,
+            p99_ms,
         }
     }
 }

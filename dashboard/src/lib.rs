@@ -9,6 +9,7 @@
 
 pub mod board;
 pub mod bridge;
+pub mod latency;
 pub mod meters;
 pub mod protocol;
 pub mod service;
