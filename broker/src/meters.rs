@@ -84,6 +84,70 @@ pub struct GatewayMeters {
     pub subscriptions_refused: Counter,
 }
 
+/// Name, unit and HELP text of every gateway counter.
+const COUNTER_HELP: [(&str, Option<Unit>, &str); 12] = [
+    (
+        "fleetcast_connects_total",
+        None,
+        "Client connections accepted (CONNACK 0), by transport.",
+    ),
+    (
+        "fleetcast_disconnects_total",
+        None,
+        "Client connections ended, by reason.",
+    ),
+    (
+        "fleetcast_connect_refusals_total",
+        None,
+        "Connections refused before being served, by reason.",
+    ),
+    (
+        "fleetcast_messages_dropped_total",
+        None,
+        "Messages dropped by the gateway, by reason.",
+    ),
+    (
+        "fleetcast_publishes_received_total",
+        None,
+        "PUBLISH packets received from clients.",
+    ),
+    (
+        "fleetcast_messages_delivered_total",
+        None,
+        "PUBLISH packets delivered to clients.",
+    ),
+    (
+        "fleetcast_received_bytes_total",
+        Some(Unit::Bytes),
+        "Bytes read from clients.",
+    ),
+    (
+        "fleetcast_sent_bytes_total",
+        Some(Unit::Bytes),
+        "Bytes written to clients.",
+    ),
+    (
+        "fleetcast_wills_published_total",
+        None,
+        "Last wills published.",
+    ),
+    (
+        "fleetcast_pacing_pauses_total",
+        None,
+        "Times ingest pacing paused a publisher's reads.",
+    ),
+    (
+        "fleetcast_subscriptions_total",
+        None,
+        "Subscription filters accepted.",
+    ),
+    (
+        "fleetcast_subscriptions_refused_total",
+        None,
+        "Subscription filters refused (SUBACK 0x80).",
+    ),
+];
+
 impl GatewayMeters {
     /// Registers (and describes) every gateway meter on `r`.
     pub fn new(r: &dyn Recorder) -> GatewayMeters {
@@ -93,78 +157,9 @@ impl GatewayMeters {
             None,
             "Client connections open, by transport.",
         );
-        describe_counter(
-            r,
-            "fleetcast_connects_total",
-            None,
-            "Client connections accepted (CONNACK 0), by transport.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_disconnects_total",
-            None,
-            "Client connections ended, by reason.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_connect_refusals_total",
-            None,
-            "Connections refused before being served, by reason.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_messages_dropped_total",
-            None,
-            "Messages dropped by the gateway, by reason.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_publishes_received_total",
-            None,
-            "PUBLISH packets received from clients.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_messages_delivered_total",
-            None,
-            "PUBLISH packets delivered to clients.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_received_bytes_total",
-            Some(Unit::Bytes),
-            "Bytes read from clients.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_sent_bytes_total",
-            Some(Unit::Bytes),
-            "Bytes written to clients.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_wills_published_total",
-            None,
-            "Last wills published.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_pacing_pauses_total",
-            None,
-            "Times ingest pacing paused a publisher's reads.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_subscriptions_total",
-            None,
-            "Subscription filters accepted.",
-        );
-        describe_counter(
-            r,
-            "fleetcast_subscriptions_refused_total",
-            None,
-            "Subscription filters refused (SUBACK 0x80).",
-        );
+        for (name, unit, help) in COUNTER_HELP {
+            describe_counter(r, name, unit, help);
+        }
         GatewayMeters {
             connections_tcp: gauge(r, "fleetcast_connections", &[("transport", "tcp")]),
             connections_ws: gauge(r, "fleetcast_connections", &[("transport", "ws")]),

@@ -233,6 +233,67 @@ fn fill(template: &Option<String>, id: &str) -> Option<String> {
     template.as_ref().map(|t| t.replace("{id}", id))
 }
 
+/// One driver's identity on the wire: its topics and presence messages.
+struct Wire {
+    id: String,
+    location_topic: String,
+    status_topic: String,
+    online: Vec<u8>,
+    offline: Vec<u8>,
+}
+
+impl Wire {
+    fn new(id: String) -> Wire {
+        Wire {
+            location_topic: location_topic(&id),
+            status_topic: status_topic(&id),
+            online: serde_json::to_vec(&Presence::online(&id)).unwrap_or_default(),
+            offline: serde_json::to_vec(&Presence::offline(&id)).unwrap_or_default(),
+            id,
+        }
+    }
+
+    /// The driver's MQTT client: clean session, its `offline` presence as the will.
+    fn client(&self, config: &FleetConfig) -> (AsyncClient, EventLoop) {
+        let mut options = config.broker.options(&self.id, config.tls.as_ref());
+        options
+            .set_keep_alive(config.keep_alive)
+            .set_clean_session(true)
+            .set_max_packet_size(16 * 1024, 16 * 1024)
+            .set_last_will(LastWill::new(
+                &self.status_topic,
+                self.offline.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some(user) = fill(&config.username, &self.id) {
+            options.set_credentials(user, fill(&config.password, &self.id).unwrap_or_default());
+        }
+        AsyncClient::new(options, CLIENT_QUEUE)
+    }
+
+    /// Publishes the model's fix number `seq` (retained, QoS 0); a full client queue drops it.
+    fn publish(&self, client: &AsyncClient, model: &mut Driver, seq: u64, stats: &FleetStats) {
+        let fix = model.fix();
+        let location = Location {
+            id: self.id.clone(),
+            lat: fix.lat,
+            lon: fix.lon,
+            heading: fix.heading,
+            speed: fix.speed,
+            accuracy: fix.accuracy,
+            status: fix.status,
+            seq,
+            ts: now_ms(),
+        };
+        let body = serde_json::to_vec(&location).unwrap_or_default();
+        match client.try_publish(&self.location_topic, QoS::AtMostOnce, true, body) {
+            Ok(()) => stats.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => stats.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
 async fn drive(
     index: usize,
     config: Arc<FleetConfig>,
@@ -242,30 +303,11 @@ async fn drive(
     stop: CancellationToken,
     first_tick: Instant,
 ) {
-    let id = config.driver_id(index);
     let seed = driver_seed(config.seed, index);
     let mut model = Driver::new(graph, seed, config.noise_m);
     let mut rng = StdRng::seed_from_u64(seed.rotate_left(17));
-    let location_topic = location_topic(&id);
-    let status_topic = status_topic(&id);
-    let offline = serde_json::to_vec(&Presence::offline(&id)).unwrap_or_default();
-    let online = serde_json::to_vec(&Presence::online(&id)).unwrap_or_default();
-
-    let mut options = config.broker.options(&id, config.tls.as_ref());
-    options
-        .set_keep_alive(config.keep_alive)
-        .set_clean_session(true)
-        .set_max_packet_size(16 * 1024, 16 * 1024)
-        .set_last_will(LastWill::new(
-            &status_topic,
-            offline.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let Some(user) = fill(&config.username, &id) {
-        options.set_credentials(user, fill(&config.password, &id).unwrap_or_default());
-    }
-    let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+    let wire = Wire::new(config.driver_id(index));
+    let (client, eventloop) = wire.client(&config);
 
     tokio::select! {
         _ = stop.cancelled() => return,
@@ -285,75 +327,68 @@ async fn drive(
                 let now = Instant::now();
                 model.advance((now - last).as_secs_f64());
                 last = now;
-                if !connected {
+                if connected {
+                    seq += 1;
+                    wire.publish(&client, &mut model, seq, &stats);
+                } else {
                     stats.skipped_offline.fetch_add(1, Ordering::Relaxed);
-                    continue;
                 }
-                let fix = model.fix();
-                seq += 1;
-                let location = Location {
-                    id: id.clone(),
-                    lat: fix.lat,
-                    lon: fix.lon,
-                    heading: fix.heading,
-                    speed: fix.speed,
-                    accuracy: fix.accuracy,
-                    status: fix.status,
-                    seq,
-                    ts: now_ms(),
-                };
-                let body = serde_json::to_vec(&location).unwrap_or_default();
-                match client.try_publish(&location_topic, QoS::AtMostOnce, true, body) {
-                    Ok(()) => stats.published.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => stats.dropped.fetch_add(1, Ordering::Relaxed),
-                };
             }
             (event, eventloop) = &mut pending => {
                 pending = next_event(eventloop);
                 match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connected = true;
-                    attempt = 0;
-                    stats.connected.fetch_add(1, Ordering::Relaxed);
-                    let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone());
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    debug!(driver = %id, error = %e, "connection lost");
-                    if connected {
-                        connected = false;
-                        stats.connected.fetch_sub(1, Ordering::Relaxed);
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        attempt = 0;
+                        stats.connected.fetch_add(1, Ordering::Relaxed);
+                        let _ = client.try_publish(&wire.status_topic, QoS::AtLeastOnce, true, wire.online.clone());
                     }
-                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let wait = full_jitter(attempt, rng.random());
-                    attempt = attempt.saturating_add(1);
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = async { sleep(wait).await; gate.pass().await } => {}
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(driver = %wire.id, error = %e, "connection lost");
+                        if connected {
+                            connected = false;
+                            stats.connected.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        let wait = full_jitter(attempt, rng.random());
+                        attempt = attempt.saturating_add(1);
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = async { sleep(wait).await; gate.pass().await } => {}
+                        }
                     }
-                }
                 }
             }
         }
     }
     if connected {
-        // A clean goodbye: say offline (the will only fires on an abrupt loss), then
-        // DISCONNECT, and let the event loop send both, within a bound.
-        let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, offline);
-        let _ = client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async move {
-            let mut pending = pending;
-            loop {
-                let (event, eventloop) = pending.await;
-                match event {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => pending = next_event(eventloop),
-                }
-            }
-        })
-        .await;
+        goodbye(&client, pending, &wire).await;
         stats.connected.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A clean goodbye: say offline (the will only fires on an abrupt loss), then DISCONNECT,
+/// and let the event loop send both, within a bound.
+async fn goodbye(client: &AsyncClient, pending: NextEvent, wire: &Wire) {
+    let _ = client.try_publish(
+        &wire.status_topic,
+        QoS::AtLeastOnce,
+        true,
+        wire.offline.clone(),
+    );
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async move {
+        let mut pending = pending;
+        loop {
+            let (event, eventloop) = pending.await;
+            match event {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => pending = next_event(eventloop),
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
