@@ -9,6 +9,5 @@ pub mod driver;
 pub mod endpoint;
 pub mod fleet;
 pub mod loadtest;
-pub mod process;
 pub mod road_graph;
 pub mod route;

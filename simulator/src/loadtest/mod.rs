@@ -15,9 +15,9 @@ pub mod wire;
 
 use crate::endpoint::Endpoint;
 use crate::fleet::ConnectGate;
-use crate::process;
 use accounting::{new_histogram, Tally};
 use conn::Conn;
+use fleetcast_proto::process;
 use fleetcast_proto::topic;
 use hdrhistogram::Histogram;
 use rand::Rng;
