@@ -7,10 +7,10 @@ use fleetcast::stack::{self, Metering, Stack};
 use fleetcast::standalone::Standalone;
 use fleetcast_broker::{Config, Listeners, DEFAULT_CONFIG};
 use fleetcast_dashboard::service::DashboardOptions;
+use fleetcast_loadtest::{LoadConfig, Scenario, Target};
 use fleetcast_proto::process;
 use fleetcast_simulator::endpoint::{ClientTls, Endpoint};
 use fleetcast_simulator::fleet::{Fleet, FleetConfig, FleetSnapshot};
-use fleetcast_simulator::loadtest::{LoadConfig, Scenario};
 use fleetcast_simulator::road_graph::RoadGraph;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -691,14 +691,23 @@ fn source_ips(spec: &str) -> Result<Vec<std::net::IpAddr>> {
 }
 
 async fn loadtest(args: LoadtestArgs) -> Result<()> {
-    anyhow::ensure!(
-        !args.broker.is_tls(),
-        "the load tester speaks mqtt:// and ws:// only (it writes MQTT frames itself)"
-    );
+    let broker = match &args.broker {
+        Endpoint::Tcp { host, port } => Target::Tcp {
+            host: host.clone(),
+            port: *port,
+        },
+        Endpoint::Ws { url, port } => Target::Ws {
+            url: url.clone(),
+            port: *port,
+        },
+        Endpoint::Mqtts { .. } | Endpoint::Wss { .. } => {
+            anyhow::bail!(fleetcast_loadtest::target::TargetError::Tls)
+        }
+    };
     let procs = args.procs.max(1);
     let config = LoadConfig {
         scenario: args.scenario,
-        broker: args.broker.clone(),
+        broker,
         connections: args.connections,
         connect_rate: args.connect_rate,
         interval: args.interval,
@@ -738,7 +747,7 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
         );
     }
     if args.worker.is_some() {
-        let report = fleetcast_simulator::loadtest::run(config, |_| {}).await?;
+        let report = fleetcast_loadtest::run(config, |_| {}).await?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
@@ -767,7 +776,7 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
             anyhow::ensure!(out.status.success(), "a worker process failed");
             parts.push(serde_json::from_slice(&out.stdout).context("reading a worker's report")?);
         }
-        fleetcast_simulator::loadtest::merge(&parts).context("no worker reports")?
+        fleetcast_loadtest::merge(&parts).context("no worker reports")?
     } else {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -775,7 +784,7 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         let mut last = (0.0, 0u64);
-        let report = fleetcast_simulator::loadtest::run(config, |p| {
+        let report = fleetcast_loadtest::run(config, |p| {
             let rate = if p.elapsed_s > last.0 {
                 (p.received - last.1) as f64 / (p.elapsed_s - last.0)
             } else {
@@ -794,7 +803,7 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
     };
     print!("{report}");
     // The raw histograms are for merging workers; the file keeps the figures.
-    let report = fleetcast_simulator::loadtest::report::Report {
+    let report = fleetcast_loadtest::report::Report {
         latency_us_pairs: Vec::new(),
         connect_us_pairs: Vec::new(),
         ..report

@@ -11,10 +11,9 @@
 pub mod accounting;
 pub mod conn;
 pub mod report;
+pub mod target;
 pub mod wire;
 
-use crate::endpoint::Endpoint;
-use crate::fleet::ConnectGate;
 use accounting::{new_histogram, Tally};
 use conn::Conn;
 use fleetcast_proto::process;
@@ -29,6 +28,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+pub use target::Target;
 use tokio::time::{interval_at, sleep, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +79,7 @@ pub struct LoadConfig {
     /// The scenario.
     pub scenario: Scenario,
     /// The broker.
-    pub broker: Endpoint,
+    pub broker: Target,
     /// Publishers (fleet, throughput) or connections (idle, storm).
     pub connections: usize,
     /// Connects per second.
@@ -395,7 +395,7 @@ async fn publisher(
     addr: SocketAddr,
     index: usize,
     shared: Arc<Shared>,
-    gate: Arc<ConnectGate>,
+    connect_at: Instant,
     first_tick: Instant,
     stop: CancellationToken,
     storm: CancellationToken,
@@ -403,7 +403,7 @@ async fn publisher(
     let id = format!("{}{index:06}", cfg.id_prefix);
     tokio::select! {
         _ = stop.cancelled() => return,
-        _ = gate.pass() => {}
+        _ = tokio::time::sleep_until(connect_at) => {}
     }
     let Some((mut conn, mut buf)) = dial(&cfg, addr, index, &id, &shared).await else {
         return;
@@ -533,10 +533,11 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(Progress)) -> Result<
 
     let stop = CancellationToken::new();
     let storm = CancellationToken::new();
-    // The rate is for the whole run: each of several processes takes its share.
-    let gate = Arc::new(ConnectGate::new(
-        (cfg.connect_rate / workers.max(1) as u32).max(1),
-    ));
+    // The rate is for the whole run: each of several processes takes its share, and its
+    // publishers connect one spacing apart, in order.
+    let spacing =
+        Duration::from_secs_f64(1.0 / f64::from((cfg.connect_rate / workers.max(1) as u32).max(1)));
+    let connect_start = Instant::now();
     // Publishing starts once the last connect is due (so connecting does not compete with
     // the measured load), or 2 s in with several processes (their subscribers may lag).
     let connect_time = Duration::from_secs_f64(
@@ -547,14 +548,17 @@ pub async fn run(cfg: LoadConfig, mut progress: impl FnMut(Progress)) -> Result<
         + Duration::from_secs(if workers > 1 { 2 } else { 0 })
         + Duration::from_millis(200);
     let mut pubs = Vec::new();
-    for index in (worker..cfg.connections).step_by(workers.max(1)) {
+    for (ordinal, index) in (worker..cfg.connections)
+        .step_by(workers.max(1))
+        .enumerate()
+    {
         let phase = cfg.interval.mul_f64((index % 1000) as f64 / 1000.0);
         pubs.push(tokio::spawn(publisher(
             Arc::clone(&cfg),
             addr,
             index,
             Arc::clone(&shared),
-            Arc::clone(&gate),
+            connect_start + spacing.mul_f64(ordinal as f64),
             load_start + phase,
             stop.clone(),
             storm.clone(),
