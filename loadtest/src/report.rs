@@ -51,6 +51,16 @@ pub fn add_pairs(h: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
     }
 }
 
+/// Messages the subscribers should receive: each one gets every message, or the shared
+/// group gets each once.
+pub(crate) fn expected_of(published: u64, subscribers: usize, shared: bool) -> u64 {
+    match (subscribers, shared) {
+        (0, _) => 0,
+        (_, true) => published,
+        (n, false) => published * n as u64,
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
