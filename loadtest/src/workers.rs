@@ -11,6 +11,7 @@
 use crate::accounting::new_histogram;
 use crate::report::{add_pairs, expected_of, Quantiles, Report};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::process::{Child, Command};
@@ -50,7 +51,11 @@ impl Workers {
     ///
     /// # Errors
     /// A process could not be started (those already started are killed).
-    pub fn spawn(program: &Path, args: &[String], procs: usize) -> Result<Workers, WorkerError> {
+    pub fn spawn(
+        program: &Path,
+        args: &[impl AsRef<OsStr>],
+        procs: usize,
+    ) -> Result<Workers, WorkerError> {
         let mut children = Vec::with_capacity(procs);
         for i in 0..procs {
             let child = Command::new(program)
