@@ -15,8 +15,8 @@ use fleetcast_dashboard::bridge::Bridge;
 use fleetcast_dashboard::meters::DashboardMeters;
 use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
 use fleetcast_proto::meter::{counter, describe_gauge, gauge};
+use fleetcast_proto::process;
 use fleetcast_simulator::basemap::{self, BasemapError};
-use fleetcast_simulator::process;
 use fleetcast_simulator::road_graph::HELSINKI_PBF;
 use metrics::{Gauge, Recorder, Unit};
 use metrics_exporter_prometheus::{

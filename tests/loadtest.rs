@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use fleetcast_simulator::loadtest::{self, wire, LoadConfig, Scenario};
+use fleetcast_loadtest::{self as loadtest, wire, LoadConfig, Scenario};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use fleetcast_simulator::loadtest::wire;
+use fleetcast_loadtest::wire;
 use rumqttc::{QoS, SubscribeReasonCode};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

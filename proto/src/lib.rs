@@ -10,12 +10,15 @@
 //! - [`owntracks`]: OwnTracks phone payloads as [`Location`]s.
 //! - [`token`]: browser tokens; [`backoff`]; [`time`]; [`meter`]: registering meters on a
 //!   recorder the caller owns.
+//! - [`process`]: a process's CPU time and memory from `/proc`, which the broker's
+//!   `/metrics`, the fleet's summary lines and the load tester's report all show.
 
 pub mod backoff;
 pub mod filter;
 pub mod location;
 pub mod meter;
 pub mod owntracks;
+pub mod process;
 pub mod time;
 pub mod token;
 pub mod topic;

@@ -8,7 +8,5 @@ pub mod basemap;
 pub mod driver;
 pub mod endpoint;
 pub mod fleet;
-pub mod loadtest;
-pub mod process;
 pub mod road_graph;
 pub mod route;

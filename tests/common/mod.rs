@@ -221,7 +221,7 @@ pub fn connect_frame_version(
     frame(0x10, &body)
 }
 
-pub use fleetcast_simulator::loadtest::wire::frame;
+pub use fleetcast_loadtest::wire::frame;
 
 /// `n` QoS 0 PUBLISH frames to `topic` back to back, payload = the index (u32, big endian),
 /// to write in one go.

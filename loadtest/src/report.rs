@@ -51,6 +51,16 @@ pub fn add_pairs(h: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
     }
 }
 
+/// Messages the subscribers should receive: each one gets every message, or the shared
+/// group gets each once.
+pub(crate) fn expected_of(published: u64, subscribers: usize, shared: bool) -> u64 {
+    match (subscribers, shared) {
+        (0, _) => 0,
+        (_, true) => published,
+        (n, false) => published * n as u64,
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
@@ -112,10 +122,23 @@ pub struct Report {
     pub connect_us_pairs: Vec<(u64, u64)>,
 }
 
+/// One row of the table: the name padded to a column, then the figures.
+fn row(f: &mut fmt::Formatter<'_>, k: &str, v: String) -> fmt::Result {
+    writeln!(f, "  {k:<22} {v}")
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<22} {v}");
         writeln!(f, "loadtest {} against {}", self.scenario, self.broker)?;
+        self.fmt_connections(f)?;
+        self.fmt_messages(f)?;
+        self.fmt_costs(f)
+    }
+}
+
+impl Report {
+    /// Connections, their failures and connect times; the storm's recovery.
+    fn fmt_connections(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         row(
             f,
             "connections",
@@ -146,6 +169,11 @@ impl fmt::Display for Report {
         if let Some(s) = self.reconnect_all_s {
             row(f, "all reconnected in", format!("{s:.2} s"))?;
         }
+        Ok(())
+    }
+
+    /// Messages: rates, loss, duplicates, order, latency.
+    fn fmt_messages(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         row(
             f,
             "published",
@@ -181,7 +209,11 @@ impl fmt::Display for Report {
                 "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
                 l.p50, l.p90, l.p99, l.p999, l.max
             ),
-        )?;
+        )
+    }
+
+    /// What the run cost this tool and (with `--broker-pid`) the broker.
+    fn fmt_costs(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         row(
             f,
             "loadtest cpu, rss",
@@ -201,5 +233,55 @@ impl fmt::Display for Report {
             row(f, "broker per connection", format!("{k:.1} KiB"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_keeps_its_rows() {
+        let r = Report {
+            scenario: "idle".into(),
+            broker: "mqtt://h:1".into(),
+            connections: 2,
+            connected: 2,
+            expected: 4,
+            lost: 1,
+            reconnect_all_s: Some(0.5),
+            broker_cpu_percent: Some(1.0),
+            broker_rss_mib: Some(2.0),
+            broker_kib_per_connection: Some(3.0),
+            connect_errors: [("refused".to_owned(), 1), ("timeout".to_owned(), 2)].into(),
+            ..Report::default()
+        };
+        let table = r.to_string();
+        // The heading, then one row per figure, names in a 22-wide column.
+        let names: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .map(|l| l.get(2..24).unwrap_or(l).trim())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "connections",
+                "connect errors",
+                "connect time ms",
+                "all reconnected in",
+                "published",
+                "received",
+                "lost",
+                "duplicates, reordered",
+                "latency ms",
+                "loadtest cpu, rss",
+                "broker cpu, rss",
+                "broker per connection",
+            ]
+        );
+        assert!(table.starts_with("loadtest idle against mqtt://h:1\n"));
+        assert!(table.contains("  connect errors         refused=1 timeout=2\n"));
+        assert!(table.contains("  lost                   1 (25.000%)\n"));
     }
 }

@@ -1,7 +1,7 @@
 //! One load-test connection: TCP or WebSocket, from a chosen source address, speaking the
-//! raw frames of [`super::wire`].
+//! raw frames of [`crate::wire`].
 
-use crate::endpoint::Endpoint;
+use crate::target::Target;
 use futures_util::{SinkExt, StreamExt};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -23,27 +23,10 @@ pub enum Conn {
 ///
 /// # Errors
 /// The name does not resolve.
-pub async fn resolve(endpoint: &Endpoint) -> io::Result<SocketAddr> {
-    let (host, port) = match endpoint {
-        Endpoint::Tcp { host, port } => (host.clone(), *port),
-        Endpoint::Mqtts { .. } | Endpoint::Wss { .. } => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the load tester speaks mqtt:// and ws:// only",
-            ))
-        }
-        Endpoint::Ws { url, port } => {
-            let u =
-                url::Url::parse(url).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            (
-                u.host_str()
-                    .unwrap_or("127.0.0.1")
-                    .trim_matches(['[', ']'])
-                    .to_owned(),
-                *port,
-            )
-        }
-    };
+pub async fn resolve(target: &Target) -> io::Result<SocketAddr> {
+    let (host, port) = target
+        .host_port()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let first = tokio::net::lookup_host((host.as_str(), port)).await?.next();
     first.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "broker address did not resolve"))
 }
@@ -55,7 +38,7 @@ impl Conn {
     /// # Errors
     /// The connect or the upgrade failed.
     pub async fn open(
-        endpoint: &Endpoint,
+        target: &Target,
         addr: SocketAddr,
         source: Option<IpAddr>,
     ) -> io::Result<Conn> {
@@ -69,13 +52,9 @@ impl Conn {
         }
         let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
-        match endpoint {
-            Endpoint::Tcp { .. } => Ok(Conn::Tcp(stream)),
-            Endpoint::Mqtts { .. } | Endpoint::Wss { .. } => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the load tester speaks mqtt:// and ws:// only",
-            )),
-            Endpoint::Ws { url, .. } => {
+        match target {
+            Target::Tcp { .. } => Ok(Conn::Tcp(stream)),
+            Target::Ws { url, .. } => {
                 let mut req = url
                     .as_str()
                     .into_client_request()

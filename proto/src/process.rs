@@ -1,5 +1,9 @@
 //! CPU time and memory of a process, from `/proc` (Linux), for the summaries that report
 //! what a fleet or a broker costs.
+//!
+//! Here rather than in one part because three report it: the broker's `/metrics`, the
+//! `simulate` summary lines and the load tester's report (its own cost and the broker's);
+//! it needs nothing but `std`.
 
 use std::time::Duration;
 

@@ -1,0 +1,83 @@
+//! What several commands share: the lines scripts wait for ([`say`]), the way a command is
+//! stopped ([`wait_for_signal`]), the runtime, and the map and client TLS flags.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fleetcast_simulator::endpoint::{ClientTls, Endpoint};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub(super) struct ClientTlsArgs {
+    /// CA certificate (PEM) to trust for mqtts:// and wss:// brokers, e.g. DIR/ca.pem from
+    /// `fleetcast certs`; default: the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present, with --key (client-certificate login).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The TLS settings, when the broker URL asks for TLS.
+    pub(super) fn for_endpoint(&self, endpoint: &Endpoint) -> Result<Option<ClientTls>> {
+        if !endpoint.is_tls() {
+            anyhow::ensure!(
+                self.ca.is_none() && self.cert.is_none(),
+                "--ca/--cert are for mqtts:// and wss:// brokers; {endpoint} is not TLS"
+            );
+            return Ok(None);
+        }
+        let client = self.cert.as_deref().zip(self.key.as_deref());
+        Ok(Some(ClientTls::new(self.ca.as_deref(), client)?))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct MapArgs {
+    /// OpenStreetMap extract (.osm.pbf) for the map (and the demo fleet); default: central
+    /// Helsinki (embedded).
+    #[arg(long, value_name = "FILE.osm.pbf")]
+    pub(super) map: Option<PathBuf>,
+    /// Online tile URL template, e.g. https://tile.example/{z}/{x}/{y}.png; without it the
+    /// page uses only its embedded basemap and never leaves this server.
+    #[arg(long, value_name = "URL")]
+    pub(super) tiles: Option<String>,
+}
+
+/// The map's OpenStreetMap extract: `--map`, or central Helsinki (embedded).
+pub(super) fn map_bytes(args: &MapArgs) -> Result<std::borrow::Cow<'static, [u8]>> {
+    Ok(match &args.map {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading map {}", path.display()))?
+            .into(),
+        None => fleetcast_simulator::road_graph::HELSINKI_PBF.into(),
+    })
+}
+
+/// The multi-threaded runtime of every command but `simulate`.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the tokio runtime")
+}
+
+/// One line on standard output, flushed at once (scripts wait for these lines).
+pub(super) fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(super) async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `fleetcast dashboard`: the live map and its WebSocket bridge on their own, fed by any
+//! MQTT broker, until a signal. Prints `fleetcast dashboard ready http=... broker=...`.
+
+use super::common::{map_bytes, say, wait_for_signal, ClientTlsArgs, MapArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use fleetcast::feed::FeedConfig;
+use fleetcast::stack;
+use fleetcast::standalone::Standalone;
+use fleetcast_dashboard::service::DashboardOptions;
+use fleetcast_simulator::endpoint::Endpoint;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub(super) struct DashboardArgs {
+    /// Broker URL to read positions from: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: Endpoint,
+    /// HTTP listen address: the live map (/), its bridge (/ws), /healthz.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// MQTT client id of the bridge.
+    #[arg(long, default_value = "fleetcast-dashboard")]
+    client_id: String,
+    /// MQTT username.
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long)]
+    password: Option<String>,
+    /// Credentials file whose token_secret and accounts guard /ws: browsers then need a
+    /// token from `fleetcast token` and see what its account may subscribe to.
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    #[command(flatten)]
+    map: MapArgs,
+}
+
+/// Serves the map until a signal.
+pub(super) async fn dashboard(args: DashboardArgs) -> Result<()> {
+    let pbf = map_bytes(&args.map)?;
+    let tokens = match &args.auth {
+        Some(path) => Some(Arc::new(fleetcast::access::BrowserTokens::new(Arc::new(
+            fleetcast_broker::auth::Auth::from_file(path)?,
+        ))) as _),
+        None => None,
+    };
+    let options = DashboardOptions {
+        tiles: args.map.tiles.clone(),
+        tokens,
+        ..DashboardOptions::new(stack::city_basemap(&pbf).context("building the basemap")?)
+    };
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", args.http))?;
+    let feed = FeedConfig {
+        broker: args.broker.clone(),
+        client_id: args.client_id,
+        credentials: args
+            .username
+            .map(|u| (u, args.password.unwrap_or_default())),
+        tls: args.tls.for_endpoint(&args.broker)?,
+    };
+    let server = Standalone::start(listener, options, feed)?;
+    say(&format!(
+        "fleetcast dashboard ready http={} broker={}",
+        server.addr(),
+        args.broker
+    ))?;
+    wait_for_signal().await?;
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `fleetcast loadtest`: the flags, a live progress line, and the table and JSON file at
+//! the end; running the load, and spreading it over `--procs` worker processes, is
+//! `fleetcast_loadtest`'s.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fleetcast_loadtest::target::TargetError;
+use fleetcast_loadtest::workers::{self, Workers};
+use fleetcast_loadtest::{LoadConfig, Report, Scenario, Target};
+use fleetcast_simulator::endpoint::Endpoint;
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Args, Clone)]
+pub(super) struct LoadtestArgs {
+    /// fleet (drivers at an interval + subscribers), throughput (as fast as the broker
+    /// takes, QoS 0), idle (hold connections), storm (drop all, reconnect).
+    #[arg(long, default_value = "fleet")]
+    scenario: Scenario,
+    /// Broker URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: Endpoint,
+    /// Publishers (fleet, throughput) or connections (idle, storm).
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Connects per second.
+    #[arg(long, default_value_t = 1000)]
+    connect_rate: u32,
+    /// Fleet: time between two publishes of one connection (0 = idle connections).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Pad each payload (a real location JSON) to at least this many bytes.
+    #[arg(long)]
+    payload_size: Option<usize>,
+    /// QoS of publishes and subscriptions (0 or 1; throughput publishes at 0).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Subscribers to drivers/+/location (probes that measure loss and latency).
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// Subscribe as one shared group ($share/loadtest/drivers/+/location).
+    #[arg(long)]
+    shared: bool,
+    /// Length of the load phase (after connecting).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Source addresses, e.g. 127.0.0.1-127.0.0.50 (past 64k ports on loopback).
+    #[arg(long, value_name = "FIRST-LAST")]
+    source_ips: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// A local broker's pid: report its CPU and memory (idle: memory per connection).
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Storm: spread reconnects randomly over connections / connect-rate seconds.
+    #[arg(long)]
+    jitter: bool,
+    /// Worker processes to spread connections over (each has its own open-files limit).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// MQTT username.
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long)]
+    password: Option<String>,
+    /// Internal: run as worker INDEX of --procs, printing a JSON report.
+    #[arg(long, hide = true)]
+    worker: Option<usize>,
+}
+
+/// Runs the load test: in this process, over worker processes, or as one of them.
+pub(super) async fn loadtest(args: LoadtestArgs) -> Result<()> {
+    let procs = args.procs.max(1);
+    let config = load_config(&args, procs)?;
+    warn_if_over_fd_limit(&args, procs);
+    if args.worker.is_some() {
+        // A worker: its report goes to the parent on stdout, as JSON.
+        let report = fleetcast_loadtest::run(config, |_| {}).await?;
+        println!("{}", workers::encode(&report)?);
+        return Ok(());
+    }
+    let report = if procs > 1 {
+        in_workers(procs).await?
+    } else {
+        with_progress_line(config).await?
+    };
+    print!("{report}");
+    write_report(args.report.as_deref(), report)
+}
+
+/// The run the flags describe (this process's share of it with `--worker`).
+fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
+    let broker = match &args.broker {
+        Endpoint::Tcp { host, port } => Target::Tcp {
+            host: host.clone(),
+            port: *port,
+        },
+        Endpoint::Ws { url, port } => Target::Ws {
+            url: url.clone(),
+            port: *port,
+        },
+        Endpoint::Mqtts { .. } | Endpoint::Wss { .. } => anyhow::bail!(TargetError::Tls),
+    };
+    // A fleet that never publishes is idle connections, and reported as such.
+    let scenario = if args.interval.is_zero() && args.scenario == Scenario::Fleet {
+        Scenario::Idle
+    } else {
+        args.scenario
+    };
+    Ok(LoadConfig {
+        scenario,
+        broker,
+        connections: args.connections,
+        connect_rate: args.connect_rate,
+        interval: args.interval,
+        payload_size: args.payload_size,
+        qos: args.qos,
+        subscribers: args.subscribers,
+        shared: args.shared,
+        duration: args.duration,
+        source_ips: args
+            .source_ips
+            .as_deref()
+            .map(source_ips)
+            .transpose()?
+            .unwrap_or_default(),
+        broker_pid: args.broker_pid,
+        jitter: args.jitter,
+        id_prefix: "lt-".to_owned(),
+        worker: (args.worker.unwrap_or(0), procs),
+        credentials: args
+            .username
+            .clone()
+            .map(|u| (u, args.password.clone().unwrap_or_default())),
+    })
+}
+
+/// `--source-ips FIRST-LAST` (IPv4, at most 65,536).
+fn source_ips(spec: &str) -> Result<Vec<IpAddr>> {
+    let (a, b) = spec.split_once('-').unwrap_or((spec, spec));
+    let a: Ipv4Addr = a.trim().parse().context("--source-ips: first address")?;
+    let b: Ipv4Addr = b.trim().parse().context("--source-ips: last address")?;
+    let (a, b) = (u32::from(a), u32::from(b));
+    anyhow::ensure!(
+        a <= b && b - a < 65_536,
+        "--source-ips: FIRST-LAST, at most 65,536 addresses"
+    );
+    Ok((a..=b).map(|n| Ipv4Addr::from(n).into()).collect())
+}
+
+/// Says (without stopping) when one process would need more descriptors than it may open.
+fn warn_if_over_fd_limit(args: &LoadtestArgs, procs: usize) {
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let need = (args.connections / procs + args.subscribers + 64) as u64;
+    if need > limit {
+        eprintln!(
+            "loadtest: {} connections in one process need about {need} descriptors, over this machine's open-files limit of {limit}: use --procs {} (or more)",
+            args.connections / procs,
+            (args.connections as u64).div_ceil(limit.saturating_sub(100).max(1))
+        );
+    }
+}
+
+/// Runs `procs` copies of this command as workers and merges their reports.
+async fn in_workers(procs: usize) -> Result<Report> {
+    let exe = std::env::current_exe().context("finding this program")?;
+    // Same arguments, one worker each; the parent alone writes --report.
+    let mut passed: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if let Some(i) = passed.iter().position(|a| a == "--report") {
+        passed.drain(i..(i + 2).min(passed.len()));
+    }
+    let workers = Workers::spawn(&exe, &passed, procs)?;
+    eprintln!("loadtest: {procs} worker processes running");
+    Ok(workers.report().await?)
+}
+
+/// Runs in this process with a spinner line: connected, published, received, p99.
+async fn with_progress_line(config: LoadConfig) -> Result<Report> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let mut last = (0.0, 0u64);
+    let report = fleetcast_loadtest::run(config, |p| {
+        let rate = if p.elapsed_s > last.0 {
+            (p.received - last.1) as f64 / (p.elapsed_s - last.0)
+        } else {
+            0.0
+        };
+        last = (p.elapsed_s, p.received);
+        bar.set_message(format!(
+            "{:>5.1}s connected {} published {} received {} ({rate:.0}/s) p99 {:.2} ms",
+            p.elapsed_s, p.connected, p.published, p.received, p.p99_ms
+        ));
+        bar.tick();
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Writes `--report FILE`: the figures as JSON, without the raw histograms (those are for
+/// merging workers).
+fn write_report(path: Option<&Path>, report: Report) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let report = Report {
+        latency_us_pairs: Vec::new(),
+        connect_us_pairs: Vec::new(),
+        ..report
+    };
+    std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}

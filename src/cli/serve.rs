@@ -1,0 +1,248 @@
+//! `fleetcast serve` and `fleetcast demo`: the broker with its map (and, for the demo, a
+//! fleet driving on it) until Ctrl-C or SIGTERM. Prints the ready line scripts and tests
+//! wait for: `fleetcast ready mqtt=... ws=... http=...`.
+
+use super::common::{map_bytes, say, wait_for_signal, MapArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use fleetcast::stack::{self, Metering, Stack};
+use fleetcast_broker::auth::Auth;
+use fleetcast_broker::{Addrs, Config, Listeners};
+use fleetcast_dashboard::service::DashboardOptions;
+use fleetcast_simulator::fleet::{Fleet, FleetConfig};
+use fleetcast_simulator::road_graph::RoadGraph;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// MQTT over TCP listen address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
+    /// MQTT over WebSocket listen address; clients connect to ws://ADDR/mqtt.
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    ws: SocketAddr,
+    /// HTTP listen address: the live map (/), its bridge (/ws), /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Configuration file (TOML); `fleetcast config` prints the defaults. The address
+    /// flags above override its [listen] section.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    map: MapArgs,
+    /// Keep no meters and serve no /metrics (only to measure what metrics cost).
+    #[arg(long)]
+    no_metrics: bool,
+    /// Credentials file (TOML): accounts, argon2 password hashes, roles and topic policy;
+    /// see examples/credentials.toml. Without it every client is anonymous and may use
+    /// every topic, which `serve` allows only on loopback addresses.
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    /// Serve anonymous clients on non-loopback addresses too (not recommended).
+    #[arg(long)]
+    allow_anonymous: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TlsArgs {
+    /// MQTT over TLS listen address, served when --tls-cert and --tls-key are given.
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    mqtts: SocketAddr,
+    /// Server certificate chain (PEM). With --tls-key: MQTT over TLS on --mqtts, and
+    /// wss:// and https:// on --ws and --http. `fleetcast certs --out DIR` makes a
+    /// development set (DIR/server.pem, DIR/server.key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates log MQTT-over-TLS clients in: the certificate's
+    /// common name must be the client id and names the account (no password).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: MQTT over TLS takes only clients with such a certificate.
+    #[arg(long, requires = "tls_client_ca")]
+    tls_require_client_cert: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Drivers in the demo fleet.
+    #[arg(long, default_value_t = 200)]
+    drivers: usize,
+    /// Seed for the fleet's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// MQTT username of the demo fleet (needed with --auth, e.g. `fleet` in
+    /// examples/credentials.toml); {id} is replaced by each driver's id.
+    #[arg(long)]
+    fleet_username: Option<String>,
+    /// MQTT password of the demo fleet; {id} is replaced by each driver's id.
+    #[arg(long)]
+    fleet_password: Option<String>,
+}
+
+/// Runs the broker and a demo fleet on it.
+pub(super) async fn demo(args: DemoArgs) -> Result<()> {
+    let fleet = DemoFleet {
+        drivers: args.drivers,
+        seed: args.seed,
+        username: args.fleet_username,
+        password: args.fleet_password,
+    };
+    run(args.serve, Some(fleet)).await
+}
+
+/// Runs the broker until a signal.
+pub(super) async fn serve(args: ServeArgs) -> Result<()> {
+    run(args, None).await
+}
+
+/// The demo's fleet, from `demo`'s own flags.
+struct DemoFleet {
+    drivers: usize,
+    seed: u64,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// Runs the broker (and the demo fleet) until a signal, then shuts down gracefully.
+async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
+    let config = configuration(&args)?;
+    let pbf = map_bytes(&args.map)?;
+    let listeners = Listeners::bind(&config).await?;
+    let dashboard = DashboardOptions {
+        tiles: args.map.tiles.clone(),
+        ..DashboardOptions::new(stack::city_basemap(&pbf).context("building the basemap")?)
+    };
+    let metering = if args.no_metrics {
+        Metering::Off
+    } else {
+        Metering::On
+    };
+    let auth = credentials(&args)?;
+    if auth.is_none() && !args.allow_anonymous {
+        refuse_public_anonymous(listeners.addrs())?;
+    }
+    let stack = Stack::start(listeners, config, dashboard, metering, auth).await?;
+    let addrs = stack.addrs();
+    say(&format!("fleetcast ready {addrs}"))?;
+    let fleet = match demo {
+        Some(demo) => Some(start_demo(&args, demo, &pbf, addrs)?),
+        None => None,
+    };
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    if let Some(fleet) = fleet {
+        fleet.stop().await;
+    }
+    if let Err(e) = stack.shutdown().await {
+        tracing::warn!(error = %e, "shutdown grace time ran out; exiting anyway");
+    }
+    Ok(())
+}
+
+/// The configuration file (or the defaults) with the flags applied, checked.
+fn configuration(args: &ServeArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)
+            .with_context(|| format!("reading configuration {}", path.display()))?,
+        None => Config::default(),
+    };
+    apply(args, &mut config);
+    config.validate()?;
+    Ok(config)
+}
+
+/// The one place flags go into the configuration. The address flags always win over the
+/// file's [listen] section, their defaults included; the TLS flags only when given.
+fn apply(args: &ServeArgs, config: &mut Config) {
+    config.listen.mqtt = args.mqtt;
+    config.listen.ws = args.ws;
+    config.listen.http = args.http;
+    config.listen.mqtts = args.tls.mqtts;
+    if let (Some(cert), Some(key)) = (&args.tls.tls_cert, &args.tls.tls_key) {
+        config.tls.cert = cert.display().to_string();
+        config.tls.key = key.display().to_string();
+    }
+    if let Some(ca) = &args.tls.tls_client_ca {
+        config.tls.client_ca = ca.display().to_string();
+    }
+    if args.tls.tls_require_client_cert {
+        config.tls.require_client_cert = true;
+    }
+}
+
+/// The `--auth` credentials file, if given; warns when it cannot sign browser tokens.
+fn credentials(args: &ServeArgs) -> Result<Option<Arc<Auth>>> {
+    let Some(path) = &args.auth else {
+        return Ok(None);
+    };
+    let auth = Arc::new(Auth::from_file(path)?);
+    if !auth.has_token_secret() {
+        tracing::warn!(
+            "the credentials file has no token_secret: the map's /ws refuses every browser"
+        );
+    }
+    Ok(Some(auth))
+}
+
+/// Without credentials every client may do everything: only on loopback addresses.
+fn refuse_public_anonymous(addrs: Addrs) -> Result<()> {
+    let listening = [
+        ("--mqtt", Some(addrs.mqtt)),
+        ("--ws", Some(addrs.ws)),
+        ("--http", Some(addrs.http)),
+        ("--mqtts", addrs.mqtts),
+    ];
+    for (what, addr) in listening.into_iter().filter_map(|(w, a)| a.map(|a| (w, a))) {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "refusing to serve anonymous clients on {addr} ({what} is not a loopback address): \
+             pass --auth FILE (see examples/credentials.toml) or --allow-anonymous"
+        );
+    }
+    Ok(())
+}
+
+/// Starts the demo fleet against our own MQTT listener and says so.
+fn start_demo(args: &ServeArgs, demo: DemoFleet, pbf: &[u8], addrs: Addrs) -> Result<Fleet> {
+    let graph = Arc::new(RoadGraph::from_pbf(pbf).context("loading the demo map")?);
+    // Connect to our own listener, on loopback when it is bound to every address.
+    let mut target = addrs.mqtt;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut fleet_config = FleetConfig::new(
+        format!("mqtt://{target}")
+            .parse()
+            .context("demo broker URL")?,
+        demo.drivers,
+    );
+    fleet_config.seed = demo.seed;
+    fleet_config.username = demo.username;
+    fleet_config.password = demo.password;
+    // Informational: a closed stdout must not stop the demo.
+    let _ = say(&format!(
+        "demo: {} drivers on {} ({} road nodes), topics drivers/+/location, map http://{}/",
+        demo.drivers,
+        if args.map.map.is_some() {
+            "your map"
+        } else {
+            "central Helsinki"
+        },
+        graph.node_count(),
+        addrs.http
+    ));
+    if args.auth.is_some() {
+        let _ = say("demo: the map needs a token: fleetcast token --auth FILE --account NAME");
+    }
+    Ok(Fleet::start(fleet_config, graph))
+}
