@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
 pub(super) struct SimulateArgs {
@@ -91,9 +92,10 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
     let usage_at_start = process::own_usage();
     let fleet = Fleet::start(config, graph);
     let stats = Arc::clone(fleet.stats());
-    if let Some(addr) = args.metrics {
-        serve_metrics(addr, Arc::clone(&stats)).await?;
-    }
+    let metrics = match args.metrics {
+        Some(addr) => Some(serve_metrics(addr, Arc::clone(&stats)).await?),
+        None => None,
+    };
     let first = Window {
         at: started,
         snap: FleetSnapshot::default(),
@@ -103,6 +105,10 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
     let elapsed = started.elapsed();
     let usage_at_end = process::own_usage();
     let last = fleet.stop().await;
+    if let Some((stop, task)) = metrics {
+        stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+    }
     say(&format!(
         "simulate done: drivers={} published={} reconnects={} skipped={} dropped={} elapsed={:.1}s {}",
         args.drivers,
@@ -129,8 +135,12 @@ fn fleet_config(args: &SimulateArgs) -> Result<FleetConfig> {
     Ok(config)
 }
 
-/// Serves the fleet's counters at http://ADDR/metrics, in the background.
-async fn serve_metrics(addr: SocketAddr, stats: Arc<FleetStats>) -> Result<()> {
+/// Serves the fleet's counters at http://ADDR/metrics, in the background until the token
+/// is cancelled; the task is returned so the command waits for it.
+async fn serve_metrics(
+    addr: SocketAddr,
+    stats: Arc<FleetStats>,
+) -> Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
@@ -139,12 +149,15 @@ async fn serve_metrics(addr: SocketAddr, stats: Arc<FleetStats>) -> Result<()> {
         listener.local_addr()?
     ))?;
     let app = stack::fleet_metrics_route(stats)?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    let stop = CancellationToken::new();
+    let done = stop.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(done.cancelled_owned());
+        if let Err(e) = served.await {
             tracing::warn!(error = %e, "metrics listener failed");
         }
     });
-    Ok(())
+    Ok((stop, task))
 }
 
 /// The start of one summary line's window.
