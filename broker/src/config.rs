@@ -326,4 +326,48 @@ mod tests {
         assert!(Config::from_toml("[router]\nmax_segment_size = 0\n").is_err());
         assert!(Config::from_toml("[limits]\nmax_connections = 0\n").is_err());
     }
+
+    /// Every key of every section is read: a file that changes all of them yields a
+    /// configuration in which every value changed (a key the schema ignored would keep its
+    /// default and fail here).
+    #[test]
+    fn every_key_of_every_section_takes_effect() {
+        let defaults = toml::Table::try_from(Config::default()).expect("serialize");
+        let mut changed = toml::Table::new();
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().expect("sections are tables");
+            let mut out = toml::Table::new();
+            for (key, value) in keys {
+                let other = match value {
+                    toml::Value::Integer(n) => toml::Value::Integer(n + 1),
+                    toml::Value::Boolean(b) => toml::Value::Boolean(!b),
+                    // Addresses: another port; files: another name.
+                    toml::Value::String(v) if v.parse::<SocketAddr>().is_ok() => {
+                        let mut a: SocketAddr = v.parse().expect("address");
+                        a.set_port(a.port().wrapping_add(1));
+                        toml::Value::String(a.to_string())
+                    }
+                    toml::Value::String(v) => toml::Value::String(format!("{v}x.pem")),
+                    other => panic!("{section}.{key}: no rule to change {other:?}"),
+                };
+                out.insert(key.clone(), other);
+            }
+            changed.insert(section.clone(), toml::Value::Table(out));
+        }
+        let text = toml::to_string(&changed).expect("toml");
+        let config: Config = toml::from_str(&text).expect("a file with every key changed parses");
+        let back = toml::Table::try_from(config).expect("serialize");
+        for (section, keys) in &changed {
+            for (key, value) in keys.as_table().expect("table") {
+                assert_eq!(
+                    back[section][key], *value,
+                    "{section}.{key} in the file did not reach the configuration"
+                );
+                assert_ne!(
+                    back[section][key], defaults[section][key],
+                    "{section}.{key}"
+                );
+            }
+        }
+    }
 }

@@ -26,42 +26,83 @@ fn kind_of(e: &io::Error) -> String {
     }
 }
 
-/// Opens connection number `index` as client `id` and waits for CONNACK 0; counts the time
-/// or the error kind. Returns the connection and what was read past the CONNACK.
-pub(crate) async fn dial(shared: &Shared, index: usize, id: &str) -> Option<(Conn, Vec<u8>)> {
-    let t0 = Instant::now();
-    match timeout(CONNECT_TIMEOUT, handshake(shared, index, id)).await {
-        Ok(Ok(ok)) => {
-            shared.connected_in(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
-            Some(ok)
+/// A connect that failed: the kind it is counted under, and what happened, with the broker's
+/// address and the OS error, as k6 and emqtt-bench print it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failed {
+    /// The counted kind (`refused`, `connack_5`, ...).
+    pub kind: String,
+    /// E.g. `connect to 127.0.0.1:1883: Connection refused (os error 111)`.
+    pub detail: String,
+}
+
+impl Failed {
+    fn io(shared: &Shared, what: &str, e: &io::Error) -> Failed {
+        Failed {
+            kind: kind_of(e),
+            detail: format!("{what} {}: {e}", shared.addr),
         }
-        Ok(Err(kind)) => {
-            shared.error(kind);
-            None
-        }
-        Err(_) => {
-            shared.error("timeout".to_owned());
-            None
+    }
+
+    fn other(shared: &Shared, kind: &str, what: &str) -> Failed {
+        Failed {
+            kind: kind.to_owned(),
+            detail: format!("{what} from {}", shared.addr),
         }
     }
 }
 
-/// The connect itself; Err is the failure's kind.
-async fn handshake(shared: &Shared, index: usize, id: &str) -> Result<(Conn, Vec<u8>), String> {
+/// The meaning of a 3.1.1 CONNACK return code.
+fn connack_meaning(code: u8) -> &'static str {
+    match code {
+        1 => "unacceptable protocol version",
+        2 => "identifier rejected",
+        3 => "server unavailable",
+        4 => "bad user name or password",
+        5 => "not authorized",
+        _ => "unknown return code",
+    }
+}
+
+/// Opens connection number `index` as client `id` and waits for CONNACK 0; counts the time
+/// or the error kind (the first of each kind is logged with its detail). Returns the
+/// connection and what was read past the CONNACK.
+pub(crate) async fn dial(
+    shared: &Shared,
+    index: usize,
+    id: &str,
+) -> Result<(Conn, Vec<u8>), Failed> {
+    let t0 = Instant::now();
+    let failed = match timeout(CONNECT_TIMEOUT, handshake(shared, index, id)).await {
+        Ok(Ok(ok)) => {
+            shared.connected_in(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+            return Ok(ok);
+        }
+        Ok(Err(failed)) => failed,
+        Err(_) => Failed::other(shared, "timeout", "no CONNACK within 10 s"),
+    };
+    if shared.error(failed.kind.clone()) {
+        tracing::warn!(kind = %failed.kind, "connect failed: {} (the first of its kind; all are counted in the report)", failed.detail);
+    }
+    Err(failed)
+}
+
+/// The connect itself.
+async fn handshake(shared: &Shared, index: usize, id: &str) -> Result<(Conn, Vec<u8>), Failed> {
     let cfg = &shared.cfg;
     // Source addresses round robin by the connection's index over the whole run, so every
     // worker process spreads its connections over all of them.
     let source = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[index % cfg.source_ips.len()]);
     let mut c = Conn::open(&cfg.broker, shared.addr, source)
         .await
-        .map_err(|e| kind_of(&e))?;
+        .map_err(|e| Failed::io(shared, "connect to", &e))?;
     let creds = cfg
         .credentials
         .as_ref()
         .map(|(u, p)| (u.as_str(), p.as_str()));
     c.send(&wire::connect(id, 60, creds))
         .await
-        .map_err(|e| kind_of(&e))?;
+        .map_err(|e| Failed::io(shared, "sending CONNECT to", &e))?;
     let mut buf = Vec::with_capacity(64);
     loop {
         match wire::next_frame(&buf) {
@@ -69,14 +110,21 @@ async fn handshake(shared: &Shared, index: usize, id: &str) -> Result<(Conn, Vec
                 buf.drain(..n);
                 return Ok((c, buf));
             }
-            Ok(Some((wire::Frame::ConnAck(code), _))) => return Err(format!("connack_{code}")),
-            Ok(Some(_)) | Err(_) => return Err("protocol".to_owned()),
+            Ok(Some((wire::Frame::ConnAck(code), _))) => {
+                let what = format!("CONNACK {code} ({})", connack_meaning(code));
+                return Err(Failed::other(shared, &format!("connack_{code}"), &what));
+            }
+            Ok(Some(_)) | Err(_) => {
+                return Err(Failed::other(shared, "protocol", "not a CONNACK"));
+            }
             Ok(None) => {}
         }
         match c.recv(&mut buf).await {
-            Ok(0) => return Err("closed".to_owned()),
+            Ok(0) => {
+                return Err(Failed::other(shared, "closed", "closed before CONNACK"));
+            }
             Ok(_) => {}
-            Err(e) => return Err(kind_of(&e)),
+            Err(e) => return Err(Failed::io(shared, "reading CONNACK from", &e)),
         }
     }
 }

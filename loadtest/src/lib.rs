@@ -37,6 +37,6 @@ pub mod workers;
 pub use config::{LoadConfig, Scenario};
 pub use report::Report;
 pub use run::{run, LoadError};
-pub use shared::Progress;
+pub use shared::{Phase, Progress};
 pub use target::Target;
 pub use workers::merge;

@@ -49,7 +49,7 @@ pub(crate) async fn publisher(shared: Arc<Shared>, slot: Slot, signals: Signals)
         _ = signals.stop.cancelled() => return,
         _ = sleep_until(slot.connect_at) => {}
     }
-    let Some((conn, buf)) = dial(&shared, slot.index, &id).await else {
+    let Ok((conn, buf)) = dial(&shared, slot.index, &id).await else {
         return;
     };
     match shared.cfg.scenario {
@@ -107,7 +107,7 @@ async fn reconnect(shared: &Shared, index: usize, id: &str, stop: &CancellationT
         let wait = rand::rng().random_range(0.0..window.max(0.001));
         sleep(Duration::from_secs_f64(wait)).await;
     }
-    let Some((conn, buf)) = dial(shared, index, id).await else {
+    let Ok((conn, buf)) = dial(shared, index, id).await else {
         return;
     };
     shared.reconnected_now();
@@ -144,7 +144,7 @@ impl Publishing<'_> {
             tokio::select! {
                 _ = stop.cancelled() => return true,
                 r = self.conn.send(&self.out) => if r.is_err() {
-                    self.shared.error("lost_connection".into());
+                    let _ = self.shared.error("lost_connection".into());
                     return false;
                 },
             }
@@ -183,7 +183,7 @@ impl Publishing<'_> {
                 }
             }
         }
-        self.shared.error("lost_connection".into());
+        let _ = self.shared.error("lost_connection".into());
         false
     }
 }

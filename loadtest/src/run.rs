@@ -7,7 +7,7 @@ use crate::conn;
 use crate::publisher::{publisher, Signals};
 use crate::report::Report;
 use crate::schedule::Schedule;
-use crate::shared::{Progress, Shared};
+use crate::shared::{Phase, Progress, Shared};
 use crate::subscriber::subscriber;
 use crate::summary::{self, Baseline, Timeline};
 use std::sync::atomic::Ordering;
@@ -134,10 +134,13 @@ impl<F: FnMut(Progress)> Reporter<F> {
         }
     }
 
-    /// Waits for the next tick and reports the figures then.
-    async fn next(&mut self, shared: &Shared) -> Progress {
+    /// Waits for the next tick and reports the figures then, in `phase`.
+    async fn next(&mut self, shared: &Shared, phase: Phase) -> Progress {
         self.tick.tick().await;
-        let p = shared.progress();
+        let p = Progress {
+            phase,
+            ..shared.progress()
+        };
         (self.progress)(p);
         p
     }
@@ -168,7 +171,12 @@ async fn load<F: FnMut(Progress)>(
     let mut all_in_at: Option<Instant> = None;
     let mut storm_at = None;
     loop {
-        reporter.next(shared).await;
+        let phase = if Instant::now() < schedule.load_start {
+            Phase::Connecting
+        } else {
+            Phase::Load
+        };
+        reporter.next(shared, phase).await;
         let all_in = shared.connected.load(Ordering::Relaxed) + shared.failures() >= everyone;
         if cfg.scenario == Scenario::Storm && all_in && all_in_at.is_none() {
             all_in_at = Some(Instant::now());
@@ -206,7 +214,7 @@ async fn drain<F: FnMut(Progress)>(
     let mut last_change = Instant::now();
     let mut last_receive = load_end;
     while shared.subscribers() > 0 && started.elapsed() < DRAIN_MAX {
-        let p = reporter.next(shared).await;
+        let p = reporter.next(shared, Phase::Drain).await;
         if p.received != last_count {
             last_count = p.received;
             last_change = Instant::now();

@@ -14,9 +14,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
+/// Where a run is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Subscribers and publishers connecting (before the load starts).
+    #[default]
+    Connecting,
+    /// The load itself.
+    Load,
+    /// Publishers stopped; waiting for messages still in flight.
+    Drain,
+}
+
+impl Phase {
+    /// The word a progress line shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Load => "load",
+            Phase::Drain => "drain",
+        }
+    }
+}
+
 /// Live figures for a progress display.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
+    /// The run's phase.
+    pub phase: Phase,
     /// Connections up.
     pub connected: u64,
     /// Published so far.
@@ -76,9 +101,13 @@ impl Shared {
         self.tallies.len()
     }
 
-    /// Counts a failure of kind `kind` (a connect error, a lost connection).
-    pub fn error(&self, kind: String) {
-        *lock(&self.errors).entry(kind).or_insert(0) += 1;
+    /// Counts a failure of kind `kind` (a connect error, a lost connection); true for the
+    /// first of its kind (to be logged).
+    pub fn error(&self, kind: String) -> bool {
+        let mut errors = lock(&self.errors);
+        let n = errors.entry(kind).or_insert(0);
+        *n += 1;
+        *n == 1
     }
 
     /// Failures so far, of every kind.
@@ -141,6 +170,7 @@ impl Shared {
             }
         }
         Progress {
+            phase: Phase::default(),
             connected: self.connected.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             received,

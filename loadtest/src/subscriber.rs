@@ -27,9 +27,12 @@ pub(crate) async fn subscriber(
 ) {
     let cfg = &shared.cfg;
     let id = format!("{}sub-{n}", cfg.id_prefix);
-    let Some((mut conn, mut buf)) = dial(&shared, n, &id).await else {
-        let _ = ready.send(Err("connect failed".into()));
-        return;
+    let (mut conn, mut buf) = match dial(&shared, n, &id).await {
+        Ok(connected) => connected,
+        Err(failed) => {
+            let _ = ready.send(Err(failed.detail));
+            return;
+        }
     };
     let filter = if cfg.shared {
         SHARED_FILTER

@@ -34,6 +34,9 @@ pub enum TargetError {
     /// Not a URL.
     #[error("not a URL: {0}")]
     Url(String),
+    /// No `scheme://` at all, e.g. `127.0.0.1:1883`.
+    #[error("{0} is not a broker URL: did you mean mqtt://{0}? (or ws://.../mqtt)")]
+    NoScheme(String),
     /// No host in the URL.
     #[error("no host in {0}")]
     NoHost(String),
@@ -49,6 +52,10 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(s: &str) -> Result<Target, TargetError> {
+        // `host:port` parses as a URL with the host as its scheme: catch it first.
+        if !s.contains("://") {
+            return Err(TargetError::NoScheme(s.to_owned()));
+        }
         let url = url::Url::parse(s).map_err(|e| TargetError::Url(format!("{s} ({e})")))?;
         let host = url
             .host_str()

@@ -47,6 +47,9 @@ pub enum EndpointError {
     /// Not a URL.
     #[error("not a URL: {0}")]
     Url(String),
+    /// No `scheme://` at all, e.g. `127.0.0.1:1883`.
+    #[error("{0} is not a broker URL: did you mean mqtt://{0}? (or mqtts://, ws://.../mqtt, wss://.../mqtt)")]
+    NoScheme(String),
     /// A scheme other than mqtt:// or ws://.
     #[error("unsupported scheme {0}:// (use mqtt://HOST:PORT or ws://HOST:PORT/mqtt)")]
     Scheme(String),
@@ -67,6 +70,10 @@ impl FromStr for Endpoint {
     type Err = EndpointError;
 
     fn from_str(s: &str) -> Result<Endpoint, EndpointError> {
+        // `host:port` parses as a URL with the host as its scheme: catch it first.
+        if !s.contains("://") {
+            return Err(EndpointError::NoScheme(s.to_owned()));
+        }
         let url = url::Url::parse(s).map_err(|e| EndpointError::Url(format!("{s} ({e})")))?;
         let host = url
             .host_str()

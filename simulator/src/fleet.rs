@@ -11,9 +11,10 @@
 
 use crate::driver::Driver;
 use crate::endpoint::Endpoint;
+use crate::failure::Failures;
 use crate::road_graph::RoadGraph;
 use fleetcast_proto::backoff::full_jitter;
-use fleetcast_proto::time::now_ms;
+use fleetcast_proto::time::{now_ms, unix_now};
 use fleetcast_proto::topic::{location_topic, status_topic};
 use fleetcast_proto::{Location, Presence};
 use rand::rngs::StdRng;
@@ -93,7 +94,12 @@ pub struct FleetStats {
     pub published: AtomicU64,
     /// Connections lost or refused (each followed by a backoff and a new attempt).
     pub reconnects: AtomicU64,
-    /// Fixes not published because the driver was offline.
+    /// CONNACKs received (first connections and reconnections).
+    pub connects: AtomicU64,
+    /// Why connections failed, by kind.
+    pub failures: Failures,
+    /// Fixes not published because a driver that had connected was offline (before its
+    /// first CONNACK a driver has nothing to lose).
     pub skipped_offline: AtomicU64,
     /// Fixes dropped because the client's queue was full.
     pub dropped: AtomicU64,
@@ -108,6 +114,8 @@ pub struct FleetSnapshot {
     pub published: u64,
     /// Reconnects so far.
     pub reconnects: u64,
+    /// CONNACKs so far.
+    pub connects: u64,
     /// Fixes skipped while offline so far.
     pub skipped_offline: u64,
     /// Fixes dropped on a full client queue so far.
@@ -121,6 +129,7 @@ impl FleetStats {
             connected: self.connected.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
             skipped_offline: self.skipped_offline.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
         }
@@ -318,6 +327,7 @@ async fn drive(
     let mut last = Instant::now();
     let mut seq = 0u64;
     let mut connected = false;
+    let mut ever_connected = false;
     let mut attempt = 0u32;
     let mut pending = next_event(eventloop);
     loop {
@@ -330,7 +340,7 @@ async fn drive(
                 if connected {
                     seq += 1;
                     wire.publish(&client, &mut model, seq, &stats);
-                } else {
+                } else if ever_connected {
                     stats.skipped_offline.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -339,13 +349,16 @@ async fn drive(
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
+                        ever_connected = true;
                         attempt = 0;
                         stats.connected.fetch_add(1, Ordering::Relaxed);
+                        stats.connects.fetch_add(1, Ordering::Relaxed);
                         let _ = client.try_publish(&wire.status_topic, QoS::AtLeastOnce, true, wire.online.clone());
                     }
                     Ok(_) => {}
                     Err(e) => {
                         debug!(driver = %wire.id, error = %e, "connection lost");
+                        stats.failures.record(&config.broker.to_string(), &wire.id, &e, unix_now());
                         if connected {
                             connected = false;
                             stats.connected.fetch_sub(1, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 pub mod basemap;
 pub mod driver;
 pub mod endpoint;
+pub mod failure;
 pub mod fleet;
 pub mod road_graph;
 pub mod route;

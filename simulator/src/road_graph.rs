@@ -31,6 +31,15 @@ pub enum MapError {
     /// Not a valid `.osm.pbf`.
     #[error("invalid OpenStreetMap PBF data")]
     Pbf(#[from] osmpbf::Error),
+    /// The file at `path` is not a usable map.
+    #[error("map {path}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<MapError>,
+    },
     /// Too few drivable roads to simulate on.
     #[error("the map has no connected drivable road network (found {0} nodes)")]
     TooSmall(usize),
@@ -145,7 +154,13 @@ impl RoadGraph {
             path: path.display().to_string(),
             source,
         })?;
-        RoadGraph::from_pbf(&bytes)
+        RoadGraph::from_pbf(&bytes).map_err(|e| match e {
+            MapError::Read { .. } => e,
+            other => MapError::InFile {
+                path: path.display().to_string(),
+                source: Box::new(other),
+            },
+        })
     }
 
     /// Builds the graph from `.osm.pbf` bytes.

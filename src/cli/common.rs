@@ -58,6 +58,14 @@ pub(super) fn map_bytes(args: &MapArgs) -> Result<std::borrow::Cow<'static, [u8]
     })
 }
 
+/// What a map error names: `--map`'s file, or the embedded extract.
+pub(super) fn map_name(args: &MapArgs) -> String {
+    args.map.as_ref().map_or_else(
+        || "the embedded Helsinki extract".to_owned(),
+        |p| p.display().to_string(),
+    )
+}
+
 /// The multi-threaded runtime of every command but `simulate`.
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the tokio runtime")

@@ -1,7 +1,7 @@
 //! `fleetcast dashboard`: the live map and its WebSocket bridge on their own, fed by any
 //! MQTT broker, until a signal. Prints `fleetcast dashboard ready http=... broker=...`.
 
-use super::common::{map_bytes, say, wait_for_signal, ClientTlsArgs, MapArgs};
+use super::common::{map_bytes, map_name, say, wait_for_signal, ClientTlsArgs, MapArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use fleetcast::feed::FeedConfig;
@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub(super) struct DashboardArgs {
-    /// Broker URL to read positions from: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
+    /// Broker URL to read positions from: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS, with
+    /// --ca), ws://HOST:PORT/mqtt or wss://HOST:PORT/mqtt.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: Endpoint,
-    /// HTTP listen address: the live map (/), its bridge (/ws), /healthz.
+    /// HTTP listen address: the live map (/), its bridge (/ws), /metrics, /healthz, /readyz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// MQTT client id of the bridge.
@@ -34,6 +35,10 @@ pub(super) struct DashboardArgs {
     /// token from `fleetcast token` and see what its account may subscribe to.
     #[arg(long, value_name = "FILE")]
     auth: Option<PathBuf>,
+    /// Serve the map to anyone on a non-loopback --http address without --auth (not
+    /// recommended: every browser then sees every driver).
+    #[arg(long)]
+    allow_anonymous: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(flatten)]
@@ -42,6 +47,13 @@ pub(super) struct DashboardArgs {
 
 /// Serves the map until a signal.
 pub(super) async fn dashboard(args: DashboardArgs) -> Result<()> {
+    // The same rule as `serve`: an open map only where only this machine can reach it.
+    anyhow::ensure!(
+        args.http.ip().is_loopback() || args.auth.is_some() || args.allow_anonymous,
+        "refusing to serve the map to anonymous browsers on {} (not a loopback address): \
+         pass --auth FILE (browsers then need a token) or --allow-anonymous",
+        args.http
+    );
     let pbf = map_bytes(&args.map)?;
     let tokens = match &args.auth {
         Some(path) => Some(Arc::new(fleetcast::access::BrowserTokens::new(Arc::new(
@@ -52,7 +64,10 @@ pub(super) async fn dashboard(args: DashboardArgs) -> Result<()> {
     let options = DashboardOptions {
         tiles: args.map.tiles.clone(),
         tokens,
-        ..DashboardOptions::new(stack::city_basemap(&pbf).context("building the basemap")?)
+        ..DashboardOptions::new(
+            stack::city_basemap(&pbf)
+                .with_context(|| format!("building the basemap from {}", map_name(&args.map)))?,
+        )
     };
     let listener = tokio::net::TcpListener::bind(args.http)
         .await

@@ -2,6 +2,7 @@
 //! the end; running the load, and spreading it over `--procs` worker processes, is
 //! `fleetcast_loadtest`'s.
 
+use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
 use fleetcast_loadtest::target::TargetError;
@@ -178,29 +179,11 @@ async fn in_workers(procs: usize) -> Result<Report> {
     Ok(workers.report().await?)
 }
 
-/// Runs in this process with a spinner line: connected, published, received, p99.
+/// Runs in this process with a live progress display (phase, counts, rates, p99).
 async fn with_progress_line(config: LoadConfig) -> Result<Report> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    let mut last = (0.0, 0u64);
-    let report = fleetcast_loadtest::run(config, |p| {
-        let rate = if p.elapsed_s > last.0 {
-            (p.received - last.1) as f64 / (p.elapsed_s - last.0)
-        } else {
-            0.0
-        };
-        last = (p.elapsed_s, p.received);
-        bar.set_message(format!(
-            "{:>5.1}s connected {} published {} received {} ({rate:.0}/s) p99 {:.2} ms",
-            p.elapsed_s, p.connected, p.published, p.received, p.p99_ms
-        ));
-        bar.tick();
-    })
-    .await?;
-    bar.finish_and_clear();
+    let mut display = progress::Display::new();
+    let report = fleetcast_loadtest::run(config, |p| display.update(p)).await?;
+    display.finish();
     Ok(report)
 }
 

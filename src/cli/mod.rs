@@ -8,6 +8,7 @@ mod config;
 mod dashboard;
 mod loadtest;
 mod passwd;
+mod progress;
 mod serve;
 mod simulate;
 mod token;

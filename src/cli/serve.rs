@@ -2,7 +2,7 @@
 //! fleet driving on it) until Ctrl-C or SIGTERM. Prints the ready line scripts and tests
 //! wait for: `fleetcast ready mqtt=... ws=... http=...`.
 
-use super::common::{map_bytes, say, wait_for_signal, MapArgs};
+use super::common::{map_bytes, map_name, say, wait_for_signal, MapArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use fleetcast::stack::{self, Metering, Stack};
@@ -17,17 +17,20 @@ use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
-    /// MQTT over TCP listen address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    mqtt: SocketAddr,
-    /// MQTT over WebSocket listen address; clients connect to ws://ADDR/mqtt.
-    #[arg(long, default_value = "127.0.0.1:8083")]
-    ws: SocketAddr,
-    /// HTTP listen address: the live map (/), its bridge (/ws), /healthz, /readyz.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    http: SocketAddr,
-    /// Configuration file (TOML); `fleetcast config` prints the defaults. The address
-    /// flags above override its [listen] section.
+    /// MQTT over TCP listen address (port 0 picks a free port) [default: [listen] mqtt of
+    /// --config, else 127.0.0.1:1883].
+    #[arg(long, value_name = "ADDR")]
+    mqtt: Option<SocketAddr>,
+    /// MQTT over WebSocket listen address; clients connect to ws://ADDR/mqtt [default:
+    /// [listen] ws of --config, else 127.0.0.1:8083].
+    #[arg(long, value_name = "ADDR")]
+    ws: Option<SocketAddr>,
+    /// HTTP listen address: the live map (/), its bridge (/ws), /metrics, /healthz, /readyz
+    /// [default: [listen] http of --config, else 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Configuration file (TOML); `fleetcast config` prints the defaults. A flag given on
+    /// the command line wins over the file; the file wins over the built-in defaults.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -49,9 +52,10 @@ pub(super) struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct TlsArgs {
-    /// MQTT over TLS listen address, served when --tls-cert and --tls-key are given.
-    #[arg(long, default_value = "127.0.0.1:8883")]
-    mqtts: SocketAddr,
+    /// MQTT over TLS listen address, served when TLS is on (--tls-cert and --tls-key, or
+    /// [tls] in --config) [default: [listen] mqtts of --config, else 127.0.0.1:8883].
+    #[arg(long, value_name = "ADDR")]
+    mqtts: Option<SocketAddr>,
     /// Server certificate chain (PEM). With --tls-key: MQTT over TLS on --mqtts, and
     /// wss:// and https:// on --ws and --http. `fleetcast certs --out DIR` makes a
     /// development set (DIR/server.pem, DIR/server.key).
@@ -119,7 +123,10 @@ async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let dashboard = DashboardOptions {
         tiles: args.map.tiles.clone(),
-        ..DashboardOptions::new(stack::city_basemap(&pbf).context("building the basemap")?)
+        ..DashboardOptions::new(
+            stack::city_basemap(&pbf)
+                .with_context(|| format!("building the basemap from {}", map_name(&args.map)))?,
+        )
     };
     let metering = if args.no_metrics {
         Metering::Off
@@ -127,6 +134,13 @@ async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
         Metering::On
     };
     let auth = credentials(&args)?;
+    if let Some(demo) = &demo {
+        anyhow::ensure!(
+            auth.is_none() || demo.username.is_some(),
+            "demo --auth needs the fleet's credentials, or every driver is refused: pass \
+             --fleet-username and --fleet-password (examples/credentials.toml has fleet / fleet-demo)"
+        );
+    }
     if auth.is_none() && !args.allow_anonymous {
         refuse_public_anonymous(listeners.addrs())?;
     }
@@ -161,13 +175,20 @@ fn configuration(args: &ServeArgs) -> Result<Config> {
     Ok(config)
 }
 
-/// The one place flags go into the configuration. The address flags always win over the
-/// file's [listen] section, their defaults included; the TLS flags only when given.
+/// The one place flags go into the configuration: a flag given on the command line wins,
+/// one not given leaves the file's value (or the built-in default) alone.
 fn apply(args: &ServeArgs, config: &mut Config) {
-    config.listen.mqtt = args.mqtt;
-    config.listen.ws = args.ws;
-    config.listen.http = args.http;
-    config.listen.mqtts = args.tls.mqtts;
+    let listen = &mut config.listen;
+    for (flag, slot) in [
+        (args.mqtt, &mut listen.mqtt),
+        (args.ws, &mut listen.ws),
+        (args.http, &mut listen.http),
+        (args.tls.mqtts, &mut listen.mqtts),
+    ] {
+        if let Some(addr) = flag {
+            *slot = addr;
+        }
+    }
     if let (Some(cert), Some(key)) = (&args.tls.tls_cert, &args.tls.tls_key) {
         config.tls.cert = cert.display().to_string();
         config.tls.key = key.display().to_string();
@@ -214,7 +235,10 @@ fn refuse_public_anonymous(addrs: Addrs) -> Result<()> {
 
 /// Starts the demo fleet against our own MQTT listener and says so.
 fn start_demo(args: &ServeArgs, demo: DemoFleet, pbf: &[u8], addrs: Addrs) -> Result<Fleet> {
-    let graph = Arc::new(RoadGraph::from_pbf(pbf).context("loading the demo map")?);
+    let graph = Arc::new(
+        RoadGraph::from_pbf(pbf)
+            .with_context(|| format!("loading the demo map {}", map_name(&args.map)))?,
+    );
     // Connect to our own listener, on loopback when it is bound to every address.
     let mut target = addrs.mqtt;
     if target.ip().is_unspecified() {

@@ -8,6 +8,7 @@ use clap::Args;
 use fleetcast::stack;
 use fleetcast_proto::process::{self, Usage};
 use fleetcast_simulator::endpoint::Endpoint;
+use fleetcast_simulator::failure::Failures;
 use fleetcast_simulator::fleet::{Fleet, FleetConfig, FleetSnapshot, FleetStats};
 use fleetcast_simulator::road_graph::RoadGraph;
 use std::net::SocketAddr;
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
 pub(super) struct SimulateArgs {
-    /// Broker URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
+    /// Broker URL: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS, with --ca),
+    /// ws://HOST:PORT/mqtt or wss://HOST:PORT/mqtt.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: Endpoint,
     /// Number of drivers (one MQTT connection each).
@@ -104,13 +106,15 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
     report_until_done(&args, &stats, first).await?;
     let elapsed = started.elapsed();
     let usage_at_end = process::own_usage();
+    let fleet_failures = Arc::clone(fleet.stats());
     let last = fleet.stop().await;
+    let failures = fleet_failures.failures.summary();
     if let Some((stop, task)) = metrics {
         stop.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
     }
     say(&format!(
-        "simulate done: drivers={} published={} reconnects={} skipped={} dropped={} elapsed={:.1}s {}",
+        "simulate done: drivers={} published={} reconnects={} skipped={} dropped={} elapsed={:.1}s {}{}",
         args.drivers,
         last.published,
         last.reconnects,
@@ -118,7 +122,30 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
         last.dropped,
         elapsed.as_secs_f64(),
         usage_fields(usage_at_start, usage_at_end, elapsed),
-    ))
+        failures_field(&fleet_failures.failures),
+    ))?;
+    // Like mosquitto_sub refused, a fleet that never got in is a failed run.
+    anyhow::ensure!(
+        last.connects > 0 || args.drivers == 0,
+        "no driver could connect to {} ({})",
+        args.broker,
+        if failures.is_empty() {
+            "no answer before the end of the run".to_owned()
+        } else {
+            failures
+        }
+    );
+    Ok(())
+}
+
+/// ` failures: not_authorized=200 ...` when connections failed, else nothing.
+fn failures_field(failures: &Failures) -> String {
+    let summary = failures.summary();
+    if summary.is_empty() {
+        summary
+    } else {
+        format!(" failures: {summary}")
+    }
 }
 
 /// The fleet the flags describe.
@@ -185,7 +212,7 @@ async fn report_until_done(args: &SimulateArgs, stats: &FleetStats, first: Windo
                     snap: stats.snapshot(),
                     usage: process::own_usage(),
                 };
-                say(&summary_line(args, started, &previous, &now))?;
+                say(&summary_line(args, started, &previous, &now, &stats.failures))?;
                 previous = now;
             }
         }
@@ -193,11 +220,17 @@ async fn report_until_done(args: &SimulateArgs, stats: &FleetStats, first: Windo
 }
 
 /// `simulate: t=... connected=... published/s=...` over the window from `previous` to `now`.
-fn summary_line(args: &SimulateArgs, started: Instant, previous: &Window, now: &Window) -> String {
+fn summary_line(
+    args: &SimulateArgs,
+    started: Instant,
+    previous: &Window,
+    now: &Window,
+    failures: &Failures,
+) -> String {
     let window = now.at - previous.at;
     let rate = (now.snap.published - previous.snap.published) as f64 / window.as_secs_f64();
     format!(
-        "simulate: t={:.0}s connected={}/{} published/s={rate:.1} reconnects={} skipped={} dropped={} {}",
+        "simulate: t={:.0}s connected={}/{} published/s={rate:.1} reconnects={} skipped={} dropped={} {}{}",
         (now.at - started).as_secs_f64(),
         now.snap.connected,
         args.drivers,
@@ -205,6 +238,7 @@ fn summary_line(args: &SimulateArgs, started: Instant, previous: &Window, now: &
         now.snap.skipped_offline,
         now.snap.dropped,
         usage_fields(previous.usage, now.usage, window),
+        failures_field(failures),
     )
 }
 

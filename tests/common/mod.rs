@@ -287,18 +287,24 @@ impl Served {
 /// Starts `fleetcast SUBCOMMAND --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 --http 127.0.0.1:0 EXTRA...`
 /// and reads its ready line (real ports, never 0).
 pub fn spawn_ready(subcommand: &str, extra: &[&str]) -> Served {
+    let mut args = vec![
+        "--mqtt",
+        "127.0.0.1:0",
+        "--ws",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready_args(subcommand, &args)
+}
+
+/// [`spawn_ready`] with exactly these arguments (no address flags of its own).
+pub fn spawn_ready_args(subcommand: &str, args: &[&str]) -> Served {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
         .arg(subcommand)
-        .args([
-            "--mqtt",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
