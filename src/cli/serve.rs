@@ -17,16 +17,16 @@ use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
-    /// MQTT over TCP listen address (port 0 picks a free port) [default: [listen] mqtt of
-    /// --config, else 127.0.0.1:1883].
+    /// MQTT over TCP listen address (port 0 picks a free port); when not given, --config's
+    /// [listen] mqtt [default: 127.0.0.1:1883]
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
-    /// MQTT over WebSocket listen address; clients connect to ws://ADDR/mqtt [default:
-    /// [listen] ws of --config, else 127.0.0.1:8083].
+    /// MQTT over WebSocket listen address, ws://ADDR/mqtt; when not given, --config's
+    /// [listen] ws [default: 127.0.0.1:8083]
     #[arg(long, value_name = "ADDR")]
     ws: Option<SocketAddr>,
-    /// HTTP listen address: the live map (/), its bridge (/ws), /metrics, /healthz, /readyz
-    /// [default: [listen] http of --config, else 127.0.0.1:8080].
+    /// HTTP listen address: the live map (/), its bridge (/ws), /metrics, /healthz, /readyz;
+    /// when not given, --config's [listen] http [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
     /// Configuration file (TOML); `fleetcast config` prints the defaults. A flag given on
@@ -53,7 +53,8 @@ pub(super) struct ServeArgs {
 #[derive(Debug, Args)]
 pub(super) struct TlsArgs {
     /// MQTT over TLS listen address, served when TLS is on (--tls-cert and --tls-key, or
-    /// [tls] in --config) [default: [listen] mqtts of --config, else 127.0.0.1:8883].
+    /// [tls] in --config); when not given, --config's [listen] mqtts [default:
+    /// 127.0.0.1:8883]
     #[arg(long, value_name = "ADDR")]
     mqtts: Option<SocketAddr>,
     /// Server certificate chain (PEM). With --tls-key: MQTT over TLS on --mqtts, and
