@@ -9,7 +9,7 @@ use fleetcast_dashboard::board::Board;
 use fleetcast_proto::backoff::full_jitter;
 use fleetcast_proto::time::now_ms;
 use fleetcast_proto::topic;
-use fleetcast_simulator::endpoint::{ClientTls, Endpoint};
+use fleetcast_simulator::endpoint::{ClientOptions, ClientTls, Endpoint};
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use std::sync::atomic::{AtomicBool, Ordering};

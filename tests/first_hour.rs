@@ -11,17 +11,15 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_fleetcast");
 
 fn simulate(broker: &str, extra: &[&str]) -> Output {
+    let duration: &[&str] = if extra.contains(&"--duration") {
+        &[]
+    } else {
+        &["--duration", "3s"]
+    };
     Command::new(BIN)
-        .args([
-            "simulate",
-            "--broker",
-            broker,
-            "--drivers",
-            "3",
-            "--duration",
-            "3s",
-        ])
+        .args(["simulate", "--broker", broker, "--drivers", "3"])
         .args(["--report-every", "1s"])
+        .args(duration)
         .args(extra)
         .env("FLEETCAST_LOG", "warn")
         .output()
@@ -71,8 +69,24 @@ fn simulate_with_a_wrong_password_fails_and_says_why() {
     assert!(stderr.contains("no driver could connect"), "{stderr}");
     assert!(stdout.contains("failures: not_authorized="), "{stdout}");
     // With the right password the same run succeeds and reports no failures.
-    let ok = simulate(&url, &["--username", "fleet", "--password", "fleet-demo"]);
-    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    // Longer, so a loaded machine's argon2 checks cannot eat the whole run.
+    let ok = simulate(
+        &url,
+        &[
+            "--username",
+            "fleet",
+            "--password",
+            "fleet-demo",
+            "--duration",
+            "6s",
+        ],
+    );
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        text(&ok.stdout),
+        text(&ok.stderr)
+    );
     let stdout = text(&ok.stdout);
     assert!(!stdout.contains("failures:"), "{stdout}");
     assert!(

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use fleetcast_broker::Config;
-use fleetcast_simulator::endpoint::{ClientTls, Endpoint};
+use fleetcast_simulator::endpoint::{ClientOptions, ClientTls, Endpoint};
 use rumqttc::QoS;
 use std::path::Path;
 use std::sync::Arc;

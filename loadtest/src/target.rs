@@ -3,9 +3,10 @@
 //! The load tester's own type rather than the simulator's `Endpoint`: it writes MQTT frames
 //! on plain sockets, so the TLS forms (`mqtts://`, `wss://`) are not representable here
 //! instead of failing at connect time, and it needs no MQTT client library or rustls to
-//! name a broker. Parsing and printing follow `Endpoint`'s (same schemes, default ports and
-//! spelling), so a report names the broker as the command line did.
+//! name a broker. Parsing and printing are `fleetcast_proto::broker_url`'s, so a report
+//! names the broker as the command line did.
 
+use fleetcast_proto::broker_url::{BrokerUrl, UrlError};
 use std::fmt;
 use std::str::FromStr;
 
@@ -31,76 +32,45 @@ pub enum Target {
 /// A URL the load tester cannot load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
-    /// Not a URL.
-    #[error("not a URL: {0}")]
-    Url(String),
-    /// No `scheme://` at all, e.g. `127.0.0.1:1883`.
-    #[error("{0} is not a broker URL: did you mean mqtt://{0}? (or ws://.../mqtt)")]
-    NoScheme(String),
-    /// No host in the URL.
-    #[error("no host in {0}")]
-    NoHost(String),
+    /// Not a broker URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
     /// `mqtts://` or `wss://`.
     #[error("the load tester speaks mqtt:// and ws:// only (it writes MQTT frames itself)")]
     Tls,
-    /// Any other scheme.
-    #[error("unsupported scheme {0}:// (use mqtt://HOST:PORT or ws://HOST:PORT/mqtt)")]
-    Scheme(String),
 }
 
 impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(s: &str) -> Result<Target, TargetError> {
-        // `host:port` parses as a URL with the host as its scheme: catch it first.
-        if !s.contains("://") {
-            return Err(TargetError::NoScheme(s.to_owned()));
+        match s.parse::<BrokerUrl>()? {
+            BrokerUrl::Tcp { host, port } => Ok(Target::Tcp { host, port }),
+            BrokerUrl::Ws { url, port } => Ok(Target::Ws { url, port }),
+            BrokerUrl::Mqtts { .. } | BrokerUrl::Wss { .. } => Err(TargetError::Tls),
         }
-        let url = url::Url::parse(s).map_err(|e| TargetError::Url(format!("{s} ({e})")))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| TargetError::NoHost(s.to_owned()))?
-            .trim_matches(['[', ']'])
-            .to_owned();
-        match url.scheme() {
-            "mqtt" | "tcp" => Ok(Target::Tcp {
-                host,
-                port: url.port().unwrap_or(1883),
-            }),
-            "ws" => Ok(Target::Ws {
-                port: url.port().unwrap_or(80),
-                url: url.to_string(),
-            }),
-            "mqtts" | "ssl" | "wss" => Err(TargetError::Tls),
-            other => Err(TargetError::Scheme(other.to_owned())),
+    }
+}
+
+impl From<&Target> for BrokerUrl {
+    fn from(t: &Target) -> BrokerUrl {
+        match t.clone() {
+            Target::Tcp { host, port } => BrokerUrl::Tcp { host, port },
+            Target::Ws { url, port } => BrokerUrl::Ws { url, port },
         }
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Tcp { host, port } if host.contains(':') => {
-                write!(f, "mqtt://[{host}]:{port}")
-            }
-            Target::Tcp { host, port } => write!(f, "mqtt://{host}:{port}"),
-            Target::Ws { url, .. } => f.write_str(url),
-        }
+        BrokerUrl::from(self).fmt(f)
     }
 }
 
 impl Target {
     /// The host to resolve and the port to connect to.
     pub(crate) fn host_port(&self) -> Result<(String, u16), TargetError> {
-        match self {
-            Target::Tcp { host, port } => Ok((host.clone(), *port)),
-            Target::Ws { url, port } => {
-                let u =
-                    url::Url::parse(url).map_err(|e| TargetError::Url(format!("{url} ({e})")))?;
-                let host = u.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
-                Ok((host.to_owned(), *port))
-            }
-        }
+        Ok(BrokerUrl::from(self).host_port())
     }
 }
 
@@ -130,7 +100,7 @@ mod tests {
         }
         assert!(matches!(
             "http://x".parse::<Target>(),
-            Err(TargetError::Scheme(_))
+            Err(TargetError::Url(UrlError::Scheme(_)))
         ));
         assert!("nonsense".parse::<Target>().is_err());
     }

@@ -8,12 +8,14 @@
 //!   applied alike by the gateway (which refuses) and the board (which ignores).
 //! - [`topic`]: topic names and their parsing; [`filter`]: the MQTT filter matcher.
 //! - [`owntracks`]: OwnTracks phone payloads as [`Location`]s.
+//! - [`broker_url`]: broker URLs as the commands take them.
 //! - [`token`]: browser tokens; [`backoff`]; [`time`]; [`meter`]: registering meters on a
 //!   recorder the caller owns.
 //! - [`process`]: a process's CPU time and memory from `/proc`, which the broker's
 //!   `/metrics`, the fleet's summary lines and the load tester's report all show.
 
 pub mod backoff;
+pub mod broker_url;
 pub mod filter;
 pub mod location;
 pub mod meter;

@@ -2,57 +2,21 @@
 //! TLS forms `mqtts://HOST:PORT` and `wss://HOST:PORT/PATH`, with [`ClientTls`]: the CA to
 //! trust (`--ca`, else the system's roots) and an optional client certificate.
 
+pub use fleetcast_proto::broker_url::{BrokerUrl, UrlError};
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 
-/// Where a client connects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// MQTT over TCP.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port (default 1883).
-        port: u16,
-    },
-    /// MQTT over WebSocket.
-    Ws {
-        /// The full `ws://` URL, path included.
-        url: String,
-        /// Port (default 80).
-        port: u16,
-    },
-    /// MQTT over TLS.
-    Mqtts {
-        /// Host name or address (checked against the server certificate).
-        host: String,
-        /// Port (default 8883).
-        port: u16,
-    },
-    /// MQTT over WebSocket over TLS.
-    Wss {
-        /// The full `wss://` URL, path included.
-        url: String,
-        /// Port (default 443).
-        port: u16,
-    },
-}
+/// Where a client connects: the shared broker URL (`fleetcast_proto::broker_url`).
+pub type Endpoint = BrokerUrl;
 
 /// A URL that is not a usable broker address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    /// Not a URL.
-    #[error("not a URL: {0}")]
-    Url(String),
-    /// No `scheme://` at all, e.g. `127.0.0.1:1883`.
-    #[error("{0} is not a broker URL: did you mean mqtt://{0}? (or mqtts://, ws://.../mqtt, wss://.../mqtt)")]
-    NoScheme(String),
-    /// A scheme other than mqtt:// or ws://.
-    #[error("unsupported scheme {0}:// (use mqtt://HOST:PORT or ws://HOST:PORT/mqtt)")]
-    Scheme(String),
+    /// Not a broker URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
     /// A TLS file could not be used.
     #[error("{path}: {why}")]
     TlsFile {
@@ -61,73 +25,17 @@ pub enum EndpointError {
         /// Why.
         why: String,
     },
-    /// No host in the URL.
-    #[error("no host in {0}")]
-    NoHost(String),
 }
 
-impl FromStr for Endpoint {
-    type Err = EndpointError;
-
-    fn from_str(s: &str) -> Result<Endpoint, EndpointError> {
-        // `host:port` parses as a URL with the host as its scheme: catch it first.
-        if !s.contains("://") {
-            return Err(EndpointError::NoScheme(s.to_owned()));
-        }
-        let url = url::Url::parse(s).map_err(|e| EndpointError::Url(format!("{s} ({e})")))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| EndpointError::NoHost(s.to_owned()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        match url.scheme() {
-            "mqtt" | "tcp" => Ok(Endpoint::Tcp {
-                host,
-                port: url.port().unwrap_or(1883),
-            }),
-            "ws" => Ok(Endpoint::Ws {
-                port: url.port().unwrap_or(80),
-                url: url.to_string(),
-            }),
-            "mqtts" | "ssl" => Ok(Endpoint::Mqtts {
-                host,
-                port: url.port().unwrap_or(8883),
-            }),
-            "wss" => Ok(Endpoint::Wss {
-                port: url.port().unwrap_or(443),
-                url: url.to_string(),
-            }),
-            other => Err(EndpointError::Scheme(other.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Tcp { host, port } if host.contains(':') => {
-                write!(f, "mqtt://[{host}]:{port}")
-            }
-            Endpoint::Tcp { host, port } => write!(f, "mqtt://{host}:{port}"),
-            Endpoint::Mqtts { host, port } if host.contains(':') => {
-                write!(f, "mqtts://[{host}]:{port}")
-            }
-            Endpoint::Mqtts { host, port } => write!(f, "mqtts://{host}:{port}"),
-            Endpoint::Ws { url, .. } | Endpoint::Wss { url, .. } => f.write_str(url),
-        }
-    }
-}
-
-impl Endpoint {
-    /// Whether this endpoint is reached over TLS.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Endpoint::Mqtts { .. } | Endpoint::Wss { .. })
-    }
-
+/// rumqttc client options for a broker URL.
+pub trait ClientOptions {
     /// rumqttc options for a client with this id. TLS endpoints use `tls`, or without it
     /// the system's root certificates.
-    pub fn options(&self, client_id: &str, tls: Option<&ClientTls>) -> MqttOptions {
+    fn options(&self, client_id: &str, tls: Option<&ClientTls>) -> MqttOptions;
+}
+
+impl ClientOptions for Endpoint {
+    fn options(&self, client_id: &str, tls: Option<&ClientTls>) -> MqttOptions {
         let tls = || {
             TlsConfiguration::Rustls(match tls {
                 Some(t) => Arc::clone(&t.config),
@@ -259,37 +167,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_documented_forms() {
-        assert_eq!(
-            "mqtt://127.0.0.1:1883".parse(),
-            Ok(Endpoint::Tcp {
-                host: "127.0.0.1".into(),
-                port: 1883
-            })
-        );
-        assert_eq!(
-            "mqtt://localhost".parse(),
-            Ok(Endpoint::Tcp {
-                host: "localhost".into(),
-                port: 1883
-            })
-        );
+    fn options_follow_the_scheme() {
+        let tcp: Endpoint = "mqtt://127.0.0.1:1884".parse().expect("tcp");
+        let o = tcp.options("drv-1", None);
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 1884));
+        assert_eq!(o.client_id(), "drv-1");
         let ws: Endpoint = "ws://127.0.0.1:8083/mqtt".parse().expect("ws");
-        assert_eq!(ws.to_string(), "ws://127.0.0.1:8083/mqtt");
-        assert_eq!(
-            "mqtts://x".parse(),
-            Ok(Endpoint::Mqtts {
-                host: "x".into(),
-                port: 8883
-            })
-        );
-        let wss: Endpoint = "wss://h:8083/mqtt".parse().expect("wss");
-        assert!(wss.is_tls());
-        assert_eq!(wss.to_string(), "wss://h:8083/mqtt");
+        assert!(matches!(ws.options("x", None).transport(), Transport::Ws));
+        let bad = "nonsense".parse::<Endpoint>().map_err(EndpointError::from);
         assert!(matches!(
-            "http://x".parse::<Endpoint>(),
-            Err(EndpointError::Scheme(_))
+            bad,
+            Err(EndpointError::Url(UrlError::NoScheme(_)))
         ));
-        assert!("nonsense".parse::<Endpoint>().is_err());
     }
 }

@@ -10,7 +10,7 @@
 //! subscriber's gaps are the broker's or the network's losses).
 
 use crate::driver::Driver;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{ClientOptions, Endpoint};
 use crate::failure::Failures;
 use crate::road_graph::RoadGraph;
 use fleetcast_proto::backoff::full_jitter;

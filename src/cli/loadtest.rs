@@ -5,10 +5,8 @@
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
-use fleetcast_loadtest::target::TargetError;
 use fleetcast_loadtest::workers::{self, Workers};
 use fleetcast_loadtest::{LoadConfig, Report, Scenario, Target};
-use fleetcast_simulator::endpoint::Endpoint;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -22,7 +20,7 @@ pub(super) struct LoadtestArgs {
     scenario: Scenario,
     /// Broker URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: Endpoint,
+    broker: Target,
     /// Publishers (fleet, throughput) or connections (idle, storm).
     #[arg(long, default_value_t = 100)]
     connections: usize,
@@ -95,17 +93,7 @@ pub(super) async fn loadtest(args: LoadtestArgs) -> Result<()> {
 
 /// The run the flags describe (this process's share of it with `--worker`).
 fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
-    let broker = match &args.broker {
-        Endpoint::Tcp { host, port } => Target::Tcp {
-            host: host.clone(),
-            port: *port,
-        },
-        Endpoint::Ws { url, port } => Target::Ws {
-            url: url.clone(),
-            port: *port,
-        },
-        Endpoint::Mqtts { .. } | Endpoint::Wss { .. } => anyhow::bail!(TargetError::Tls),
-    };
+    let broker = args.broker.clone();
     // A fleet that never publishes is idle connections, and reported as such.
     let scenario = if args.interval.is_zero() && args.scenario == Scenario::Fleet {
         Scenario::Idle
