@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn the_stream_goes_through_the_sessions_own_checks() {
         let location = format!(
-            r#"{{"id":"drv-1","lat":60.1,"lon":24.9,"heading":0,"speed":0,"accuracy":3,"seq":1,"ts":{NOW_MS}}}"#
+            r#"{{"id":"drv-1","lat":60.1,"lon":24.9,"heading":0,"speed":0,"accuracy":3,"status":"available","seq":1,"ts":{NOW_MS}}}"#
         );
         let mut data = wire::connect(Version::V5, true, "drv-1", None, &[]);
         data.extend(publish(

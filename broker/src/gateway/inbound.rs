@@ -341,7 +341,7 @@ mod tests {
 
     fn location(lat: f64) -> String {
         format!(
-            r#"{{"id":"drv-1","lat":{lat},"lon":24.9,"heading":0,"speed":0,"accuracy":3,"seq":1,"ts":{NOW_MS}}}"#
+            r#"{{"id":"drv-1","lat":{lat},"lon":24.9,"heading":0,"speed":0,"accuracy":3,"status":"available","seq":1,"ts":{NOW_MS}}}"#
         )
     }
 
