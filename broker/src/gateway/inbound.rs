@@ -14,8 +14,8 @@ use super::hello::Identity;
 use super::outbound::encode;
 use super::session::End;
 use super::subscriptions::Subscriptions;
+pub(super) use super::tally::Tally;
 use crate::config::Limits;
-use crate::meters::GatewayMeters;
 use bytes::{Bytes, BytesMut};
 use fleetcast_proto::location as validation;
 use fleetcast_proto::time::unix_now;
@@ -25,52 +25,6 @@ use rumqttd::protocol::{
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::warn;
-
-/// What the packets of one read came to, for the session's meters and pacing. Counted
-/// here and metered once per read: the checks stay free of shared state.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct Tally {
-    /// PUBLISH packets received with a valid topic, granted or not: the quota charges them.
-    pub(super) publishes: u32,
-    /// PUBLISH packets with a topic MQTT does not allow.
-    pub(super) invalid_topic: u64,
-    /// PUBLISH packets to topics the policy does not grant.
-    pub(super) policy_denied: u64,
-    /// Locations that failed validation.
-    pub(super) invalid_payload: u64,
-    /// Subscription filters taken.
-    pub(super) subscriptions: u64,
-    /// Subscription filters refused.
-    pub(super) subscriptions_refused: u64,
-}
-
-impl Tally {
-    /// Adds the counts to the gateway's meters.
-    pub(super) fn record(&self, meters: &GatewayMeters) {
-        for (reason, n) in [
-            ("invalid_topic", self.invalid_topic),
-            ("policy_denied", self.policy_denied),
-            ("invalid_payload", self.invalid_payload),
-        ] {
-            if n > 0 {
-                meters.drop_for(reason).increment(n);
-            }
-        }
-        if self.subscriptions > 0 {
-            meters.subscriptions.increment(self.subscriptions);
-        }
-        if self.subscriptions_refused > 0 {
-            meters
-                .subscriptions_refused
-                .increment(self.subscriptions_refused);
-        }
-        if self.publishes > 0 {
-            meters
-                .publishes_received
-                .increment(u64::from(self.publishes));
-        }
-    }
-}
 
 /// What the gateway makes of a PUBLISH, before anything is done about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

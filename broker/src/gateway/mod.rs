@@ -23,6 +23,7 @@ mod inbound;
 mod outbound;
 pub mod session;
 mod subscriptions;
+mod tally;
 pub mod transport;
 #[cfg(test)]
 mod wire;
