@@ -114,6 +114,12 @@ pub enum Refuse {
     ConnectRate,
     /// MQTT 5 enhanced authentication (an Authentication Method), which we do not offer.
     BadAuthenticationMethod,
+    /// A last will whose payload breaks the rules a PUBLISH to its topic must follow (a
+    /// driver's location that is not a valid fix of that driver).
+    InvalidWill,
+    /// An MQTT 5 CONNECT property with a value the spec forbids (Receive Maximum 0,
+    /// Maximum Packet Size 0, a request flag other than 0 or 1).
+    ProtocolError,
 }
 
 impl Refuse {
@@ -133,6 +139,18 @@ impl Refuse {
             // 3.1.1 has no enhanced authentication; its CONNECT cannot ask for it.
             (Refuse::BadAuthenticationMethod, Version::V311) => 0x05,
             (Refuse::BadAuthenticationMethod, Version::V5) => 0x8C,
+            // MQTT 5 has the code: payload format invalid. 3.1.1 has none for a payload;
+            // 3.1.4 says a CONNECT failing the server's own checks SHOULD get "an
+            // appropriate" non-zero code: the will is not one this client may leave, so
+            // not authorized, which is also what mosquitto answers a 3.1.1 will it refuses
+            // for its payload (over its size limit). 0x02 and 0x04 would blame the id or
+            // the password, 0x03 invites retrying the same will later.
+            (Refuse::InvalidWill, Version::V311) => 0x05,
+            (Refuse::InvalidWill, Version::V5) => 0x99,
+            // A 3.1.1 CONNECT has no properties, so this refusal never happens in 3.1.1;
+            // were it to, 3.1.4-1 closes without a CONNACK (`hello.rs` does).
+            (Refuse::ProtocolError, Version::V311) => 0x01,
+            (Refuse::ProtocolError, Version::V5) => 0x82,
         }
     }
 
@@ -219,5 +237,11 @@ mod tests {
         );
         assert_eq!(Refuse::NotAuthorized.code(Version::V5), 0x87);
         assert_eq!(Refuse::ConnectRate.code(Version::V5), 0x9F);
+        assert_eq!(Refuse::InvalidWill.code(Version::V5), 0x99);
+        assert_eq!(Refuse::InvalidWill.code(Version::V311), 0x05);
+        assert_eq!(
+            Refuse::ProtocolError.connack(Version::V5),
+            [0x20, 0x03, 0x00, 0x82, 0x00]
+        );
     }
 }

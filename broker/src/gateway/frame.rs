@@ -33,6 +33,10 @@ pub enum FrameError {
     /// The CONNECT is too short for its own header.
     #[error("malformed CONNECT")]
     Malformed,
+    /// The CONNECT's reserved flag (bit 0 of the connect flags) is set: the server must
+    /// close the connection (3.1.1 [MQTT-3.1.2-3]; MQTT 5 calls it a malformed packet).
+    #[error("reserved CONNECT flag set")]
+    ReservedFlag,
 }
 
 /// MQTT 3.1.1 PINGRESP.
@@ -98,11 +102,19 @@ pub fn inspect_connect(buf: &[u8], max_size: usize) -> Result<ConnectKind, Frame
     }
     let name = &body[2..2 + name_len];
     let level = body[2 + name_len];
-    Ok(match (name, level) {
+    let kind = match (name, level) {
         (b"MQTT", 4) => ConnectKind::V311,
         (b"MQTT", 5) => ConnectKind::V5,
-        _ => ConnectKind::Unsupported,
-    })
+        _ => return Ok(ConnectKind::Unsupported),
+    };
+    // The connect flags follow the level; rumqttd ignores their reserved bit.
+    if !need(2 + name_len + 2)? {
+        return Ok(ConnectKind::Incomplete);
+    }
+    if body[2 + name_len + 1] & 0x01 != 0 {
+        return Err(FrameError::ReservedFlag);
+    }
+    Ok(kind)
 }
 
 /// QoS and packet id of the PUBLISH frame at the start of `buf` (packet id 0 at QoS 0).
@@ -205,6 +217,17 @@ mod tests {
                 Ok(ConnectKind::Incomplete),
                 "{n}"
             );
+        }
+    }
+
+    #[test]
+    fn the_reserved_connect_flag_is_an_error() {
+        for level in [4, 5] {
+            let mut c = connect(b"MQTT", level);
+            c[9] |= 0x01;
+            assert_eq!(inspect_connect(&c, 1024), Err(FrameError::ReservedFlag));
+            // Not decided before the flags byte is there.
+            assert_eq!(inspect_connect(&c[..9], 1024), Ok(ConnectKind::Incomplete));
         }
     }
 

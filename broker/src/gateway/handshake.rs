@@ -15,6 +15,7 @@ use super::session::make_room;
 use super::transport::{Transport, PRE_CONNECT_BUDGET};
 use super::{Gateway, TransportKind};
 use bytes::BytesMut;
+use fleetcast_proto::time::now_ms;
 use rumqttd::protocol::Error as ProtocolError;
 use rumqttd::protocol::Packet;
 use std::net::SocketAddr;
@@ -39,7 +40,9 @@ pub(super) async fn handshake<T: Transport>(
             "connect_timeout",
             "no CONNECT within the connect timeout".into(),
         )),
-        Ok(r) => r.and_then(|(packet, version)| check_hello(packet, version, &gw.config.limits)),
+        Ok(r) => r.and_then(|(packet, version)| {
+            check_hello(packet, version, &gw.config.limits, now_ms())
+        }),
     }?;
     if !gw.connects.admit_any(Instant::now()) {
         return Err(too_often(hello.version, "global connect rate exceeded"));
