@@ -39,6 +39,18 @@ pub enum FrameError {
     ReservedFlag,
 }
 
+/// Why a topic name is refused, in the terms MQTT 5 answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicError {
+    /// Not UTF-8, or holding U+0000: a malformed packet (MQTT 5 1.5.4, DISCONNECT 0x81;
+    /// 3.1.1 1.5.3 closes the connection). The router would drop the link for it.
+    Malformed,
+    /// Empty, or with a wildcard: a protocol error (MQTT 5 3.3.2-2, 4.7.1; 0x82).
+    Protocol,
+    /// A `$` topic: well formed, but kept for the server (MQTT 5 0x90, topic name invalid).
+    Reserved,
+}
+
 /// MQTT 3.1.1 PINGRESP.
 pub const PINGRESP: [u8; 2] = [0xD0, 0x00];
 
@@ -138,13 +150,24 @@ pub fn publish_qos_pkid(buf: &[u8]) -> Option<(u8, u16)> {
     Some((qos, u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?])))
 }
 
-/// Whether a PUBLISH topic name is acceptable: non-empty, no wildcards, no NUL, not a
-/// `$` system topic.
+/// Why a PUBLISH or will topic name is refused, if it is: it must be UTF-8 without NUL,
+/// non-empty, without wildcards, and not a `$` system topic.
+pub fn topic_name_error(topic: &[u8]) -> Option<TopicError> {
+    if topic.contains(&0) || std::str::from_utf8(topic).is_err() {
+        return Some(TopicError::Malformed);
+    }
+    if topic.is_empty() || topic.iter().any(|&b| b == b'+' || b == b'#') {
+        return Some(TopicError::Protocol);
+    }
+    if topic[0] == b'$' {
+        return Some(TopicError::Reserved);
+    }
+    None
+}
+
+/// Whether a PUBLISH or will topic name is acceptable (see [`topic_name_error`]).
 pub fn valid_topic_name(topic: &[u8]) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 65_535
-        && topic[0] != b'$'
-        && !topic.iter().any(|&b| b == b'+' || b == b'#' || b == 0)
+    topic_name_error(topic).is_none()
 }
 
 /// Whether a subscription filter is acceptable to both MQTT and the router: `+` fills a
@@ -271,6 +294,12 @@ mod tests {
         assert!(!valid_topic_name(b"drivers/+/location"));
         assert!(!valid_topic_name(b"$SYS/x"));
         assert!(!valid_topic_name(b""));
+        assert_eq!(topic_name_error(b"a/\xff"), Some(TopicError::Malformed));
+        assert_eq!(topic_name_error(b"a/\0"), Some(TopicError::Malformed));
+        assert_eq!(topic_name_error(b"a/#"), Some(TopicError::Protocol));
+        assert_eq!(topic_name_error(b""), Some(TopicError::Protocol));
+        assert_eq!(topic_name_error(b"$SYS/x"), Some(TopicError::Reserved));
+        assert_eq!(topic_name_error("caf\u{e9}/x".as_bytes()), None);
         for ok in [
             "#",
             "drivers/+/location",

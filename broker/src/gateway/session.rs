@@ -7,7 +7,7 @@
 //! takeover; the CONNECT and its refusals are `handshake.rs`'s. Every way a session ends
 //! is an [`End`].
 
-use super::codec::{Refuse, Version};
+use super::codec::{Refuse, Version, Violation};
 use super::frame;
 use super::handshake::{self, close_within, REFUSAL_WRITE};
 use super::hello::{connack, Hello, Identity};
@@ -53,8 +53,8 @@ pub enum End {
     PeerClosed,
     /// Nothing heard for 1.5 x the keepalive.
     KeepAlive,
-    /// The client broke the protocol.
-    Protocol(String),
+    /// The client broke the protocol: what an MQTT 5 client is told (DISCONNECT), and why.
+    Protocol(Violation, String),
     /// The client published to a topic its policy does not grant.
     PolicyViolation(String),
     /// A newer connection took the client id over.
@@ -77,7 +77,7 @@ impl End {
             End::ClientDisconnectWithWill => "disconnect_with_will",
             End::PeerClosed => "peer_closed",
             End::KeepAlive => "keepalive_timeout",
-            End::Protocol(_) => "protocol_error",
+            End::Protocol(..) => "protocol_error",
             End::PolicyViolation(_) => "policy_violation",
             End::TakenOver => "taken_over",
             End::Shutdown => "shutdown",
@@ -336,7 +336,11 @@ impl<T: Transport> Session<T> {
                 Err(ProtocolError::InsufficientBytes(_)) => break,
                 Err(e) => {
                     self.gw.meters.drop_for("malformed_packet").increment(1);
-                    frames.end = Some(End::Protocol(e.to_string()));
+                    let violation = match e {
+                        ProtocolError::PayloadSizeLimitExceeded(_) => Violation::PacketTooLarge,
+                        _ => Violation::Malformed,
+                    };
+                    frames.end = Some(End::Protocol(violation, e.to_string()));
                     break;
                 }
             };
@@ -387,6 +391,10 @@ impl<T: Transport> Session<T> {
             );
             let _ = self.tx.send(bye).await;
             self.router_gone = true;
+        }
+        if let (Version::V5, End::Protocol(violation, _)) = (self.version, &end) {
+            // MQTT 5 4.13: a server SHOULD say why before it closes.
+            self.wbuf.extend_from_slice(&violation.disconnect());
         }
         if !self.wbuf.is_empty() && !matches!(end, End::WriteTimeout | End::Io(_)) {
             let _ = timeout(REFUSAL_WRITE, self.io.write_from(&mut self.wbuf)).await;
