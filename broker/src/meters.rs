@@ -24,7 +24,7 @@ pub const DISCONNECT_REASONS: [&str; 11] = [
 
 /// Why a connection was refused before it was served, as the `reason` label of
 /// `fleetcast_connect_refusals_total`.
-pub const REFUSAL_REASONS: [&str; 9] = [
+pub const REFUSAL_REASONS: [&str; 10] = [
     "unsupported_protocol",
     "connect_rate",
     "not_authorized",
@@ -34,6 +34,7 @@ pub const REFUSAL_REASONS: [&str; 9] = [
     "malformed_connect",
     "handshake_failed",
     "router_busy",
+    "invalid_will",
 ];
 
 /// Why the gateway dropped a message, as the `reason` label of

@@ -5,13 +5,16 @@
 //! conflated queue, so a slow browser simply gets fewer, fuller batches. A send that does
 //! not finish within `send_timeout` disconnects the browser (counted as slow), and so does a
 //! browser that answers no ping for `pong_timeout` (counted as dead). Nothing a browser does
-//! slows the feed or other browsers.
+//! slows the feed or other browsers. A ping from the other side is answered before the
+//! socket is read again (tungstenite would otherwise queue a pong per ping for a client that
+//! never reads them), within `send_timeout` like a batch.
 
 use crate::board::{Board, View, Visibility};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::viewport::Viewport;
 use axum::extract::ws::{Message, WebSocket};
 use fleetcast_proto::time::{now_ms, unix_now};
+use futures_util::SinkExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,22 +214,38 @@ impl Bridge {
                 incoming = socket.recv() => {
                     let Some(Ok(message)) = incoming else { return Exit::Closed };
                     heard = Instant::now();
-                    match message {
-                        Message::Text(text) => {
-                            if let Some(reset) = self.apply(&mut view, &text, socket).await {
-                                if reset {
-                                    // A new view: resend everything it covers.
-                                    seen = 0;
-                                }
-                            } else {
-                                return Exit::Closed;
-                            }
-                        }
-                        Message::Close(_) => return Exit::Closed,
-                        Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {}
+                    match self.on_message(message, &mut view, socket).await {
+                        // A new view: resend everything it covers.
+                        Ok(true) => seen = 0,
+                        Ok(false) => {}
+                        Err(exit) => return exit,
                     }
                 }
             }
+        }
+    }
+
+    /// Handles a message from the browser: Ok(true) when its view changed, Err when the
+    /// browser is to be dropped.
+    async fn on_message(
+        &self,
+        message: Message,
+        view: &mut View,
+        socket: &mut WebSocket,
+    ) -> Result<bool, Exit> {
+        match message {
+            Message::Text(text) => self.apply(view, &text, socket).await.ok_or(Exit::Closed),
+            Message::Close(_) => Err(Exit::Closed),
+            Message::Ping(_) => {
+                // The pong is queued: write it before reading on, so a client that never
+                // reads its pongs is stopped by TCP rather than buffered.
+                match timeout(self.config.send_timeout, SinkExt::flush(socket)).await {
+                    Ok(Ok(())) => Ok(false),
+                    Ok(Err(_)) => Err(Exit::Closed),
+                    Err(_) => Err(Exit::Slow),
+                }
+            }
+            Message::Binary(_) | Message::Pong(_) => Ok(false),
         }
     }
 

@@ -196,11 +196,16 @@ async fn ws(
     };
     let bridge = Arc::clone(&state.bridge);
     let max = bridge.config.max_batch_positions * 200 + 1024;
+    let write_buffer = max.min(1 << 20);
     upgrade
         // Browsers send small control messages only.
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .write_buffer_size(max.min(1 << 20))
+        .write_buffer_size(write_buffer)
+        // Past its size the buffer only grows while the socket takes nothing more: one
+        // batch at most. Queued pongs can never pile up beyond it (the bridge also writes
+        // each before reading on).
+        .max_write_buffer_size(write_buffer + max)
         .on_upgrade(move |socket| bridge.serve(socket, allowed))
 }
 

@@ -2,7 +2,9 @@
 //! [`Presence`] on `drivers/{id}/status`, and the one set of rules a fix must pass.
 //!
 //! The gateway refuses a fix that breaks a rule and the board ignores one, through the same
-//! [`check`]: a fix the gateway accepts is one the map shows, and the other way round.
+//! [`check`]: a fix the gateway accepts is one the map shows, and the other way round. The
+//! gateway applies it to last wills too, at CONNECT. An empty payload is not a fix but the
+//! MQTT way to delete a retained message: accepted, and not shown.
 
 use crate::topic;
 use serde::{Deserialize, Serialize};
@@ -123,12 +125,16 @@ impl Location {
     }
 }
 
-/// Checks a publish as the gateway sees it: Ok for every topic but a driver's location,
-/// whose payload must be a valid fix of that driver. A topic that is not UTF-8 is not a
-/// location topic (the gateway's topic rules deal with it).
+/// Checks a publish (or a last will) as the gateway sees it: Ok for every topic but a
+/// driver's location, whose payload must be a valid fix of that driver or empty. A topic
+/// that is not UTF-8 is not a location topic (the gateway's topic rules deal with it).
+///
+/// An empty payload is not a fix: MQTT uses it to delete the topic's retained message
+/// (and rumqttd clears it on an empty non-retained publish too), which is how a driver
+/// takes its last position off the map's late joiners. The board ignores it.
 ///
 /// # Errors
-/// The first rule a location payload breaks.
+/// The first rule a non-empty location payload breaks.
 pub fn check(topic: &[u8], payload: &[u8], now_ms: u64) -> Result<(), Invalid> {
     let Some(id) = std::str::from_utf8(topic)
         .ok()
@@ -136,6 +142,9 @@ pub fn check(topic: &[u8], payload: &[u8], now_ms: u64) -> Result<(), Invalid> {
     else {
         return Ok(());
     };
+    if payload.is_empty() {
+        return Ok(());
+    }
     Location::parse(id, payload, now_ms).map(|_| ())
 }
 
@@ -254,6 +263,9 @@ mod tests {
             check(t, &loc("drv-1", "60", "24", "1", "4", NOW + 7_200_000), NOW),
             Err(Invalid::Time)
         );
+        // Empty clears the retained location: not a fix, not refused.
+        assert_eq!(check(t, b"", NOW), Ok(()));
+        assert_eq!(check(t, b" ", NOW), Err(Invalid::Shape));
         // Other topics are not location payloads.
         assert_eq!(check(b"drivers/drv-1/status", b"not json", NOW), Ok(()));
         assert_eq!(check(b"a/b", b"{", NOW), Ok(()));

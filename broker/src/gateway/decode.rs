@@ -2,8 +2,9 @@
 //! (`fuzz/`) and its regression tests.
 //!
 //! [`decode_stream`] calls what a session calls, in the session's order: CONNECT
-//! inspection, the version's codec (guarded, see [`super::codec`]), the CONNECT checks and
-//! the will against the policy (`hello.rs`), then for every packet the PUBLISH header read
+//! inspection, the version's codec (guarded, see [`super::codec`]), the CONNECT checks, its
+//! MQTT 5 properties and its will (`hello.rs`, `connect_rules.rs`), the will against the
+//! policy, then for every packet the PUBLISH header read
 //! off the wire and the per-packet checks (`inbound.rs`: topic and filter rules, the policy
 //! matcher, location validation, the subscription quota, ack order), with their answers
 //! encoded as a session encodes them. Left out is only what needs a socket, the router or
@@ -107,7 +108,7 @@ pub fn decode_stream(data: &[u8], max_packet_size: usize) -> Decoded {
 
 /// The session a CONNECT would open, checked as the handshake checks it.
 fn open_session(packet: Packet, version: Version, limits: &Limits) -> Result<Inbound, Refusal> {
-    let connect = hello::check_hello(packet, version, limits)?;
+    let connect = hello::check_hello(packet, version, limits, NOW_MS)?;
     let username = hello::username(&connect, None);
     let identity = hello::admit(&connect, username, Some(account()))?;
     Ok(Inbound::new(version, identity, limits, || NOW_MS))

@@ -33,6 +33,22 @@ pub enum FrameError {
     /// The CONNECT is too short for its own header.
     #[error("malformed CONNECT")]
     Malformed,
+    /// The CONNECT's reserved flag (bit 0 of the connect flags) is set: the server must
+    /// close the connection (3.1.1 [MQTT-3.1.2-3]; MQTT 5 calls it a malformed packet).
+    #[error("reserved CONNECT flag set")]
+    ReservedFlag,
+}
+
+/// Why a topic name is refused, in the terms MQTT 5 answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicError {
+    /// Not UTF-8, or holding U+0000: a malformed packet (MQTT 5 1.5.4, DISCONNECT 0x81;
+    /// 3.1.1 1.5.3 closes the connection). The router would drop the link for it.
+    Malformed,
+    /// Empty, or with a wildcard: a protocol error (MQTT 5 3.3.2-2, 4.7.1; 0x82).
+    Protocol,
+    /// A `$` topic: well formed, but kept for the server (MQTT 5 0x90, topic name invalid).
+    Reserved,
 }
 
 /// MQTT 3.1.1 PINGRESP.
@@ -98,11 +114,19 @@ pub fn inspect_connect(buf: &[u8], max_size: usize) -> Result<ConnectKind, Frame
     }
     let name = &body[2..2 + name_len];
     let level = body[2 + name_len];
-    Ok(match (name, level) {
+    let kind = match (name, level) {
         (b"MQTT", 4) => ConnectKind::V311,
         (b"MQTT", 5) => ConnectKind::V5,
-        _ => ConnectKind::Unsupported,
-    })
+        _ => return Ok(ConnectKind::Unsupported),
+    };
+    // The connect flags follow the level; rumqttd ignores their reserved bit.
+    if !need(2 + name_len + 2)? {
+        return Ok(ConnectKind::Incomplete);
+    }
+    if body[2 + name_len + 1] & 0x01 != 0 {
+        return Err(FrameError::ReservedFlag);
+    }
+    Ok(kind)
 }
 
 /// QoS and packet id of the PUBLISH frame at the start of `buf` (packet id 0 at QoS 0).
@@ -126,13 +150,24 @@ pub fn publish_qos_pkid(buf: &[u8]) -> Option<(u8, u16)> {
     Some((qos, u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?])))
 }
 
-/// Whether a PUBLISH topic name is acceptable: non-empty, no wildcards, no NUL, not a
-/// `$` system topic.
+/// Why a PUBLISH or will topic name is refused, if it is: it must be UTF-8 without NUL,
+/// non-empty, without wildcards, and not a `$` system topic.
+pub fn topic_name_error(topic: &[u8]) -> Option<TopicError> {
+    if topic.contains(&0) || std::str::from_utf8(topic).is_err() {
+        return Some(TopicError::Malformed);
+    }
+    if topic.is_empty() || topic.iter().any(|&b| b == b'+' || b == b'#') {
+        return Some(TopicError::Protocol);
+    }
+    if topic[0] == b'$' {
+        return Some(TopicError::Reserved);
+    }
+    None
+}
+
+/// Whether a PUBLISH or will topic name is acceptable (see [`topic_name_error`]).
 pub fn valid_topic_name(topic: &[u8]) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 65_535
-        && topic[0] != b'$'
-        && !topic.iter().any(|&b| b == b'+' || b == b'#' || b == 0)
+    topic_name_error(topic).is_none()
 }
 
 /// Whether a subscription filter is acceptable to both MQTT and the router: `+` fills a
@@ -209,6 +244,17 @@ mod tests {
     }
 
     #[test]
+    fn the_reserved_connect_flag_is_an_error() {
+        for level in [4, 5] {
+            let mut c = connect(b"MQTT", level);
+            c[9] |= 0x01;
+            assert_eq!(inspect_connect(&c, 1024), Err(FrameError::ReservedFlag));
+            // Not decided before the flags byte is there.
+            assert_eq!(inspect_connect(&c[..9], 1024), Ok(ConnectKind::Incomplete));
+        }
+    }
+
+    #[test]
     fn bad_first_packets_are_errors() {
         assert_eq!(
             inspect_connect(&[0x30, 0x00], 1024),
@@ -248,6 +294,12 @@ mod tests {
         assert!(!valid_topic_name(b"drivers/+/location"));
         assert!(!valid_topic_name(b"$SYS/x"));
         assert!(!valid_topic_name(b""));
+        assert_eq!(topic_name_error(b"a/\xff"), Some(TopicError::Malformed));
+        assert_eq!(topic_name_error(b"a/\0"), Some(TopicError::Malformed));
+        assert_eq!(topic_name_error(b"a/#"), Some(TopicError::Protocol));
+        assert_eq!(topic_name_error(b""), Some(TopicError::Protocol));
+        assert_eq!(topic_name_error(b"$SYS/x"), Some(TopicError::Reserved));
+        assert_eq!(topic_name_error("caf\u{e9}/x".as_bytes()), None);
         for ok in [
             "#",
             "drivers/+/location",

@@ -12,9 +12,10 @@ use super::codec::{Refuse, Version};
 use super::frame::{self, ConnectKind};
 use super::hello::{admit, check_hello, denied, username, Hello, Identity, Refusal};
 use super::session::make_room;
-use super::transport::Transport;
+use super::transport::{Transport, PRE_CONNECT_BUDGET};
 use super::{Gateway, TransportKind};
 use bytes::BytesMut;
+use fleetcast_proto::time::now_ms;
 use rumqttd::protocol::Error as ProtocolError;
 use rumqttd::protocol::Packet;
 use std::net::SocketAddr;
@@ -39,7 +40,9 @@ pub(super) async fn handshake<T: Transport>(
             "connect_timeout",
             "no CONNECT within the connect timeout".into(),
         )),
-        Ok(r) => r.and_then(|(packet, version)| check_hello(packet, version, &gw.config.limits)),
+        Ok(r) => r.and_then(|(packet, version)| {
+            check_hello(packet, version, &gw.config.limits, now_ms())
+        }),
     }?;
     if !gw.connects.admit_any(Instant::now()) {
         return Err(too_often(hello.version, "global connect rate exceeded"));
@@ -94,6 +97,7 @@ async fn read_connect<T: Transport>(
     rbuf: &mut BytesMut,
     max: usize,
 ) -> Result<(Packet, Version), Refusal> {
+    let mut budget = PRE_CONNECT_BUDGET;
     loop {
         let version = match frame::inspect_connect(rbuf, max) {
             Ok(ConnectKind::Incomplete) => None,
@@ -122,7 +126,8 @@ async fn read_connect<T: Transport>(
             }
         }
         make_room(rbuf);
-        match io.read_into(rbuf).await {
+        // The CONNECT's own bytes are bounded by `max`; what carries none of them by this.
+        match io.read_into_within(rbuf, &mut budget).await {
             Ok(0) => {
                 return Err(Refusal::Close(
                     "malformed_connect",

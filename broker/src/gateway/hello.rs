@@ -8,6 +8,7 @@
 //! reads, and the fuzz target (`decode.rs`) calls it on every CONNECT it is fed.
 
 use super::codec::{Refuse, Version};
+use super::connect_rules;
 use super::frame;
 use crate::auth::Denial;
 use crate::config::Limits;
@@ -80,11 +81,13 @@ impl Refusal {
     }
 }
 
-/// Checks what the first packet asks for against what the gateway and the router can give.
+/// Checks what the first packet asks for against what the gateway and the router can give,
+/// its will against the location rules as at `now_ms` (ms since the epoch).
 pub(super) fn check_hello(
     packet: Packet,
     version: Version,
     limits: &Limits,
+    now_ms: u64,
 ) -> Result<Hello, Refusal> {
     let Packet::Connect(connect, properties, will, _, login) = packet else {
         return Err(Refusal::Close(
@@ -103,17 +106,14 @@ pub(super) fn check_hello(
             "MQTT 5 enhanced authentication is not supported",
         ));
     }
+    if let Some(p) = &properties {
+        connect_rules::check_properties(p, version)?;
+    }
     let persistent =
         !connect.clean_session && (version == Version::V311 || expires(properties.as_ref()));
     let (client_id, assigned_id) = session_id(connect.client_id, persistent, version, limits)?;
-    if will
-        .as_ref()
-        .is_some_and(|w| !frame::valid_topic_name(&w.topic))
-    {
-        return Err(Refusal::Close(
-            "malformed_connect",
-            "invalid will topic".into(),
-        ));
+    if let Some(w) = &will {
+        connect_rules::check_will(w, version, limits, now_ms)?;
     }
     Ok(Hello {
         version,
@@ -258,6 +258,13 @@ mod tests {
         Config::default().limits
     }
 
+    /// When the tests' locations are checked.
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn check(packet: Packet, version: Version, limits: &Limits) -> Result<Hello, Refusal> {
+        check_hello(packet, version, limits, NOW)
+    }
+
     fn refused(r: Result<Hello, Refusal>) -> Refusal {
         r.expect_err("refused")
     }
@@ -265,7 +272,7 @@ mod tests {
     #[test]
     fn a_plain_connect_is_a_clean_session_with_its_own_id() {
         for version in [Version::V311, Version::V5] {
-            let h = check_hello(
+            let h = check(
                 connect(version, true, "drv-1", None, &[]),
                 version,
                 &limits(),
@@ -280,21 +287,21 @@ mod tests {
 
     #[test]
     fn a_persistent_session_is_what_each_version_calls_one() {
-        let v311 = check_hello(
+        let v311 = check(
             connect(Version::V311, false, "a", None, &[]),
             Version::V311,
             &limits(),
         );
         assert!(!v311.expect("accepted").clean_session);
         // MQTT 5 without a session expiry ends the session with the connection.
-        let v5 = check_hello(
+        let v5 = check(
             connect(Version::V5, false, "a", None, &[]),
             Version::V5,
             &limits(),
         );
         assert!(v5.expect("accepted").clean_session);
         let expiry = [0x11, 0, 0, 0, 60];
-        let v5 = check_hello(
+        let v5 = check(
             connect(Version::V5, false, "a", None, &expiry),
             Version::V5,
             &limits(),
@@ -304,7 +311,7 @@ mod tests {
 
     #[test]
     fn an_empty_id_is_made_up_only_for_a_clean_session() {
-        let h = check_hello(
+        let h = check(
             connect(Version::V5, true, "", None, &[]),
             Version::V5,
             &limits(),
@@ -312,7 +319,7 @@ mod tests {
         .expect("accepted");
         assert!(h.assigned_id);
         assert!(h.client_id.starts_with("fc-auto-"), "{}", h.client_id);
-        let r = refused(check_hello(
+        let r = refused(check(
             connect(Version::V311, false, "", None, &[]),
             Version::V311,
             &limits(),
@@ -330,7 +337,7 @@ mod tests {
     fn ids_the_router_cannot_take_are_refused() {
         let long = "x".repeat(limits().max_client_id_len + 1);
         for id in [long.as_str(), "a/b", "a+", "$sys", "fleetcast:dashboard"] {
-            let r = refused(check_hello(
+            let r = refused(check(
                 connect(Version::V5, true, id, None, &[]),
                 Version::V5,
                 &limits(),
@@ -338,7 +345,7 @@ mod tests {
             assert_eq!(r.reason(), "bad_client_id", "{id}");
         }
         let longest = "x".repeat(limits().max_client_id_len);
-        assert!(check_hello(
+        assert!(check(
             connect(Version::V5, true, &longest, None, &[]),
             Version::V5,
             &limits()
@@ -349,7 +356,7 @@ mod tests {
     #[test]
     fn enhanced_authentication_is_refused_and_bad_will_topics_closed() {
         let method = [0x15, 0, 5, b'S', b'C', b'R', b'A', b'M'];
-        let r = refused(check_hello(
+        let r = refused(check(
             connect(Version::V5, true, "a", None, &method),
             Version::V5,
             &limits(),
@@ -367,7 +374,7 @@ mod tests {
             "{r:?}"
         );
         for topic in ["a/#", "$SYS/x"] {
-            let r = refused(check_hello(
+            let r = refused(check(
                 connect(Version::V311, true, "a", Some(topic), &[]),
                 Version::V311,
                 &limits(),
@@ -376,14 +383,14 @@ mod tests {
         }
         let ping = Packet::PingReq(rumqttd::protocol::PingReq);
         assert_eq!(
-            refused(check_hello(ping, Version::V5, &limits())).reason(),
+            refused(check(ping, Version::V5, &limits())).reason(),
             "malformed_connect"
         );
     }
 
     fn hello(will: Option<&str>) -> Hello {
         let packet = connect(Version::V5, true, "drv-1", will, &[]);
-        check_hello(packet, Version::V5, &limits()).expect("accepted")
+        check(packet, Version::V5, &limits()).expect("accepted")
     }
 
     #[test]
@@ -455,7 +462,7 @@ mod tests {
 
     #[test]
     fn only_mqtt5_connacks_carry_the_limits_and_an_assigned_id() {
-        let h = check_hello(
+        let h = check(
             connect(Version::V5, true, "", None, &[]),
             Version::V5,
             &limits(),
@@ -473,7 +480,7 @@ mod tests {
         );
         assert_eq!(p.subscription_identifiers_available, Some(0));
         assert_eq!(p.topic_alias_max, None);
-        let h = check_hello(
+        let h = check(
             connect(Version::V311, false, "a", None, &[]),
             Version::V311,
             &limits(),

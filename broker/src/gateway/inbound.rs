@@ -8,75 +8,30 @@
 //! for its meters, so that the fuzz target (`decode.rs`) runs these very checks.
 
 use super::acks::AckTracker;
-use super::codec::Version;
-use super::frame;
+use super::codec::{Version, Violation};
+use super::frame::{self, TopicError};
 use super::hello::Identity;
 use super::outbound::encode;
 use super::session::End;
 use super::subscriptions::Subscriptions;
+pub(super) use super::tally::Tally;
 use crate::config::Limits;
-use crate::meters::GatewayMeters;
 use bytes::{Bytes, BytesMut};
 use fleetcast_proto::location as validation;
 use fleetcast_proto::time::unix_now;
 use rumqttd::protocol::{
     DisconnectReasonCode, Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
-    PubRecReason, Publish, SubAck, Subscribe,
+    PubRecReason, Publish, PublishProperties, SubAck, Subscribe,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::warn;
 
-/// What the packets of one read came to, for the session's meters and pacing. Counted
-/// here and metered once per read: the checks stay free of shared state.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct Tally {
-    /// PUBLISH packets received with a valid topic, granted or not: the quota charges them.
-    pub(super) publishes: u32,
-    /// PUBLISH packets with a topic MQTT does not allow.
-    pub(super) invalid_topic: u64,
-    /// PUBLISH packets to topics the policy does not grant.
-    pub(super) policy_denied: u64,
-    /// Locations that failed validation.
-    pub(super) invalid_payload: u64,
-    /// Subscription filters taken.
-    pub(super) subscriptions: u64,
-    /// Subscription filters refused.
-    pub(super) subscriptions_refused: u64,
-}
-
-impl Tally {
-    /// Adds the counts to the gateway's meters.
-    pub(super) fn record(&self, meters: &GatewayMeters) {
-        for (reason, n) in [
-            ("invalid_topic", self.invalid_topic),
-            ("policy_denied", self.policy_denied),
-            ("invalid_payload", self.invalid_payload),
-        ] {
-            if n > 0 {
-                meters.drop_for(reason).increment(n);
-            }
-        }
-        if self.subscriptions > 0 {
-            meters.subscriptions.increment(self.subscriptions);
-        }
-        if self.subscriptions_refused > 0 {
-            meters
-                .subscriptions_refused
-                .increment(self.subscriptions_refused);
-        }
-        if self.publishes > 0 {
-            meters
-                .publishes_received
-                .increment(u64::from(self.publishes));
-        }
-    }
-}
-
 /// What the gateway makes of a PUBLISH, before anything is done about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// Not a topic name MQTT allows (wildcards, `$`, empty): the client broke the protocol.
-    BadTopic,
+    /// Not a topic name MQTT allows (not UTF-8, wildcards, `$`, empty): the client broke
+    /// the protocol.
+    BadTopic(TopicError),
     /// The policy does not grant the topic.
     Denied,
     /// A location that failed validation.
@@ -128,9 +83,16 @@ impl Inbound {
         out: &mut BytesMut,
         tally: &mut Tally,
     ) -> Result<Option<Packet>, End> {
-        let violation = |why: &str| Err(End::Protocol(why.to_owned()));
+        let violation = |why: &str| Err(End::Protocol(Violation::Protocol, why.to_owned()));
         match packet {
-            Packet::Publish(p, _) => self.publish(p, header, out, tally),
+            Packet::Publish(p, props) => {
+                topic_alias(props.as_ref())?;
+                self.publish(p, header, out, tally)
+            }
+            // Packet id 0 is reserved for QoS 0 (2.3.1 both versions); rumqttd checks it only
+            // in PUBLISH, and the router would ack it as if it were one.
+            Packet::Subscribe(s, _) if s.pkid == 0 => violation("SUBSCRIBE with packet id 0"),
+            Packet::Unsubscribe(u, _) if u.pkid == 0 => violation("UNSUBSCRIBE with packet id 0"),
             Packet::Subscribe(s, _) => self.subscribe(s, out, tally),
             Packet::Unsubscribe(u, _) => {
                 // Answered here: the router sends one UNSUBACK per filter it removed and
@@ -160,7 +122,7 @@ impl Inbound {
 
     /// Checks an ack from the client against the order the router expects.
     fn ack(&mut self, packet: Packet, out: &mut BytesMut) -> Result<Option<Packet>, End> {
-        let violation = |why: &str| Err(End::Protocol(why.to_owned()));
+        let violation = |why: &str| Err(End::Protocol(Violation::Protocol, why.to_owned()));
         match packet {
             Packet::PubAck(a, _) => {
                 if !self.acks.puback(a.pkid) {
@@ -196,8 +158,8 @@ impl Inbound {
 
     /// What becomes of a PUBLISH to `topic` carrying `payload`, in the order it is checked.
     pub(super) fn verdict(&self, topic: &[u8], payload: &[u8]) -> Verdict {
-        if !frame::valid_topic_name(topic) {
-            return Verdict::BadTopic;
+        if let Some(e) = frame::topic_name_error(topic) {
+            return Verdict::BadTopic(e);
         }
         if !self.identity.may_publish(topic) {
             return Verdict::Denied;
@@ -219,14 +181,21 @@ impl Inbound {
         tally: &mut Tally,
     ) -> Result<Option<Packet>, End> {
         let verdict = self.verdict(&p.topic, &p.payload);
-        if verdict != Verdict::BadTopic {
+        if !matches!(verdict, Verdict::BadTopic(_)) {
             // Received, so charged to the quota, granted or not.
             tally.publishes += 1;
         }
         let refusal = match verdict {
-            Verdict::BadTopic => {
+            Verdict::BadTopic(e) => {
                 tally.invalid_topic += 1;
-                return Err(End::Protocol("invalid topic name in PUBLISH".to_owned()));
+                // Never to the router: it drops the link for a topic that is not UTF-8.
+                let violation = match e {
+                    TopicError::Malformed => Violation::Malformed,
+                    TopicError::Protocol => Violation::Protocol,
+                    TopicError::Reserved => Violation::TopicName,
+                };
+                let why = "invalid topic name in PUBLISH".to_owned();
+                return Err(End::Protocol(violation, why));
             }
             Verdict::Accept => {
                 if let Some((2, pkid)) = header {
@@ -280,6 +249,24 @@ impl Inbound {
         }
         self.acks.refused_filters(s.pkid, denied);
         Ok(Some(Packet::Subscribe(s, None)))
+    }
+}
+
+/// Refuses a PUBLISH that names a Topic Alias: the CONNACK grants none (Topic Alias
+/// Maximum absent = 0), so alias 0 is a protocol error (3.3.2-8) and any other exceeds the
+/// maximum (3.3.2-9, DISCONNECT 0x94). The session drops properties on their way to the
+/// router, which would otherwise publish under the alias's empty or stale topic name.
+fn topic_alias(props: Option<&PublishProperties>) -> Result<(), End> {
+    match props.and_then(|p| p.topic_alias) {
+        None => Ok(()),
+        Some(0) => Err(End::Protocol(
+            Violation::Protocol,
+            "Topic Alias 0 in PUBLISH".to_owned(),
+        )),
+        Some(_) => Err(End::Protocol(
+            Violation::TopicAlias,
+            "Topic Alias above the maximum (0)".to_owned(),
+        )),
     }
 }
 
@@ -357,7 +344,7 @@ mod tests {
 
     /// Whether `r` ends the session as a protocol error for `why`.
     fn broke(r: &Result<Option<Packet>, End>, why: &str) -> bool {
-        matches!(r, Err(End::Protocol(w)) if w == why)
+        matches!(r, Err(End::Protocol(_, w)) if w == why)
     }
 
     #[test]
@@ -429,6 +416,32 @@ mod tests {
     }
 
     #[test]
+    fn packet_id_0_topic_aliases_and_bad_utf8_are_protocol_errors() {
+        let refused = |r: &Result<Option<Packet>, End>, want: Violation| matches!(r, Err(End::Protocol(v, _)) if *v == want);
+        for version in [Version::V311, Version::V5] {
+            let mut i = driver(version);
+            let (r, _, _) = check(&mut i, &subscribe(version, 0, &["a/b"]));
+            assert!(refused(&r, Violation::Protocol), "{r:?}");
+            let (r, _, _) = check(&mut i, &unsubscribe(version, 0, &["a/b"]));
+            assert!(refused(&r, Violation::Protocol), "{r:?}");
+        }
+        for (alias, want) in [(0u16, Violation::Protocol), (1, Violation::TopicAlias)] {
+            let mut body = Vec::new();
+            wire::put_str(&mut body, "drivers/drv-1/status");
+            body.extend_from_slice(&[3, 0x23]);
+            body.extend_from_slice(&alias.to_be_bytes());
+            body.push(b'x');
+            let (r, _, _) = check(&mut driver(Version::V5), &wire::frame(0x30, body));
+            assert!(refused(&r, want), "alias {alias}: {r:?}");
+        }
+        let mut body = Vec::new();
+        body.extend_from_slice(&[0, 3, b'a', b'/', 0xFF, 0, b'x']);
+        let (r, _, tally) = check(&mut driver(Version::V5), &wire::frame(0x30, body));
+        assert!(refused(&r, Violation::Malformed), "{r:?}");
+        assert_eq!((tally.publishes, tally.invalid_topic), (0, 1));
+    }
+
+    #[test]
     fn an_invalid_location_is_dropped_yet_acked() {
         let bad = location(91.0);
         for (version, qos, answer) in [
@@ -455,7 +468,14 @@ mod tests {
     #[test]
     fn a_publish_is_judged_topic_first_then_policy_then_payload() {
         let i = driver(Version::V5);
-        assert_eq!(i.verdict(b"drivers/#", b""), Verdict::BadTopic);
+        assert_eq!(
+            i.verdict(b"drivers/#", b""),
+            Verdict::BadTopic(TopicError::Protocol)
+        );
+        assert_eq!(
+            i.verdict(b"drivers/\xff", b""),
+            Verdict::BadTopic(TopicError::Malformed)
+        );
         assert_eq!(i.verdict(b"drivers/drv-2/location", b"{}"), Verdict::Denied);
         let shape = Verdict::Invalid(validation::Invalid::Shape);
         assert_eq!(i.verdict(OWN.as_bytes(), b"{}"), shape);

@@ -7,6 +7,8 @@
 //! - [`transport`]: TCP and WebSocket behind one byte-stream interface.
 //! - [`session`]: one client connection from CONNECT to close (the connection loop), with
 //!   - `handshake`: reading and checking the CONNECT, quotas, credentials, refusals;
+//!   - `hello` and `connect_rules`: what a CONNECT, its MQTT 5 properties and its will
+//!     may ask for, pure;
 //!   - `inbound`: the checks on every packet a client sends (topics, policy, validation,
 //!     subscription quota), pure;
 //!   - `acks`: the ack order the router expects, and SUBACK patching;
@@ -15,6 +17,7 @@
 
 mod acks;
 pub mod codec;
+mod connect_rules;
 pub mod decode;
 pub mod frame;
 mod handshake;
@@ -23,6 +26,7 @@ mod inbound;
 mod outbound;
 pub mod session;
 mod subscriptions;
+mod tally;
 pub mod transport;
 #[cfg(test)]
 mod wire;

@@ -7,7 +7,7 @@
 //! client's acks must then follow, and router acks are patched on their way through.
 
 use super::acks::AckTracker;
-use super::codec::Version;
+use super::codec::{Version, Violation};
 use super::frame;
 use super::session::{End, Session};
 use super::transport::Transport;
@@ -38,7 +38,7 @@ pub(super) fn encode(version: Version, packet: Packet, buf: &mut BytesMut) -> Re
     version
         .write(packet, buf)
         .map(|_| ())
-        .map_err(|e| End::Protocol(format!("cannot encode: {e}")))
+        .map_err(|e| End::Protocol(Violation::Implementation, format!("cannot encode: {e}")))
 }
 
 /// Encodes what the router sent onto `buf`, keeping `acks` in step.

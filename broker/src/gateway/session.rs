@@ -7,7 +7,7 @@
 //! takeover; the CONNECT and its refusals are `handshake.rs`'s. Every way a session ends
 //! is an [`End`].
 
-use super::codec::{Refuse, Version};
+use super::codec::{Refuse, Version, Violation};
 use super::frame;
 use super::handshake::{self, close_within, REFUSAL_WRITE};
 use super::hello::{connack, Hello, Identity};
@@ -53,8 +53,8 @@ pub enum End {
     PeerClosed,
     /// Nothing heard for 1.5 x the keepalive.
     KeepAlive,
-    /// The client broke the protocol.
-    Protocol(String),
+    /// The client broke the protocol: what an MQTT 5 client is told (DISCONNECT), and why.
+    Protocol(Violation, String),
     /// The client published to a topic its policy does not grant.
     PolicyViolation(String),
     /// A newer connection took the client id over.
@@ -77,7 +77,7 @@ impl End {
             End::ClientDisconnectWithWill => "disconnect_with_will",
             End::PeerClosed => "peer_closed",
             End::KeepAlive => "keepalive_timeout",
-            End::Protocol(_) => "protocol_error",
+            End::Protocol(..) => "protocol_error",
             End::PolicyViolation(_) => "policy_violation",
             End::TakenOver => "taken_over",
             End::Shutdown => "shutdown",
@@ -144,6 +144,18 @@ struct Frames {
     end: Option<End>,
     /// How long reads pause for the publish quotas (zero: no pause).
     wait: Duration,
+    /// Whole packets parsed (keepalive counts packets, not bytes).
+    packets: usize,
+}
+
+/// What handling the bytes read came to.
+struct Progress {
+    /// How long reads pause for the publish quotas, if they do.
+    pause: Option<Duration>,
+    /// Whether a whole packet was among them: only that counts as hearing from the client
+    /// (MQTT: "a Control Packet"), or a PUBLISH dripped a byte at a time would keep a
+    /// connection alive forever.
+    heard: bool,
 }
 
 impl<T: Transport> Session<T> {
@@ -228,6 +240,14 @@ impl<T: Transport> Session<T> {
         let mut last_heard = Instant::now();
         let mut pause_until: Option<Instant> = None;
         let shutdown = self.gw.shutdown.clone();
+        // Packets read along with the CONNECT (3.1.1 3.1.4 lets a client send them before
+        // the CONNACK) are served now: no more bytes may ever come to wake the loop.
+        if !self.rbuf.is_empty() {
+            match self.on_client_bytes().await {
+                Ok(p) => pause_until = self.heard(p, &mut last_heard),
+                Err(end) => return end,
+            }
+        }
         loop {
             let ka_deadline = keepalive.map_or(far, |k| last_heard + k);
             make_room(&mut self.rbuf);
@@ -238,11 +258,9 @@ impl<T: Transport> Session<T> {
                 // Before the router's stream: a steady flow of messages out must not keep a
                 // paused client's buffered frames (acks, pings) waiting.
                 _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => {
-                    // Frames held back by the quota go first; the socket is read after. They
-                    // were received, so they count as hearing from the client.
-                    last_heard = Instant::now();
+                    // Frames held back by the quota go first; the socket is read after.
                     match self.on_client_bytes().await {
-                        Ok(wait) => pause_until = self.pause(wait),
+                        Ok(p) => pause_until = self.heard(p, &mut last_heard),
                         Err(end) => return end,
                     }
                 }
@@ -257,9 +275,8 @@ impl<T: Transport> Session<T> {
                         Err(e) => return End::Io(e),
                         Ok(n) => self.gw.meters.bytes_received.increment(n as u64),
                     }
-                    last_heard = Instant::now();
                     match self.on_client_bytes().await {
-                        Ok(wait) => pause_until = self.pause(wait),
+                        Ok(p) => pause_until = self.heard(p, &mut last_heard),
                         Err(end) => return end,
                     }
                 }
@@ -271,23 +288,28 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    /// When reads may resume after a pause of `wait`, counting the pause.
-    fn pause(&self, wait: Option<Duration>) -> Option<Instant> {
-        let wait = wait?;
+    /// Notes a whole packet as heard; returns when reads may resume after the pause due,
+    /// counting the pause.
+    fn heard(&self, progress: Progress, last_heard: &mut Instant) -> Option<Instant> {
+        if progress.heard {
+            *last_heard = Instant::now();
+        }
+        let wait = progress.pause?;
         self.gw.meters.pacing_pauses.increment(1);
         Some(Instant::now() + wait)
     }
 
     /// Parses the complete frames read, checks them, and hands the batch to the router.
     /// Stops early when this connection's publish quota is used up: the rest stays in the
-    /// read buffer until the returned pause is over. Returns the pause due, if any.
-    async fn on_client_bytes(&mut self) -> Result<Option<Duration>, End> {
+    /// read buffer until the returned pause is over.
+    async fn on_client_bytes(&mut self) -> Result<Progress, End> {
         let now = Instant::now();
         let Frames {
             mut batch,
             tally,
             end,
             mut wait,
+            packets,
         } = self.take_frames(now);
         if tally.publishes > 0 {
             // The shared pacer is charged once per read: an atomic per message would be
@@ -315,7 +337,10 @@ impl<T: Transport> Session<T> {
         }
         match end {
             Some(e) => Err(e),
-            None => Ok((!wait.is_zero()).then_some(wait)),
+            None => Ok(Progress {
+                pause: (!wait.is_zero()).then_some(wait),
+                heard: packets > 0,
+            }),
         }
     }
 
@@ -328,6 +353,7 @@ impl<T: Transport> Session<T> {
             tally: Tally::default(),
             end: None,
             wait: Duration::ZERO,
+            packets: 0,
         };
         while frames.wait.is_zero() {
             let header = frame::publish_qos_pkid(&self.rbuf);
@@ -336,10 +362,15 @@ impl<T: Transport> Session<T> {
                 Err(ProtocolError::InsufficientBytes(_)) => break,
                 Err(e) => {
                     self.gw.meters.drop_for("malformed_packet").increment(1);
-                    frames.end = Some(End::Protocol(e.to_string()));
+                    let violation = match e {
+                        ProtocolError::PayloadSizeLimitExceeded(_) => Violation::PacketTooLarge,
+                        _ => Violation::Malformed,
+                    };
+                    frames.end = Some(End::Protocol(violation, e.to_string()));
                     break;
                 }
             };
+            frames.packets += 1;
             let before = frames.tally.publishes;
             let tally = &mut frames.tally;
             match self.inbound.check(packet, header, &mut self.wbuf, tally) {
@@ -387,6 +418,10 @@ impl<T: Transport> Session<T> {
             );
             let _ = self.tx.send(bye).await;
             self.router_gone = true;
+        }
+        if let (Version::V5, End::Protocol(violation, _)) = (self.version, &end) {
+            // MQTT 5 4.13: a server SHOULD say why before it closes.
+            self.wbuf.extend_from_slice(&violation.disconnect());
         }
         if !self.wbuf.is_empty() && !matches!(end, End::WriteTimeout | End::Io(_)) {
             let _ = timeout(REFUSAL_WRITE, self.io.write_from(&mut self.wbuf)).await;

@@ -3,6 +3,14 @@
 //! MQTT over WebSocket carries the same bytes as over TCP, but an MQTT packet may span
 //! WebSocket messages and one message may hold several packets. A session therefore only
 //! asks a [`Transport`] for "more bytes" and hands it bytes to write.
+//!
+//! WebSocket also carries frames with no MQTT bytes in them (pings, pongs, empty
+//! messages), which tungstenite answers on its own: it queues a pong per ping and, when
+//! the peer does not read, keeps every queued pong in its write buffer (a client sending a
+//! million pings grew the process by 107 MB). So the WebSocket transport waits for each
+//! pong to be written before it reads on, as TCP would make a peer wait, caps tungstenite's
+//! write buffer, and lets a caller give a connection a budget for such frames: the
+//! handshake gives one that has not sent its CONNECT [`PRE_CONNECT_BUDGET`].
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -21,6 +29,14 @@ use tokio_tungstenite::WebSocketStream;
 pub const WS_PATH: &str = "/mqtt";
 /// WebSocket subprotocols accepted, in order of preference.
 pub const WS_SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+/// Bytes of WebSocket frames that carry no MQTT bytes (pings, pongs, empty messages, by
+/// their size on the wire) a connection may send before its CONNECT is whole: a client
+/// that has not logged in gets no more of the server's time than a CONNECT's worth.
+pub const PRE_CONNECT_BUDGET: usize = 16 * 1024;
+/// Header (2) and mask (4) of a client's control frame, charged with its payload.
+const CONTROL_FRAME_OVERHEAD: usize = 6;
+/// tungstenite's default write buffer, which it writes out once full.
+const WS_WRITE_BUFFER: usize = 128 * 1024;
 
 /// A client byte stream.
 pub trait Transport: Send {
@@ -29,6 +45,21 @@ pub trait Transport: Send {
     /// # Cancel safety
     /// Cancel safe: no bytes are lost if the future is dropped before it completes.
     fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// [`Transport::read_into`], charging what the peer sends that holds no MQTT bytes
+    /// (WebSocket control frames and empty messages) against `budget`; an error once it is
+    /// spent. Byte streams have no such frames.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as `read_into`.
+    fn read_into_within(
+        &mut self,
+        buf: &mut BytesMut,
+        budget: &mut usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        let _ = budget;
+        self.read_into(buf)
+    }
 
     /// Writes all of `buf` and empties it.
     fn write_from(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<()>> + Send;
@@ -97,26 +128,45 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        // After the CONNECT, pings cost a connection its own socket's pace, nothing more.
+        let mut unlimited = usize::MAX;
+        self.read_into_within(buf, &mut unlimited).await
+    }
+
+    async fn read_into_within(
+        &mut self,
+        buf: &mut BytesMut,
+        budget: &mut usize,
+    ) -> io::Result<usize> {
         loop {
             // StreamExt::next is cancel safe: a partly read frame stays in tungstenite.
-            match self.next().await {
+            let empty = match self.next().await {
                 None | Some(Ok(Message::Close(_))) => return Ok(0),
-                Some(Ok(Message::Binary(data))) => {
+                Some(Ok(Message::Binary(data))) if !data.is_empty() => {
                     buf.extend_from_slice(&data);
-                    if !data.is_empty() {
-                        return Ok(data.len());
-                    }
+                    return Ok(data.len());
                 }
+                Some(Ok(Message::Binary(_))) => CONTROL_FRAME_OVERHEAD,
                 Some(Ok(Message::Text(_))) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "MQTT over WebSocket must use binary messages",
                     ))
                 }
-                // Pings are answered by tungstenite itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Ping(data))) => {
+                    charge(budget, data.len() + CONTROL_FRAME_OVERHEAD)?;
+                    // tungstenite queued the pong: write it before reading on, so that a
+                    // peer that never reads its pongs is stopped by TCP, not buffered.
+                    // Cancel safe: the pong stays queued for the next write.
+                    SinkExt::flush(self).await.map_err(io::Error::other)?;
+                    continue;
+                }
+                Some(Ok(Message::Pong(data))) => data.len() + CONTROL_FRAME_OVERHEAD,
+                // tungstenite never reads one of these (it is for writing raw frames).
+                Some(Ok(Message::Frame(_))) => CONTROL_FRAME_OVERHEAD,
                 Some(Err(e)) => return Err(io::Error::other(e)),
-            }
+            };
+            charge(budget, empty)?;
         }
     }
 
@@ -132,12 +182,29 @@ where
     }
 }
 
+/// Takes `cost` bytes from `budget`, or fails once it is spent.
+fn charge(budget: &mut usize, cost: usize) -> io::Result<()> {
+    *budget = budget.checked_sub(cost).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many WebSocket control frames before CONNECT",
+        )
+    })?;
+    Ok(())
+}
+
 /// WebSocket limits for MQTT: one message holds at most one maximal packet plus slack.
+/// tungstenite's write buffer only grows past its size while the socket will not take
+/// more; it is capped at what a session writes at once (a write batch topped by packets,
+/// or the answers to one read, each under `max_packet_size` + 64 KiB) with room to spare,
+/// so that queued pongs can never pile up past it (they are dropped, one kept).
 pub fn ws_config(max_packet_size: usize) -> WebSocketConfig {
     let max = max_packet_size + 1024;
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(WS_WRITE_BUFFER + 4 * (max_packet_size + 64 * 1024))
 }
 
 /// Runs the WebSocket upgrade on `/mqtt`, choosing the `mqtt` or `mqttv3.1` subprotocol
@@ -180,4 +247,74 @@ where
         Some(ws_config(max_packet_size)),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+    use tokio::time::{timeout, Duration};
+
+    type Ws = WebSocketStream<DuplexStream>;
+
+    /// A server-side WebSocket and its client over an in-memory pipe holding `capacity`
+    /// bytes each way.
+    async fn pair(capacity: usize) -> (Ws, Ws) {
+        let (c, s) = tokio::io::duplex(capacity);
+        let server = tokio::spawn(tokio_tungstenite::accept_async(s));
+        let (client, _) = tokio_tungstenite::client_async("ws://localhost/mqtt", c)
+            .await
+            .expect("client handshake");
+        let server = server.await.expect("join").expect("server handshake");
+        (server, client)
+    }
+
+    fn ping() -> Message {
+        Message::Ping(vec![b'p'; 100].into())
+    }
+
+    #[tokio::test]
+    async fn frames_without_mqtt_bytes_are_charged_until_the_budget_is_spent() {
+        let (mut server, mut client) = pair(1 << 20).await;
+        for _ in 0..10 {
+            client.send(ping()).await.expect("ping");
+        }
+        client
+            .send(Message::Binary(vec![].into()))
+            .await
+            .expect("empty");
+        client
+            .send(Message::Binary(vec![0x10].into()))
+            .await
+            .expect("data");
+        let mut buf = BytesMut::new();
+        let mut budget = 10 * 106 + 6 + 5;
+        let n = server.read_into_within(&mut buf, &mut budget).await;
+        assert_eq!(n.expect("data"), 1);
+        assert_eq!((&buf[..], budget), (&[0x10][..], 5));
+        client.send(ping()).await.expect("ping");
+        let over = server.read_into_within(&mut buf, &mut budget).await;
+        assert_eq!(over.expect_err("spent").kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_reads_its_pongs_is_no_longer_read() {
+        // 1 KiB each way: ten pongs fill the way back.
+        let (mut server, mut client) = pair(1024).await;
+        let flood = tokio::spawn(async move {
+            for _ in 0..1_000 {
+                if client.send(ping()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = BytesMut::new();
+        let read = timeout(Duration::from_millis(300), server.read_into(&mut buf)).await;
+        assert!(read.is_err(), "the server waits for its pongs to be read");
+        assert!(
+            !flood.is_finished(),
+            "so the flooder is held back by the pipe"
+        );
+        flood.abort();
+    }
 }
