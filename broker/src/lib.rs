@@ -16,12 +16,14 @@ pub mod gateway;
 pub mod http;
 pub mod listener;
 pub mod local;
+pub mod lockout;
 pub mod meters;
 pub mod pacing;
 pub mod policy;
 pub mod quota;
 pub mod registry;
 pub mod router;
+pub mod sources;
 pub mod tls;
 
 pub use broker::{raise_open_files_limit, Addrs, Broker, BrokerError, Extras, Listeners, RoutesFn};
