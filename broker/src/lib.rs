@@ -13,6 +13,8 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod gateway;
+pub mod guard;
+pub mod hashing;
 pub mod http;
 pub mod listener;
 pub mod local;
