@@ -218,6 +218,43 @@ async fn a_password_guessing_burst_starves_no_one_and_gets_only_a_few_guesses() 
     stack.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_timeout_bounds_the_wait_for_a_password_check() {
+    // One check at a time, ~20 ms or more each: twenty logins from twenty addresses
+    // cannot all be checked within 150 ms. Those still waiting then are told "server
+    // unavailable" at the time-out instead of waiting their turn.
+    let mut config = Config::ephemeral();
+    config.limits.connect_timeout_ms = 150;
+    config.limits.auth_concurrency = 1;
+    let b = TestBroker::with_config_and_example_credentials(config).await;
+    let logins: Vec<_> = (10..30u8)
+        .map(|last| {
+            let mqtt = b.addrs.mqtt;
+            tokio::spawn(async move {
+                let creds = ("drv-000001", "wrong");
+                connect_from([127, 0, 0, last], mqtt, "drv-000001", creds).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for login in logins {
+        answers.push(login.await.unwrap());
+    }
+    eprintln!("{answers:?}");
+    assert!(answers
+        .iter()
+        .all(|(code, _)| matches!(code, Some(5) | Some(3))));
+    assert!(
+        answers.iter().any(|(code, _)| *code == Some(3)),
+        "none timed out"
+    );
+    let slowest = answers.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest answer {slowest:?}"
+    );
+}
+
 /// Holds `n` connections from `source` to `addr`, each with a partial HTTP request,
 /// redialling a quarter second after the server closes one, until `stop`. Counts dials.
 fn hold_partial_requests(
