@@ -2,7 +2,7 @@
 //! an argon2 password hash, a client-id pattern and a role whose [`Grants`] decide what it
 //! may publish and subscribe to. See `examples/credentials.toml`.
 //!
-//! argon2 is slow on purpose (tens of ms). Verifications run on blocking threads, in the
+//! argon2 is slow on purpose (tens of ms). Verifications run on threads of their own, in the
 //! line [`crate::guard`] keeps (failure limits, fairness between sources), and a password
 //! that verified is remembered as a keyed 64-bit digest, so a reconnecting device costs a
 //! hash, not an argon2 run. Only successes are remembered: a cache hit needs the right
@@ -359,11 +359,15 @@ impl Auth {
         let (ok, turn) = match account {
             Some(a) => {
                 let hash = a.hash.clone();
-                turn.run(move || verify(&hash, &password)).await
+                guard
+                    .run(turn, move |scratch| verify(&hash, &password, scratch))
+                    .await
             }
             None => {
                 let decoy = self.decoy.clone();
-                turn.run(move || decoy.check(&password)).await
+                guard
+                    .run(turn, move |scratch| decoy.check(&password, scratch))
+                    .await
             }
         };
         let Some(account) = account.filter(|_| ok) else {

@@ -19,20 +19,23 @@
 //!
 //! A [`Turn`] is moved into the hash job, so the line is held while argon2 runs even when
 //! the client has given up (the connect time-out): a check cannot be cancelled, so it
-//! must not stop counting.
+//! must not stop counting. The jobs run on `auth_concurrency` threads of their own, each
+//! keeping argon2's working memory between checks ([`crate::hashing`]): memory for
+//! checks is `auth_concurrency` x `m`, however many guesses come.
 
 use crate::config::Limits;
+use crate::hashing::Scratch;
 use crate::lockout::{Lockout, Rules, Verdict};
 use crate::sources::source_key;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Attempts one source may have in the shared line (waiting or running) at once. One is
 /// what fairness needs; a NAT'd fleet still gets through, its devices one after another.
@@ -118,6 +121,41 @@ struct SourceLine {
 
 type Lines = Arc<Mutex<HashMap<IpAddr, SourceLine>>>;
 
+/// A password check for a worker thread, given the thread's argon2 memory.
+type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
+
+/// The threads argon2 checks run on, started with the first check. The channel needs no
+/// bound: a job is only sent by a holder of a [`Turn`], so at most `auth_concurrency` are
+/// in it. The threads end when the guard (the channel's sender) is dropped.
+#[derive(Debug)]
+struct Workers {
+    count: usize,
+    jobs: OnceLock<flume::Sender<Job>>,
+}
+
+impl Workers {
+    fn sender(&self) -> &flume::Sender<Job> {
+        self.jobs.get_or_init(|| {
+            let (tx, rx) = flume::unbounded::<Job>();
+            for i in 0..self.count {
+                let rx: flume::Receiver<Job> = rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("fleetcast-argon2-{i}"))
+                    .spawn(move || {
+                        let mut scratch = Scratch::new();
+                        while let Ok(job) = rx.recv() {
+                            job(&mut scratch);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    warn!(error = %e, "cannot start a password check thread");
+                }
+            }
+            tx
+        })
+    }
+}
+
 /// Failure tables and the line of password checks, shared by every listener.
 #[derive(Debug)]
 pub struct LoginGuard {
@@ -131,6 +169,7 @@ pub struct LoginGuard {
     queued: AtomicUsize,
     /// One entry per source with an attempt under way: bounded by the connections.
     lines: Lines,
+    workers: Workers,
 }
 
 /// A place at the front of the line: an argon2 check may run while it is held.
@@ -184,6 +223,10 @@ impl LoginGuard {
             checks: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             queued: AtomicUsize::new(0),
             lines: Arc::new(Mutex::new(HashMap::new())),
+            workers: Workers {
+                count: settings.concurrency.max(1),
+                jobs: OnceLock::new(),
+            },
         }
     }
 
@@ -266,20 +309,31 @@ impl LoginGuard {
         lock(&self.accounts).fail(account, now);
     }
 
+    /// Runs `job` (an argon2 check) on a check thread; returns its result and `turn`, so
+    /// that the caller records a failure before the source's next attempt may start. If
+    /// the caller stops waiting, the turn is still held until the job ends.
+    pub async fn run(
+        &self,
+        turn: Turn,
+        job: impl FnOnce(&mut Scratch) -> bool + Send + 'static,
+    ) -> (bool, Option<Turn>) {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let work: Job = Box::new(move |scratch| {
+            // A caller gone: the turn comes back here and is dropped now, not before.
+            let _ = done.send((job(scratch), turn));
+        });
+        if self.workers.sender().send(work).is_err() {
+            return (false, None);
+        }
+        match result.await {
+            Ok((ok, turn)) => (ok, Some(turn)),
+            Err(_) => (false, None),
+        }
+    }
+
     /// Sources and accounts the failure tables remember now.
     pub fn tracked(&self) -> (usize, usize) {
         (lock(&self.sources).len(), lock(&self.accounts).len())
-    }
-}
-
-impl Turn {
-    /// Runs `job` (an argon2 check) on a blocking thread; returns its result and this
-    /// turn, so that the caller records a failure before the source's next attempt may
-    /// start. If the caller stops waiting, the turn is still held until the job ends.
-    pub async fn run(self, job: impl FnOnce() -> bool + Send + 'static) -> (bool, Option<Turn>) {
-        tokio::task::spawn_blocking(move || (job(), Some(self)))
-            .await
-            .unwrap_or((false, None))
     }
 }
 
