@@ -4,7 +4,7 @@
 //! Everything here happens before a router link exists, because a link costs the router a
 //! slot and a refused client must not get one: reading the CONNECT within the connect
 //! time-out, the checks of [`super::hello`], the connect-rate quotas, and the account's
-//! credentials (argon2, on blocking threads, behind the failed-login limits and the fair
+//! credentials (argon2, on its own threads, behind the failed-login limits and the fair
 //! line of [`crate::guard`]), all within the connect time-out. A refusal is answered in the client's own
 //! version when MQTT allows an answer, and closed quietly otherwise, within a bound: a
 //! peer that reads nothing must not hold the connection's slot.
