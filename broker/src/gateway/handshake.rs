@@ -5,9 +5,9 @@
 //! slot and a refused client must not get one: reading the CONNECT within the connect
 //! time-out, the checks of [`super::hello`], the connect-rate quotas, and the account's
 //! credentials (argon2, on its own threads, behind the failed-login limits and the fair
-//! line of [`crate::guard`]), all within the connect time-out. A refusal is answered in the client's own
-//! version when MQTT allows an answer, and closed quietly otherwise, within a bound: a
-//! peer that reads nothing must not hold the connection's slot.
+//! line of [`crate::guard`]), all within the connect time-out. A refusal is answered in
+//! the client's own version when MQTT allows an answer, and closed quietly otherwise,
+//! within a bound: a peer that reads nothing must not hold the connection's slot.
 
 use super::codec::{Refuse, Version};
 use super::frame::{self, ConnectKind};
