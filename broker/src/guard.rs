@@ -303,7 +303,8 @@ impl LoginGuard {
         let now = Instant::now();
         let key = source_key(source);
         if let Some(backoff) = lock(&self.sources).fail(key, now) {
-            info!(source = %key, backoff_ms = backoff.as_millis() as u64, "too many failed logins: source in back-off");
+            let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+            info!(source = %key, backoff_ms, "too many failed logins: source in back-off");
         }
         let account = self.username_key.hash_one(username);
         lock(&self.accounts).fail(account, now);
