@@ -2,21 +2,30 @@
 //! an argon2 password hash, a client-id pattern and a role whose [`Grants`] decide what it
 //! may publish and subscribe to. See `examples/credentials.toml`.
 //!
-//! argon2 is slow on purpose (tens of ms). Verifications run on blocking threads, at most
-//! two at once, and a password that verified is remembered as a keyed 64-bit digest, so a
-//! reconnecting device costs a hash, not an argon2 run.
+//! argon2 is slow on purpose (tens of ms). Verifications run on threads of their own, in the
+//! line [`crate::guard`] keeps (failure limits, fairness between sources), and a password
+//! that verified is remembered as a keyed 64-bit digest, so a reconnecting device costs a
+//! hash, not an argon2 run. Only successes are remembered: a cache hit needs the right
+//! password, so it tells a guesser nothing it did not know.
+//!
+//! A username that does not exist costs the same as a wrong password for one that does:
+//! the same line, the same failure counts, and an argon2 run with the accounts' own
+//! parameters on a decoy salt. Otherwise the answer's delay (0.1 ms against 30 ms) tells
+//! which usernames exist.
 
+use crate::guard::{GuardSettings, Hold, LoginGuard};
+use crate::hashing::{verify, Decoy};
 use crate::policy::Grants;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use fleetcast_proto::token;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A credentials file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +93,27 @@ pub enum Denial {
     ClientIdNotAllowed,
 }
 
+/// Why a guarded check refused a CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The credentials were checked and turned down.
+    Denied(Denial),
+    /// The password was not checked: back-off, or no room in the line.
+    Held(Hold),
+}
+
+impl From<Denial> for Refused {
+    fn from(d: Denial) -> Refused {
+        Refused::Denied(d)
+    }
+}
+
+impl From<Hold> for Refused {
+    fn from(h: Hold) -> Refused {
+        Refused::Held(h)
+    }
+}
+
 /// What a valid browser token grants.
 #[derive(Debug, Clone)]
 pub struct TokenAccess {
@@ -102,7 +132,10 @@ pub struct Auth {
     token_secret: Option<Vec<u8>>,
     verified: Mutex<HashMap<String, u64>>,
     digest_key: RandomState,
-    argon_slots: Arc<Semaphore>,
+    /// What an unknown username's password is hashed with.
+    decoy: Decoy,
+    /// The line [`Auth::check`] uses outside a broker: no failure limits.
+    own_guard: OnceLock<LoginGuard>,
     /// argon2 verifications run so far (what the cache saves is visible in tests).
     argon_runs: std::sync::atomic::AtomicU64,
 }
@@ -180,12 +213,18 @@ impl Auth {
                 "token_secret must be at least 16 characters".into(),
             ));
         }
+        // The parameters most accounts have (any one's, when they differ).
+        let sample = accounts
+            .iter()
+            .min_by_key(|(name, _)| *name)
+            .map(|(_, a)| a.hash.as_str());
         Ok(Auth {
+            decoy: Decoy::like(sample),
             accounts,
             token_secret: spec.token_secret.map(String::into_bytes),
             verified: Mutex::new(HashMap::new()),
             digest_key: RandomState::new(),
-            argon_slots: Arc::new(Semaphore::new(2)),
+            own_guard: OnceLock::new(),
             argon_runs: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -265,57 +304,93 @@ impl Auth {
         Ok(Arc::clone(&account.grants))
     }
 
-    /// Checks a CONNECT's credentials; on success returns the account's grants.
+    /// Checks a CONNECT's credentials; on success returns the account's grants. No failure
+    /// limits: for tools and tests; the broker calls [`Auth::check_from`].
     pub async fn check(
         &self,
         client_id: &str,
         login: Option<(&str, &str)>,
     ) -> Result<Arc<Grants>, Denial> {
-        let (user, password) = login.ok_or(Denial::NoCredentials)?;
-        let Some(account) = self.accounts.get(user) else {
-            return Err(Denial::BadCredentials);
-        };
-        let digest = self.digest_key.hash_one((user, password));
-        let known = || {
-            self.verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(user)
-                .is_some_and(|d| *d == digest)
-        };
-        if !known() {
-            let hash = account.hash.clone();
-            let password = password.to_owned();
-            let Ok(_slot) = Arc::clone(&self.argon_slots).acquire_owned().await else {
-                return Err(Denial::BadCredentials);
-            };
-            // Many devices of one account connecting at once (a fleet after a restart)
-            // queue here; the first to verify lets the rest through without argon2.
-            if known() {
-                return Self::allowed(account, client_id);
-            }
-            self.argon_runs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let ok = tokio::task::spawn_blocking(move || {
-                PasswordHash::new(&hash)
-                    .map(|h| {
-                        Argon2::default()
-                            .verify_password(password.as_bytes(), &h)
-                            .is_ok()
-                    })
-                    .unwrap_or(false)
-            })
+        let guard = self
+            .own_guard
+            .get_or_init(|| LoginGuard::new(GuardSettings::unlimited()));
+        let anywhere = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        self.check_from(guard, anywhere, client_id, login)
             .await
-            .unwrap_or(false);
-            if !ok {
-                return Err(Denial::BadCredentials);
-            }
-            self.verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(user.to_owned(), digest);
+            .map_err(|r| match r {
+                Refused::Denied(d) => d,
+                Refused::Held(_) => Denial::BadCredentials,
+            })
+    }
+
+    /// Checks the credentials of a CONNECT from `source` under `guard`'s limits (see
+    /// [`crate::guard`]); on success returns the account's grants.
+    ///
+    /// # Errors
+    /// [`Refused::Held`] before any hash when the source is in back-off, the account's
+    /// paced turn is far off or the line is full; [`Refused::Denied`] after.
+    pub async fn check_from(
+        &self,
+        guard: &LoginGuard,
+        source: IpAddr,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+    ) -> Result<Arc<Grants>, Refused> {
+        let (user, password) = login.ok_or(Denial::NoCredentials)?;
+        guard.source_may_try(source)?;
+        let account = self.accounts.get(user);
+        let digest = self.digest_key.hash_one((user, password));
+        if let Some(a) = account.filter(|_| self.known(user, digest)) {
+            return Ok(Self::allowed(a, client_id)?);
         }
-        Self::allowed(account, client_id)
+        // From here on, the same steps whether the username exists or not.
+        guard.account_turn(user).await?;
+        let turn = guard.turn(source).await?;
+        // While this waited, the source may have run out of tries, and many devices of one
+        // account connecting at once (a fleet after a restart) find that the first to
+        // verify has let the rest through without argon2.
+        guard.source_may_try(source)?;
+        if let Some(a) = account.filter(|_| self.known(user, digest)) {
+            return Ok(Self::allowed(a, client_id)?);
+        }
+        self.argon_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let password = password.to_owned();
+        let (ok, turn) = match account {
+            Some(a) => {
+                let hash = a.hash.clone();
+                guard
+                    .run(turn, move |scratch| verify(&hash, &password, scratch))
+                    .await
+            }
+            None => {
+                let decoy = self.decoy.clone();
+                guard
+                    .run(turn, move |scratch| decoy.check(&password, scratch))
+                    .await
+            }
+        };
+        let Some(account) = account.filter(|_| ok) else {
+            // Counted before the turn goes: the source's next attempt sees this failure.
+            guard.failed(source, user);
+            drop(turn);
+            return Err(Denial::BadCredentials.into());
+        };
+        drop(turn);
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.to_owned(), digest);
+        Ok(Self::allowed(account, client_id)?)
+    }
+
+    /// Whether `user`'s password with this digest verified before.
+    fn known(&self, user: &str, digest: u64) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .is_some_and(|d| *d == digest)
     }
 
     fn allowed(account: &Account, client_id: &str) -> Result<Arc<Grants>, Denial> {
@@ -397,6 +472,36 @@ mod tests {
         }
         // Two slots: at most the two first run argon2; the rest find the password verified.
         assert!(auth.argon2_runs() <= 2, "{} runs", auth.argon2_runs());
+    }
+
+    #[tokio::test]
+    async fn unknown_users_and_wrong_passwords_cost_an_argon2_run_each_and_are_not_cached() {
+        let hash = hash_password("s3cret").expect("hash");
+        let auth = Auth::from_toml(&file(&hash)).expect("valid");
+        // The right password is cached; a wrong one after it is still hashed, every time.
+        assert!(auth
+            .check("drv-000001", Some(("drv-000001", "s3cret")))
+            .await
+            .is_ok());
+        for (user, password) in [
+            ("drv-000001", "wrong"),
+            ("drv-000001", "wrong"),
+            ("nobody", "x"),
+            ("nobody", "x"),
+        ] {
+            let before = auth.argon2_runs();
+            let started = std::time::Instant::now();
+            let denied = auth.check("drv-000001", Some((user, password))).await;
+            assert_eq!(denied.err(), Some(Denial::BadCredentials));
+            assert_eq!(auth.argon2_runs(), before + 1, "{user}/{password}");
+            // argon2 with the accounts' parameters (19 MiB, t=2) takes milliseconds.
+            assert!(started.elapsed() > std::time::Duration::from_millis(2));
+        }
+        assert_eq!(
+            auth.verified.lock().expect("lock").len(),
+            1,
+            "successes only"
+        );
     }
 
     #[test]

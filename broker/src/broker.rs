@@ -198,7 +198,12 @@ impl Broker {
         let slots = Slots {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             refusals: Arc::new(Semaphore::new(config.limits.reject_slots.max(1))),
+            per_source: crate::sources::PerSource::new(config.limits.max_connections_per_source),
         };
+        let http_limits = http::HttpLimits::from_limits(
+            &config.limits,
+            crate::meters::HttpMeters::new(extras.recorder),
+        );
         let gateway = Arc::new(Gateway::new(
             config,
             router,
@@ -238,12 +243,13 @@ impl Broker {
             listening: Arc::clone(&listening),
         })
         .merge(routes(&gateway));
-        tracker.spawn(http::serve(
+        tracker.spawn(http::serve_limited(
             listeners.http,
             tls.map(|t| t.web),
             app,
             shutdown.clone(),
             tracker.clone(),
+            http_limits,
         ));
         listening.store(true, Ordering::Release);
         info!(%addrs, "broker started");

@@ -99,6 +99,33 @@ pub struct Limits {
     pub connect_rate_per_client_id: u32,
     /// Connects per second over all clients (more are refused before authentication).
     pub connect_rate_global: u32,
+    /// Connections one source address (IPv4, IPv6 /64) may hold over the MQTT, MQTT/TLS
+    /// and WebSocket listeners together; 0: no limit.
+    pub max_connections_per_source: usize,
+    /// HTTP connections open at once.
+    pub http_max_connections: usize,
+    /// HTTP connections one source address may hold; 0: no limit.
+    pub http_connections_per_source: usize,
+    /// How long a failed login counts (ms).
+    pub auth_failure_window_ms: u64,
+    /// Failed logins from one source within the window that start its back-off.
+    pub auth_failures_per_source: u32,
+    /// A source's first back-off (ms); doubles with each further round.
+    pub auth_backoff_ms: u64,
+    /// The longest back-off (ms); a source quiet for this long starts over.
+    pub auth_backoff_max_ms: u64,
+    /// Failed logins of one username within the window past which it is paced.
+    pub auth_failures_per_account: u32,
+    /// A paced username gets one password check per this interval (ms).
+    pub auth_account_check_interval_ms: u64,
+    /// argon2 password checks running at once.
+    pub auth_concurrency: usize,
+    /// Logins waiting for a password check, over all sources.
+    pub auth_queue: usize,
+    /// Logins of one source waiting behind its one place in that line.
+    pub auth_pending_per_source: usize,
+    /// Sources, and usernames, the failed-login tables remember at most.
+    pub auth_tracked_max: usize,
 }
 
 /// rumqttd router settings.
@@ -169,6 +196,19 @@ impl Default for Limits {
             max_subscriptions_per_connection: 50,
             connect_rate_per_client_id: 1,
             connect_rate_global: 2_000,
+            max_connections_per_source: 0,
+            http_max_connections: 2_048,
+            http_connections_per_source: 64,
+            auth_failure_window_ms: 60_000,
+            auth_failures_per_source: 5,
+            auth_backoff_ms: 10_000,
+            auth_backoff_max_ms: 600_000,
+            auth_failures_per_account: 5,
+            auth_account_check_interval_ms: 1_000,
+            auth_concurrency: 2,
+            auth_queue: 256,
+            auth_pending_per_source: 16,
+            auth_tracked_max: 65_536,
         }
     }
 }
@@ -252,6 +292,10 @@ impl Config {
         if l.max_client_id_len == 0 || l.max_client_id_len > 65_535 {
             return bad("limits.max_client_id_len must be within 1..=65535");
         }
+        if l.http_max_connections == 0 {
+            return bad("limits.http_max_connections must be at least 1");
+        }
+        validate_auth(l)?;
         // rumqttd panics on a zero segment size and needs room for the largest packet.
         if r.max_segment_size < l.max_packet_size {
             return bad("router.max_segment_size must be at least limits.max_packet_size");
@@ -273,7 +317,7 @@ impl Config {
         Ok(())
     }
 
-    /// Time from TCP accept to CONNECT.
+    /// Time from TCP accept to CONNACK: reading the CONNECT and checking its password.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.connect_timeout_ms)
     }
@@ -287,6 +331,29 @@ impl Config {
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.write_timeout_ms)
     }
+}
+
+/// The failed-login limits and the password check line.
+fn validate_auth(l: &Limits) -> Result<(), ConfigError> {
+    let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+    if l.auth_failures_per_source == 0 || l.auth_failures_per_account == 0 {
+        return bad("limits.auth_failures_per_* must be at least 1");
+    }
+    if l.auth_failure_window_ms == 0 || l.auth_backoff_ms == 0 {
+        return bad("limits.auth_failure_window_ms and auth_backoff_ms must be at least 1");
+    }
+    if l.auth_backoff_max_ms < l.auth_backoff_ms {
+        return bad("limits.auth_backoff_max_ms must be at least auth_backoff_ms");
+    }
+    if l.auth_concurrency == 0 || l.auth_queue == 0 || l.auth_pending_per_source == 0 {
+        return bad(
+            "limits.auth_concurrency, auth_queue and auth_pending_per_source must be at least 1",
+        );
+    }
+    if l.auth_tracked_max < 16 {
+        return bad("limits.auth_tracked_max must be at least 16");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -325,6 +392,9 @@ mod tests {
         assert!(Config::from_toml("[limits]\nmax_conections = 10\n").is_err());
         assert!(Config::from_toml("[router]\nmax_segment_size = 0\n").is_err());
         assert!(Config::from_toml("[limits]\nmax_connections = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nauth_failures_per_source = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nauth_backoff_max_ms = 1\n").is_err());
+        assert!(Config::from_toml("[limits]\nauth_concurrency = 0\n").is_err());
     }
 
     /// Every key of every section is read: a file that changes all of them yields a

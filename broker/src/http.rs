@@ -1,8 +1,11 @@
 //! The HTTP listener's routes: liveness and readiness (more arrive with the dashboard and
-//! metrics), and the accept loop that serves them (bounded, with a header time-out, over
-//! TLS when it is on).
+//! metrics), and the accept loop that serves them (bounded in all and per source address,
+//! with a header time-out, over TLS when it is on).
 
+use crate::config::Limits;
 use crate::gateway::Gateway;
+use crate::meters::HttpMeters;
+use crate::sources::PerSource;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -61,14 +64,32 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Readiness>)
 
 /// How long a TLS handshake, and then a request's headers, may take.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// HTTP connections open at once (the map's 1,000 browsers, health checks, scrapes); past
-/// it new ones are closed at once rather than holding descriptors the MQTT listeners need.
-const HTTP_CONNECTIONS: usize = 2_048;
 
-/// Serves `app` (HTTP/1.1 with upgrades, for the dashboard's WebSocket), over TLS when
-/// `tls` is given, until `shutdown`; each connection runs on `tracker` and is dropped at
-/// shutdown. Unlike `axum::serve`, connections are bounded and a client must send its
-/// headers within [`HEADER_TIMEOUT`], so idle sockets cannot pile up.
+/// How many HTTP connections may be open, and where refusals are counted.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections open at once (the map's 1,000 browsers, health checks, scrapes); past it
+    /// new ones are closed at once rather than holding descriptors the MQTT listeners need.
+    pub max_connections: usize,
+    /// Connections one source address may hold (0: no limit): without it, one address
+    /// sending slow partial requests holds every slot, and `/healthz` answers no one.
+    pub per_source: usize,
+    /// Refusals by reason.
+    pub meters: HttpMeters,
+}
+
+impl HttpLimits {
+    /// `[limits]`'s `http_*` bounds, refusals counted on `meters`.
+    pub fn from_limits(limits: &Limits, meters: HttpMeters) -> HttpLimits {
+        HttpLimits {
+            max_connections: limits.http_max_connections,
+            per_source: limits.http_connections_per_source,
+            meters,
+        }
+    }
+}
+
+/// [`serve_limited`] with the default bounds and no meters (the standalone dashboard).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -76,14 +97,32 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 ) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS));
+    let limits =
+        HttpLimits::from_limits(&Limits::default(), HttpMeters::new(&metrics::NoopRecorder));
+    serve_limited(listener, tls, app, shutdown, tracker, limits).await
+}
+
+/// Serves `app` (HTTP/1.1 with upgrades, for the dashboard's WebSocket), over TLS when
+/// `tls` is given, until `shutdown`; each connection runs on `tracker` and is dropped at
+/// shutdown. Unlike `axum::serve`, connections are bounded, in all and per source, and a
+/// client must send its headers within [`HEADER_TIMEOUT`], so idle sockets cannot pile up.
+pub async fn serve_limited(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+    limits: HttpLimits,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let per_source = PerSource::new(limits.per_source);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => r,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "HTTP accept failed");
                 tokio::select! {
@@ -92,7 +131,14 @@ pub async fn serve(
                 }
             }
         };
-        let Ok(slot) = std::sync::Arc::clone(&slots).try_acquire_owned() else {
+        // Closed at once, before a task or a read: a refusal must cost the flood nothing.
+        let Some(hold) = per_source.try_hold(peer.ip()) else {
+            limits.meters.source_limit.increment(1);
+            tracing::debug!(%peer, "HTTP connections per source reached; closing a new one");
+            continue;
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            limits.meters.server_full.increment(1);
             tracing::debug!("HTTP connection limit reached; closing a new connection");
             continue;
         };
@@ -100,7 +146,7 @@ pub async fn serve(
         let app = app.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let _slot = slot;
+            let _held = (slot, hold);
             match tls {
                 None => serve_connection(stream, app, &shutdown).await,
                 Some(acceptor) => {

@@ -3,7 +3,9 @@
 //! A connection takes a slot of the `max_connections` semaphore before its task starts.
 //! When none is free, a few extra connections (`reject_slots`) are still accepted, only to
 //! answer CONNACK 0x03 (server unavailable) so the client learns why; past those, accepting
-//! pauses and the kernel backlog holds the rest. Accept errors (such as running out of
+//! pauses and the kernel backlog holds the rest. With `max_connections_per_source` set, a
+//! source address over its share is closed at once, before it costs a slot or a task.
+//! Accept errors (such as running out of
 //! descriptors) back off instead of spinning. TLS handshakes and the WebSocket upgrade run
 //! inside the connection's own task under a time-out, so an idle socket blocks nobody.
 
@@ -12,6 +14,7 @@ use crate::gateway::frame;
 use crate::gateway::session;
 use crate::gateway::transport::{accept_ws, Transport};
 use crate::gateway::{Gateway, TransportKind};
+use crate::sources::PerSource;
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,8 @@ pub struct Slots {
     pub connections: Arc<Semaphore>,
     /// Permits for connections accepted only to be refused.
     pub refusals: Arc<Semaphore>,
+    /// Connections per source address, over every MQTT listener.
+    pub per_source: Arc<PerSource>,
 }
 
 /// Accepts until shutdown; each connection runs in its own task on `tracker`.
@@ -63,13 +68,18 @@ pub async fn run(
             debug!(error = %e, "set_nodelay failed");
             continue;
         }
+        let Some(hold) = slots.per_source.try_hold(peer.ip()) else {
+            gw.meters.refusal("source_limit").increment(1);
+            debug!(%peer, transport = kind.as_str(), "connections per source reached; closed");
+            continue;
+        };
         let deadline = Instant::now() + gw.config.connect_timeout();
         match Arc::clone(&slots.connections).try_acquire_owned() {
             Ok(permit) => {
                 let gw = Arc::clone(&gw);
                 tracker.spawn(async move {
                     serve(stream, gw, peer, kind, deadline).await;
-                    drop(permit);
+                    drop((permit, hold));
                 });
             }
             Err(_) => {
@@ -82,7 +92,7 @@ pub async fn run(
                 let gw = Arc::clone(&gw);
                 tracker.spawn(async move {
                     refuse_full(stream, gw, kind, deadline).await;
-                    drop(permit);
+                    drop((permit, hold));
                 });
             }
         }

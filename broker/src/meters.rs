@@ -24,7 +24,7 @@ pub const DISCONNECT_REASONS: [&str; 11] = [
 
 /// Why a connection was refused before it was served, as the `reason` label of
 /// `fleetcast_connect_refusals_total`.
-pub const REFUSAL_REASONS: [&str; 10] = [
+pub const REFUSAL_REASONS: [&str; 13] = [
     "unsupported_protocol",
     "connect_rate",
     "not_authorized",
@@ -35,7 +35,14 @@ pub const REFUSAL_REASONS: [&str; 10] = [
     "handshake_failed",
     "router_busy",
     "invalid_will",
+    "auth_backoff",
+    "auth_busy",
+    "source_limit",
 ];
+
+/// Why the HTTP listener closed a connection at once, as the `reason` label of
+/// `fleetcast_http_refusals_total`.
+pub const HTTP_REFUSAL_REASONS: [&str; 2] = ["server_full", "source_limit"];
 
 /// Why the gateway dropped a message, as the `reason` label of
 /// `fleetcast_messages_dropped_total`.
@@ -148,6 +155,28 @@ const COUNTER_HELP: [(&str, Option<Unit>, &str); 12] = [
         "Subscription filters refused (SUBACK 0x80).",
     ),
 ];
+
+/// The HTTP listener's refusals, in [`HTTP_REFUSAL_REASONS`] order.
+#[derive(Debug, Clone)]
+pub struct HttpMeters {
+    /// `http_max_connections` were open.
+    pub server_full: Counter,
+    /// The source held `http_connections_per_source`.
+    pub source_limit: Counter,
+}
+
+impl HttpMeters {
+    /// Registers (and describes) the HTTP listener's meters on `r`.
+    pub fn new(r: &dyn Recorder) -> HttpMeters {
+        let name = "fleetcast_http_refusals_total";
+        describe_counter(r, name, None, "HTTP connections closed at once, by reason.");
+        let [full, source] = HTTP_REFUSAL_REASONS;
+        HttpMeters {
+            server_full: counter(r, name, &[("reason", full)]),
+            source_limit: counter(r, name, &[("reason", source)]),
+        }
+    }
+}
 
 impl GatewayMeters {
     /// Registers (and describes) every gateway meter on `r`.

@@ -4,9 +4,10 @@
 //! Everything here happens before a router link exists, because a link costs the router a
 //! slot and a refused client must not get one: reading the CONNECT within the connect
 //! time-out, the checks of [`super::hello`], the connect-rate quotas, and the account's
-//! credentials (argon2, on blocking threads). A refusal is answered in the client's own
-//! version when MQTT allows an answer, and closed quietly otherwise, within a bound: a
-//! peer that reads nothing must not hold the connection's slot.
+//! credentials (argon2, on its own threads, behind the failed-login limits and the fair
+//! line of [`crate::guard`]), all within the connect time-out. A refusal is answered in
+//! the client's own version when MQTT allows an answer, and closed quietly otherwise,
+//! within a bound: a peer that reads nothing must not hold the connection's slot.
 
 use super::codec::{Refuse, Version};
 use super::frame::{self, ConnectKind};
@@ -14,6 +15,8 @@ use super::hello::{admit, check_hello, denied, username, Hello, Identity, Refusa
 use super::session::make_room;
 use super::transport::{Transport, PRE_CONNECT_BUDGET};
 use super::{Gateway, TransportKind};
+use crate::auth::Refused;
+use crate::guard::Hold;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
 use rumqttd::protocol::Error as ProtocolError;
@@ -31,6 +34,7 @@ pub(super) const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 pub(super) async fn handshake<T: Transport>(
     io: &mut T,
     gw: &Gateway,
+    peer: SocketAddr,
     rbuf: &mut BytesMut,
     connect_deadline: Instant,
 ) -> Result<(Hello, Identity), Refusal> {
@@ -48,7 +52,19 @@ pub(super) async fn handshake<T: Transport>(
         return Err(too_often(hello.version, "global connect rate exceeded"));
     }
     let certificate = io.peer_common_name();
-    let identity = authorize(gw, &hello, certificate.as_deref()).await?;
+    // The time-out runs to the CONNACK: a wait for a password check counts, so a flood of
+    // guesses cannot hold a connection (and its slot) past it.
+    let authorized = timeout_at(
+        connect_deadline,
+        authorize(gw, &hello, peer, certificate.as_deref()),
+    );
+    let late = Refusal::Answer(
+        Refuse::Unavailable,
+        hello.version,
+        "connect_timeout",
+        "credentials not checked within the connect timeout",
+    );
+    let identity = authorized.await.unwrap_or(Err(late))?;
     if !gw.connects.admit_id(&hello.client_id, Instant::now()) {
         return Err(too_often(
             hello.version,
@@ -140,11 +156,34 @@ async fn read_connect<T: Transport>(
     }
 }
 
+/// The refusal for a password check that turned a CONNECT down, or was not made: a source
+/// in back-off is told to come back later (3.1.1 0x03, 5: 0x9F connection rate exceeded),
+/// as is one that finds no room in the line (0x03, 5: 0x88), so a device keeps its
+/// credentials and retries; neither says anything about the password.
+fn refused(r: Refused, version: Version) -> Refusal {
+    match r {
+        Refused::Denied(denial) => denied(denial, version),
+        Refused::Held(Hold::Backoff) => Refusal::Answer(
+            Refuse::ConnectRate,
+            version,
+            "auth_backoff",
+            "too many failed logins from this source or for this account",
+        ),
+        Refused::Held(Hold::Busy) => Refusal::Answer(
+            Refuse::Unavailable,
+            version,
+            "auth_busy",
+            "no room in the password check line",
+        ),
+    }
+}
+
 /// Checks credentials (or the verified TLS client certificate's common name), then the
 /// will topic against the account's policy.
 async fn authorize(
     gw: &Gateway,
     hello: &Hello,
+    peer: SocketAddr,
     certificate: Option<&str>,
 ) -> Result<Identity, Refusal> {
     if certificate.is_some_and(|cn| cn != hello.client_id) {
@@ -162,11 +201,17 @@ async fn authorize(
                 .login
                 .as_ref()
                 .map(|l| (l.username.as_str(), l.password.as_str()));
+            let version = hello.version;
             let checked = match certificate {
-                Some(cn) => auth.check_certificate(cn, &hello.client_id),
-                None => auth.check(&hello.client_id, login).await,
+                Some(cn) => auth
+                    .check_certificate(cn, &hello.client_id)
+                    .map_err(|denial| denied(denial, version)),
+                None => auth
+                    .check_from(&gw.logins, peer.ip(), &hello.client_id, login)
+                    .await
+                    .map_err(|r| refused(r, version)),
             };
-            Some(checked.map_err(|denial| denied(denial, hello.version))?)
+            Some(checked?)
         }
     };
     admit(hello, username(hello, certificate), grants)

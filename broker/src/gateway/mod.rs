@@ -83,6 +83,8 @@ pub struct Gateway {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Connect rates per client id and over all clients.
     pub connects: crate::quota::ConnectQuota,
+    /// Failed-login limits and the password check line.
+    pub logins: crate::guard::LoginGuard,
     /// TLS acceptors, when TLS is on.
     pub tls: Option<crate::tls::Acceptors>,
     /// Filters of persistent sessions between their connections.
@@ -179,6 +181,9 @@ impl Gateway {
                 config.limits.connect_rate_per_client_id,
                 config.limits.connect_rate_global,
             ),
+            logins: crate::guard::LoginGuard::new(crate::guard::GuardSettings::from_limits(
+                &config.limits,
+            )),
             config,
             router,
             registry: Arc::new(Registry::default()),

@@ -107,7 +107,7 @@ pub async fn run<T: Transport>(
 ) {
     let mut rbuf = BytesMut::with_capacity(1024);
     let (hello, identity) =
-        match handshake::handshake(&mut io, &gw, &mut rbuf, connect_deadline).await {
+        match handshake::handshake(&mut io, &gw, peer, &mut rbuf, connect_deadline).await {
             Ok(accepted) => accepted,
             Err(refusal) => return handshake::refuse(io, &gw, peer, kind, refusal).await,
         };
