@@ -15,7 +15,8 @@
 //! - [`config`]: what to run; [`target`]: which broker; [`run()`]: running it, through
 //!   `schedule` (when), `publisher`, `subscriber` (the connections' lives), `dial`,
 //!   [`conn`], [`wire`] (one connection) and `probe` (their payload);
-//! - [`accounting`] (what subscribers saw), `summary` and [`report`] (what the run found);
+//! - [`accounting`] (what subscribers saw), `summary` and [`report`] (what the run found),
+//!   [`series`] (the run second by second);
 //! - [`workers`]: one run over several processes.
 
 pub mod accounting;
@@ -27,6 +28,7 @@ mod publisher;
 pub mod report;
 mod run;
 mod schedule;
+pub mod series;
 mod shared;
 mod subscriber;
 mod summary;

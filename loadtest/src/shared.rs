@@ -158,6 +158,18 @@ impl Shared {
         all
     }
 
+    /// Every latency recorded so far (microseconds) and the duplicates, over all subscribers.
+    pub fn latency_and_duplicates(&self) -> (Histogram<u64>, u64) {
+        let mut latency = new_histogram();
+        let mut duplicates = 0;
+        for t in &self.tallies {
+            let t = lock(t);
+            let _ = latency.add(&t.latency_us);
+            duplicates += t.duplicates;
+        }
+        (latency, duplicates)
+    }
+
     /// The figures a progress display shows, now.
     pub fn progress(&self) -> Progress {
         let mut received = 0;
