@@ -16,13 +16,14 @@
 //!   `schedule` (when), `publisher`, `subscriber` (the connections' lives), `dial`,
 //!   [`conn`], [`wire`] (one connection) and `probe` (their payload);
 //! - [`accounting`] (what subscribers saw), `summary` and [`report`] (what the run found),
-//!   [`series`] (the run second by second);
+//!   [`series`] (the run second by second), [`html`] and [`svg`] (the report as a page);
 //! - [`workers`]: one run over several processes.
 
 pub mod accounting;
 pub mod config;
 pub mod conn;
 mod dial;
+pub mod html;
 mod probe;
 mod publisher;
 pub mod report;
@@ -32,6 +33,7 @@ pub mod series;
 mod shared;
 mod subscriber;
 mod summary;
+pub mod svg;
 pub mod target;
 pub mod wire;
 pub mod workers;
