@@ -45,7 +45,13 @@ async fn loadtest(served: &Served, dir: &Path) -> String {
         .as_array()
         .expect("a timeline in the JSON");
     assert!(timeline.len() >= 4, "{timeline:?}");
+    // All 11 connections open during the load, none once the run is over; the last
+    // sample has the report's final counts.
+    assert!(timeline.iter().any(|s| s["open"] == 11), "{timeline:?}");
     let last = timeline.last().unwrap();
+    assert_eq!((&last["phase"], &last["open"]), (&"end".into(), &0.into()));
+    assert_eq!(last["published"], report["published"]);
+    assert_eq!(last["received"], report["received"]);
     assert!(last["published"].as_u64().unwrap() >= 200, "{last}");
     assert!(last["broker_rss_mib"].as_f64().unwrap() > 1.0, "{last}");
     assert!(timeline.iter().any(|s| s["p99_ms"].as_f64().is_some()));

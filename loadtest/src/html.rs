@@ -229,7 +229,8 @@ fn charts(r: &Report) -> Vec<Chart> {
             "Connections",
             "connections",
             vec![
-                line("connected", blue, t, |s| Some(s.connected as f64)),
+                line("open", blue, t, |s| Some(s.open as f64)),
+                line("connects so far", green, t, |s| Some(s.connected as f64)),
                 line("failures so far", red, t, |s| Some(s.failures as f64)),
             ],
         ),
@@ -265,6 +266,7 @@ mod tests {
         Sample {
             t_s,
             phase: phase.into(),
+            open: 6,
             connected: 6,
             published,
             received,

@@ -95,7 +95,7 @@ pub async fn run(cfg: LoadConfig, progress: impl FnMut(Progress)) -> Result<Repo
         storm_at: loaded.storm_at,
     };
     let mut report = summary::report(&shared, &timeline, baseline, mine);
-    report.timeline = reporter.series.finish();
+    report.timeline = reporter.series.finish(&shared);
     Ok(report)
 }
 

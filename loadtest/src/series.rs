@@ -5,14 +5,14 @@
 //! Bounded: at most [`MAX_SAMPLES`]; a run that would record more keeps every other
 //! sample and doubles its step (a sample then covers two seconds, then four, ...).
 //! With `--procs`, each worker records its own and the parent [`merge`]s them by elapsed
-//! second (each counted from its own process's start, which are milliseconds apart).
+//! second (each counted from its own process's start: they start milliseconds apart).
 
 use crate::accounting::new_histogram;
 use crate::shared::{Phase, Shared};
 use fleetcast_proto::process::{self, Usage};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// Most samples one run keeps.
@@ -27,9 +27,12 @@ const MIB: f64 = 1_048_576.0;
 pub struct Sample {
     /// Seconds since the run started.
     pub t_s: u32,
-    /// `connecting`, `load` or `drain`.
+    /// `connecting`, `load`, `drain`, or `end` for the last sample (when the run is over,
+    /// at the next whole step).
     pub phase: String,
-    /// Connections up now.
+    /// Connections open now.
+    pub open: u64,
+    /// Connects that got their CONNACK so far (a storm's reconnects included).
     pub connected: u64,
     /// Messages published so far.
     pub published: u64,
@@ -90,6 +93,18 @@ impl Recorder {
         }
         let t = (elapsed as u32 / self.step) * self.step;
         self.next_t = t + self.step;
+        self.sample(shared, t, phase.label());
+    }
+
+    /// The samples taken, and a last one with the final counts.
+    pub fn finish(mut self, shared: &Shared) -> Vec<Sample> {
+        let t = self.next_t;
+        self.sample(shared, t, "end");
+        self.samples
+    }
+
+    /// Records the counts now as second `t`.
+    fn sample(&mut self, shared: &Shared, t: u32, phase: &str) {
         let p = shared.progress();
         let (latency, duplicates) = shared.latency_and_duplicates();
         let window = self.latency_window(latency);
@@ -101,7 +116,8 @@ impl Recorder {
         };
         self.samples.push(Sample {
             t_s: t,
-            phase: phase.label().to_owned(),
+            phase: phase.to_owned(),
+            open: shared.open_now(),
             connected: p.connected,
             published: p.published,
             received: p.received,
@@ -115,11 +131,6 @@ impl Recorder {
         if self.samples.len() >= MAX_SAMPLES {
             self.thin();
         }
-    }
-
-    /// The samples taken.
-    pub fn finish(self) -> Vec<Sample> {
-        self.samples
     }
 
     /// The latencies recorded since the previous sample (None if no message arrived).
@@ -153,39 +164,46 @@ impl Recorder {
 }
 
 /// Adds up the timelines of worker processes, second by second: counts are summed,
-/// latencies and the broker's use taken from the worker that has them (the subscribers
-/// run in the first one). Only seconds every worker recorded are kept.
+/// latencies and the broker's use taken from the workers that have them (the subscribers
+/// run in the first one). A worker that stopped earlier (one without subscribers does not
+/// drain) counts on with its last counts and no open connections.
 pub fn merge<'a>(parts: impl IntoIterator<Item = &'a [Sample]>) -> Vec<Sample> {
-    let mut by_t: BTreeMap<u32, (usize, Sample)> = BTreeMap::new();
-    let mut n = 0;
-    for part in parts {
-        n += 1;
-        for s in part {
-            let (seen, sum) = by_t.entry(s.t_s).or_insert_with(|| {
-                (
-                    0,
-                    Sample {
-                        t_s: s.t_s,
-                        phase: s.phase.clone(),
-                        ..Sample::default()
-                    },
-                )
-            });
-            *seen += 1;
-            sum.connected += s.connected;
-            sum.published += s.published;
-            sum.received += s.received;
-            sum.duplicates += s.duplicates;
-            sum.failures += s.failures;
-            sum.p50_ms = max_of(sum.p50_ms, s.p50_ms);
-            sum.p99_ms = max_of(sum.p99_ms, s.p99_ms);
-            sum.broker_cpu_percent = max_of(sum.broker_cpu_percent, s.broker_cpu_percent);
-            sum.broker_rss_mib = max_of(sum.broker_rss_mib, s.broker_rss_mib);
-        }
-    }
-    by_t.into_values()
-        .filter(|(seen, _)| *seen == n)
-        .map(|(_, s)| s)
+    let parts: Vec<&[Sample]> = parts.into_iter().collect();
+    let seconds: BTreeSet<u32> = parts.iter().flat_map(|p| p.iter().map(|s| s.t_s)).collect();
+    seconds
+        .into_iter()
+        .map(|t| {
+            let mut sum = Sample {
+                t_s: t,
+                ..Sample::default()
+            };
+            for part in &parts {
+                // Samples are in time order: the part's latest at or before `t`.
+                let n = part.partition_point(|s| s.t_s <= t);
+                let Some(s) = n.checked_sub(1).and_then(|i| part.get(i)) else {
+                    continue;
+                };
+                let exact = s.t_s == t;
+                if exact && sum.phase.is_empty() {
+                    sum.phase.clone_from(&s.phase);
+                }
+                if exact || n < part.len() {
+                    sum.open += s.open;
+                }
+                sum.connected += s.connected;
+                sum.published += s.published;
+                sum.received += s.received;
+                sum.duplicates += s.duplicates;
+                sum.failures += s.failures;
+                if exact {
+                    sum.p50_ms = max_of(sum.p50_ms, s.p50_ms);
+                    sum.p99_ms = max_of(sum.p99_ms, s.p99_ms);
+                    sum.broker_cpu_percent = max_of(sum.broker_cpu_percent, s.broker_cpu_percent);
+                    sum.broker_rss_mib = max_of(sum.broker_rss_mib, s.broker_rss_mib);
+                }
+            }
+            sum
+        })
         .collect()
 }
 
@@ -205,6 +223,7 @@ mod tests {
         Sample {
             t_s,
             phase: "load".into(),
+            open: 10,
             connected: 10,
             published,
             p99_ms,
@@ -217,9 +236,12 @@ mod tests {
         let a = [at(1, 10, Some(2.0)), at(2, 20, Some(3.0)), at(3, 30, None)];
         let b = [at(1, 5, None), at(2, 15, None)];
         let m = merge([&a[..], &b[..]]);
-        assert_eq!(m.len(), 2, "second 3 only one worker saw: {m:?}");
-        assert_eq!((m[0].published, m[0].connected), (15, 20));
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!((m[0].published, m[0].open), (15, 20));
         assert_eq!((m[1].published, m[1].p99_ms), (35, Some(3.0)));
+        // b has finished: its last counts stay, its connections are gone.
+        assert_eq!((m[2].published, m[2].connected, m[2].open), (45, 20, 10));
+        assert_eq!(m[2].phase, "load");
         assert!(merge(std::iter::empty()).is_empty());
     }
 
