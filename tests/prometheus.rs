@@ -1,7 +1,8 @@
 //! Debian's real Prometheus scraping a running `fleetcast serve` and a `fleetcast simulate
 //! --metrics` fleet driving against it (plus a subscriber, a refused connect and a dropped
-//! payload, so every key series moves): the key series through PromQL with sensible
-//! values, every rule of `examples/prometheus/fleetcast.rules.yml` loaded into that
+//! payload, so every key series moves) with `examples/prometheus/prometheus.yml` (its
+//! targets and intervals changed): the key series through PromQL with sensible values,
+//! every rule of `examples/prometheus/fleetcast.rules.yml` loaded into that
 //! Prometheus and evaluated by it without error, and every query of the Grafana dashboard
 //! `examples/grafana/fleetcast.json` answered.
 
@@ -23,6 +24,7 @@ const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/prometheus/fleetcast.rules.yml"
 );
+const EXAMPLE_CONFIG: &str = include_str!("../examples/prometheus/prometheus.yml");
 const DASHBOARD: &str = include_str!("../examples/grafana/fleetcast.json");
 /// Drivers in the simulated fleet.
 const DRIVERS: usize = 20;
@@ -56,16 +58,24 @@ async fn simulate(mqtt: SocketAddr) -> (tokio::process::Child, SocketAddr) {
     (child, addr)
 }
 
-/// A scrape configuration like `examples/prometheus/prometheus.yml`, every second, with
-/// the example rules.
+/// `examples/prometheus/prometheus.yml` as written, but for its targets (the running
+/// `serve` and `simulate`), its intervals (every second) and the rules' path (absolute).
 fn config(serve: SocketAddr, sim: SocketAddr) -> String {
-    format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-         rule_files:\n  - {RULES}\n\
-         scrape_configs:\n\
-         \x20 - job_name: fleetcast\n    static_configs:\n      - targets: [\"{serve}\"]\n\
-         \x20 - job_name: fleetcast-simulate\n    static_configs:\n      - targets: [\"{sim}\"]\n"
-    )
+    let rules = format!("  - {RULES}\n");
+    let serve = format!("[\"{serve}\"]");
+    let sim = format!("[\"{sim}\"]");
+    let mut config = EXAMPLE_CONFIG.to_owned();
+    for (from, to) in [
+        ("scrape_interval: 15s", "scrape_interval: 1s"),
+        ("evaluation_interval: 15s", "evaluation_interval: 1s"),
+        ("  - fleetcast.rules.yml\n", rules.as_str()),
+        ("[\"127.0.0.1:8080\"]", serve.as_str()),
+        ("[\"127.0.0.1:9101\"]", sim.as_str()),
+    ] {
+        assert_eq!(config.matches(from).count(), 1, "{from} in the example");
+        config = config.replace(from, to);
+    }
+    config
 }
 
 /// Traffic besides the fleet: a subscriber (so messages are delivered), a payload that is
