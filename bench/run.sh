@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: fleetcast and Debian's mosquitto on loopback under the same loads, side by
-# side, written to bench/RESULTS.md (JSON reports in bench/results/). Never run as a test.
+# side, written to bench/RESULTS.md (JSON and HTML reports in bench/results/). Never run as a test.
 # Usage: bench/run.sh [quick]   (quick: smaller sizes, to try the script)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ cargo build --release --quiet
 bin=$PWD/target/release/fleetcast
 out=bench/results
 mkdir -p "$out"
-rm -f "$out"/*.json "$out"/commands.txt
+rm -f "$out"/*.json "$out"/*.html "$out"/commands.txt
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -39,11 +39,11 @@ start_mosquitto() {
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rss_kib() { ps -o rss= -p "$1" | tr -d ' '; }
 
-# run NAME BROKER_NAME URL PID ARGS...: one loadtest, its report kept as JSON.
+# run NAME BROKER_NAME URL PID ARGS...: one loadtest, its report kept as JSON and HTML.
 run() {
   local name=$1 who=$2 url=$3 pid=$4; shift 4
   echo "== $name on $who: fleetcast loadtest --broker $url $*" | tee -a "$out/commands.txt"
-  $bin loadtest --broker "$url" --broker-pid "$pid" --report "$out/$name.$who.json" "$@" | tee "$work/last.txt"
+  $bin loadtest --broker "$url" --broker-pid "$pid" --report "$out/$name.$who.json" --html "$out/$name.$who.html" "$@" | tee "$work/last.txt"
 }
 
 # Each scenario runs against a fresh broker of each kind, one after the other.
@@ -69,7 +69,7 @@ idle() {
   local before; before=$(rss_kib "$pid")
   echo "== idle-$big on $who: fleetcast loadtest --broker $url --scenario idle --connections $big --procs 2" | tee -a "$out/commands.txt"
   $bin loadtest --broker "$url" --scenario idle --connections "$big" --subscribers 0 --procs 2 --connect-rate 5000 \
-    --duration 10s --source-ips 127.0.0.1-127.0.0.50 --report "$out/idle-$big.$who.json" | tee "$work/last.txt" &
+    --duration 10s --source-ips 127.0.0.1-127.0.0.50 --report "$out/idle-$big.$who.json" --html "$out/idle-$big.$who.html" | tee "$work/last.txt" &
   local lt=$!
   sleep 8
   local after; after=$(rss_kib "$pid")

@@ -88,6 +88,7 @@ pub struct ProcessMeters {
     rss: Gauge,
     cpu: Gauge,
     fds: Gauge,
+    max_fds: Gauge,
 }
 
 impl ProcessMeters {
@@ -111,10 +112,17 @@ impl ProcessMeters {
             None,
             "Open file descriptors of this process.",
         );
+        describe_gauge(
+            r,
+            "fleetcast_process_max_fds",
+            None,
+            "Open-files limit (soft RLIMIT_NOFILE) of this process.",
+        );
         ProcessMeters {
             rss: gauge(r, "fleetcast_process_resident_memory_bytes", &[]),
             cpu: gauge(r, "fleetcast_process_cpu_seconds", &[]),
             fds: gauge(r, "fleetcast_process_open_fds", &[]),
+            max_fds: gauge(r, "fleetcast_process_max_fds", &[]),
         }
     }
 
@@ -126,6 +134,9 @@ impl ProcessMeters {
         }
         if let Some(n) = process::open_fds() {
             self.fds.set(n as f64);
+        }
+        if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            self.max_fds.set(soft as f64);
         }
     }
 }

@@ -49,6 +49,7 @@ async fn metrics_move_with_a_running_fleet() {
         "fleetcast_messages_dropped_total{reason=\"invalid_topic\"}",
         "fleetcast_disconnects_total{reason=\"keepalive_timeout\"}",
         "fleetcast_process_open_fds",
+        "fleetcast_process_max_fds",
     ] {
         assert!(before.contains_key(name), "{name} missing");
     }
@@ -88,6 +89,10 @@ async fn metrics_move_with_a_running_fleet() {
             > value(&before, "fleetcast_received_bytes_total")
     );
     assert!(value(&after, "fleetcast_process_resident_memory_bytes") > 0.0);
+    assert!(
+        value(&after, "fleetcast_process_max_fds") > value(&after, "fleetcast_process_open_fds"),
+        "the open-files limit is above the files open"
+    );
     assert_eq!(
         value(&after, "fleetcast_connects_total{transport=\"tcp\"}"),
         51.0

@@ -3,7 +3,7 @@
 //! since the kinds tell an overloaded broker from an exhausted client machine.
 
 use crate::conn::Conn;
-use crate::shared::Shared;
+use crate::shared::{Open, Shared};
 use crate::wire;
 use std::io;
 use std::time::Duration;
@@ -66,17 +66,17 @@ fn connack_meaning(code: u8) -> &'static str {
 
 /// Opens connection number `index` as client `id` and waits for CONNACK 0; counts the time
 /// or the error kind (the first of each kind is logged with its detail). Returns the
-/// connection and what was read past the CONNACK.
-pub(crate) async fn dial(
-    shared: &Shared,
+/// connection, what was read past the CONNACK, and the guard that counts it as open.
+pub(crate) async fn dial<'s>(
+    shared: &'s Shared,
     index: usize,
     id: &str,
-) -> Result<(Conn, Vec<u8>), Failed> {
+) -> Result<(Conn, Vec<u8>, Open<'s>), Failed> {
     let t0 = Instant::now();
     let failed = match timeout(CONNECT_TIMEOUT, handshake(shared, index, id)).await {
-        Ok(Ok(ok)) => {
+        Ok(Ok((conn, buf))) => {
             shared.connected_in(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
-            return Ok(ok);
+            return Ok((conn, buf, shared.open()));
         }
         Ok(Err(failed)) => failed,
         Err(_) => Failed::other(shared, "timeout", "no CONNACK within 10 s"),

@@ -15,21 +15,25 @@
 //! - [`config`]: what to run; [`target`]: which broker; [`run()`]: running it, through
 //!   `schedule` (when), `publisher`, `subscriber` (the connections' lives), `dial`,
 //!   [`conn`], [`wire`] (one connection) and `probe` (their payload);
-//! - [`accounting`] (what subscribers saw), `summary` and [`report`] (what the run found);
+//! - [`accounting`] (what subscribers saw), `summary` and [`report`] (what the run found),
+//!   [`series`] (the run second by second), [`html`] and [`svg`] (the report as a page);
 //! - [`workers`]: one run over several processes.
 
 pub mod accounting;
 pub mod config;
 pub mod conn;
 mod dial;
+pub mod html;
 mod probe;
 mod publisher;
 pub mod report;
 mod run;
 mod schedule;
+pub mod series;
 mod shared;
 mod subscriber;
 mod summary;
+pub mod svg;
 pub mod target;
 pub mod wire;
 pub mod workers;

@@ -49,7 +49,7 @@ pub(crate) async fn publisher(shared: Arc<Shared>, slot: Slot, signals: Signals)
         _ = signals.stop.cancelled() => return,
         _ = sleep_until(slot.connect_at) => {}
     }
-    let Ok((conn, buf)) = dial(&shared, slot.index, &id).await else {
+    let Ok((conn, buf, open)) = dial(&shared, slot.index, &id).await else {
         return;
     };
     match shared.cfg.scenario {
@@ -59,6 +59,7 @@ pub(crate) async fn publisher(shared: Arc<Shared>, slot: Slot, signals: Signals)
                 _ = signals.stop.cancelled() => return,
                 _ = hold(conn, buf, &signals.storm) => {}
             }
+            drop(open);
             // Dropped abruptly (no DISCONNECT), as when a network fails.
             reconnect(&shared, slot.index, &id, &signals.stop).await;
         }
@@ -107,7 +108,7 @@ async fn reconnect(shared: &Shared, index: usize, id: &str, stop: &CancellationT
         let wait = rand::rng().random_range(0.0..window.max(0.001));
         sleep(Duration::from_secs_f64(wait)).await;
     }
-    let Ok((conn, buf)) = dial(shared, index, id).await else {
+    let Ok((conn, buf, _open)) = dial(shared, index, id).await else {
         return;
     };
     shared.reconnected_now();

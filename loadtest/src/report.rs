@@ -1,5 +1,6 @@
 //! The load test's report: the final table and the same figures as JSON.
 
+use crate::series::Sample;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -120,6 +121,9 @@ pub struct Report {
     /// See `latency_us_pairs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connect_us_pairs: Vec<(u64, u64)>,
+    /// The run second by second (see [`crate::series`]); absent from the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Sample>,
 }
 
 /// One row of the table: the name padded to a column, then the figures.

@@ -7,6 +7,7 @@ use crate::conn;
 use crate::publisher::{publisher, Signals};
 use crate::report::Report;
 use crate::schedule::Schedule;
+use crate::series;
 use crate::shared::{Phase, Progress, Shared};
 use crate::subscriber::subscriber;
 use crate::summary::{self, Baseline, Timeline};
@@ -76,7 +77,7 @@ pub async fn run(cfg: LoadConfig, progress: impl FnMut(Progress)) -> Result<Repo
         .map(|slot| tokio::spawn(publisher(Arc::clone(&shared), slot, signals.clone())))
         .collect();
     let mine = pubs.len() as u64;
-    let mut reporter = Reporter::new(progress);
+    let mut reporter = Reporter::new(progress, shared.cfg.broker_pid);
     let loaded = load(&shared, &schedule, mine, &signals.storm, &mut reporter).await;
     signals.stop.cancel();
     for p in pubs {
@@ -93,7 +94,9 @@ pub async fn run(cfg: LoadConfig, progress: impl FnMut(Progress)) -> Result<Repo
         last_receive,
         storm_at: loaded.storm_at,
     };
-    Ok(summary::report(&shared, &timeline, baseline, mine))
+    let mut report = summary::report(&shared, &timeline, baseline, mine);
+    report.timeline = reporter.series.finish(&shared);
+    Ok(report)
 }
 
 /// Starts the subscribers one by one, each subscribed before the next starts.
@@ -120,17 +123,20 @@ async fn subscribe_all(
     Ok(tasks)
 }
 
-/// Calls the caller's progress function at a steady pace; the run's loops wait on it.
+/// Calls the caller's progress function at a steady pace, and records the run's time
+/// series on the way; the run's loops wait on it.
 struct Reporter<F> {
     tick: Interval,
     progress: F,
+    series: series::Recorder,
 }
 
 impl<F: FnMut(Progress)> Reporter<F> {
-    fn new(progress: F) -> Self {
+    fn new(progress: F, broker_pid: Option<u32>) -> Self {
         Reporter {
             tick: tokio::time::interval(PROGRESS_EVERY),
             progress,
+            series: series::Recorder::new(broker_pid),
         }
     }
 
@@ -142,6 +148,7 @@ impl<F: FnMut(Progress)> Reporter<F> {
             ..shared.progress()
         };
         (self.progress)(p);
+        self.series.tick(shared, phase);
         p
     }
 }

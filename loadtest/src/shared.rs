@@ -54,6 +54,16 @@ pub struct Progress {
     pub elapsed_s: f64,
 }
 
+/// One connection counted as open while this lives (see [`Shared::open`]).
+#[derive(Debug)]
+pub(crate) struct Open<'a>(&'a AtomicU64);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One run's settings and counters.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -63,6 +73,8 @@ pub(crate) struct Shared {
     /// When the run started (before the subscribers connect).
     pub started: Instant,
     pub connected: AtomicU64,
+    /// Connections open now (each held by an [`Open`]).
+    open: AtomicU64,
     pub published: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     connect_us: Mutex<Histogram<u64>>,
@@ -85,6 +97,7 @@ impl Shared {
             addr,
             started: Instant::now(),
             connected: AtomicU64::new(0),
+            open: AtomicU64::new(0),
             published: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             connect_us: Mutex::new(new_histogram()),
@@ -126,6 +139,17 @@ impl Shared {
         self.connected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection as open until the returned guard is dropped.
+    pub fn open(&self) -> Open<'_> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Open(&self.open)
+    }
+
+    /// Connections open now.
+    pub fn open_now(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// Connect times so far, microseconds.
     pub fn connect_us(&self) -> Histogram<u64> {
         lock(&self.connect_us).clone()
@@ -156,6 +180,18 @@ impl Shared {
             all.merge(&lock(t));
         }
         all
+    }
+
+    /// Every latency recorded so far (microseconds) and the duplicates, over all subscribers.
+    pub fn latency_and_duplicates(&self) -> (Histogram<u64>, u64) {
+        let mut latency = new_histogram();
+        let mut duplicates = 0;
+        for t in &self.tallies {
+            let t = lock(t);
+            let _ = latency.add(&t.latency_us);
+            duplicates += t.duplicates;
+        }
+        (latency, duplicates)
     }
 
     /// The figures a progress display shows, now.

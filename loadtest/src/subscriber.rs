@@ -27,7 +27,7 @@ pub(crate) async fn subscriber(
 ) {
     let cfg = &shared.cfg;
     let id = format!("{}sub-{n}", cfg.id_prefix);
-    let (mut conn, mut buf) = match dial(&shared, n, &id).await {
+    let (mut conn, mut buf, _open) = match dial(&shared, n, &id).await {
         Ok(connected) => connected,
         Err(failed) => {
             let _ = ready.send(Err(failed.detail));

@@ -6,10 +6,12 @@
 //! takes every N-th connection from INDEX on and the connect rate divided by N (see
 //! `schedule.rs`), uses the source addresses by each connection's run-wide index, and only
 //! worker 0 runs subscribers. Each prints its report as one line of JSON ([`encode`]); the
-//! parent reads them back and [`merge`]s them into the run's report.
+//! parent reads them back and [`merge`]s them into the run's report, their timelines
+//! second by second ([`series::merge`]).
 
 use crate::accounting::new_histogram;
 use crate::report::{add_pairs, expected_of, Quantiles, Report};
+use crate::series;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
@@ -127,12 +129,14 @@ pub fn merge(parts: &[Report]) -> Option<Report> {
     out.published_per_s = published as f64 / out.duration_s.max(1e-9);
     out.own_cpu_percent = cpu;
     out.own_rss_mib = rss;
+    out.timeline = series::merge(parts.iter().map(|p| p.timeline.as_slice()));
     Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::series::Sample;
 
     fn part(published: u64, received: u64, latency_us: u64) -> Report {
         Report {
@@ -144,6 +148,13 @@ mod tests {
             own_cpu_percent: 10.0,
             connect_errors: [("refused".to_owned(), 1)].into(),
             latency_us_pairs: vec![(latency_us, received)],
+            timeline: (1..=2)
+                .map(|t| Sample {
+                    t_s: t,
+                    published: published * u64::from(t) / 2,
+                    ..Sample::default()
+                })
+                .collect(),
             ..Report::default()
         }
     }
@@ -166,6 +177,9 @@ mod tests {
         assert_eq!(m.own_cpu_percent, 20.0);
         assert_eq!(m.published_per_s, 100.0);
         assert!((m.latency_ms.p50 - 1.0).abs() < 0.01, "{:?}", m.latency_ms);
+        // Timelines add up second by second.
+        let published: Vec<u64> = m.timeline.iter().map(|s| s.published).collect();
+        assert_eq!(published, [100, 200]);
         assert!(merge(&[]).is_none());
     }
 }

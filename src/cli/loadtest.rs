@@ -51,6 +51,9 @@ pub(super) struct LoadtestArgs {
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page (charts over time) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
     /// A local broker's pid: report its CPU and memory (idle: memory per connection).
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -88,6 +91,7 @@ pub(super) async fn loadtest(args: LoadtestArgs) -> Result<()> {
         with_progress_line(config).await?
     };
     print!("{report}");
+    write_html(args.html.as_deref(), &report, &parameters(&args, procs))?;
     write_report(args.report.as_deref(), report)
 }
 
@@ -157,14 +161,23 @@ fn warn_if_over_fd_limit(args: &LoadtestArgs, procs: usize) {
 /// Runs `procs` copies of this command as workers and merges their reports.
 async fn in_workers(procs: usize) -> Result<Report> {
     let exe = std::env::current_exe().context("finding this program")?;
-    // Same arguments, one worker each; the parent alone writes --report.
+    // Same arguments, one worker each; the parent alone writes --report and --html.
     let mut passed: Vec<OsString> = std::env::args_os().skip(1).collect();
-    if let Some(i) = passed.iter().position(|a| a == "--report") {
-        passed.drain(i..(i + 2).min(passed.len()));
+    for flag in ["--report", "--html"] {
+        strip_flag(&mut passed, flag);
     }
     let workers = Workers::spawn(&exe, &passed, procs)?;
     eprintln!("loadtest: {procs} worker processes running");
     Ok(workers.report().await?)
+}
+
+/// Removes `flag VALUE` and `flag=VALUE` from `args`.
+fn strip_flag(args: &mut Vec<OsString>, flag: &str) {
+    let with_value = format!("{flag}=");
+    if let Some(i) = args.iter().position(|a| a == flag) {
+        args.drain(i..(i + 2).min(args.len()));
+    }
+    args.retain(|a| !a.to_string_lossy().starts_with(&with_value));
 }
 
 /// Runs in this process with a live progress display (phase, counts, rates, p99).
@@ -188,4 +201,76 @@ fn write_report(path: Option<&Path>, report: Report) -> Result<()> {
     };
     std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The run's settings as the HTML report lists them: every flag with its value.
+fn parameters(args: &LoadtestArgs, procs: usize) -> Vec<(&'static str, String)> {
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+    vec![
+        ("--scenario", args.scenario.name().to_owned()),
+        ("--broker", args.broker.to_string()),
+        ("--connections", args.connections.to_string()),
+        ("--connect-rate", format!("{}/s", args.connect_rate)),
+        (
+            "--interval",
+            humantime::format_duration(args.interval).to_string(),
+        ),
+        (
+            "--payload-size",
+            args.payload_size.map_or_else(
+                || "real location JSON".to_owned(),
+                |n| format!("at least {n} bytes"),
+            ),
+        ),
+        ("--qos", args.qos.to_string()),
+        ("--subscribers", args.subscribers.to_string()),
+        ("--shared", args.shared.to_string()),
+        (
+            "--duration",
+            humantime::format_duration(args.duration).to_string(),
+        ),
+        ("--procs", procs.to_string()),
+        ("--source-ips", or_none(args.source_ips.clone())),
+        (
+            "--broker-pid",
+            or_none(args.broker_pid.map(|p| p.to_string())),
+        ),
+        ("--jitter", args.jitter.to_string()),
+        ("--username", or_none(args.username.clone())),
+    ]
+}
+
+/// Writes `--html FILE`: the report as a self-contained page with charts over time.
+fn write_html(path: Option<&Path>, report: &Report, parameters: &[(&str, String)]) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let page = fleetcast_loadtest::html::render(report, parameters);
+    std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_get_neither_output_file() {
+        let mut args: Vec<OsString> = [
+            "--report",
+            "r.json",
+            "--procs",
+            "2",
+            "--html=r.html",
+            "--duration",
+            "1s",
+        ]
+        .map(OsString::from)
+        .into();
+        strip_flag(&mut args, "--report");
+        strip_flag(&mut args, "--html");
+        assert_eq!(
+            args,
+            ["--procs", "2", "--duration", "1s"].map(OsString::from)
+        );
+    }
 }

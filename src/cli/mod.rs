@@ -4,6 +4,7 @@
 
 mod certs;
 mod common;
+mod completions;
 mod config;
 mod dashboard;
 mod loadtest;
@@ -52,6 +53,8 @@ enum Command {
         /// The password (prefer stdin: arguments show in `ps`).
         password: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...) on standard output.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the parsed command.
@@ -69,5 +72,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(args) => token::run(&args),
         Command::Certs(args) => certs::run(args),
         Command::Passwd { password } => passwd::run(password),
+        Command::Completions(args) => completions::run(&args),
     }
 }
