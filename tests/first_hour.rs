@@ -59,17 +59,8 @@ fn simulate_with_a_wrong_password_fails_and_says_why() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let broker = rt.block_on(common::TestBroker::with_example_credentials());
     let url = format!("mqtt://{}", broker.addrs.mqtt);
-    let out = simulate(&url, &["--username", "fleet", "--password", "wrong"]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stderr.contains("reason=\"not_authorized\"") || stderr.contains("reason=not_authorized"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("no driver could connect"), "{stderr}");
-    assert!(stdout.contains("failures: not_authorized="), "{stdout}");
-    // With the right password the same run succeeds and reports no failures.
-    // Longer, so a loaded machine's argon2 checks cannot eat the whole run.
+    // The right password first: after the wrong ones this address is in back-off (the
+    // broker's failed-login limit), and even a right password waits.
     let ok = simulate(
         &url,
         &[
@@ -93,6 +84,16 @@ fn simulate_with_a_wrong_password_fails_and_says_why() {
         stdout.contains("skipped=0"),
         "a healthy run skips nothing: {stdout}"
     );
+
+    let out = simulate(&url, &["--username", "fleet", "--password", "wrong"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("reason=\"not_authorized\"") || stderr.contains("reason=not_authorized"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no driver could connect"), "{stderr}");
+    assert!(stdout.contains("failures: not_authorized="), "{stdout}");
 }
 
 #[test]
@@ -135,4 +136,74 @@ fn an_open_map_on_a_public_address_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--allow-anonymous"));
+}
+
+/// `serve` says at INFO why it refused a client: the CONNACK code, the client id, the
+/// peer and the reason in words, as mosquitto logs `not authorised`.
+#[tokio::test]
+async fn serve_logs_each_refusal_with_its_reason() {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(["--auth", common::EXAMPLE_CREDENTIALS])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let mqtt: std::net::SocketAddr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mqtt="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // README's mistake: credentials without -i.
+    let mut o = rumqttc::MqttOptions::new("random-1234", "127.0.0.1", mqtt.port());
+    o.set_credentials("rider-1", "rider-demo");
+    let (_c, mut events) = rumqttc::AsyncClient::new(o, 4);
+    assert!(events.poll().await.is_err());
+    // One line per reason a second: the next refusal of the same reason waits that out.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let mut o = rumqttc::v5::MqttOptions::new("drv-000001", "127.0.0.1", mqtt.port());
+    o.set_credentials("drv-000001", "wrong");
+    let (_c, mut events) = common::v5_client(o);
+    let _ = common::v5_error(&mut events).await;
+    let _ = child.kill();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = child.wait();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("connection refused"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("INFO")
+            && l.contains("CONNACK 0x05")
+            && l.contains("client_id=random-1234")
+            && l.contains("client id not allowed for this account")),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("CONNACK 0x86")
+            && l.contains("client_id=drv-000001")
+            && l.contains("wrong username or password")
+            && l.contains("peer=127.0.0.1:")),
+        "{stderr}"
+    );
 }

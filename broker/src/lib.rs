@@ -26,6 +26,7 @@ pub mod quota;
 pub mod registry;
 pub mod router;
 pub mod sources;
+pub mod throttle;
 pub mod tls;
 
 pub use broker::{raise_open_files_limit, Addrs, Broker, BrokerError, Extras, Listeners, RoutesFn};

@@ -160,7 +160,12 @@ async fn handshake_done<S>(
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             gw.meters.refusal("handshake_failed").increment(1);
-            debug!(%peer, error = %e, "TLS handshake failed");
+            // At INFO, once a second at most: a certificate problem is what an operator
+            // looks for first, and a client cannot flood the log with bad handshakes.
+            static LINES: crate::throttle::Throttle = crate::throttle::Throttle::new();
+            if let Some(suppressed) = LINES.admit(fleetcast_proto::time::unix_now()) {
+                tracing::info!(%peer, error = %e, suppressed, "TLS handshake failed");
+            }
             None
         }
         Err(_) => {

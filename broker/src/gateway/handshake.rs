@@ -17,17 +17,29 @@ use super::transport::{Transport, PRE_CONNECT_BUDGET};
 use super::{Gateway, TransportKind};
 use crate::auth::Refused;
 use crate::guard::Hold;
+use crate::meters::REFUSAL_REASONS;
+use crate::throttle::Throttle;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
+use fleetcast_proto::time::unix_now;
 use rumqttd::protocol::Error as ProtocolError;
 use rumqttd::protocol::Packet;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
-use tracing::debug;
+use tracing::info;
 
 /// Time allowed to write a refusal CONNACK.
 pub(super) const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// A refusal, with the client id the CONNECT named when it got that far (for the log).
+#[derive(Debug)]
+pub(super) struct Rejected {
+    /// What to answer and count.
+    pub(super) refusal: Refusal,
+    /// The CONNECT's client id, once it was read.
+    pub(super) client_id: Option<String>,
+}
 
 /// Reads and checks the CONNECT, applies the connect quotas and authenticates: everything
 /// between accept and a router link, in that order (the cheap refusals first).
@@ -37,7 +49,7 @@ pub(super) async fn handshake<T: Transport>(
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     connect_deadline: Instant,
-) -> Result<(Hello, Identity), Refusal> {
+) -> Result<(Hello, Identity), Rejected> {
     let max = gw.config.limits.max_packet_size;
     let hello = match timeout_at(connect_deadline, read_connect(io, rbuf, max)).await {
         Err(_) => Err(Refusal::Close(
@@ -47,17 +59,35 @@ pub(super) async fn handshake<T: Transport>(
         Ok(r) => r.and_then(|(packet, version)| {
             check_hello(packet, version, &gw.config.limits, now_ms())
         }),
-    }?;
+    }
+    .map_err(|refusal| Rejected {
+        refusal,
+        client_id: None,
+    })?;
+    let certificate = io.peer_common_name();
+    match admit_hello(gw, &hello, peer, certificate.as_deref(), connect_deadline).await {
+        Ok(identity) => Ok((hello, identity)),
+        Err(refusal) => Err(Rejected {
+            refusal,
+            client_id: Some(hello.client_id),
+        }),
+    }
+}
+
+/// The connect quotas and the credentials for a well-formed CONNECT.
+async fn admit_hello(
+    gw: &Gateway,
+    hello: &Hello,
+    peer: SocketAddr,
+    certificate: Option<&str>,
+    connect_deadline: Instant,
+) -> Result<Identity, Refusal> {
     if !gw.connects.admit_any(Instant::now()) {
         return Err(too_often(hello.version, "global connect rate exceeded"));
     }
-    let certificate = io.peer_common_name();
     // The time-out runs to the CONNACK: a wait for a password check counts, so a flood of
     // guesses cannot hold a connection (and its slot) past it.
-    let authorized = timeout_at(
-        connect_deadline,
-        authorize(gw, &hello, peer, certificate.as_deref()),
-    );
+    let authorized = timeout_at(connect_deadline, authorize(gw, hello, peer, certificate));
     let late = Refusal::Answer(
         Refuse::Unavailable,
         hello.version,
@@ -71,7 +101,7 @@ pub(super) async fn handshake<T: Transport>(
             "this client id connected less than a second ago",
         ));
     }
-    Ok((hello, identity))
+    Ok(identity)
 }
 
 /// Refused for connecting too often (this client id, or all clients together).
@@ -79,26 +109,49 @@ fn too_often(version: Version, why: &'static str) -> Refusal {
     Refusal::Answer(Refuse::ConnectRate, version, "connect_rate", why)
 }
 
-/// Counts and logs a refusal, answers it if it has an answer, and closes.
+/// Counts and logs a refusal, answers it if it has an answer, and closes. The log line is
+/// at INFO, at most one a second per reason (with the count left out), so an operator sees
+/// bad passwords and refused ids without a flood of guesses flooding the log.
 pub(super) async fn refuse<T: Transport>(
     mut io: T,
     gw: &Gateway,
     peer: SocketAddr,
     kind: TransportKind,
-    refusal: Refusal,
+    rejected: Rejected,
 ) {
-    gw.meters.refusal(refusal.reason()).increment(1);
+    let Rejected { refusal, client_id } = rejected;
+    let reason = refusal.reason();
+    gw.meters.refusal(reason).increment(1);
+    let client_id = client_id.as_deref().unwrap_or("-");
+    let logged = refusal_throttle(reason).admit(unix_now());
     match refusal {
         Refusal::Answer(code, version, _, why) => {
-            debug!(%peer, transport = kind.as_str(), why, version = version.as_str(), "connect refused");
-            let mut b = BytesMut::from(&code.connack(version)[..]);
+            let connack = code.connack(version);
+            if let Some(suppressed) = logged {
+                let code = connack.get(3).copied().unwrap_or(0);
+                info!(%peer, %client_id, transport = kind.as_str(), version = version.as_str(), reason, why, suppressed, "connection refused with CONNACK 0x{code:02x}");
+            }
+            let mut b = BytesMut::from(&connack[..]);
             let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
         }
         Refusal::Close(_, why) => {
-            debug!(%peer, transport = kind.as_str(), why, "connect dropped")
+            if let Some(suppressed) = logged {
+                info!(%peer, %client_id, transport = kind.as_str(), reason, why = %why, suppressed, "connection closed before CONNACK");
+            }
         }
     }
     close_within(&mut io).await;
+}
+
+/// The log budget of one refusal reason (the meters' reasons; any other shares the last).
+fn refusal_throttle(reason: &str) -> &'static Throttle {
+    static BY_REASON: [Throttle; REFUSAL_REASONS.len() + 1] =
+        [const { Throttle::new() }; REFUSAL_REASONS.len() + 1];
+    let i = REFUSAL_REASONS
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(REFUSAL_REASONS.len());
+    &BY_REASON[i]
 }
 
 /// Closes a stream, giving up after [`REFUSAL_WRITE`]: TLS and WebSocket closes flush, and

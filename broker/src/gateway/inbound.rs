@@ -16,6 +16,7 @@ use super::session::End;
 use super::subscriptions::Subscriptions;
 pub(super) use super::tally::Tally;
 use crate::config::Limits;
+use crate::throttle::Throttle;
 use bytes::{Bytes, BytesMut};
 use fleetcast_proto::location as validation;
 use fleetcast_proto::time::unix_now;
@@ -23,8 +24,7 @@ use rumqttd::protocol::{
     DisconnectReasonCode, Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
     PubRecReason, Publish, PublishProperties, SubAck, Subscribe,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// What the gateway makes of a PUBLISH, before anything is done about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +208,7 @@ impl Inbound {
             }
             Verdict::Denied => {
                 tally.policy_denied += 1;
+                log_denied(&p.topic);
                 if self.version == Version::V311 {
                     // MQTT 3.1.1 has no negative PUBACK: the connection is closed.
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
@@ -299,10 +300,18 @@ fn publish_refusal(
 /// Logs a dropped location at most once a second, process-wide: a client sending garbage
 /// at a high rate must not flood the logs.
 fn log_invalid(topic: &[u8], why: validation::Invalid) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = unix_now();
-    if LAST.swap(now, Ordering::Relaxed) != now {
-        warn!(topic = %String::from_utf8_lossy(topic), reason = ?why, "invalid location dropped (this is logged at most once a second)");
+    static LINES: Throttle = Throttle::new();
+    if let Some(suppressed) = LINES.admit(unix_now()) {
+        warn!(topic = %String::from_utf8_lossy(topic), reason = %why, suppressed, "invalid location dropped (logged at most once a second)");
+    }
+}
+
+/// Logs a publish the account's policy refused, at most once a second (the session's span
+/// names the client).
+fn log_denied(topic: &[u8]) {
+    static LINES: Throttle = Throttle::new();
+    if let Some(suppressed) = LINES.admit(unix_now()) {
+        info!(topic = %String::from_utf8_lossy(topic), suppressed, "publish refused by the topic policy (logged at most once a second)");
     }
 }
 

@@ -109,7 +109,7 @@ pub async fn run<T: Transport>(
     let (hello, identity) =
         match handshake::handshake(&mut io, &gw, peer, &mut rbuf, connect_deadline).await {
             Ok(accepted) => accepted,
-            Err(refusal) => return handshake::refuse(io, &gw, peer, kind, refusal).await,
+            Err(rejected) => return handshake::refuse(io, &gw, peer, kind, rejected).await,
         };
     let span = tracing::info_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
     let _enter = span.enter();
