@@ -498,3 +498,38 @@ async fn an_mqtt5_rider_subscribing_to_everything_gets_suback_0x87() {
         assert_eq!(codes, [expected], "{filter}");
     }
 }
+
+/// The recommended per-device layout: each device logs in only as itself, with its own
+/// password, and no device's password opens another's id (unlike the shared `fleet`).
+#[tokio::test]
+async fn per_device_accounts_speak_for_one_car_only() {
+    use fleetcast_broker::auth::{Auth, Denial};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/credentials-per-device.toml"
+    );
+    let auth = Auth::from_file(std::path::Path::new(path)).unwrap();
+    assert!(auth.has_token_secret());
+    assert!(auth
+        .check("drv-000001", Some(("drv-000001", "dev1-secret")))
+        .await
+        .is_ok());
+    assert_eq!(
+        auth.check("drv-000002", Some(("drv-000001", "dev1-secret")))
+            .await
+            .unwrap_err(),
+        Denial::ClientIdNotAllowed
+    );
+    assert_eq!(
+        auth.check("drv-000002", Some(("drv-000002", "dev1-secret")))
+            .await
+            .unwrap_err(),
+        Denial::BadCredentials
+    );
+    let grants = auth
+        .check("drv-000003", Some(("drv-000003", "dev3-secret")))
+        .await
+        .unwrap();
+    assert!(grants.may_publish("drivers/drv-000003/location", "drv-000003", "drv-000003"));
+    assert!(!grants.may_publish("drivers/drv-000001/location", "drv-000003", "drv-000003"));
+}
