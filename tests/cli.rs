@@ -103,17 +103,8 @@ fn printed_config_is_the_default_and_loads_back() {
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[limits]\nmax_conections = 5\n").unwrap();
     let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            bad.to_str().unwrap(),
-            "--mqtt",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .args(common::EPHEMERAL_LISTENERS)
         .output()
         .unwrap();
     assert!(!out.status.success());

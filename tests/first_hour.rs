@@ -110,15 +110,8 @@ fn simulate_suggests_a_scheme_for_a_bare_address() {
 #[test]
 fn demo_with_auth_but_no_fleet_credentials_refuses_to_start() {
     let out = Command::new(BIN)
-        .args([
-            "demo",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
+        .arg("demo")
+        .args(common::EPHEMERAL_LISTENERS)
         .args(["--auth", common::EXAMPLE_CREDENTIALS])
         .output()
         .unwrap();
@@ -144,15 +137,8 @@ fn an_open_map_on_a_public_address_is_refused() {
 async fn serve_logs_each_refusal_with_its_reason() {
     use std::io::{BufRead, Read};
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
+        .arg("serve")
+        .args(common::EPHEMERAL_LISTENERS)
         .args(["--auth", common::EXAMPLE_CREDENTIALS])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -286,17 +286,20 @@ impl Served {
     }
 }
 
+/// `serve`'s listener flags, every one on a free port of 127.0.0.1.
+pub const EPHEMERAL_LISTENERS: [&str; 6] = [
+    "--mqtt",
+    "127.0.0.1:0",
+    "--ws",
+    "127.0.0.1:0",
+    "--http",
+    "127.0.0.1:0",
+];
+
 /// Starts `fleetcast SUBCOMMAND --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 --http 127.0.0.1:0 EXTRA...`
 /// and reads its ready line (real ports, never 0).
 pub fn spawn_ready(subcommand: &str, extra: &[&str]) -> Served {
-    let mut args = vec![
-        "--mqtt",
-        "127.0.0.1:0",
-        "--ws",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ];
+    let mut args = EPHEMERAL_LISTENERS.to_vec();
     args.extend_from_slice(extra);
     spawn_ready_args(subcommand, &args)
 }

@@ -67,19 +67,9 @@ mod tests {
     use super::super::hello::{check_hello, Hello};
     use super::*;
     use crate::config::Config;
-    use crate::gateway::wire;
     use rumqttd::protocol::Packet;
 
-    /// A CONNECT off the wire: `props` are MQTT 5 properties, the will says "bye".
-    fn connect(
-        version: Version,
-        clean: bool,
-        id: &str,
-        will: Option<&str>,
-        props: &[u8],
-    ) -> Packet {
-        wire::read(version, &wire::connect(version, clean, id, will, props))
-    }
+    use crate::gateway::wire::connect_packet as connect;
 
     fn limits() -> Limits {
         Config::default().limits

@@ -241,18 +241,8 @@ pub(super) fn connack(hello: &Hello, session_present: bool, max_packet_size: usi
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::gateway::wire;
 
-    /// A CONNECT off the wire: `props` are MQTT 5 properties, the will says "bye".
-    fn connect(
-        version: Version,
-        clean: bool,
-        id: &str,
-        will: Option<&str>,
-        props: &[u8],
-    ) -> Packet {
-        wire::read(version, &wire::connect(version, clean, id, will, props))
-    }
+    use crate::gateway::wire::connect_packet as connect;
 
     fn limits() -> Limits {
         Config::default().limits

@@ -65,6 +65,17 @@ pub(super) fn connect(
 }
 
 /// A PUBLISH (the packet id only above QoS 0; MQTT 5 properties empty).
+/// A CONNECT off the wire: `props` are MQTT 5 properties, the will says "bye".
+pub(super) fn connect_packet(
+    version: Version,
+    clean: bool,
+    id: &str,
+    will: Option<&str>,
+    props: &[u8],
+) -> Packet {
+    read(version, &connect(version, clean, id, will, props))
+}
+
 pub(super) fn publish(version: Version, qos: u8, pkid: u16, topic: &str, payload: &str) -> Vec<u8> {
     let mut body = Vec::new();
     put_str(&mut body, topic);
