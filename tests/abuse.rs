@@ -60,16 +60,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// This process's resident memory (MiB), from `/proc`.
+/// This process's resident memory (MiB).
 fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
+    fleetcast_proto::process::own_usage()
+        .expect("RSS from /proc")
+        .rss_bytes
+        / (1024 * 1024)
 }
 
 /// `name{labels}`'s value in `/metrics`, asked from the bystander's address.
