@@ -398,9 +398,56 @@ async fn bad_locations_are_dropped_and_counted_while_good_ones_flow() {
     );
 }
 
+/// Quick reconnects are not refused: five connects of one id within a second all get
+/// CONNACK 0, in both versions (mosquitto takes them too); past `flap_max_connects` in the
+/// window the id is banned (0x03 / MQTT 5 0x9F), counted as flapping, and other ids go on.
+#[tokio::test]
+async fn quick_reconnects_pass_and_a_flapping_id_is_banned() {
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.limits.flap_max_connects = 7;
+    let stack =
+        start_stack_with_config(config, fleetcast::stack::offline_dashboard().unwrap(), None).await;
+    let addrs = stack.addrs();
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let (_, answer) =
+            raw_exchange(addrs.mqtt, &connect_frame("drv-quick", 30, true, None), 4).await;
+        assert_eq!(answer, [0x20, 0x02, 0x00, 0x00], "connect {i} accepted");
+    }
+    let v5 = connect_frame_version(b"MQTT", 5, "drv-quick", 30, true, None);
+    for i in 5..7 {
+        let (_, answer) = raw_exchange(addrs.mqtt, &v5, 5).await;
+        // CONNACK, reason 0 (its properties follow).
+        assert_eq!((answer[0], answer[3]), (0x20, 0x00), "connect {i} accepted");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "all within the window"
+    );
+    // The eighth within the minute: a kicking loop, banned.
+    let (_, v311) = raw_exchange(addrs.mqtt, &connect_frame("drv-quick", 30, true, None), 4).await;
+    assert_eq!(v311, [0x20, 0x02, 0x00, 0x03], "3.1.1: server unavailable");
+    let (_, v5) = raw_exchange(addrs.mqtt, &v5, 5).await;
+    assert_eq!(
+        v5,
+        [0x20, 0x03, 0x00, 0x9F, 0x00],
+        "5: connection rate exceeded"
+    );
+    let (_, other) = raw_exchange(addrs.mqtt, &connect_frame("drv-other", 30, true, None), 4).await;
+    assert_eq!(other[3], 0, "other ids are not affected");
+    let metrics = http_get(addrs.http, "/metrics").await;
+    assert!(
+        metrics.contains("fleetcast_connect_refusals_total{reason=\"flapping\"} 2"),
+        "the bans are counted: {metrics}"
+    );
+}
+
+/// The strict per-id rate (AWS IoT Core's one connect a second) for those who set it.
 #[tokio::test]
 async fn one_client_id_connects_at_most_once_a_second() {
-    let b = TestBroker::start().await;
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.limits.connect_rate_per_client_id = 1;
+    let b = TestBroker::with_config(config).await;
     let first = TestClient::connect(tcp_options("drv-kick", &b.addrs)).await;
     // A second device with the same id, at once: refused, in either version, and the
     // first connection is not kicked.

@@ -95,8 +95,15 @@ pub struct Limits {
     pub validate_locations: bool,
     /// Subscription filters one connection may hold at once (more get SUBACK 0x80).
     pub max_subscriptions_per_connection: usize,
-    /// Accepted connects per second for one client id (more are refused).
+    /// Accepted connects per second for one client id, strictly (0: no strict rate).
     pub connect_rate_per_client_id: u32,
+    /// More accepted connects of one client id than this within `flap_window_ms` ban the
+    /// id for `flap_ban_ms` (0: no flapping detection).
+    pub flap_max_connects: u32,
+    /// The flapping window (ms).
+    pub flap_window_ms: u64,
+    /// How long a flapping client id is refused (ms).
+    pub flap_ban_ms: u64,
     /// Connects per second over all clients (more are refused before authentication).
     pub connect_rate_global: u32,
     /// Connections one source address (IPv4, IPv6 /64) may hold over the MQTT, MQTT/TLS
@@ -194,7 +201,10 @@ impl Default for Limits {
             reject_slots: 64,
             validate_locations: true,
             max_subscriptions_per_connection: 50,
-            connect_rate_per_client_id: 1,
+            connect_rate_per_client_id: 0,
+            flap_max_connects: 15,
+            flap_window_ms: 60_000,
+            flap_ban_ms: 300_000,
             connect_rate_global: 2_000,
             max_connections_per_source: 0,
             http_max_connections: 2_048,
@@ -283,8 +293,11 @@ impl Config {
         if l.publish_rate_per_connection == 0 || l.publish_rate_global == 0 {
             return bad("limits.publish_rate_* must be at least 1");
         }
-        if l.connect_rate_per_client_id == 0 || l.connect_rate_global == 0 {
-            return bad("limits.connect_rate_* must be at least 1");
+        if l.connect_rate_global == 0 {
+            return bad("limits.connect_rate_global must be at least 1");
+        }
+        if l.flap_max_connects > 0 && (l.flap_window_ms == 0 || l.flap_ban_ms == 0) {
+            return bad("limits.flap_window_ms and flap_ban_ms must be at least 1");
         }
         if l.connect_timeout_ms == 0 || l.ws_handshake_timeout_ms == 0 || l.write_timeout_ms == 0 {
             return bad("limits.*_timeout_ms must be at least 1");

@@ -24,7 +24,7 @@ pub const DISCONNECT_REASONS: [&str; 11] = [
 
 /// Why a connection was refused before it was served, as the `reason` label of
 /// `fleetcast_connect_refusals_total`.
-pub const REFUSAL_REASONS: [&str; 13] = [
+pub const REFUSAL_REASONS: [&str; 14] = [
     "unsupported_protocol",
     "connect_rate",
     "not_authorized",
@@ -38,6 +38,7 @@ pub const REFUSAL_REASONS: [&str; 13] = [
     "auth_backoff",
     "auth_busy",
     "source_limit",
+    "flapping",
 ];
 
 /// Why the HTTP listener closed a connection at once, as the `reason` label of

@@ -188,9 +188,9 @@ async fn load<F: FnMut(Progress)>(
         if cfg.scenario == Scenario::Storm && all_in && all_in_at.is_none() {
             all_in_at = Some(Instant::now());
         }
-        // The storm waits out the broker's per-client-id connect quota (fleetcast's and
-        // AWS IoT Core's default: one connect per second), so reconnects measure the
-        // broker's recovery, not its quota.
+        // The storm waits out a strict per-client-id connect quota (AWS IoT Core's one
+        // connect a second; fleetcast's when `connect_rate_per_client_id = 1`), so
+        // reconnects measure the broker's recovery, not its quota.
         if all_in_at.is_some_and(|t| t.elapsed() >= STORM_QUOTA_WAIT) && storm_at.is_none() {
             storm.cancel();
             storm_at = Some(Instant::now());

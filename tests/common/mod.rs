@@ -368,7 +368,15 @@ pub async fn start_stack_with_auth(
     options: fleetcast_dashboard::service::DashboardOptions,
     auth: Option<std::sync::Arc<fleetcast_broker::auth::Auth>>,
 ) -> fleetcast::stack::Stack {
-    let config = Config::ephemeral();
+    start_stack_with_config(Config::ephemeral(), options, auth).await
+}
+
+/// [`start_stack_with_auth`] with this configuration.
+pub async fn start_stack_with_config(
+    config: Config,
+    options: fleetcast_dashboard::service::DashboardOptions,
+    auth: Option<std::sync::Arc<fleetcast_broker::auth::Auth>>,
+) -> fleetcast::stack::Stack {
     let listeners = Listeners::bind(&config).await.expect("bind port 0");
     fleetcast::stack::Stack::start(
         listeners,

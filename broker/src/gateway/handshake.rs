@@ -18,6 +18,7 @@ use super::{Gateway, TransportKind};
 use crate::auth::Refused;
 use crate::guard::Hold;
 use crate::meters::REFUSAL_REASONS;
+use crate::quota::IdRefusal;
 use crate::throttle::Throttle;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
@@ -95,11 +96,22 @@ async fn admit_hello(
         "credentials not checked within the connect timeout",
     );
     let identity = authorized.await.unwrap_or(Err(late))?;
-    if !gw.connects.admit_id(&hello.client_id, Instant::now()) {
-        return Err(too_often(
-            hello.version,
-            "this client id connected less than a second ago",
-        ));
+    match gw.connects.admit_id(&hello.client_id, Instant::now()) {
+        Ok(()) => {}
+        Err(IdRefusal::Rate) => {
+            return Err(too_often(
+                hello.version,
+                "this client id connected sooner than connect_rate_per_client_id allows",
+            ))
+        }
+        Err(IdRefusal::Flapping) => {
+            return Err(Refusal::Answer(
+                Refuse::ConnectRate,
+                hello.version,
+                "flapping",
+                "this client id connects too often (flapping): refused for a while",
+            ))
+        }
     }
     Ok(identity)
 }

@@ -178,7 +178,12 @@ impl Gateway {
             // A tenth of a second of burst keeps the global rate smooth.
             global_pacer: Pacer::new(rate, (rate / 10).max(1)),
             connects: crate::quota::ConnectQuota::new(
-                config.limits.connect_rate_per_client_id,
+                crate::quota::IdRules::new(
+                    config.limits.connect_rate_per_client_id,
+                    config.limits.flap_max_connects,
+                    std::time::Duration::from_millis(config.limits.flap_window_ms),
+                    std::time::Duration::from_millis(config.limits.flap_ban_ms),
+                ),
                 config.limits.connect_rate_global,
             ),
             logins: crate::guard::LoginGuard::new(crate::guard::GuardSettings::from_limits(
