@@ -221,3 +221,50 @@ async fn mosquitto_clients_speak_mqtt5_to_fleetcast_with_its_reason_codes() {
         format!("1 drivers/drv-000001/location {LOCATION}")
     );
 }
+
+/// Issue 12's first-hour case: `mosquitto_pub -q 1 -t '$foo/bar'` used to lose its
+/// connection; now it is acknowledged (3.1.1) or told 0x90 (MQTT 5) and exits as it would
+/// against mosquitto. And the same client id twice in a row is not refused.
+#[tokio::test]
+async fn mosquitto_pub_to_a_dollar_topic_and_twice_with_one_id() {
+    if !require_program("mosquitto_pub") {
+        return;
+    }
+    let b = TestBroker::start().await;
+    let port = b.addrs.mqtt.port().to_string();
+    let publish = |version: &'static str| {
+        let port = port.clone();
+        async move {
+            let out = Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-i",
+                    "dollar-pub",
+                    "-V",
+                    version,
+                ])
+                .args(["-q", "1", "-t", "$foo/bar", "-m", "x"])
+                .stderr(Stdio::piped())
+                .output();
+            timeout(Duration::from_secs(10), out)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    for _ in 0..2 {
+        let out = publish("mqttv311").await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = publish("mqttv5").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("connection was lost"), "{stderr}");
+    assert!(stderr.contains("Topic Name invalid"), "{stderr}");
+}

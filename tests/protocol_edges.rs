@@ -273,3 +273,51 @@ async fn a_publish_dripped_a_byte_at_a_time_does_not_outlive_the_keepalive() {
     assert!(matches!(eof, Ok(Ok(0) | Err(_))), "{eof:?}");
     drip.abort();
 }
+
+/// A PUBLISH to a `$` topic (outside what the server offers) is acknowledged and dropped,
+/// counted, and the connection stays (MQTT 5: PUBACK 0x90, topic name invalid), as
+/// mosquitto keeps it; `#` never sees it.
+#[tokio::test]
+async fn a_publish_to_a_dollar_topic_is_acknowledged_and_the_connection_stays() {
+    let stack = start_stack(fleetcast::stack::offline_dashboard().unwrap()).await;
+    let addrs = stack.addrs();
+    let mut watcher = TestClient::connect(tcp_options("dollar-watch", &addrs)).await;
+    watcher.subscribe("#", QoS::AtMostOnce).await;
+    for level in [4u8, 5] {
+        let props: Option<&[u8]> = if level == 5 { Some(&[]) } else { None };
+        let id = format!("dollar-{level}");
+        let mut s = one_write(addrs.mqtt, &raw::plain_connect(&id, level)).await;
+        accepted(&mut s).await;
+        s.write_all(&raw::publish(b"$foo/bar", b"x", 1, 7, false, props))
+            .await
+            .unwrap();
+        let ack = read_frame(&mut s, PATIENCE).await.expect("a PUBACK");
+        let expected: &[u8] = if level == 5 {
+            &[0x40, 0x04, 0x00, 0x07, 0x90, 0x00]
+        } else {
+            &[0x40, 0x02, 0x00, 0x07]
+        };
+        assert_eq!(ack, expected, "level {level}");
+        // Still connected: a PINGREQ is answered.
+        s.write_all(&[0xC0, 0x00]).await.unwrap();
+        let pong = read_frame(&mut s, PATIENCE).await.expect("a PINGRESP");
+        assert_eq!(pong, [0xD0, 0x00], "level {level}");
+    }
+    assert!(
+        watcher
+            .publish_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "# does not receive $ topics"
+    );
+    let metrics = http_get(addrs.http, "/metrics").await;
+    assert!(
+        metrics.contains("fleetcast_messages_dropped_total{reason=\"invalid_topic\"} 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("dropped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -181,18 +181,27 @@ impl Inbound {
         tally: &mut Tally,
     ) -> Result<Option<Packet>, End> {
         let verdict = self.verdict(&p.topic, &p.payload);
-        if !matches!(verdict, Verdict::BadTopic(_)) {
+        let reserved = matches!(verdict, Verdict::BadTopic(TopicError::Reserved));
+        if reserved || !matches!(verdict, Verdict::BadTopic(_)) {
             // Received, so charged to the quota, granted or not.
             tally.publishes += 1;
         }
         let refusal = match verdict {
+            // A `$` topic is well-formed MQTT: the server keeps such topics to itself
+            // (rumqttd drops a link that subscribes to one), so it is refused like a topic
+            // the policy does not grant, and the connection stays, as mosquitto keeps it.
+            Verdict::BadTopic(TopicError::Reserved) => {
+                tally.invalid_topic += 1;
+                log_reserved(&p.topic);
+                PubAckReason::TopicNameInvalid
+            }
             Verdict::BadTopic(e) => {
                 tally.invalid_topic += 1;
                 // Never to the router: it drops the link for a topic that is not UTF-8.
                 let violation = match e {
                     TopicError::Malformed => Violation::Malformed,
                     TopicError::Protocol => Violation::Protocol,
-                    TopicError::Reserved => Violation::TopicName,
+                    TopicError::Reserved => Violation::TopicName, // handled above
                 };
                 let why = "invalid topic name in PUBLISH".to_owned();
                 return Err(End::Protocol(violation, why));
@@ -289,6 +298,7 @@ fn publish_refusal(
             let reason = match (v5, reason) {
                 (false, _) => PubRecReason::Success,
                 (true, PubAckReason::NotAuthorized) => PubRecReason::NotAuthorized,
+                (true, PubAckReason::TopicNameInvalid) => PubRecReason::TopicNameInvalid,
                 (true, _) => PubRecReason::PayloadFormatInvalid,
             };
             Some(Packet::PubRec(PubRec { pkid, reason }, None))
@@ -303,6 +313,14 @@ fn log_invalid(topic: &[u8], why: validation::Invalid) {
     static LINES: Throttle = Throttle::new();
     if let Some(suppressed) = LINES.admit(unix_now()) {
         warn!(topic = %String::from_utf8_lossy(topic), reason = %why, suppressed, "invalid location dropped (logged at most once a second)");
+    }
+}
+
+/// Logs a publish to a `$` topic, at most once a second.
+fn log_reserved(topic: &[u8]) {
+    static LINES: Throttle = Throttle::new();
+    if let Some(suppressed) = LINES.admit(unix_now()) {
+        info!(topic = %String::from_utf8_lossy(topic), suppressed, "publish to a $ topic acknowledged and dropped (logged at most once a second)");
     }
 }
 
