@@ -95,6 +95,18 @@ pub struct Limits {
     pub validate_locations: bool,
     /// Subscription filters one connection may hold at once (more get SUBACK 0x80).
     pub max_subscriptions_per_connection: usize,
+    /// MQTT 5 Topic Aliases a client may set (our CONNACK's Topic Alias Maximum), and the
+    /// most the gateway sets for a client that accepts them; 0: none either way.
+    pub topic_alias_maximum: u16,
+    /// QoS 1 and 2 publishes an MQTT 5 client may have unacknowledged at once (our
+    /// CONNACK's Receive Maximum); more is DISCONNECT 0x93.
+    pub receive_maximum: u16,
+    /// The longest keep alive (s) a client may ask for; one asking more or 0 (none) gets
+    /// this instead, told as Server Keep Alive in MQTT 5. 0: whatever the client asks.
+    pub max_keep_alive_secs: u16,
+    /// The longest MQTT 5 session expiry (s) granted; a client asking more gets this,
+    /// told in the CONNACK.
+    pub max_session_expiry_secs: u32,
     /// Accepted connects per second for one client id, strictly (0: no strict rate).
     pub connect_rate_per_client_id: u32,
     /// More accepted connects of one client id than this within `flap_window_ms` ban the
@@ -201,6 +213,10 @@ impl Default for Limits {
             reject_slots: 64,
             validate_locations: true,
             max_subscriptions_per_connection: 50,
+            topic_alias_maximum: 10,
+            receive_maximum: 100,
+            max_keep_alive_secs: 0,
+            max_session_expiry_secs: 7 * 86_400,
             connect_rate_per_client_id: 0,
             flap_max_connects: 15,
             flap_window_ms: 60_000,
@@ -292,6 +308,9 @@ impl Config {
         }
         if l.publish_rate_per_connection == 0 || l.publish_rate_global == 0 {
             return bad("limits.publish_rate_* must be at least 1");
+        }
+        if l.receive_maximum == 0 {
+            return bad("limits.receive_maximum must be at least 1");
         }
         if l.connect_rate_global == 0 {
             return bad("limits.connect_rate_global must be at least 1");
