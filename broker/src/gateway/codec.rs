@@ -132,9 +132,9 @@ impl Violation {
         }
     }
 
-    /// The whole MQTT 5 DISCONNECT, saying `why` as its Reason String. Written by hand:
-    /// rumqttd 0.20's v5 encoder gives a DISCONNECT with a reason code and no properties a
-    /// remaining length of 1 but writes two bytes after it.
+    /// The whole MQTT 5 DISCONNECT, saying `why` as its Reason String. Written by hand
+    /// ([`with_reason_string`]): rumqttd 0.20's v5 encoder gives a DISCONNECT with a
+    /// reason code and no properties a remaining length of 1 but writes two bytes after it.
     pub fn disconnect(self, why: &str) -> Vec<u8> {
         with_reason_string(&[0xE0], &[self.code()], why)
     }

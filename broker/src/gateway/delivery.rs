@@ -14,14 +14,49 @@
 use super::aliases::{self, Naming};
 use super::codec::Version;
 use super::frame;
-use super::hello::Takes;
 use super::inbound::Inbound;
 use super::marks;
 use super::outbound::encode;
 use super::session::End;
 use bytes::{Bytes, BytesMut};
-use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use rumqttd::protocol::{ConnectProperties, Packet, Publish, PublishProperties};
 use rumqttd::Forward;
+
+/// What a client can take from the server (MQTT 5 CONNECT properties; a 3.1.1 client
+/// anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Takes {
+    /// Receive Maximum: QoS 1/2 publishes it may have unacknowledged.
+    pub(super) receive_max: u16,
+    /// Maximum Packet Size (whole packet, bytes); None: no limit.
+    pub(super) max_packet_size: Option<u32>,
+    /// Topic Alias Maximum: aliases the server may set.
+    pub(super) topic_alias_max: u16,
+    /// Request Problem Information: Reason Strings are welcome on acks.
+    pub(super) problem_info: bool,
+}
+
+impl Takes {
+    /// What a 3.1.1 client, or an MQTT 5 one that says nothing, can take.
+    pub(super) const ANYTHING: Takes = Takes {
+        receive_max: u16::MAX,
+        max_packet_size: None,
+        topic_alias_max: 0,
+        problem_info: true,
+    };
+
+    pub(super) fn of(p: Option<&ConnectProperties>) -> Takes {
+        let Some(p) = p else {
+            return Takes::ANYTHING;
+        };
+        Takes {
+            receive_max: p.receive_maximum.unwrap_or(u16::MAX),
+            max_packet_size: p.max_packet_size,
+            topic_alias_max: p.topic_alias_max.unwrap_or(0),
+            problem_info: p.request_problem_info != Some(0),
+        }
+    }
+}
 
 /// What a session knows of the client's side of deliveries.
 #[derive(Debug)]

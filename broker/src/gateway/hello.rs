@@ -9,13 +9,13 @@
 
 use super::codec::{Refuse, Version};
 use super::connect_rules;
+pub(super) use super::delivery::Takes;
 use super::frame;
 use crate::auth::Denial;
 use crate::config::Limits;
 use crate::policy::Grants;
 use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, ConnectProperties, ConnectReturnCode, LastWill, LastWillProperties,
-    Login, Packet,
+    ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, LastWillProperties, Login, Packet,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,42 +47,6 @@ pub(super) struct Hello {
     /// What the client can take, from its MQTT 5 CONNECT properties.
     pub(super) takes: Takes,
     pub(super) login: Option<Login>,
-}
-
-/// What a client can take from the server (MQTT 5 CONNECT properties; a 3.1.1 client
-/// anything).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Takes {
-    /// Receive Maximum: QoS 1/2 publishes it may have unacknowledged.
-    pub(super) receive_max: u16,
-    /// Maximum Packet Size (whole packet, bytes); None: no limit.
-    pub(super) max_packet_size: Option<u32>,
-    /// Topic Alias Maximum: aliases the server may set.
-    pub(super) topic_alias_max: u16,
-    /// Request Problem Information: Reason Strings are welcome on acks.
-    pub(super) problem_info: bool,
-}
-
-impl Takes {
-    /// What a 3.1.1 client, or an MQTT 5 one that says nothing, can take.
-    pub(super) const ANYTHING: Takes = Takes {
-        receive_max: u16::MAX,
-        max_packet_size: None,
-        topic_alias_max: 0,
-        problem_info: true,
-    };
-
-    fn of(p: Option<&ConnectProperties>) -> Takes {
-        let Some(p) = p else {
-            return Takes::ANYTHING;
-        };
-        Takes {
-            receive_max: p.receive_maximum.unwrap_or(u16::MAX),
-            max_packet_size: p.max_packet_size,
-            topic_alias_max: p.topic_alias_max.unwrap_or(0),
-            problem_info: p.request_problem_info != Some(0),
-        }
-    }
 }
 
 /// Who a session is, for the topic policy.

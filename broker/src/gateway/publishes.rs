@@ -262,3 +262,132 @@ fn log_denied(topic: &[u8]) {
         info!(topic = %String::from_utf8_lossy(topic), suppressed, "publish refused by the topic policy (logged at most once a second)");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::gateway::wire;
+    use crate::policy::Grants;
+
+    fn open(version: Version) -> Inbound {
+        let grants = Grants {
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+        };
+        let limits = Config::default().limits;
+        Inbound::new(version, wire::identity("c-1", grants), &limits, || 0)
+    }
+
+    /// An MQTT 5 PUBLISH of `topic` at `qos` with raw `props` (property bytes).
+    fn publish(qos: u8, pkid: u16, topic: &str, props: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        wire::put_str(&mut body, topic);
+        if qos > 0 {
+            body.extend_from_slice(&pkid.to_be_bytes());
+        }
+        body.push(props.len() as u8);
+        body.extend_from_slice(props);
+        body.extend_from_slice(payload);
+        wire::frame(0x30 | (qos << 1), body)
+    }
+
+    fn check(i: &mut Inbound, bytes: &[u8]) -> (Result<(), End>, Vec<u8>, Vec<Packet>) {
+        let header = frame::publish_qos_pkid(bytes);
+        let (mut out, mut to_router) = (BytesMut::new(), Vec::new());
+        let packet = wire::read(i.version, bytes);
+        let r = i.check(
+            packet,
+            header,
+            &mut out,
+            &mut Tally::default(),
+            &mut to_router,
+        );
+        (r, out.to_vec(), to_router)
+    }
+
+    fn protocol(r: &Result<(), End>, want: Violation) -> bool {
+        matches!(r, Err(End::Protocol(v, _)) if *v == want)
+    }
+
+    #[test]
+    fn properties_go_to_the_router_and_an_alias_is_resolved_first() {
+        let mut i = open(Version::V5);
+        // Topic Alias 3, a user property, content type "t".
+        let props = [0x23, 0, 3, 0x26, 0, 1, b'k', 0, 1, b'v', 0x03, 0, 1, b't'];
+        let (r, _, sent) = check(&mut i, &publish(0, 0, "a/b", &props, b"x"));
+        assert!(r.is_ok(), "{r:?}");
+        let Some(Packet::Publish(p, Some(pr))) = sent.last() else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(&p.topic[..], b"a/b");
+        assert_eq!(pr.topic_alias, None, "the router knows nothing of aliases");
+        assert_eq!(pr.user_properties, [("k".to_owned(), "v".to_owned())]);
+        assert_eq!(pr.content_type.as_deref(), Some("t"));
+        let (r, _, sent) = check(&mut i, &publish(0, 0, "", &[0x23, 0, 3], b"y"));
+        assert!(r.is_ok(), "{r:?}");
+        assert!(matches!(sent.last(), Some(Packet::Publish(p, _)) if &p.topic[..] == b"a/b"));
+        let (r, _, _) = check(&mut i, &publish(0, 0, "", &[0x23, 0, 4], b"y"));
+        assert!(
+            protocol(&r, Violation::Protocol),
+            "alias 4 never set: {r:?}"
+        );
+        // 3.1.1 subscribers get none of it: the router is not even given properties.
+        let mut old = open(Version::V311);
+        let (_, _, sent) = check(&mut old, &wire::publish(Version::V311, 0, 0, "a/b", "x"));
+        assert!(matches!(sent.last(), Some(Packet::Publish(_, None))));
+    }
+
+    #[test]
+    fn what_a_client_may_not_say_in_a_publish() {
+        let mut i = open(Version::V5);
+        let (r, _, _) = check(&mut i, &publish(0, 0, "a", &[0x0B, 1], b"x"));
+        assert!(
+            protocol(&r, Violation::Protocol),
+            "a Subscription Identifier: {r:?}"
+        );
+        let (r, _, _) = check(&mut i, &publish(0, 0, "a", &[0x08, 0, 1, b'#'], b"x"));
+        assert!(
+            protocol(&r, Violation::Protocol),
+            "a wildcard Response Topic: {r:?}"
+        );
+        // Payload Format Indicator 1 on bytes that are not UTF-8: refused, not closed.
+        let (r, out, sent) = check(&mut i, &publish(1, 5, "a", &[0x01, 1], b"\xff"));
+        assert!(r.is_ok() && sent.is_empty(), "{r:?}");
+        assert_eq!(&out[..5], [0x40, out[1], 0, 5, 0x99]);
+    }
+
+    #[test]
+    fn our_receive_maximum_bounds_what_the_client_has_in_flight() {
+        let mut i = open(Version::V5);
+        i.receive_maximum = 2;
+        for pkid in 1..=2 {
+            let (r, _, _) = check(&mut i, &publish(1, pkid, "a", &[], b"x"));
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let (r, _, _) = check(&mut i, &publish(1, 3, "a", &[], b"x"));
+        assert!(protocol(&r, Violation::ReceiveMaximum), "{r:?}");
+        // QoS 0 is never in flight.
+        let (r, _, _) = check(&mut i, &publish(0, 0, "a", &[], b"x"));
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn a_disconnect_may_change_the_session_expiry_but_not_from_0() {
+        let bye = |expiry: u32| {
+            let mut body = vec![0x00, 5, 0x11];
+            body.extend_from_slice(&expiry.to_be_bytes());
+            wire::frame(0xE0, body)
+        };
+        let mut i = open(Version::V5);
+        let (mut out, mut sent) = (BytesMut::new(), Vec::new());
+        let packet = wire::read(Version::V5, &bye(60));
+        let r = i.check(packet, None, &mut out, &mut Tally::default(), &mut sent);
+        assert!(protocol(&r, Violation::Protocol), "{r:?}");
+        i.session_expiry = 60;
+        let packet = wire::read(Version::V5, &bye(0));
+        let r = i.check(packet, None, &mut out, &mut Tally::default(), &mut sent);
+        assert!(matches!(r, Err(End::ClientDisconnect)), "{r:?}");
+        assert_eq!(i.session_expiry, 0);
+    }
+}

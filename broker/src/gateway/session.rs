@@ -92,6 +92,19 @@ impl End {
         }
     }
 
+    /// The reason code and Reason String of the DISCONNECT an MQTT 5 client gets before
+    /// the server closes: none when the client closed, or the socket is gone.
+    fn notice(&self) -> Option<(u8, &str)> {
+        match self {
+            End::Protocol(violation, why) => Some((violation.code(), why)),
+            End::TakenOver => Some((0x8E, "session taken over by a newer connection")),
+            End::Shutdown => Some((0x8B, "server shutting down")),
+            End::KeepAlive => Some((0x8D, "keep alive timeout")),
+            End::RouterDropped => Some((0x83, "the router dropped the session")),
+            _ => None,
+        }
+    }
+
     /// MQTT publishes the will when the network connection closes without DISCONNECT. On
     /// shutdown the router is going away with the process, so there is no one to tell.
     fn fires_will(&self) -> bool {
@@ -481,9 +494,10 @@ impl<T: Transport> Session<T> {
             let _ = self.tx.send(bye).await;
             self.router_gone = true;
         }
-        if let (Version::V5, End::Protocol(violation, why)) = (self.version, &end) {
+        if let (Version::V5, Some((code, why))) = (self.version, end.notice()) {
             // MQTT 5 4.13: a server SHOULD say why before it closes.
-            self.wbuf.extend_from_slice(&violation.disconnect(why));
+            let bye = super::codec::with_reason_string(&[0xE0], &[code], why);
+            self.wbuf.extend_from_slice(&bye);
         }
         if !self.wbuf.is_empty() && !matches!(end, End::WriteTimeout | End::Io(_)) {
             let _ = timeout(REFUSAL_WRITE, self.io.write_from(&mut self.wbuf)).await;
