@@ -238,10 +238,12 @@ impl Broker {
             slots,
             tracker.clone(),
         ));
+        let ingest = crate::ingest::Ingest::spawn(Arc::clone(&gateway), &tracker);
         let app = http::app(HttpState {
             gateway: Arc::clone(&gateway),
             listening: Arc::clone(&listening),
         })
+        .merge(crate::ingest::routes(ingest))
         .merge(routes(&gateway));
         tracker.spawn(http::serve_limited(
             listeners.http,

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod guard;
 pub mod hashing;
 pub mod http;
+pub mod ingest;
 pub mod listener;
 pub mod local;
 pub mod lockout;

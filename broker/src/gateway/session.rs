@@ -251,6 +251,8 @@ impl<T: Transport> Session<T> {
         self.inbound.subscriptions.restore(kept);
         if hello.version == Version::V5 {
             let mut again = self.inbound.subscriptions.reidentify();
+            // The router acks these too: nobody is told.
+            self.inbound.acks.suback_after(again.len(), None);
             if let Some(last) = again.pop() {
                 self.tx.buffer().extend(again);
                 // A router gone shows at the first read of the link.
