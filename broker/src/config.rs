@@ -26,6 +26,33 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// TLS certificate and key; off while empty.
     pub tls: Tls,
+    /// Geofences; off while no file is given.
+    pub geofences: Geofences,
+}
+
+/// Geofence events (`serve --geofences FILE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Geofences {
+    /// A GeoJSON FeatureCollection of the fences to start with; empty = geofences off.
+    pub file: String,
+    /// Fixes in a row inside a fence before a driver enters it.
+    pub enter_fixes: u8,
+    /// Fixes in a row beyond `exit_margin_m` outside before a driver leaves it.
+    pub exit_fixes: u8,
+    /// How far outside a fence (metres) a fix must be to count towards an exit.
+    pub exit_margin_m: f64,
+}
+
+impl Default for Geofences {
+    fn default() -> Self {
+        Geofences {
+            file: String::new(),
+            enter_fixes: 2,
+            exit_fixes: 2,
+            exit_margin_m: 25.0,
+        }
+    }
 }
 
 /// TLS files (PEM). With `cert` and `key` set, `listen.mqtts` serves MQTT over TLS and the

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod gateway;
+pub mod geofence;
 pub mod guard;
 pub mod hashing;
 pub mod http;

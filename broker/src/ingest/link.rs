@@ -68,6 +68,22 @@ impl Publisher {
         Publisher { jobs }
     }
 
+    /// Publishes without waiting for the router (dropped, and logged, when the queue is
+    /// full): for the broker's own messages, which no request waits for.
+    pub fn send(&self, topic: Bytes, payload: Bytes, retain: bool, qos1: bool) {
+        let (reply, _) = oneshot::channel();
+        let job = Job {
+            topic,
+            payload,
+            retain,
+            qos1,
+            reply,
+        };
+        if self.jobs.try_send(job).is_err() {
+            warn!("publish queue full: a broker message was dropped");
+        }
+    }
+
     /// Publishes, returning once the router has the message (QoS 1: acked it).
     ///
     /// # Errors

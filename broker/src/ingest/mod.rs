@@ -46,13 +46,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Publishing for `gateway`, through a link whose task runs on `tracker`.
-    pub fn spawn(gateway: Arc<Gateway>, tracker: &tokio_util::task::TaskTracker) -> Ingest {
-        let publisher = Publisher::spawn(
-            Arc::clone(&gateway.router),
-            gateway.shutdown.clone(),
-            tracker,
-        );
+    /// Publishing for `gateway`, through `publisher`.
+    pub fn new(gateway: Arc<Gateway>, publisher: Publisher) -> Ingest {
         let rates = Arc::new(rates::Rates::new(
             gateway.config.limits.publish_rate_per_connection,
         ));
@@ -185,7 +180,7 @@ impl Caller {
     fn from_headers(headers: &HeaderMap, client_id: Option<String>) -> Result<Caller, Refusal> {
         let login = match headers.get(header::AUTHORIZATION) {
             None => None,
-            Some(v) => Some(basic(v).ok_or_else(|| {
+            Some(v) => Some(basic_credentials(v).ok_or_else(|| {
                 Refusal::new(StatusCode::UNAUTHORIZED, "malformed Basic credentials")
             })?),
         };
@@ -203,8 +198,8 @@ impl Caller {
     }
 }
 
-/// `Basic base64(user:password)`.
-fn basic(v: &HeaderValue) -> Option<(String, String)> {
+/// The user and password of an `Authorization: Basic base64(user:password)` header.
+pub fn basic_credentials(v: &HeaderValue) -> Option<(String, String)> {
     use base64::Engine;
     let encoded = v.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
