@@ -103,6 +103,17 @@ impl Visibility {
         self.expires_at.is_some_and(|e| now >= e)
     }
 
+    /// Whether it shows one driver only (a share link's `drivers/{id}/+`).
+    pub fn is_share_link(&self) -> bool {
+        match &self.filters[..] {
+            [one] => one
+                .strip_prefix("drivers/")
+                .and_then(|rest| rest.strip_suffix("/+"))
+                .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#'])),
+            _ => false,
+        }
+    }
+
     /// Whether a driver on `topic` is shown.
     pub fn may_see(&self, topic: &str) -> bool {
         self.filters.iter().any(|f| matches(f, topic))
