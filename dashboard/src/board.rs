@@ -196,6 +196,8 @@ pub struct Board {
     /// New drivers refused because the board was full.
     pub refused: AtomicU64,
     latency: metrics::Histogram,
+    /// Geofences, from `geofences/...`.
+    pub fences: crate::fences::Fences,
 }
 
 impl Board {
@@ -208,6 +210,7 @@ impl Board {
             ignored: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             latency: metrics::Histogram::noop(),
+            fences: crate::fences::Fences::default(),
         }
     }
 
@@ -246,6 +249,12 @@ impl Board {
     }
 
     fn ingest_inner(&self, topic: &str, body: &[u8], now_ms: u64) -> Ingested {
+        if topic.starts_with("geofences/") {
+            return match self.fences.ingest(topic, body) {
+                true => Ingested::Presence,
+                false => Ingested::Ignored,
+            };
+        }
         if topic.starts_with("owntracks/") {
             let Some((user, device)) = topic::owntracks_device(topic) else {
                 return Ingested::Ignored;
