@@ -289,7 +289,8 @@ impl Stack {
                 recorder: r,
                 auth,
             },
-        )?;
+        )
+        .await?;
         let positions = broker
             .local_subscriber("bridge", &FEED_FILTERS)
             .await

@@ -33,7 +33,9 @@ impl TestBroker {
     pub async fn with_config(config: Config) -> TestBroker {
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
         let addrs = listeners.addrs();
-        let broker = Broker::start(listeners, config).expect("broker starts");
+        let broker = Broker::start(listeners, config)
+            .await
+            .expect("broker starts");
         TestBroker { broker, addrs }
     }
 
@@ -51,7 +53,9 @@ impl TestBroker {
             recorder: &metrics::NoopRecorder,
             auth: Some(example_auth()),
         };
-        let broker = Broker::start_with(listeners, config, extras).expect("broker starts");
+        let broker = Broker::start_with(listeners, config, extras)
+            .await
+            .expect("broker starts");
         TestBroker { broker, addrs }
     }
 

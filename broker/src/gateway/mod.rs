@@ -89,6 +89,8 @@ pub struct Gateway {
     pub tls: Option<crate::tls::Acceptors>,
     /// Filters of persistent sessions between their connections.
     pub persistent_filters: PersistentFilters,
+    /// The data directory's state, when there is one (`serve --data`).
+    pub durable: Option<Arc<crate::durable::Durable>>,
 }
 
 /// The subscription filters each persistent session (`clean_session=false`) held when its
@@ -172,6 +174,7 @@ impl Gateway {
         recorder: &dyn metrics::Recorder,
         auth: Option<Arc<crate::auth::Auth>>,
         tls: Option<crate::tls::Acceptors>,
+        durable: Option<Arc<crate::durable::Durable>>,
     ) -> Self {
         let rate = config.limits.publish_rate_global;
         Gateway {
@@ -198,6 +201,7 @@ impl Gateway {
             auth,
             tls,
             persistent_filters: PersistentFilters::default(),
+            durable,
         }
     }
 }

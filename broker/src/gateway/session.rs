@@ -14,6 +14,8 @@ use super::hello::{connack, Hello, Identity};
 use super::inbound::{Inbound, Tally};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
+use crate::durable::tap::Tap;
+use crate::durable::Replay;
 use crate::pacing::Pacer;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
@@ -133,6 +135,8 @@ pub(super) struct Session<T> {
     pub(super) inbound: Inbound,
     /// Set once the router has dropped the link: it must not be touched again.
     pub(super) router_gone: bool,
+    /// Hooks into the data directory's state (nothing without one).
+    pub(super) tap: Tap,
 }
 
 /// What the frames of one read came to.
@@ -180,6 +184,8 @@ impl<T: Transport> Session<T> {
             return close_within(&mut io).await;
         };
         let rate = gw.config.limits.publish_rate_per_connection;
+        let (tap, replays) =
+            Tap::connect(gw.durable.as_ref(), &hello.client_id, !hello.clean_session);
         let mut session = Session {
             io,
             version: hello.version,
@@ -192,6 +198,7 @@ impl<T: Transport> Session<T> {
             pacer: Pacer::new(rate, (rate / 10).max(1)),
             inbound: Inbound::new(hello.version, identity, &gw.config.limits, now_ms),
             router_gone: false,
+            tap,
             gw,
         };
         // The router restores a persistent session's filters: they count against the
@@ -207,12 +214,13 @@ impl<T: Transport> Session<T> {
         );
         let gw = Arc::clone(&session.gw);
         opened(&gw, kind);
-        let end = match session.answer(connack).await {
+        let end = match session.answer(connack, &replays).await {
             Ok(()) => session.serve(hello.keep_alive, claim.kicked()).await,
             Err(end) => end,
         };
         gw.meters.disconnect(end.reason()).increment(1);
         session.finish(end, hello.will).await;
+        session.tap.close();
         if !hello.clean_session {
             let held = session.inbound.subscriptions.take_all();
             gw.persistent_filters.keep(&hello.client_id, held);
@@ -221,9 +229,13 @@ impl<T: Transport> Session<T> {
         drop(claim);
     }
 
-    /// Writes the CONNACK.
-    async fn answer(&mut self, connack: Packet) -> Result<(), End> {
+    /// Writes the CONNACK, then what a persistent session was owed before a restart (the
+    /// router never had those; the gateway sends them and takes their acks).
+    async fn answer(&mut self, connack: Packet, replays: &[Replay]) -> Result<(), End> {
         super::outbound::encode(self.version, connack, &mut self.wbuf)?;
+        for pkid in Tap::write_replays(replays, self.version == Version::V5, &mut self.wbuf) {
+            self.inbound.acks.sent(1, pkid);
+        }
         self.flush().await
     }
 
@@ -374,7 +386,8 @@ impl<T: Transport> Session<T> {
             let before = frames.tally.publishes;
             let tally = &mut frames.tally;
             match self.inbound.check(packet, header, &mut self.wbuf, tally) {
-                Ok(Some(p)) => frames.batch.push(p),
+                Ok(Some(p)) if self.tap.inbound(&p, header) => frames.batch.push(p),
+                Ok(Some(_)) => {}
                 Ok(None) => {}
                 Err(e) => {
                     frames.end = Some(e);
@@ -402,6 +415,7 @@ impl<T: Transport> Session<T> {
         }
         if !self.router_gone {
             if let Some(w) = will.filter(|_| end.fires_will()) {
+                self.tap.will(&w);
                 // Wills enter the router at QoS 0 (rumqttd's public constructor allows
                 // no other; the link closes before an ack could come back anyway).
                 // rumqttd delivers it to QoS 1 subscribers at QoS 1 all the same.
