@@ -262,3 +262,46 @@ fn damaged_or_foreign_files_are_refused_by_name_never_started_empty() {
     std::fs::write(&stray, b"x").unwrap();
     refused("not fleetcast's", &stray);
 }
+
+/// What `fleetcast_drivers_online` (drivers live on the map) reads now.
+async fn drivers_on_the_map(http: std::net::SocketAddr) -> Option<u64> {
+    let metrics = http_get(http, "/metrics").await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("fleetcast_drivers_online "))?;
+    line.split(' ')
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|v| v as u64)
+}
+
+/// A restarted demo shows the map full at once: the second run has no fleet at all, so only
+/// the kept positions can fill it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_demo_shows_every_car_before_any_driver_is_back() {
+    let dir = TempDir::new("durable-demo");
+    let data = dir.path.join("demo");
+    let data = data.to_str().unwrap();
+    let first = spawn_ready("demo", &["--drivers", "30", "--data", data]);
+    let mut first = first;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while drivers_on_the_map(first.http).await != Some(30) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fleet is not on the map"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(LOSS_BOUND).await;
+    kill_9(&mut first);
+    let second = spawn_ready("demo", &["--drivers", "0", "--data", data]);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while drivers_on_the_map(second.http).await != Some(30) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kept positions are not on the map"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

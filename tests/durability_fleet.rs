@@ -91,6 +91,95 @@ async fn drive(
     }
 }
 
+/// Waits until every driver has had a fix acknowledged more than the bound ago.
+async fn until_all_publish(tracks: &Tracks) {
+    let deadline = Instant::now() + PATIENCE * 3;
+    loop {
+        let old = Instant::now() - LOSS_BOUND;
+        let ready = tracks
+            .iter()
+            .filter(|t| t.lock().unwrap().acked.iter().any(|a| a.1 < old))
+            .count();
+        if ready == DRIVERS {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {ready} drivers publishing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each restored seq is at least the last one acknowledged a bound before `killed`, and
+/// was sent. Returns how many drivers lost their last acknowledged fix (within the bound).
+fn check_restored(
+    ids: &[String],
+    restored: &HashMap<String, u64>,
+    tracks: &Tracks,
+    killed: Instant,
+) -> usize {
+    assert_eq!(
+        restored.len(),
+        DRIVERS,
+        "a retained position for every driver"
+    );
+    let mut lost_within_bound = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let t = tracks[i].lock().unwrap();
+        let acked_before =
+            |limit: Instant| t.acked.iter().filter(|a| a.1 <= limit).map(|a| a.0).max();
+        let durable =
+            acked_before(killed - LOSS_BOUND).expect("a fix acknowledged before the bound");
+        let last_acked = acked_before(killed).unwrap_or(0);
+        let got = restored[id];
+        assert!(got >= durable, "{id}: restored seq {got}, but seq {durable} was acknowledged over a second before the kill");
+        assert!(
+            got <= t.last_sent,
+            "{id}: restored seq {got} was never sent"
+        );
+        lost_within_bound += usize::from(got < last_acked);
+    }
+    lost_within_bound
+}
+
+/// A live subscriber (subscribed before the drivers are let back) sees each driver's fixes
+/// continue from its first one after the restart, in order, none missing.
+async fn check_continuity(
+    mqtt: SocketAddr,
+    ids: &[String],
+    restored: &HashMap<String, u64>,
+    tracks: &Tracks,
+    up: &watch::Sender<bool>,
+) {
+    let mut o = rumqttc::MqttOptions::new("live", mqtt.ip().to_string(), mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    let mut live = TestClient::connect(o).await;
+    live.subscribe("drivers/+/location", rumqttc::QoS::AtLeastOnce)
+        .await;
+    up.send_replace(true);
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    while seen.len() < DRIVERS || seen.values().any(|s| s.len() < 3) {
+        assert!(Instant::now() < deadline, "{} drivers back", seen.len());
+        let Some(p) = live.publish_within(Duration::from_secs(2)).await else {
+            continue;
+        };
+        if p.retain {
+            continue;
+        }
+        let id = p.topic.split('/').nth(1).unwrap().to_owned();
+        seen.entry(id).or_default().push(seq_of(&p.payload));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let seqs = &seen[id];
+        let resumed = tracks[i].lock().unwrap().resumed;
+        assert!(resumed > restored[id], "{id}: resumed at {resumed}");
+        let expected: Vec<u64> = (0..seqs.len() as u64).map(|k| resumed + k).collect();
+        assert_eq!(
+            seqs, &expected,
+            "{id}: fixes after the restart, in order, none missing"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_under_a_1000_driver_fleet_loses_nothing_beyond_the_bound() {
     let dir = TempDir::new("durable-fleet");
@@ -110,86 +199,18 @@ async fn a_restart_under_a_1000_driver_fleet_loses_nothing_beyond_the_bound() {
             ))
         })
         .collect();
-
-    // Until most drivers have had a fix acknowledged more than the bound ago.
-    let deadline = Instant::now() + PATIENCE * 3;
-    loop {
-        let old = Instant::now() - LOSS_BOUND;
-        let ready = tracks
-            .iter()
-            .filter(|t| t.lock().unwrap().acked.iter().any(|a| a.1 < old))
-            .count();
-        if ready == DRIVERS {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {ready} drivers publishing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_all_publish(&tracks).await;
+    // Drivers that lose the broker wait until it is let back (after the check below).
     up_tx.send_replace(false);
     let killed = Instant::now();
     kill_9(&mut first);
     let second = serve_with_data(&dir.path, Some(at));
-
     let ids: Vec<String> = (0..DRIVERS).map(driver_id).collect();
     let restored = retained_seqs(second.mqtt, &ids, "check").await;
-    assert_eq!(
-        restored.len(),
-        DRIVERS,
-        "a retained position for every driver"
-    );
-    let mut lost_within_bound = 0;
-    for (i, id) in ids.iter().enumerate() {
-        let t = tracks[i].lock().unwrap();
-        let durable = t
-            .acked
-            .iter()
-            .filter(|a| a.1 <= killed - LOSS_BOUND)
-            .map(|a| a.0)
-            .max();
-        let durable = durable.expect("every driver had a fix acknowledged before the bound");
-        let last_acked = t.acked.last().map_or(0, |a| a.0);
-        let got = restored[id];
-        assert!(got >= durable, "{id}: restored seq {got}, but seq {durable} was acknowledged over a second before the kill");
-        assert!(
-            got <= t.last_sent,
-            "{id}: restored seq {got} was never sent"
-        );
-        lost_within_bound += usize::from(got < last_acked);
-    }
-    eprintln!("restart: {DRIVERS} drivers restored; {lost_within_bound} lost their last acknowledged fix (within the bound)");
-
-    // A live subscriber from before the drivers come back sees each one continue.
-    let mut o = rumqttc::MqttOptions::new("live", second.mqtt.ip().to_string(), second.mqtt.port());
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_inflight(1_000);
-    let mut live = TestClient::connect(o).await;
-    live.subscribe("drivers/+/location", rumqttc::QoS::AtLeastOnce)
-        .await;
-    up_tx.send_replace(true);
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
-    let deadline = Instant::now() + PATIENCE;
-    while seen.len() < DRIVERS || seen.values().any(|s| s.len() < 3) {
-        assert!(Instant::now() < deadline, "{} drivers back", seen.len());
-        let Some(p) = live.publish_within(Duration::from_secs(2)).await else {
-            continue;
-        };
-        if p.retain {
-            continue;
-        }
-        let id = p.topic.split('/').nth(1).unwrap().to_owned();
-        seen.entry(id).or_default().push(seq_of(&p.payload));
-    }
+    let lost = check_restored(&ids, &restored, &tracks, killed);
+    eprintln!("restart: {DRIVERS} drivers restored; {lost} lost their last acknowledged fix (within the bound)");
+    check_continuity(second.mqtt, &ids, &restored, &tracks, &up_tx).await;
     stop.cancel();
-    for (i, id) in ids.iter().enumerate() {
-        let seqs = &seen[id];
-        let resumed = tracks[i].lock().unwrap().resumed;
-        assert!(resumed > restored[id], "{id}: resumed at {resumed}");
-        let expected: Vec<u64> = (0..seqs.len() as u64).map(|k| resumed + k).collect();
-        assert_eq!(
-            seqs, &expected,
-            "{id}: fixes after the restart, in order, none missing"
-        );
-    }
     for driver in fleet {
         let _ = driver.await;
     }

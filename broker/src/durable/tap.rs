@@ -106,8 +106,8 @@ impl Tap {
         else {
             return;
         };
-        if let Some((qos @ 1..=2, pkid)) = crate::gateway::frame::publish_qos_pkid(written) {
-            let _ = qos;
+        // QoS 0 copies are not acknowledged, so never owed.
+        if let Some((1..=2, pkid)) = crate::gateway::frame::publish_qos_pkid(written) {
             durable.forwarded(id, &topic, &payload, pkid);
         }
     }
