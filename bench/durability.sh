@@ -29,7 +29,8 @@ for round in $(seq "$rounds"); do
     $bin loadtest --broker "$url" --broker-pid $fc --scenario fleet --connections "$drivers" --subscribers 1 \
       --interval 1s --retain --duration "${secs}s" --connect-rate 2000 --report "$work/$mode-$round.json" >/dev/null
     curl -s "http://$http/metrics" >"$work/$mode-$round.metrics"
-    python3 - "$work/$mode-$round.json" "$work/$mode-$round.metrics" "$round" "$mode" <<'PY'
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    python3 - "$work/$mode-$round.json" "$work/$mode-$round.metrics" "$round" "$mode" "$load" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 m = {}
@@ -46,7 +47,7 @@ if n:
     flush = f", flushes {n:.0f} mean {mean:.1f} ms p99 <= {p99:g} ms"
 lat = r.get("latency_ms") or {}
 print(f"round {sys.argv[3]} --data {sys.argv[4]:>3}: published {r['published']}, lost {r['lost']}, "
-      f"p99 {lat.get('p99', 0):.2f} ms, broker cpu {r.get('broker_cpu_percent', 0):.1f}%, rss {r.get('broker_rss_mib', 0):.0f} MiB{flush}")
+      f"p99 {lat.get('p99', 0):.2f} ms, broker cpu {r.get('broker_cpu_percent', 0):.1f}%, rss {r.get('broker_rss_mib', 0):.0f} MiB{flush} (load average {sys.argv[5]})")
 PY
     kill $fc; wait $fc 2>/dev/null || true; fc=
   done
