@@ -722,8 +722,16 @@ async fn mqtt5_enhanced_authentication_is_refused_with_0x8c() {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30];
     body.extend_from_slice(&[8, 0x15, 0, 5, b'S', b'C', b'R', b'A', b'M']);
     body.extend_from_slice(&[0, 2, b'e', b'a']);
-    let (_, answer) = raw_exchange(b.addrs.mqtt, &frame(0x10, &body), 5).await;
-    assert_eq!(answer, [0x20, 0x03, 0x00, 0x8C, 0x00]);
+    let why = b"MQTT 5 enhanced authentication is not supported";
+    let n = 8 + why.len();
+    let (_, answer) = raw_exchange(b.addrs.mqtt, &frame(0x10, &body), n).await;
+    // The code, then a Reason String (0x1F) saying why.
+    let len = why.len() as u8;
+    assert_eq!(
+        answer[..8],
+        [0x20, 6 + len, 0x00, 0x8C, 3 + len, 0x1F, 0, len]
+    );
+    assert_eq!(&answer[8..], why);
 }
 
 #[tokio::test]

@@ -52,6 +52,14 @@ pub enum BrokerError {
     /// The store's flusher thread could not be started.
     #[error("cannot start the store's flusher thread")]
     Flusher(#[source] std::io::Error),
+    /// The geofence file cannot be read or holds no valid fences.
+    #[error("geofences file {file}: {why}")]
+    Geofences {
+        /// The file.
+        file: String,
+        /// Why.
+        why: String,
+    },
     /// Connections were still open when the grace time ran out.
     #[error("{0} connection tasks still running after the shutdown grace time")]
     ShutdownTimeout(usize),
@@ -192,6 +200,7 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         let routes = extras.routes;
         let addrs = listeners.addrs();
+        let (geofences, rules) = load_geofences(&config.geofences)?;
         let tls = match config.tls.files() {
             Some(files) => Some(crate::tls::Acceptors::load(&files)?),
             None => None,
@@ -229,9 +238,9 @@ impl Broker {
             tls.clone(),
             restored.as_ref().map(|(d, _)| Arc::clone(d)),
         ));
-        let durable = restored.map(|(durable, filters)| {
-            for (client_id, held) in filters {
-                gateway.persistent_filters.keep(&client_id, held);
+        let durable = restored.map(|(durable, sessions)| {
+            for (client_id, filters, expiry) in sessions {
+                gateway.restored_session(&client_id, &filters, expiry);
             }
             durable
         });
@@ -261,11 +270,25 @@ impl Broker {
             slots,
             tracker.clone(),
         ));
-        let app = http::app(HttpState {
+        let publisher = crate::ingest::Publisher::spawn(
+            Arc::clone(&gateway.router),
+            shutdown.clone(),
+            &tracker,
+            durable.clone(),
+        );
+        let ingest = crate::ingest::Ingest::new(Arc::clone(&gateway), publisher.clone());
+        let mut app = http::app(HttpState {
             gateway: Arc::clone(&gateway),
             listening: Arc::clone(&listening),
         })
-        .merge(routes(&gateway));
+        .merge(crate::ingest::routes(ingest));
+        if let Some(fences) = geofences {
+            let fences = crate::geofence::Geofences::new(rules, fences, publisher);
+            let _ = gateway.geofences.set(Arc::clone(&fences));
+            tracker.spawn(Arc::clone(&fences).run(Arc::clone(&gateway.router), shutdown.clone()));
+            app = app.merge(crate::geofence::api::routes(Arc::clone(&gateway), fences));
+        }
+        let app = app.merge(routes(&gateway));
         tracker.spawn(http::serve_limited(
             listeners.http,
             tls.map(|t| t.web),
@@ -339,33 +362,54 @@ impl Drop for Broker {
     }
 }
 
-/// Filters of each restored persistent session, for the gateway's subscription quota.
-type RestoredFilters = Vec<(String, std::collections::HashSet<String>)>;
+/// Each restored persistent session: its client id, filters, and the seconds it has left.
+type RestoredSessions = Vec<(String, Vec<(String, u8)>, u32)>;
 
-/// Opens the data directory, loads it into the router and starts its flusher.
+/// Opens the data directory, loads it into the router and starts its flusher. Sessions
+/// whose expiry passed while fleetcast was down are dropped.
 async fn restore_state(
     dir: &std::path::Path,
     config: &Config,
     router: &RouterHandle,
     recorder: &dyn metrics::Recorder,
-) -> Result<(Arc<Durable>, RestoredFilters), BrokerError> {
+) -> Result<(Arc<Durable>, RestoredSessions), BrokerError> {
     let store = Store::open(dir)?;
     let loaded = store.load()?;
     let retained = loaded.retained.len();
-    crate::restore::restore(router, loaded.retained, &loaded.sessions).await?;
-    let filters = loaded
+    let now = fleetcast_proto::time::unix_now();
+    let (live, expired): (Vec<_>, Vec<_>) = loaded
         .sessions
+        .into_iter()
+        .partition(|s| time_left(s, now).is_some());
+    crate::restore::restore(router, loaded.retained, &live).await?;
+    let sessions = live
         .iter()
         .map(|s| {
-            let held = s.filters.iter().map(|(f, _)| f.clone()).collect();
-            (s.client_id.clone(), held)
+            (
+                s.client_id.clone(),
+                s.filters.clone(),
+                time_left(s, now).unwrap_or(0),
+            )
         })
         .collect();
+    let expired = expired.into_iter().map(|s| s.client_id).collect();
     let meters = StoreMeters::new(recorder);
-    let durable = Durable::start(store, loaded.sessions, config.storage.settings(), meters)
-        .map_err(BrokerError::Flusher)?;
+    let settings = config.storage.settings();
+    let durable =
+        Durable::start(store, live, expired, settings, meters).map_err(BrokerError::Flusher)?;
     durable.loaded(retained);
-    Ok((durable, filters))
+    Ok((durable, sessions))
+}
+
+/// Seconds a saved session has left (`u32::MAX`: for ever), None when it has expired. One
+/// that was connected when fleetcast stopped has its whole expiry from now.
+fn time_left(s: &crate::store::SavedSession, now: u64) -> Option<u32> {
+    match s.expires_at {
+        0 if s.expiry == 0 => None,
+        0 => Some(s.expiry),
+        at if at <= now => None,
+        at => Some(u32::try_from(at - now).unwrap_or(u32::MAX - 1)),
+    }
 }
 
 /// Accept queue length: a connect storm of thousands per second must not overflow it (the
@@ -414,4 +458,25 @@ fn fit_to_fd_limit(wanted: usize) -> usize {
     } else {
         wanted
     }
+}
+
+/// The fences of `[geofences] file` and the rule they follow; None when geofences are off.
+fn load_geofences(
+    g: &crate::config::Geofences,
+) -> Result<(Option<Vec<crate::geofence::Fence>>, crate::geofence::Rules), BrokerError> {
+    let rules = crate::geofence::Rules {
+        enter_fixes: g.enter_fixes,
+        exit_fixes: g.exit_fixes,
+        exit_margin_m: g.exit_margin_m,
+    };
+    if g.file.is_empty() {
+        return Ok((None, rules));
+    }
+    let failed = |why: String| BrokerError::Geofences {
+        file: g.file.clone(),
+        why,
+    };
+    let text = std::fs::read_to_string(&g.file).map_err(|e| failed(e.to_string()))?;
+    let fences = crate::geofence::geojson::parse(&text).map_err(|e| failed(e.to_string()))?;
+    Ok((Some(fences), rules))
 }

@@ -28,6 +28,8 @@ pub struct Config {
     pub tls: Tls,
     /// The data directory and how it is written; off while empty.
     pub storage: Storage,
+    /// Geofences; off while no file is given.
+    pub geofences: Geofences,
 }
 
 /// Durable state (`serve --data DIR`): retained messages and persistent sessions.
@@ -68,6 +70,31 @@ impl Storage {
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             max_queued_per_session: self.max_queued_per_session,
             max_sessions: self.max_sessions,
+        }
+    }
+}
+
+/// Geofence events (`serve --geofences FILE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Geofences {
+    /// A GeoJSON FeatureCollection of the fences to start with; empty = geofences off.
+    pub file: String,
+    /// Fixes in a row inside a fence before a driver enters it.
+    pub enter_fixes: u8,
+    /// Fixes in a row beyond `exit_margin_m` outside before a driver leaves it.
+    pub exit_fixes: u8,
+    /// How far outside a fence (metres) a fix must be to count towards an exit.
+    pub exit_margin_m: f64,
+}
+
+impl Default for Geofences {
+    fn default() -> Self {
+        Geofences {
+            file: String::new(),
+            enter_fixes: 2,
+            exit_fixes: 2,
+            exit_margin_m: 25.0,
         }
     }
 }
@@ -139,6 +166,18 @@ pub struct Limits {
     pub validate_locations: bool,
     /// Subscription filters one connection may hold at once (more get SUBACK 0x80).
     pub max_subscriptions_per_connection: usize,
+    /// MQTT 5 Topic Aliases a client may set (our CONNACK's Topic Alias Maximum), and the
+    /// most the gateway sets for a client that accepts them; 0: none either way.
+    pub topic_alias_maximum: u16,
+    /// QoS 1 and 2 publishes an MQTT 5 client may have unacknowledged at once (our
+    /// CONNACK's Receive Maximum); more is DISCONNECT 0x93.
+    pub receive_maximum: u16,
+    /// The longest keep alive (s) a client may ask for; one asking more or 0 (none) gets
+    /// this instead, told as Server Keep Alive in MQTT 5. 0: whatever the client asks.
+    pub max_keep_alive_secs: u16,
+    /// The longest MQTT 5 session expiry (s) granted; a client asking more gets this,
+    /// told in the CONNACK.
+    pub max_session_expiry_secs: u32,
     /// Accepted connects per second for one client id, strictly (0: no strict rate).
     pub connect_rate_per_client_id: u32,
     /// More accepted connects of one client id than this within `flap_window_ms` ban the
@@ -245,6 +284,10 @@ impl Default for Limits {
             reject_slots: 64,
             validate_locations: true,
             max_subscriptions_per_connection: 50,
+            topic_alias_maximum: 10,
+            receive_maximum: 100,
+            max_keep_alive_secs: 0,
+            max_session_expiry_secs: 7 * 86_400,
             connect_rate_per_client_id: 0,
             flap_max_connects: 15,
             flap_window_ms: 60_000,
@@ -336,6 +379,9 @@ impl Config {
         }
         if l.publish_rate_per_connection == 0 || l.publish_rate_global == 0 {
             return bad("limits.publish_rate_* must be at least 1");
+        }
+        if l.receive_maximum == 0 {
+            return bad("limits.receive_maximum must be at least 1");
         }
         if l.connect_rate_global == 0 {
             return bad("limits.connect_rate_global must be at least 1");

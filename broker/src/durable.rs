@@ -142,6 +142,7 @@ impl Durable {
     pub fn start(
         store: Store,
         sessions: Vec<SavedSession>,
+        expired: Vec<String>,
         settings: Settings,
         meters: StoreMeters,
     ) -> Result<Arc<Durable>, std::io::Error> {
@@ -154,6 +155,8 @@ impl Durable {
         let durable = Arc::new(Durable {
             state: Mutex::new(State {
                 sessions,
+                // Deleted at the first flush.
+                dirty: expired.into_iter().collect(),
                 ..State::default()
             }),
             settings,
@@ -303,29 +306,57 @@ impl Durable {
         }
     }
 
-    /// A client connected: a clean session ends whatever was kept for its id; a persistent
-    /// one is kept from now on, and gets back what the gateway must replay to it.
-    pub fn connected(&self, client_id: &str, persistent: bool) -> Vec<Replay> {
+    /// A client connected. Clean Start ends whatever was kept for its id; a session that
+    /// will outlive the connection (`expiry` seconds above 0) is kept from now on. Returns
+    /// whether the session is kept (its hooks then count), and what the gateway must
+    /// replay to it.
+    pub fn connected(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+    ) -> (bool, Vec<Replay>) {
+        let keeps = expiry > 0;
         let mut state = self.lock();
-        if !persistent {
-            if state.sessions.remove(client_id).is_some() {
-                state.dirty.insert(client_id.to_owned());
-            }
-            return Vec::new();
+        if clean_start && state.sessions.remove(client_id).is_some() {
+            state.dirty.insert(client_id.to_owned());
         }
         if !state.sessions.contains_key(client_id) {
+            if !keeps {
+                return (false, Vec::new());
+            }
             if state.sessions.len() >= self.settings.max_sessions {
                 log_sessions_full(self.settings.max_sessions);
-                return Vec::new();
+                return (false, Vec::new());
             }
             state.sessions.insert(client_id.to_owned(), Owed::default());
             state.dirty.insert(client_id.to_owned());
         }
-        state
-            .sessions
-            .get_mut(client_id)
-            .map(Owed::replay)
-            .unwrap_or_default()
+        let replays = match state.sessions.get_mut(client_id) {
+            Some(owed) => {
+                owed.expires_at = 0;
+                owed.expiry = expiry;
+                owed.replay()
+            }
+            None => Vec::new(),
+        };
+        (true, replays)
+    }
+
+    /// A session ended (it expired, or ended with its connection).
+    pub fn forget(&self, client_id: &str) {
+        let mut state = self.lock();
+        if state.sessions.remove(client_id).is_some() {
+            state.dirty.insert(client_id.to_owned());
+        }
+    }
+
+    /// A publish packet the broker itself hands the router (a will, a delayed will).
+    pub fn published_packet(&self, packet: &rumqttd::protocol::Packet) {
+        if let rumqttd::protocol::Packet::Publish(p, _) = packet {
+            // Wills and the broker's own messages enter the router at QoS 0.
+            self.published(&p.topic, &p.payload, p.retain, 0);
+        }
     }
 
     /// Applies `change` to the session of `client_id` if it is kept, marking it changed
@@ -355,6 +386,11 @@ impl Durable {
         });
     }
 
+    /// The router forwarded a message that the gateway did not send (and acked itself).
+    pub fn dropped(&self, client_id: &str, topic: &[u8], payload: &[u8]) {
+        self.session(client_id, |o| o.dropped(topic, payload));
+    }
+
     /// The router forwarded a message to a persistent session under `pkid`.
     pub fn forwarded(&self, client_id: &str, topic: &[u8], payload: &[u8], pkid: u16) {
         self.session(client_id, |o| o.forwarded(topic, payload, pkid));
@@ -365,10 +401,17 @@ impl Durable {
         self.session(client_id, |o| o.acked(pkid));
     }
 
-    /// A persistent session's connection ended.
-    pub fn disconnected(&self, client_id: &str) {
+    /// A persistent session's connection ended; the session ends `expiry` seconds from
+    /// now unless its client comes back (`u32::MAX`: never).
+    pub fn disconnected(&self, client_id: &str, expiry: u32) {
+        let expires_at = match expiry {
+            u32::MAX => 0,
+            s => fleetcast_proto::time::unix_now() + u64::from(s),
+        };
         self.session(client_id, |o| {
             o.offline();
+            o.expires_at = expires_at;
+            o.expiry = expiry;
             true
         });
     }

@@ -255,7 +255,9 @@ async fn answer_full<T: Transport>(mut io: T) {
             Ok(_) => {}
         }
     };
-    let mut answer = BytesMut::from(&Refuse::Unavailable.connack(version)[..]);
+    let mut answer = BytesMut::from(
+        &Refuse::Unavailable.connack(version, "server full: connection limit reached")[..],
+    );
     let _ = io.write_from(&mut answer).await;
     io.close().await;
 }

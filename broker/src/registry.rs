@@ -89,6 +89,32 @@ impl Registry {
         (claim, took_over)
     }
 
+    /// Takes ownership of `client_id` only if nobody holds it (for work on a session that
+    /// must not disturb a live connection, such as expiring it).
+    pub fn try_claim(self: &Arc<Self>, client_id: &str) -> Option<Claim> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.owners.contains_key(client_id) {
+            return None;
+        }
+        inner.next_generation += 1;
+        let generation = inner.next_generation;
+        let (tx, rx) = oneshot::channel();
+        let kick = CancellationToken::new();
+        let owner = Owner {
+            generation,
+            kick: kick.clone(),
+            released: Some(rx),
+        };
+        inner.owners.insert(client_id.to_owned(), owner);
+        Some(Claim {
+            registry: Arc::clone(self),
+            client_id: client_id.to_owned(),
+            generation,
+            kick,
+            _released: tx,
+        })
+    }
+
     /// Client ids owned now.
     pub fn len(&self) -> usize {
         self.inner
@@ -144,6 +170,19 @@ mod tests {
         assert!(took);
         assert_eq!(reg.len(), 1);
         drop(second);
+        assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_try_claim_never_kicks() {
+        let reg = Arc::new(Registry::default());
+        let (live, _) = reg.claim("a", Duration::from_millis(1)).await;
+        assert!(reg.try_claim("a").is_none());
+        assert!(!live.kicked().is_cancelled());
+        drop(live);
+        let quiet = reg.try_claim("a").expect("free");
+        assert!(reg.try_claim("a").is_none());
+        drop(quiet);
         assert!(reg.is_empty());
     }
 

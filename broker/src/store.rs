@@ -338,6 +338,8 @@ mod tests {
                 "rider".into(),
                 Some(SavedSession {
                     client_id: "rider".into(),
+                    expires_at: 0,
+                    expiry: u32::MAX,
                     filters: vec![("alerts/#".into(), 1)],
                     queued: vec![Queued {
                         topic: Bytes::from("alerts/1"),

@@ -468,6 +468,12 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// None when mosquitto is missing on a laptop; panics under CI=true.
     pub async fn start() -> Option<Mosquitto> {
+        Self::start_with("").await
+    }
+
+    /// [`Mosquitto::start`] with these lines added to its configuration (e.g.
+    /// `max_keepalive 10`).
+    pub async fn start_with(extra_conf: &str) -> Option<Mosquitto> {
         if !require_program("mosquitto") {
             return None;
         }
@@ -476,7 +482,7 @@ impl Mosquitto {
         let conf = dir.path.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n{extra_conf}\n"),
         )
         .unwrap();
         let child = tokio::process::Command::new(find_program("mosquitto").unwrap())

@@ -14,6 +14,37 @@ pub fn put(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// An MQTT 5 ack, CONNACK or DISCONNECT (one length byte) whose variable header is
+/// `fixed` bytes before its properties, with the properties checked to be one Reason String
+/// (or none) and taken out: what is left compares byte for byte, whatever the wording.
+#[allow(dead_code)]
+pub fn without_reason(packet: &[u8], fixed: usize) -> Vec<u8> {
+    assert!(packet.len() >= 2 + fixed, "too short: {packet:02x?}");
+    assert_eq!(
+        usize::from(packet[1]) + 2,
+        packet.len(),
+        "one whole packet: {packet:02x?}"
+    );
+    let props = &packet[2 + fixed..];
+    if let Some((&len, list)) = props.split_first() {
+        assert_eq!(
+            usize::from(len),
+            list.len(),
+            "property length: {packet:02x?}"
+        );
+        if let Some((&id, string)) = list.split_first() {
+            assert_eq!(id, 0x1F, "a Reason String: {packet:02x?}");
+            let n = usize::from(u16::from_be_bytes([string[0], string[1]]));
+            assert_eq!(n + 2, string.len(), "the whole string: {packet:02x?}");
+            std::str::from_utf8(&string[2..]).expect("UTF-8");
+        }
+    }
+    let mut out = vec![packet[0], (fixed + 1) as u8];
+    out.extend_from_slice(&packet[2..2 + fixed]);
+    out.push(0);
+    out
+}
+
 /// What a CONNECT carries besides its client id.
 #[derive(Clone, Default)]
 pub struct Hello<'a> {

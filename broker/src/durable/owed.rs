@@ -57,6 +57,11 @@ pub struct Replay {
 pub(super) struct Owed {
     filters: Vec<(String, u8)>,
     entries: VecDeque<Entry>,
+    /// When the session ends unless its client comes back (unix seconds); 0: while
+    /// connected, or never.
+    pub(super) expires_at: u64,
+    /// How long it outlives a connection (s; `u32::MAX`: for ever).
+    pub(super) expiry: u32,
 }
 
 impl Owed {
@@ -75,6 +80,8 @@ impl Owed {
         Owed {
             filters: saved.filters,
             entries,
+            expires_at: saved.expires_at,
+            expiry: saved.expiry,
         }
     }
 
@@ -82,6 +89,8 @@ impl Owed {
     pub(super) fn to_saved(&self, client_id: &str) -> SavedSession {
         SavedSession {
             client_id: client_id.to_owned(),
+            expires_at: self.expires_at,
+            expiry: self.expiry,
             filters: self.filters.clone(),
             queued: self
                 .entries
@@ -162,6 +171,16 @@ impl Owed {
             }
             None => false,
         }
+    }
+
+    /// The router forwarded (`topic`, `payload`) but the gateway did not send it (MQTT 5
+    /// No Local, Retain Handling, the client's Maximum Packet Size) and acked it itself: the
+    /// oldest such queued message is no longer owed. Returns whether one was.
+    pub(super) fn dropped(&mut self, topic: &[u8], payload: &[u8]) -> bool {
+        let found = self.entries.iter().position(|e| {
+            e.at == Where::Routed && e.topic[..] == *topic && e.payload[..] == *payload
+        });
+        found.map(|i| self.entries.remove(i)).is_some()
     }
 
     /// The client acknowledged `pkid` (PUBACK, or PUBREC at QoS 2): the message is no longer
@@ -261,6 +280,8 @@ mod tests {
     fn after_a_restart_the_gateway_replays_and_takes_their_acks() {
         let saved = SavedSession {
             client_id: "c".into(),
+            expires_at: 0,
+            expiry: u32::MAX,
             filters: vec![("alerts/#".into(), 1)],
             queued: (0..3)
                 .map(|i| Queued {

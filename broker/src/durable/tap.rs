@@ -2,13 +2,14 @@
 //! notifications, bytes written), so the session code carries one line per hook.
 //!
 //! A session without a store gets a tap that does nothing. Every session reports its
-//! retained publishes and wills; a persistent session (`clean_session=false`) also reports
-//! its filters, the QoS 1/2 messages it is sent and its acks, and is handed back, right
-//! after its CONNACK, what it was owed before a restart.
+//! retained publishes and wills; a session kept beyond its connection (3.1.1
+//! `clean_session=false`, MQTT 5 with a Session Expiry) also reports its filters, the QoS
+//! 1/2 messages it is sent and its acks, and is handed back, right after its CONNACK, what
+//! it was owed before a restart.
 
 use super::{Durable, Replay, REPLAY_PKID_BASE};
 use bytes::{BufMut, Bytes, BytesMut};
-use rumqttd::protocol::{LastWill, Packet};
+use rumqttd::protocol::Packet;
 use rumqttd::Notification;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Tap {
     durable: Option<Arc<Durable>>,
-    /// The client id, when the session is persistent and kept.
+    /// The client id, when the session is kept.
     persistent: Option<String>,
 }
 
@@ -25,20 +26,23 @@ pub struct Tap {
 pub struct Seen(Bytes, Bytes);
 
 impl Tap {
-    /// The hooks of a session of `client_id`; also what it must be replayed, already
-    /// numbered (at QoS 1, packet ids from [`REPLAY_PKID_BASE`]).
+    /// The hooks of a session of `client_id` that starts afresh (`clean_start`) or
+    /// resumes, and outlives its connection by `expiry` seconds (0: not at all); also what
+    /// it must be replayed, already numbered (at QoS 1, packet ids from
+    /// [`REPLAY_PKID_BASE`]).
     pub fn connect(
         durable: Option<&Arc<Durable>>,
         client_id: &str,
-        persistent: bool,
+        clean_start: bool,
+        expiry: u32,
     ) -> (Tap, Vec<Replay>) {
         let Some(durable) = durable else {
             return (Tap::default(), Vec::new());
         };
-        let replays = durable.connected(client_id, persistent);
+        let (kept, replays) = durable.connected(client_id, clean_start, expiry);
         let tap = Tap {
             durable: Some(Arc::clone(durable)),
-            persistent: persistent.then(|| client_id.to_owned()),
+            persistent: kept.then(|| client_id.to_owned()),
         };
         (tap, replays)
     }
@@ -55,12 +59,30 @@ impl Tap {
             .collect()
     }
 
-    /// A client packet the gateway checked and is about to hand to the router (`header`:
-    /// the PUBLISH's QoS and packet id off the wire). Returns false for an ack of a message
-    /// the gateway replayed: the router never sent it, so it must not see the ack.
-    pub fn inbound(&self, packet: &Packet, header: Option<(u8, u16)>) -> bool {
+    /// The packets the gateway checked one client packet into, `batch[from..]`, about to
+    /// go to the router (`header`: the client PUBLISH's QoS and packet id off the wire).
+    /// Takes out acks of messages the gateway replayed: the router never sent those, so it
+    /// must not see their acks.
+    pub fn inbound(&self, batch: &mut Vec<Packet>, from: usize, header: Option<(u8, u16)>) {
+        if self.durable.is_none() || batch.len() <= from {
+            return;
+        }
+        for packet in &batch[from..] {
+            self.one(packet, header);
+        }
+        if self.persistent.is_some() {
+            let mut i = 0;
+            batch.retain(|p| {
+                let replayed = matches!(p, Packet::PubAck(a, _) if a.pkid >= REPLAY_PKID_BASE);
+                i += 1;
+                i <= from || !replayed
+            });
+        }
+    }
+
+    fn one(&self, packet: &Packet, header: Option<(u8, u16)>) {
         let Some(durable) = &self.durable else {
-            return true;
+            return;
         };
         let persistent = self.persistent.as_deref();
         match (packet, persistent) {
@@ -81,7 +103,6 @@ impl Tap {
             (Packet::PubRec(a, _), Some(id)) => durable.acked(id, a.pkid),
             _ => {}
         }
-        !matches!(packet, Packet::PubAck(a, _) if a.pkid >= REPLAY_PKID_BASE)
     }
 
     /// A router notification about to be encoded: a forwarded publish is held (cheap
@@ -99,32 +120,38 @@ impl Tap {
         }
     }
 
-    /// `written` is what encoding the held publish appended: its QoS and packet id.
-    pub fn sent(&self, seen: Option<Seen>, written: &[u8]) {
+    /// `written` is what encoding the held publish appended: its QoS and packet id; nothing
+    /// when the client's Receive Maximum `held` it back (it comes again) or the gateway
+    /// dropped it for the client (it is acked to the router, so no longer owed).
+    pub fn sent(&self, seen: Option<Seen>, written: &[u8], held: bool) {
         let (Some(Seen(topic, payload)), Some(durable), Some(id)) =
             (seen, &self.durable, &self.persistent)
         else {
             return;
         };
-        // QoS 0 copies are not acknowledged, so never owed.
-        if let Some((1..=2, pkid)) = crate::gateway::frame::publish_qos_pkid(written) {
-            durable.forwarded(id, &topic, &payload, pkid);
+        match crate::gateway::frame::publish_qos_pkid(written) {
+            // QoS 0 copies are not acknowledged, so never owed.
+            Some((1..=2, pkid)) => durable.forwarded(id, &topic, &payload, pkid),
+            Some(_) => {}
+            None if held => {}
+            None => durable.dropped(id, &topic, &payload),
         }
     }
 
-    /// The session is publishing its will.
-    pub fn will(&self, will: &LastWill) {
+    /// The session is publishing its will (a PUBLISH for the router).
+    pub fn will(&self, publish: &Packet) {
         if let Some(durable) = &self.durable {
-            // Wills enter the router at QoS 0 (see the session).
-            let topic = will.topic.clone();
-            durable.published(&topic, &will.message, will.retain, 0);
+            durable.published_packet(publish);
         }
     }
 
-    /// The connection ended.
-    pub fn close(&self) {
+    /// The connection ended; the session lasts `expiry` seconds more (0: it ends now).
+    pub fn close(&self, expiry: u32) {
         if let (Some(durable), Some(id)) = (&self.durable, &self.persistent) {
-            durable.disconnected(id);
+            match expiry {
+                0 => durable.forget(id),
+                s => durable.disconnected(id, s),
+            }
         }
     }
 }

@@ -114,6 +114,8 @@ pub enum Violation {
     TopicAlias,
     /// 0x95: a packet over the maximum packet size.
     PacketTooLarge,
+    /// 0x93: more unacknowledged QoS 1/2 publishes than our Receive Maximum.
+    ReceiveMaximum,
 }
 
 impl Violation {
@@ -126,15 +128,42 @@ impl Violation {
             Violation::TopicName => 0x90,
             Violation::TopicAlias => 0x94,
             Violation::PacketTooLarge => 0x95,
+            Violation::ReceiveMaximum => 0x93,
         }
     }
 
-    /// The whole MQTT 5 DISCONNECT. Written by hand: rumqttd 0.20's v5 encoder gives a
-    /// DISCONNECT with a reason code and no properties a remaining length of 1 but writes
-    /// two bytes after it.
-    pub fn disconnect(self) -> [u8; 4] {
-        [0xE0, 0x02, self.code(), 0x00]
+    /// The whole MQTT 5 DISCONNECT, saying `why` as its Reason String. Written by hand
+    /// ([`with_reason_string`]): rumqttd 0.20's v5 encoder gives a DISCONNECT with a
+    /// reason code and no properties a remaining length of 1 but writes two bytes after it.
+    pub fn disconnect(self, why: &str) -> Vec<u8> {
+        with_reason_string(&[0xE0], &[self.code()], why)
     }
+}
+
+/// The longest Reason String sent: enough to say why, short enough for any client's
+/// Maximum Packet Size worth having.
+const MAX_REASON: usize = 96;
+
+/// A packet of `header` then `fixed` (the variable header before the properties) then one
+/// property, the Reason String `why` (cut to [`MAX_REASON`] bytes at a char boundary).
+pub(super) fn with_reason_string(header: &[u8], fixed: &[u8], why: &str) -> Vec<u8> {
+    let mut end = why.len().min(MAX_REASON);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    let why = &why.as_bytes()[..end];
+    // Property id, two length bytes, the string: under 128, so one length byte each.
+    let props = 3 + why.len();
+    let remaining = fixed.len() + 1 + props;
+    let mut out = Vec::with_capacity(header.len() + 2 + remaining);
+    out.extend_from_slice(header);
+    out.push(remaining as u8);
+    out.extend_from_slice(fixed);
+    out.push(props as u8);
+    out.push(0x1F);
+    out.extend_from_slice(&(why.len() as u16).to_be_bytes());
+    out.extend_from_slice(why);
+    out
 }
 
 /// Why a CONNECT is refused, in terms both versions can answer.
@@ -194,12 +223,14 @@ impl Refuse {
         }
     }
 
-    /// The whole CONNACK: no session present, and in MQTT 5 no properties.
-    pub fn connack(self, version: Version) -> Vec<u8> {
+    /// The whole CONNACK: no session present, and in MQTT 5 `why` as its Reason String
+    /// (none when empty).
+    pub fn connack(self, version: Version, why: &str) -> Vec<u8> {
         let code = self.code(version);
         match version {
             Version::V311 => vec![0x20, 0x02, 0x00, code],
-            Version::V5 => vec![0x20, 0x03, 0x00, code, 0x00],
+            Version::V5 if why.is_empty() => vec![0x20, 0x03, 0x00, code, 0x00],
+            Version::V5 => with_reason_string(&[0x20], &[0x00, code], why),
         }
     }
 }
@@ -267,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_v5_disconnect_reads_back_with_its_reason() {
-        let mut buf = BytesMut::from(&Violation::Protocol.disconnect()[..]);
+        let mut buf = BytesMut::from(&Violation::Protocol.disconnect("a second CONNECT")[..]);
         match Version::V5.read(&mut buf, 1024) {
             Ok(Packet::Disconnect(d, _)) => {
                 assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError)
@@ -280,19 +311,32 @@ mod tests {
     #[test]
     fn refusals_answer_in_the_clients_version() {
         assert_eq!(
-            Refuse::BadCredentials.connack(Version::V311),
+            Refuse::BadCredentials.connack(Version::V311, "no"),
             [0x20, 0x02, 0x00, 0x05]
         );
         assert_eq!(
-            Refuse::BadCredentials.connack(Version::V5),
+            Refuse::BadCredentials.connack(Version::V5, ""),
             [0x20, 0x03, 0x00, 0x86, 0x00]
+        );
+        // A Reason String (0x1F) after the code, in the property length it declares.
+        assert_eq!(
+            Refuse::BadCredentials.connack(Version::V5, "no"),
+            [0x20, 0x08, 0x00, 0x86, 0x05, 0x1F, 0x00, 0x02, b'n', b'o']
+        );
+        let long = "é".repeat(100);
+        let d = Violation::Protocol.disconnect(&long);
+        assert_eq!(usize::from(d[1]) + 2, d.len());
+        assert!(d.len() <= 2 + 2 + 3 + MAX_REASON);
+        assert!(
+            std::str::from_utf8(&d[7..]).is_ok(),
+            "cut at a char boundary"
         );
         assert_eq!(Refuse::NotAuthorized.code(Version::V5), 0x87);
         assert_eq!(Refuse::ConnectRate.code(Version::V5), 0x9F);
         assert_eq!(Refuse::InvalidWill.code(Version::V5), 0x99);
         assert_eq!(Refuse::InvalidWill.code(Version::V311), 0x05);
         assert_eq!(
-            Refuse::ProtocolError.connack(Version::V5),
+            Refuse::ProtocolError.connack(Version::V5, ""),
             [0x20, 0x03, 0x00, 0x82, 0x00]
         );
     }

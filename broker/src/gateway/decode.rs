@@ -94,9 +94,11 @@ pub fn decode_stream(data: &[u8], max_packet_size: usize) -> Decoded {
             continue;
         };
         let mut tally = Tally::default();
-        match inbound.check(packet, header, &mut answers, &mut tally) {
-            Ok(Some(_)) => out.forwarded += 1,
-            Ok(None) => {}
+        let mut to_router = Vec::new();
+        let checked = inbound.check(packet, header, &mut answers, &mut tally, &mut to_router);
+        out.forwarded += to_router.len();
+        match checked {
+            Ok(()) => {}
             Err(end) => {
                 out.closed.get_or_insert(end.reason());
             }

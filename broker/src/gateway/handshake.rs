@@ -138,7 +138,7 @@ pub(super) async fn refuse<T: Transport>(
     let logged = refusal_throttle(reason).admit(unix_now());
     match refusal {
         Refusal::Answer(code, version, _, why) => {
-            let connack = code.connack(version);
+            let connack = code.connack(version, why);
             if let Some(suppressed) = logged {
                 let code = connack.get(3).copied().unwrap_or(0);
                 info!(%peer, %client_id, transport = kind.as_str(), version = version.as_str(), reason, why, suppressed, "connection refused with CONNACK 0x{code:02x}");

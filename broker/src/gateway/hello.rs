@@ -9,12 +9,13 @@
 
 use super::codec::{Refuse, Version};
 use super::connect_rules;
+pub(super) use super::delivery::Takes;
 use super::frame;
 use crate::auth::Denial;
 use crate::config::Limits;
 use crate::policy::Grants;
 use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, ConnectProperties, ConnectReturnCode, LastWill, Login, Packet,
+    ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, LastWillProperties, Login, Packet,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,9 +29,23 @@ pub(super) struct Hello {
     pub(super) client_id: String,
     /// Whether the broker made the id up (MQTT 5 then says so in the CONNACK).
     pub(super) assigned_id: bool,
-    pub(super) clean_session: bool,
+    /// Start afresh, discarding a session the router keeps for this id (3.1.1's clean
+    /// session, MQTT 5's Clean Start).
+    pub(super) clean_start: bool,
+    /// Seconds the session outlives the connection, as granted: 0 ends it with the
+    /// connection. A persistent 3.1.1 session gets `max_session_expiry_secs`.
+    pub(super) session_expiry: u32,
+    /// Whether the CONNACK must tell the client its session expiry (it asked for more).
+    pub(super) expiry_capped: bool,
+    /// The keep alive in force (s; 0: none).
     pub(super) keep_alive: u16,
+    /// Whether the keep alive is ours, not the client's (MQTT 5 says so in the CONNACK).
+    pub(super) keep_alive_ours: bool,
     pub(super) will: Option<LastWill>,
+    /// MQTT 5 will properties: the will delay, and what the will's PUBLISH carries.
+    pub(super) will_properties: Option<LastWillProperties>,
+    /// What the client can take, from its MQTT 5 CONNECT properties.
+    pub(super) takes: Takes,
     pub(super) login: Option<Login>,
 }
 
@@ -44,6 +59,11 @@ pub(super) struct Identity {
 }
 
 impl Identity {
+    /// The client id.
+    pub(super) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
     /// Whether this client may publish to `topic` (a topic that is not UTF-8 matches no
     /// grant).
     pub(super) fn may_publish(&self, topic: &[u8]) -> bool {
@@ -89,7 +109,7 @@ pub(super) fn check_hello(
     limits: &Limits,
     now_ms: u64,
 ) -> Result<Hello, Refusal> {
-    let Packet::Connect(connect, properties, will, _, login) = packet else {
+    let Packet::Connect(connect, properties, will, will_properties, login) = packet else {
         return Err(Refusal::Close(
             "malformed_connect",
             "first packet is not CONNECT".into(),
@@ -109,29 +129,49 @@ pub(super) fn check_hello(
     if let Some(p) = &properties {
         connect_rules::check_properties(p, version)?;
     }
-    let persistent =
-        !connect.clean_session && (version == Version::V311 || expires(properties.as_ref()));
-    let (client_id, assigned_id) = session_id(connect.client_id, persistent, version, limits)?;
+    let asked = match version {
+        Version::V311 if connect.clean_session => 0,
+        Version::V311 => u32::MAX,
+        // Absent: the session ends with the connection.
+        Version::V5 => properties
+            .as_ref()
+            .and_then(|p| p.session_expiry_interval)
+            .unwrap_or(0),
+    };
+    let session_expiry = asked.min(limits.max_session_expiry_secs);
+    // A made-up id cannot be resumed, so a session meant to be (the old rule kept for
+    // MQTT 5: Clean Start 0 and an expiry) needs the client's own.
+    let resumable = !connect.clean_session && (version == Version::V311 || session_expiry > 0);
+    let (client_id, assigned_id) = session_id(connect.client_id, resumable, version, limits)?;
     if let Some(w) = &will {
         connect_rules::check_will(w, version, limits, now_ms)?;
     }
+    let (keep_alive, keep_alive_ours) = keep_alive(connect.keep_alive, version, limits);
     Ok(Hello {
         version,
         client_id,
         assigned_id,
-        clean_session: !persistent,
-        keep_alive: connect.keep_alive,
+        clean_start: connect.clean_session,
+        session_expiry,
+        expiry_capped: version == Version::V5 && session_expiry != asked,
+        keep_alive,
+        keep_alive_ours,
         will,
+        will_properties,
+        takes: Takes::of(properties.as_ref()),
         login,
     })
 }
 
-/// Whether an MQTT 5 session outlives its connection: only for a session expiry above 0
-/// (absent = 0). rumqttd has no expiry: any positive interval keeps it until reused.
-fn expires(properties: Option<&ConnectProperties>) -> bool {
-    properties
-        .and_then(|p| p.session_expiry_interval)
-        .is_some_and(|s| s > 0)
+/// The keep alive in force, and whether it is ours: a client asking none or more than
+/// `max_keep_alive_secs` gets that. A 3.1.1 client cannot be told, so it keeps its own.
+fn keep_alive(asked: u16, version: Version, limits: &Limits) -> (u16, bool) {
+    let max = limits.max_keep_alive_secs;
+    if version == Version::V5 && max > 0 && (asked == 0 || asked > max) {
+        (max, true)
+    } else {
+        (asked, false)
+    }
 }
 
 /// The id a session goes by, and whether the broker made it up (for an empty one).
@@ -220,12 +260,17 @@ pub(super) fn admit(
 }
 
 /// The CONNACK of an accepted connection. MQTT 5 clients learn the gateway's limits up
-/// front; topic aliases stay off (absent = 0).
-pub(super) fn connack(hello: &Hello, session_present: bool, max_packet_size: usize) -> Packet {
+/// front, and what it granted where it is not what they asked. Retained messages,
+/// wildcard, shared subscriptions and subscription identifiers are available, QoS up to
+/// 2: all absent, which says so.
+pub(super) fn connack(hello: &Hello, session_present: bool, limits: &Limits) -> Packet {
     let properties = (hello.version == Version::V5).then(|| ConnAckProperties {
-        max_packet_size: u32::try_from(max_packet_size).ok(),
+        session_expiry_interval: hello.expiry_capped.then_some(hello.session_expiry),
+        receive_max: Some(limits.receive_maximum),
+        max_packet_size: u32::try_from(limits.max_packet_size).ok(),
         assigned_client_identifier: hello.assigned_id.then(|| hello.client_id.clone()),
-        subscription_identifiers_available: Some(0),
+        topic_alias_max: Some(limits.topic_alias_maximum).filter(|&m| m > 0),
+        server_keep_alive: hello.keep_alive_ours.then_some(hello.keep_alive),
         ..ConnAckProperties::default()
     });
     Packet::ConnAck(
@@ -269,34 +314,89 @@ mod tests {
             )
             .expect("accepted");
             assert_eq!((h.client_id.as_str(), h.assigned_id), ("drv-1", false));
-            assert!(h.clean_session);
-            assert_eq!(h.keep_alive, 60);
+            assert!(h.clean_start);
+            assert_eq!(h.session_expiry, 0);
+            assert_eq!((h.keep_alive, h.keep_alive_ours), (60, false));
             assert_eq!(h.version, version);
+            assert_eq!(h.takes, Takes::ANYTHING);
         }
     }
 
     #[test]
     fn a_persistent_session_is_what_each_version_calls_one() {
+        let max = limits().max_session_expiry_secs;
         let v311 = check(
             connect(Version::V311, false, "a", None, &[]),
             Version::V311,
             &limits(),
-        );
-        assert!(!v311.expect("accepted").clean_session);
+        )
+        .expect("accepted");
+        assert_eq!((v311.clean_start, v311.session_expiry), (false, max));
+        assert!(!v311.expiry_capped, "3.1.1 cannot be told");
         // MQTT 5 without a session expiry ends the session with the connection.
         let v5 = check(
             connect(Version::V5, false, "a", None, &[]),
             Version::V5,
             &limits(),
-        );
-        assert!(v5.expect("accepted").clean_session);
+        )
+        .expect("accepted");
+        assert_eq!((v5.clean_start, v5.session_expiry), (false, 0));
         let expiry = [0x11, 0, 0, 0, 60];
         let v5 = check(
-            connect(Version::V5, false, "a", None, &expiry),
+            connect(Version::V5, true, "a", None, &expiry),
             Version::V5,
             &limits(),
+        )
+        .expect("accepted");
+        assert_eq!((v5.clean_start, v5.session_expiry), (true, 60));
+        // "Never" is more than we keep: the CONNACK says what is granted.
+        let never = [0x11, 0xFF, 0xFF, 0xFF, 0xFF];
+        let v5 = check(
+            connect(Version::V5, false, "a", None, &never),
+            Version::V5,
+            &limits(),
+        )
+        .expect("accepted");
+        assert_eq!((v5.session_expiry, v5.expiry_capped), (max, true));
+    }
+
+    #[test]
+    fn keep_alive_and_what_the_client_takes_come_from_its_connect() {
+        let limits = Limits {
+            max_keep_alive_secs: 30,
+            ..limits()
+        };
+        // Receive Maximum 5, Maximum Packet Size 300, Topic Alias Maximum 4, no problems.
+        let props = [0x21, 0, 5, 0x27, 0, 0, 1, 44, 0x22, 0, 4, 0x17, 0];
+        let h = check(
+            connect(Version::V5, true, "a", None, &props),
+            Version::V5,
+            &limits,
+        )
+        .expect("accepted");
+        assert_eq!((h.keep_alive, h.keep_alive_ours), (30, true), "asked 60");
+        let want = Takes {
+            receive_max: 5,
+            max_packet_size: Some(300),
+            topic_alias_max: 4,
+            problem_info: false,
+        };
+        assert_eq!(h.takes, want);
+        let Packet::ConnAck(_, Some(p)) = connack(&h, false, &limits) else {
+            panic!("an MQTT 5 CONNACK has properties");
+        };
+        assert_eq!(p.server_keep_alive, Some(30));
+        let h = check(
+            connect(Version::V311, true, "a", None, &[]),
+            Version::V311,
+            &limits,
+        )
+        .expect("accepted");
+        assert_eq!(
+            (h.keep_alive, h.keep_alive_ours),
+            (60, false),
+            "3.1.1 keeps its own"
         );
-        assert!(!v5.expect("accepted").clean_session);
     }
 
     #[test]
@@ -458,7 +558,7 @@ mod tests {
             &limits(),
         )
         .expect("accepted");
-        let Packet::ConnAck(ack, Some(p)) = connack(&h, false, 131_072) else {
+        let Packet::ConnAck(ack, Some(p)) = connack(&h, false, &limits()) else {
             panic!("an MQTT 5 CONNACK has properties");
         };
         assert!(!ack.session_present);
@@ -468,15 +568,20 @@ mod tests {
             p.assigned_client_identifier.as_deref(),
             Some(h.client_id.as_str())
         );
-        assert_eq!(p.subscription_identifiers_available, Some(0));
-        assert_eq!(p.topic_alias_max, None);
+        assert_eq!(p.subscription_identifiers_available, None, "available");
+        assert_eq!(p.topic_alias_max, Some(10));
+        assert_eq!(p.receive_max, Some(100));
+        assert_eq!(
+            (p.server_keep_alive, p.session_expiry_interval),
+            (None, None)
+        );
         let h = check(
             connect(Version::V311, false, "a", None, &[]),
             Version::V311,
             &limits(),
         )
         .expect("accepted");
-        let Packet::ConnAck(ack, None) = connack(&h, true, 131_072) else {
+        let Packet::ConnAck(ack, None) = connack(&h, true, &limits()) else {
             panic!("a 3.1.1 CONNACK has no properties");
         };
         assert!(ack.session_present);

@@ -3,55 +3,53 @@
 //! The router punishes what it does not expect by dropping the link (and a dropped link
 //! touched again panics it), and it knows nothing of accounts. So topic and filter rules,
 //! the account's policy, location validation, the subscription quota and the order of
-//! acks are all checked here first, and some packets are answered here instead. Nothing
-//! here does I/O: answers go into the session's write buffer and counts into a [`Tally`]
-//! for its meters, so that the fuzz target (`decode.rs`) runs these very checks.
+//! acks are all checked here first, and some packets are answered here instead (PINGREQ,
+//! UNSUBSCRIBE, refused PUBLISHes, and SUBSCRIBE once the router has it; `publishes.rs`
+//! has the PUBLISH checks).
+//! Nothing here does I/O: answers go into the session's write buffer, packets for the
+//! router into a batch, and counts into a [`Tally`] for its meters, so that the fuzz
+//! target (`decode.rs`) runs these very checks.
 
 use super::acks::AckTracker;
+use super::aliases;
 use super::codec::{Version, Violation};
-use super::frame::{self, TopicError};
-use super::hello::Identity;
+use super::frame;
+use super::hello::{Identity, Takes};
 use super::outbound::encode;
 use super::session::End;
 use super::subscriptions::Subscriptions;
 pub(super) use super::tally::Tally;
 use crate::config::Limits;
-use crate::throttle::Throttle;
-use bytes::{Bytes, BytesMut};
-use fleetcast_proto::location as validation;
-use fleetcast_proto::time::unix_now;
+use bytes::BytesMut;
 use rumqttd::protocol::{
-    DisconnectReasonCode, Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
-    PubRecReason, Publish, PublishProperties, SubAck, Subscribe,
+    DisconnectProperties, DisconnectReasonCode, Packet, PubComp, PubCompReason, Subscribe,
+    SubscribeProperties,
 };
-use tracing::{info, warn};
-
-/// What the gateway makes of a PUBLISH, before anything is done about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// Not a topic name MQTT allows (not UTF-8, wildcards, `$`, empty): the client broke
-    /// the protocol.
-    BadTopic(TopicError),
-    /// The policy does not grant the topic.
-    Denied,
-    /// A location that failed validation.
-    Invalid(validation::Invalid),
-    /// For the router.
-    Accept,
-}
 
 /// The client's side of a session: who it is, what it holds, and which acks are due.
 #[derive(Debug)]
 pub(super) struct Inbound {
-    version: Version,
-    identity: Identity,
+    pub(super) version: Version,
+    pub(super) identity: Identity,
     /// Acks due both ways; the session's outbound side records what it sends here.
     pub(super) acks: AckTracker,
-    /// Filters held now.
+    /// Filters held now, with their options.
     pub(super) subscriptions: Subscriptions,
-    validate_locations: bool,
+    /// Topic Aliases the client set.
+    pub(super) aliases: aliases::Incoming,
+    pub(super) validate_locations: bool,
     /// Milliseconds since the epoch, for location timestamps.
-    clock: fn() -> u64,
+    pub(super) clock: fn() -> u64,
+    /// Our Receive Maximum: the client's QoS 1/2 publishes in flight at most.
+    pub(super) receive_maximum: u16,
+    /// Seconds the session outlives the connection; an MQTT 5 DISCONNECT may change it.
+    pub(super) session_expiry: u32,
+    max_session_expiry: u32,
+    /// Whether the client welcomes Reason Strings on acks.
+    pub(super) problem_info: bool,
+    /// Whether retained publishes are marked as such for Retain As Published (some
+    /// session holds such a subscription); the session refreshes it before each read.
+    pub(super) mark_retained: bool,
 }
 
 impl Inbound {
@@ -68,268 +66,140 @@ impl Inbound {
             identity,
             acks: AckTracker::default(),
             subscriptions: Subscriptions::new(limits.max_subscriptions_per_connection),
+            aliases: aliases::Incoming::new(match version {
+                Version::V5 => limits.topic_alias_maximum,
+                Version::V311 => 0,
+            }),
             validate_locations: limits.validate_locations,
             clock,
+            receive_maximum: limits.receive_maximum,
+            session_expiry: 0,
+            max_session_expiry: limits.max_session_expiry_secs,
+            problem_info: Takes::ANYTHING.problem_info,
+            mark_retained: false,
         }
     }
 
-    /// Checks one client packet: `Ok(Some)` forwards it, `Ok(None)` was answered here (into
-    /// `out`), `Err` ends the session. `header` is the PUBLISH's QoS and packet id as read
-    /// off the wire (rumqttd keeps them private).
+    /// Checks one client packet: what is for the router goes into `to_router`, answers
+    /// into `out`; `Err` ends the session. `header` is the PUBLISH's QoS and packet id as
+    /// read off the wire (rumqttd keeps them private).
     pub(super) fn check(
         &mut self,
         packet: Packet,
         header: Option<(u8, u16)>,
         out: &mut BytesMut,
         tally: &mut Tally,
-    ) -> Result<Option<Packet>, End> {
+        to_router: &mut Vec<Packet>,
+    ) -> Result<(), End> {
         let violation = |why: &str| Err(End::Protocol(Violation::Protocol, why.to_owned()));
         match packet {
-            Packet::Publish(p, props) => {
-                topic_alias(props.as_ref())?;
-                self.publish(p, header, out, tally)
-            }
+            Packet::Publish(p, props) => self.publish(p, props, header, out, tally, to_router),
             // Packet id 0 is reserved for QoS 0 (2.3.1 both versions); rumqttd checks it only
             // in PUBLISH, and the router would ack it as if it were one.
             Packet::Subscribe(s, _) if s.pkid == 0 => violation("SUBSCRIBE with packet id 0"),
             Packet::Unsubscribe(u, _) if u.pkid == 0 => violation("UNSUBSCRIBE with packet id 0"),
-            Packet::Subscribe(s, _) => self.subscribe(s, out, tally),
+            Packet::Subscribe(s, props) => self.subscribe(s, props, out, tally, to_router),
             Packet::Unsubscribe(u, _) => {
                 // Answered here: the router sends one UNSUBACK per filter it removed and
                 // none for a filter not held, which leaves clients waiting forever.
-                let ack = self.subscriptions.release(&u);
+                let ack = self.subscriptions.release(&u, tally);
                 encode(self.version, Packet::UnsubAck(ack, None), out)?;
-                Ok(Some(Packet::Unsubscribe(u, None)))
+                to_router.push(Packet::Unsubscribe(u, None));
+                Ok(())
             }
             Packet::PingReq(_) => {
                 out.extend_from_slice(&frame::PINGRESP);
-                Ok(None)
+                Ok(())
             }
             Packet::PubAck(..) | Packet::PubRec(..) | Packet::PubComp(..) | Packet::PubRel(..) => {
-                self.ack(packet, out)
+                self.ack(packet, out, to_router)
             }
-            // MQTT 5 (3.14.4): only reason 0x00 discards the will.
-            Packet::Disconnect(d, _)
-                if d.reason_code != DisconnectReasonCode::NormalDisconnection =>
-            {
-                Err(End::ClientDisconnectWithWill)
-            }
-            Packet::Disconnect(..) => Err(End::ClientDisconnect),
+            Packet::Disconnect(d, props) => self.disconnect(d.reason_code, props),
             Packet::Connect(..) => violation("second CONNECT"),
             _ => violation("packet a client may not send"),
         }
     }
 
-    /// Checks an ack from the client against the order the router expects.
-    fn ack(&mut self, packet: Packet, out: &mut BytesMut) -> Result<Option<Packet>, End> {
+    /// A DISCONNECT: MQTT 5 (3.14.4) discards the will only for reason 0x00, and may change
+    /// the session expiry, though not from 0 (3.14.2.2.2).
+    fn disconnect(
+        &mut self,
+        reason: DisconnectReasonCode,
+        props: Option<DisconnectProperties>,
+    ) -> Result<(), End> {
+        if let Some(expiry) = props.and_then(|p| p.session_expiry_interval) {
+            if self.session_expiry == 0 && expiry > 0 {
+                let why = "DISCONNECT sets a Session Expiry after 0 at CONNECT";
+                return Err(End::Protocol(Violation::Protocol, why.to_owned()));
+            }
+            self.session_expiry = expiry.min(self.max_session_expiry);
+        }
+        match reason {
+            DisconnectReasonCode::NormalDisconnection => Err(End::ClientDisconnect),
+            _ => Err(End::ClientDisconnectWithWill),
+        }
+    }
+
+    /// Checks an ack from the client against the order the router expects; the gateway's
+    /// own acks for publishes the client never saw follow it.
+    fn ack(
+        &mut self,
+        packet: Packet,
+        out: &mut BytesMut,
+        to_router: &mut Vec<Packet>,
+    ) -> Result<(), End> {
         let violation = |why: &str| Err(End::Protocol(Violation::Protocol, why.to_owned()));
-        match packet {
-            Packet::PubAck(a, _) => {
-                if !self.acks.puback(a.pkid) {
-                    return violation("PUBACK out of order or unsolicited");
-                }
-                Ok(Some(Packet::PubAck(a, None)))
-            }
-            Packet::PubRec(a, _) => {
-                if !self.acks.pubrec(a.pkid) {
-                    return violation("PUBREC out of order or unsolicited");
-                }
-                Ok(Some(Packet::PubRec(a, None)))
-            }
-            Packet::PubComp(a, _) => {
-                if !self.acks.pubcomp(a.pkid) {
-                    return violation("PUBCOMP out of order or unsolicited");
-                }
-                Ok(Some(Packet::PubComp(a, None)))
-            }
-            Packet::PubRel(a, _) if self.acks.pubrel(a.pkid) => Ok(Some(Packet::PubRel(a, None))),
+        let packet = match packet {
+            Packet::PubAck(a, _) if self.acks.puback(a.pkid) => Packet::PubAck(a, None),
+            Packet::PubAck(..) => return violation("PUBACK out of order or unsolicited"),
+            Packet::PubRec(a, _) if self.acks.pubrec(a.pkid) => Packet::PubRec(a, None),
+            Packet::PubRec(..) => return violation("PUBREC out of order or unsolicited"),
+            Packet::PubComp(a, _) if self.acks.pubcomp(a.pkid) => Packet::PubComp(a, None),
+            Packet::PubComp(..) => return violation("PUBCOMP out of order or unsolicited"),
+            Packet::PubRel(a, _) if self.acks.pubrel(a.pkid) => Packet::PubRel(a, None),
             Packet::PubRel(a, _) => {
                 // A PUBREL for a message already completed (a resend): answer it.
                 let comp = PubComp {
                     pkid: a.pkid,
                     reason: PubCompReason::Success,
                 };
-                encode(self.version, Packet::PubComp(comp, None), out)?;
-                Ok(None)
+                return encode(self.version, Packet::PubComp(comp, None), out);
             }
-            _ => violation("packet a client may not send"),
-        }
-    }
-
-    /// What becomes of a PUBLISH to `topic` carrying `payload`, in the order it is checked.
-    pub(super) fn verdict(&self, topic: &[u8], payload: &[u8]) -> Verdict {
-        if let Some(e) = frame::topic_name_error(topic) {
-            return Verdict::BadTopic(e);
-        }
-        if !self.identity.may_publish(topic) {
-            return Verdict::Denied;
-        }
-        if !self.validate_locations {
-            return Verdict::Accept;
-        }
-        match validation::check(topic, payload, (self.clock)()) {
-            Ok(()) => Verdict::Accept,
-            Err(why) => Verdict::Invalid(why),
-        }
-    }
-
-    fn publish(
-        &mut self,
-        mut p: Publish,
-        header: Option<(u8, u16)>,
-        out: &mut BytesMut,
-        tally: &mut Tally,
-    ) -> Result<Option<Packet>, End> {
-        let verdict = self.verdict(&p.topic, &p.payload);
-        let reserved = matches!(verdict, Verdict::BadTopic(TopicError::Reserved));
-        if reserved || !matches!(verdict, Verdict::BadTopic(_)) {
-            // Received, so charged to the quota, granted or not.
-            tally.publishes += 1;
-        }
-        let refusal = match verdict {
-            // A `$` topic is well-formed MQTT: the server keeps such topics to itself
-            // (rumqttd drops a link that subscribes to one), so it is refused like a topic
-            // the policy does not grant, and the connection stays, as mosquitto keeps it.
-            Verdict::BadTopic(TopicError::Reserved) => {
-                tally.invalid_topic += 1;
-                log_reserved(&p.topic);
-                PubAckReason::TopicNameInvalid
-            }
-            Verdict::BadTopic(e) => {
-                tally.invalid_topic += 1;
-                // Never to the router: it drops the link for a topic that is not UTF-8.
-                let violation = match e {
-                    TopicError::Malformed => Violation::Malformed,
-                    TopicError::Protocol => Violation::Protocol,
-                    TopicError::Reserved => Violation::TopicName, // handled above
-                };
-                let why = "invalid topic name in PUBLISH".to_owned();
-                return Err(End::Protocol(violation, why));
-            }
-            Verdict::Accept => {
-                if let Some((2, pkid)) = header {
-                    self.acks.received_qos2(pkid);
-                }
-                // Exact-size copies: a slice would pin the whole read buffer in the router.
-                p.topic = Bytes::copy_from_slice(&p.topic);
-                p.payload = Bytes::copy_from_slice(&p.payload);
-                return Ok(Some(Packet::Publish(p, None)));
-            }
-            Verdict::Denied => {
-                tally.policy_denied += 1;
-                log_denied(&p.topic);
-                if self.version == Version::V311 {
-                    // MQTT 3.1.1 has no negative PUBACK: the connection is closed.
-                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    return Err(End::PolicyViolation(topic));
-                }
-                PubAckReason::NotAuthorized
-            }
-            Verdict::Invalid(why) => {
-                // Dropped, counted, the connection kept; the publisher still gets its ack
-                // (3.1.1 has no negative one) so it does not resend.
-                tally.invalid_payload += 1;
-                log_invalid(&p.topic, why);
-                PubAckReason::PayloadFormatInvalid
-            }
+            _ => return violation("packet a client may not send"),
         };
-        if let Some(ack) = publish_refusal(self.version, header, refusal) {
-            encode(self.version, ack, out)?;
-        }
-        Ok(None)
+        to_router.push(packet);
+        to_router.extend(self.acks.take_for_router());
+        Ok(())
     }
 
     fn subscribe(
         &mut self,
-        mut s: Subscribe,
+        s: Subscribe,
+        props: Option<SubscribeProperties>,
         out: &mut BytesMut,
         tally: &mut Tally,
-    ) -> Result<Option<Packet>, End> {
+        to_router: &mut Vec<Packet>,
+    ) -> Result<(), End> {
+        let client_id = props.and_then(|p| p.id);
+        if client_id == Some(0) {
+            // 3.8.2.1.2; the router would drop the link for it.
+            let why = "Subscription Identifier 0".to_owned();
+            return Err(End::Protocol(Violation::Protocol, why));
+        }
         let v5 = self.version == Version::V5;
-        let denied = self
+        let taken = self
             .subscriptions
-            .take(&self.identity, &mut s.filters, v5, tally);
-        if s.filters.is_empty() {
-            let ack = SubAck {
-                pkid: s.pkid,
-                return_codes: denied.into_iter().map(|(_, code)| code).collect(),
-            };
+            .take(&self.identity, s, client_id, v5, tally);
+        let router_subacks = taken
+            .for_router
+            .iter()
+            .filter(|p| matches!(p, Packet::Subscribe(..)))
+            .count();
+        for ack in self.acks.suback_after(router_subacks, Some(taken.ack)) {
             encode(self.version, Packet::SubAck(ack, None), out)?;
-            return Ok(None);
         }
-        self.acks.refused_filters(s.pkid, denied);
-        Ok(Some(Packet::Subscribe(s, None)))
-    }
-}
-
-/// Refuses a PUBLISH that names a Topic Alias: the CONNACK grants none (Topic Alias
-/// Maximum absent = 0), so alias 0 is a protocol error (3.3.2-8) and any other exceeds the
-/// maximum (3.3.2-9, DISCONNECT 0x94). The session drops properties on their way to the
-/// router, which would otherwise publish under the alias's empty or stale topic name.
-fn topic_alias(props: Option<&PublishProperties>) -> Result<(), End> {
-    match props.and_then(|p| p.topic_alias) {
-        None => Ok(()),
-        Some(0) => Err(End::Protocol(
-            Violation::Protocol,
-            "Topic Alias 0 in PUBLISH".to_owned(),
-        )),
-        Some(_) => Err(End::Protocol(
-            Violation::TopicAlias,
-            "Topic Alias above the maximum (0)".to_owned(),
-        )),
-    }
-}
-
-/// The ack of a publish that was dropped: with `reason` in MQTT 5, as a success in 3.1.1
-/// (it has no negative ack, and a publisher told nothing would resend forever). None at
-/// QoS 0, which has no ack.
-fn publish_refusal(
-    version: Version,
-    header: Option<(u8, u16)>,
-    reason: PubAckReason,
-) -> Option<Packet> {
-    let v5 = version == Version::V5;
-    match header {
-        Some((1, pkid)) => {
-            let reason = if v5 { reason } else { PubAckReason::Success };
-            Some(Packet::PubAck(PubAck { pkid, reason }, None))
-        }
-        Some((2, pkid)) => {
-            let reason = match (v5, reason) {
-                (false, _) => PubRecReason::Success,
-                (true, PubAckReason::NotAuthorized) => PubRecReason::NotAuthorized,
-                (true, PubAckReason::TopicNameInvalid) => PubRecReason::TopicNameInvalid,
-                (true, _) => PubRecReason::PayloadFormatInvalid,
-            };
-            Some(Packet::PubRec(PubRec { pkid, reason }, None))
-        }
-        _ => None,
-    }
-}
-
-/// Logs a dropped location at most once a second, process-wide: a client sending garbage
-/// at a high rate must not flood the logs.
-fn log_invalid(topic: &[u8], why: validation::Invalid) {
-    static LINES: Throttle = Throttle::new();
-    if let Some(suppressed) = LINES.admit(unix_now()) {
-        warn!(topic = %String::from_utf8_lossy(topic), reason = %why, suppressed, "invalid location dropped (logged at most once a second)");
-    }
-}
-
-/// Logs a publish to a `$` topic, at most once a second.
-fn log_reserved(topic: &[u8]) {
-    static LINES: Throttle = Throttle::new();
-    if let Some(suppressed) = LINES.admit(unix_now()) {
-        info!(topic = %String::from_utf8_lossy(topic), suppressed, "publish to a $ topic acknowledged and dropped (logged at most once a second)");
-    }
-}
-
-/// Logs a publish the account's policy refused, at most once a second (the session's span
-/// names the client).
-fn log_denied(topic: &[u8]) {
-    static LINES: Throttle = Throttle::new();
-    if let Some(suppressed) = LINES.admit(unix_now()) {
-        info!(topic = %String::from_utf8_lossy(topic), suppressed, "publish refused by the topic policy (logged at most once a second)");
+        to_router.extend(taken.for_router);
+        Ok(())
     }
 }
 
@@ -337,9 +207,11 @@ fn log_denied(topic: &[u8]) {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::gateway::frame::TopicError;
+    use crate::gateway::publishes::Verdict;
     use crate::gateway::wire::{self, identity, publish, subscribe, unsubscribe};
     use crate::policy::Grants;
-    use rumqttd::protocol::SubscribeReasonCode;
+    use fleetcast_proto::location as validation;
 
     const NOW_MS: u64 = 1_800_000_000_000;
     const OWN: &str = "drivers/drv-1/location";
@@ -364,9 +236,15 @@ mod tests {
     /// What checking the frame `bytes` came to: the result, the answer written, the tally.
     fn check(i: &mut Inbound, bytes: &[u8]) -> Checked {
         let header = frame::publish_qos_pkid(bytes);
-        let (mut out, mut tally) = (BytesMut::new(), Tally::default());
-        let r = i.check(wire::read(i.version, bytes), header, &mut out, &mut tally);
-        (r, out.to_vec(), tally)
+        let (mut out, mut tally, mut to_router) = (BytesMut::new(), Tally::default(), Vec::new());
+        let r = i.check(
+            wire::read(i.version, bytes),
+            header,
+            &mut out,
+            &mut tally,
+            &mut to_router,
+        );
+        (r.map(|()| to_router.pop()), out.to_vec(), tally)
     }
 
     /// Whether `r` ends the session as a protocol error for `why`.
@@ -426,6 +304,8 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!((tally.publishes, tally.policy_denied), (1, 1));
         let mut i = driver(Version::V5);
+        // A client that asked for no problem information gets no Reason String.
+        i.problem_info = false;
         let answers = [
             vec![],
             vec![0x40, 4, 0, 9, 0x87, 0],
@@ -436,6 +316,22 @@ mod tests {
             assert!(matches!(r, Ok(None)), "{r:?}");
             assert_eq!(out, answer, "QoS {qos}");
         }
+        i.problem_info = true;
+        let (_, out, _) = check(&mut i, &publish(Version::V5, 1, 9, other, "x"));
+        let why = b"topic not granted to this account";
+        assert_eq!(
+            out[..7],
+            [
+                0x40,
+                7 + why.len() as u8,
+                0,
+                9,
+                0x87,
+                3 + why.len() as u8,
+                0x1F
+            ]
+        );
+        assert!(out.ends_with(why), "a Reason String: {out:?}");
         assert!(
             !i.acks.pubrel(9),
             "a refused QoS 2 publish owes the router no PUBREL"
@@ -443,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn packet_id_0_topic_aliases_and_bad_utf8_are_protocol_errors() {
+    fn packet_id_0_bad_topic_aliases_and_bad_utf8_are_protocol_errors() {
         let refused = |r: &Result<Option<Packet>, End>, want: Violation| matches!(r, Err(End::Protocol(v, _)) if *v == want);
         for version in [Version::V311, Version::V5] {
             let mut i = driver(version);
@@ -452,7 +348,7 @@ mod tests {
             let (r, _, _) = check(&mut i, &unsubscribe(version, 0, &["a/b"]));
             assert!(refused(&r, Violation::Protocol), "{r:?}");
         }
-        for (alias, want) in [(0u16, Violation::Protocol), (1, Violation::TopicAlias)] {
+        for (alias, want) in [(0u16, Violation::Protocol), (11, Violation::TopicAlias)] {
             let mut body = Vec::new();
             wire::put_str(&mut body, "drivers/drv-1/status");
             body.extend_from_slice(&[3, 0x23]);
@@ -478,7 +374,9 @@ mod tests {
             (Version::V5, 1, vec![0x40, 4, 0, 4, 0x99, 0]),
             (Version::V5, 2, vec![0x50, 4, 0, 4, 0x99, 0]),
         ] {
-            let (r, out, tally) = check(&mut driver(version), &publish(version, qos, 4, OWN, &bad));
+            let mut i = driver(version);
+            i.problem_info = false;
+            let (r, out, tally) = check(&mut i, &publish(version, qos, 4, OWN, &bad));
             assert!(matches!(r, Ok(None)), "{r:?}");
             assert_eq!(out, answer, "{version:?} QoS {qos}");
             assert_eq!((tally.publishes, tally.invalid_payload), (1, 1));
@@ -509,37 +407,67 @@ mod tests {
         assert_eq!(i.verdict(b"drivers/drv-1/status", b"{}"), Verdict::Accept);
     }
 
+    /// A SUBACK code as written on the wire in `version`.
+    fn code(c: rumqttd::protocol::SubscribeReasonCode, version: Version) -> u8 {
+        let ack = rumqttd::protocol::SubAck {
+            pkid: 1,
+            return_codes: vec![c],
+        };
+        let mut out = BytesMut::new();
+        encode(version, Packet::SubAck(ack, None), &mut out).expect("encoded");
+        out[out.len() - 1]
+    }
+
     #[test]
     fn refused_filters_are_answered_in_each_versions_words() {
-        use SubscribeReasonCode::{Failure, NotAuthorized, TopicFilterInvalid};
-        for (version, denied) in [
-            (Version::V5, [NotAuthorized, TopicFilterInvalid]),
-            (Version::V311, [Failure; 2]),
-        ] {
+        for (version, denied) in [(Version::V5, [0x87, 0x8F]), (Version::V311, [0x80; 2])] {
             let mut i = inbound(version, Grants::rider(), &Config::default().limits);
             let filters = ["#", "drivers/+/location", "a/#/b"];
             let (r, out, tally) = check(&mut i, &subscribe(version, 5, &filters));
-            let Ok(Some(Packet::Subscribe(s, None))) = r else {
+            let Ok(Some(Packet::Subscribe(s, _))) = r else {
                 panic!("{r:?}")
             };
-            assert_eq!(s.filters.len(), 1);
-            assert!(out.is_empty());
+            assert_eq!(
+                s.filters.len(),
+                1,
+                "the router gets the granted filter only"
+            );
             assert_eq!((tally.subscriptions, tally.subscriptions_refused), (1, 2));
-            let granted = SubscribeReasonCode::QoS1;
-            let ack = SubAck {
-                pkid: 5,
-                return_codes: vec![granted],
+            assert!(out.is_empty(), "the SUBACK waits for the router's");
+            // The gateway answers every filter, at its place.
+            let [ack] = &i.acks.router_suback()[..] else {
+                panic!("one SUBACK due")
             };
-            let Packet::SubAck(ack, _) = i.acks.patch(Packet::SubAck(ack, None)) else {
-                panic!("not a SUBACK")
-            };
-            assert_eq!(ack.return_codes, [denied[0], granted, denied[1]]);
-            // Nothing left for the router: the gateway answers alone.
+            let codes: Vec<u8> = ack.return_codes.iter().map(|c| code(*c, version)).collect();
+            assert_eq!(codes, [denied[0], 0x01, denied[1]]);
             let (r, out, _) = check(&mut i, &subscribe(version, 6, &["#"]));
             assert!(matches!(r, Ok(None)), "{r:?}");
-            let code = if version == Version::V5 { 0x87 } else { 0x80 };
-            assert_eq!(out.last(), Some(&code));
+            assert_eq!(out.last(), Some(&denied[0]));
         }
+    }
+
+    #[test]
+    fn a_resubscription_asks_the_router_for_retained_messages_again() {
+        let mut i = inbound(Version::V311, Grants::service(), &Config::default().limits);
+        let (mut out, mut tally, mut to_router) = (BytesMut::new(), Tally::default(), Vec::new());
+        for pkid in [1, 2] {
+            let bytes = subscribe(Version::V311, pkid, &["drivers/#"]);
+            let packet = wire::read(Version::V311, &bytes);
+            i.check(packet, None, &mut out, &mut tally, &mut to_router)
+                .expect("subscribed");
+        }
+        assert!(
+            matches!(
+                &to_router[..],
+                [
+                    Packet::Subscribe(..),
+                    Packet::Unsubscribe(..),
+                    Packet::Subscribe(..)
+                ]
+            ),
+            "{to_router:?}"
+        );
+        assert_eq!(tally.subscriptions, 2);
     }
 
     #[test]

@@ -9,21 +9,32 @@
 //!   - `handshake`: reading and checking the CONNECT, quotas, credentials, refusals;
 //!   - `hello` and `connect_rules`: what a CONNECT, its MQTT 5 properties and its will
 //!     may ask for, pure;
-//!   - `inbound`: the checks on every packet a client sends (topics, policy, validation,
-//!     subscription quota), pure;
-//!   - `acks`: the ack order the router expects, and SUBACK patching;
-//!   - `outbound`: router notifications encoded, batched and written.
+//!   - `inbound` and `publishes`: the checks on every packet a client sends (topics,
+//!     policy, validation, Topic Aliases via `aliases`), pure;
+//!   - `subscriptions`: the filters held, their quota and MQTT 5 options;
+//!   - `acks`: the ack order the router expects, and the gateway's own acks for publishes
+//!     a client never saw;
+//!   - `outbound` and `delivery`: router notifications made into what this client takes
+//!     (options, Receive Maximum, Maximum Packet Size, aliases), batched and written;
+//!   - `marks`: what a publish carries through the router for No Local and Retain As
+//!     Published;
+//!   - `linger`: session expiry and delayed wills.
 //! - [`decode`]: the parsing and those checks as one pure function, for the fuzz target.
 
 mod acks;
+mod aliases;
 pub mod codec;
 mod connect_rules;
 pub mod decode;
+mod delivery;
 pub mod frame;
 mod handshake;
 mod hello;
 mod inbound;
+pub mod linger;
+mod marks;
 mod outbound;
+mod publishes;
 pub mod session;
 mod subscriptions;
 mod tally;
@@ -91,21 +102,30 @@ pub struct Gateway {
     pub persistent_filters: PersistentFilters,
     /// The data directory's state, when there is one (`serve --data`).
     pub durable: Option<Arc<crate::durable::Durable>>,
+    /// Sessions and delayed wills outliving their connections.
+    pub lingering: linger::Lingering,
+    /// Geofences, when they are on (set once at start).
+    pub geofences: std::sync::OnceLock<Arc<crate::geofence::Geofences>>,
+    /// Subscriptions held with MQTT 5 Retain As Published, live or kept for a persistent
+    /// session: while there are any, retained publishes are marked as such.
+    retain_as_published: std::sync::atomic::AtomicI64,
 }
 
-/// The subscription filters each persistent session (`clean_session=false`) held when its
-/// connection ended. The router keeps them for the next connection, so the gateway must
-/// too, or a client could pass `max_subscriptions_per_connection` by reconnecting. One
-/// entry per persistent client id, as many as the router keeps sessions for, each at most
-/// that limit of filters.
+pub use subscriptions::HeldFilters;
+
+/// The subscription filters (and their MQTT 5 options) each persistent session held when
+/// its connection ended. The router keeps the filters for the next connection, so the
+/// gateway must too, or a client could pass `max_subscriptions_per_connection` by
+/// reconnecting, and the options would be lost. One entry per persistent client id, as
+/// many as the router keeps sessions for, each at most that limit of filters.
 #[derive(Debug, Default)]
 pub struct PersistentFilters {
-    inner: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+    inner: std::sync::Mutex<std::collections::HashMap<String, HeldFilters>>,
 }
 
 impl PersistentFilters {
     /// Takes what `client_id` held (empty when nothing was kept).
-    pub fn take(&self, client_id: &str) -> std::collections::HashSet<String> {
+    pub fn take(&self, client_id: &str) -> HeldFilters {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -114,7 +134,7 @@ impl PersistentFilters {
     }
 
     /// Keeps what `client_id` holds until its next connection.
-    pub fn keep(&self, client_id: &str, filters: std::collections::HashSet<String>) {
+    pub fn keep(&self, client_id: &str, filters: HeldFilters) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if filters.is_empty() {
             inner.remove(client_id);
@@ -202,6 +222,40 @@ impl Gateway {
             tls,
             persistent_filters: PersistentFilters::default(),
             durable,
+            lingering: linger::Lingering::default(),
+            geofences: std::sync::OnceLock::new(),
+            retain_as_published: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// A persistent session put back into the router from the data directory: its filters
+    /// count against the quota again, and it ends `expiry` seconds from now unless its
+    /// client comes back (`u32::MAX`: never).
+    pub fn restored_session(
+        self: &Arc<Self>,
+        client_id: &str,
+        filters: &[(String, u8)],
+        expiry: u32,
+    ) {
+        let held = HeldFilters::plain(filters.iter().map(|(f, _)| f.as_str()));
+        self.persistent_filters.keep(client_id, held);
+        linger::linger(self, client_id.to_owned(), expiry, None);
+    }
+
+    /// Whether any subscription asks for Retain As Published.
+    pub(crate) fn wants_retain_marks(&self) -> bool {
+        self.retain_as_published.load(Ordering::Relaxed) > 0
+    }
+
+    /// Subscriptions with Retain As Published taken (or, negative, given up).
+    pub(crate) fn count_retain_as_published(&self, delta: i64) {
+        if delta != 0 {
+            self.retain_as_published.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` subscriptions with Retain As Published are gone with their session.
+    pub(crate) fn forget_retain_as_published(&self, n: usize) {
+        self.count_retain_as_published(-(n as i64));
     }
 }

@@ -3,12 +3,13 @@
 //! The router hands over one notification at a time, but a socket write per message would
 //! cost a syscall (and on TLS a record) each; so whatever the link has ready is encoded
 //! into one buffer, up to [`WRITE_BATCH`] bytes, and written at once within the write
-//! time-out. Publishes going out are recorded in the [`AckTracker`], whose order the
-//! client's acks must then follow, and router acks are patched on their way through.
+//! time-out. Each publish becomes what this client is to get (`delivery.rs`); those going
+//! out are recorded in the session's ack tracker, whose order the client's acks must then
+//! follow, and router acks are patched on their way through.
 
-use super::acks::AckTracker;
 use super::codec::{Version, Violation};
-use super::frame;
+use super::delivery::{Delivery, Fate};
+use super::inbound::Inbound;
 use super::session::{End, Session};
 use super::transport::Transport;
 use bytes::BytesMut;
@@ -25,11 +26,13 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub(super) enum Routed {
     /// A publish for the client, encoded.
     Forwarded,
+    /// A publish held back by the client's Receive Maximum: read nothing more for now.
+    Held,
     /// The router parked the link until it is woken.
     Unscheduled,
     /// The router dropped the link: it must not be touched again.
     Dropped,
-    /// Anything else: an ack encoded, or nothing to write.
+    /// Anything else: an ack encoded, a publish not for the client, or nothing to write.
     Done,
 }
 
@@ -41,11 +44,12 @@ pub(super) fn encode(version: Version, packet: Packet, buf: &mut BytesMut) -> Re
         .map_err(|e| End::Protocol(Violation::Implementation, format!("cannot encode: {e}")))
 }
 
-/// Encodes what the router sent onto `buf`, keeping `acks` in step.
+/// Encodes what the router sent onto `buf` as this client is to get it, keeping the acks
+/// in step.
 pub(super) fn route(
-    version: Version,
+    inbound: &mut Inbound,
+    delivery: &mut Delivery,
     buf: &mut BytesMut,
-    acks: &mut AckTracker,
     notification: Option<Notification>,
 ) -> Result<Routed, End> {
     match notification {
@@ -53,20 +57,25 @@ pub(super) fn route(
         None => Ok(Routed::Done),
         Some(Notification::Unschedule) => Ok(Routed::Unscheduled),
         Some(Notification::Disconnect(..)) => Ok(Routed::Dropped),
-        Some(Notification::Forward(f)) => {
-            let at = buf.len();
-            encode(version, Packet::Publish(f.publish, None), buf)?;
-            // rumqttd keeps the QoS and packet id private: read them off what was written.
-            if let Some((qos, pkid)) = frame::publish_qos_pkid(&buf[at..]) {
-                acks.sent(qos, pkid);
-            }
-            Ok(Routed::Forwarded)
-        }
+        Some(Notification::Forward(f)) => Ok(match delivery.deliver(inbound, buf, f)? {
+            Fate::Sent => Routed::Forwarded,
+            Fate::Held => Routed::Held,
+            Fate::Dropped => Routed::Done,
+        }),
         Some(other) => match Option::<Packet>::from(other) {
-            // The gateway answered the UNSUBSCRIBE itself.
+            // The gateway answers SUBSCRIBE (once the router has it) and UNSUBSCRIBE.
+            Some(Packet::SubAck(..)) => {
+                for ack in inbound.acks.router_suback() {
+                    encode(inbound.version, Packet::SubAck(ack, None), buf)?;
+                }
+                Ok(Routed::Done)
+            }
             Some(Packet::UnsubAck(..)) | None => Ok(Routed::Done),
+            // The answer to the gateway's own PUBREC for a publish the client never saw.
+            Some(Packet::PubRel(r, _)) if !inbound.acks.router_pubrel(r.pkid) => Ok(Routed::Done),
             Some(packet) => {
-                encode(version, acks.patch(packet), buf)?;
+                let packet = inbound.acks.patch(packet);
+                encode(inbound.version, packet, buf)?;
                 Ok(Routed::Done)
             }
         },
@@ -74,7 +83,8 @@ pub(super) fn route(
 }
 
 impl<T: Transport> Session<T> {
-    /// Handles what the router sent, gathering what else is ready into one write.
+    /// Handles what the router sent, gathering what else is ready into one write; stops
+    /// reading the router when the client's Receive Maximum holds a publish back.
     pub(super) async fn on_router(
         &mut self,
         first: Result<Option<Notification>, rumqttd::local::LinkError>,
@@ -86,10 +96,11 @@ impl<T: Transport> Session<T> {
         while let Some(item) = next.take() {
             let (seen, at) = (self.tap.seen(&item), self.wbuf.len());
             let routed = match item {
-                Ok(n) => route(self.version, &mut self.wbuf, &mut self.inbound.acks, n)?,
+                Ok(n) => route(&mut self.inbound, &mut self.delivery, &mut self.wbuf, n)?,
                 Err(_) => Routed::Dropped,
             };
-            self.tap.sent(seen, &self.wbuf[at..]);
+            self.tap
+                .sent(seen, &self.wbuf[at..], routed == Routed::Held);
             match routed {
                 Routed::Dropped => {
                     self.router_gone = true;
@@ -97,6 +108,7 @@ impl<T: Transport> Session<T> {
                 }
                 Routed::Forwarded => forwarded += 1,
                 Routed::Unscheduled => unscheduled = true,
+                Routed::Held => break,
                 Routed::Done => {}
             }
             if self.wbuf.len() < WRITE_BATCH {
@@ -105,6 +117,14 @@ impl<T: Transport> Session<T> {
             }
         }
         self.gw.meters.messages_delivered.increment(forwarded);
+        let too_large = std::mem::take(&mut self.delivery.too_large);
+        if too_large > 0 {
+            self.gw
+                .meters
+                .drop_for("too_large_for_client")
+                .increment(too_large);
+        }
+        self.send_own_acks().await?;
         self.flush().await?;
         if unscheduled {
             // The router parked this link; tell it we wrote everything and want more.
@@ -112,6 +132,32 @@ impl<T: Transport> Session<T> {
                 self.router_gone = true;
                 return Err(End::RouterDropped);
             }
+        }
+        Ok(())
+    }
+
+    /// Sends the publish the client's Receive Maximum held back, once its acks allow,
+    /// and whatever the router has ready after it.
+    pub(super) async fn release_held(&mut self) -> Result<(), End> {
+        if !self.delivery.may_send(&self.inbound) {
+            return Ok(());
+        }
+        match self.delivery.held.take() {
+            Some(f) => self.on_router(Ok(Some(Notification::Forward(f)))).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the router the gateway's own acks for publishes the client never saw.
+    async fn send_own_acks(&mut self) -> Result<(), End> {
+        let mut acks = self.inbound.acks.take_for_router();
+        let Some(last) = acks.pop() else {
+            return Ok(());
+        };
+        self.tx.buffer().extend(acks);
+        if self.tx.send(last).await.is_err() {
+            self.router_gone = true;
+            return Err(End::RouterDropped);
         }
         Ok(())
     }
@@ -137,45 +183,108 @@ impl<T: Transport> Session<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::wire;
-    use rumqttd::protocol::{Disconnect, DisconnectReasonCode};
+    use crate::config::Config;
+    use crate::gateway::hello::Takes;
+    use crate::gateway::inbound::Tally;
+    use crate::gateway::{frame, wire};
+    use crate::policy::Grants;
+    use rumqttd::protocol::{Disconnect, DisconnectReasonCode, PublishProperties};
     use rumqttd::Forward;
 
+    fn session(version: Version, takes: Takes) -> (Inbound, Delivery) {
+        let open = Grants {
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+        };
+        let identity = wire::identity("rider-1", open);
+        let limits = Config::default().limits;
+        let inbound = Inbound::new(version, identity, &limits, || 0);
+        (
+            inbound,
+            Delivery::new(version, takes, limits.topic_alias_maximum),
+        )
+    }
+
     /// A publish as the router would forward it, at `qos` with `pkid`.
-    fn forward(qos: u8, pkid: u16) -> Notification {
+    fn forward(qos: u8, pkid: u16, retain: bool, props: Option<PublishProperties>) -> Notification {
         let bytes = wire::publish(Version::V311, qos, pkid, "a/b", "x");
-        let Packet::Publish(publish, _) = wire::read(Version::V311, &bytes) else {
+        let Packet::Publish(mut publish, _) = wire::read(Version::V311, &bytes) else {
             panic!("not a PUBLISH");
         };
+        publish.retain = retain;
         Notification::Forward(Forward {
             cursor: None,
             size: 0,
             publish,
-            properties: None,
+            properties: props,
         })
+    }
+
+    /// Subscribes `i` to `a/#` with MQTT 5 subscription options byte `options` and
+    /// Subscription Identifier 7; returns the gateway's identifier for it in the router.
+    fn subscribe(i: &mut Inbound, options: u8) -> usize {
+        let mut body = vec![0, 1, 2, 0x0B, 7];
+        wire::put_str(&mut body, "a/#");
+        body.push(options);
+        let packet = wire::read(Version::V5, &wire::frame(0x82, body));
+        let (mut out, mut to_router) = (BytesMut::new(), Vec::new());
+        i.check(
+            packet,
+            None,
+            &mut out,
+            &mut Tally::default(),
+            &mut to_router,
+        )
+        .expect("subscribed");
+        match to_router.last() {
+            Some(Packet::Subscribe(_, Some(p))) => p.id.expect("the gateway's identifier"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn routed_props(router_id: usize, marks: (Option<&str>, bool)) -> Option<PublishProperties> {
+        let mut props = Some(PublishProperties {
+            subscription_identifiers: vec![router_id],
+            ..PublishProperties::default()
+        });
+        crate::gateway::marks::mark(&mut props, marks.0, marks.1);
+        props
+    }
+
+    /// The properties of the one MQTT 5 PUBLISH in `buf`.
+    fn written(buf: &[u8]) -> (bool, Option<PublishProperties>) {
+        match wire::read(Version::V5, buf) {
+            Packet::Publish(p, props) => (p.retain, props),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn forwarded_publishes_are_written_and_their_acks_awaited() {
         for version in [Version::V311, Version::V5] {
+            let (mut i, mut d) = session(version, Takes::ANYTHING);
             let mut buf = BytesMut::new();
-            let mut acks = AckTracker::default();
             for (qos, pkid) in [(0, 0), (1, 7), (2, 8)] {
-                let routed = route(version, &mut buf, &mut acks, Some(forward(qos, pkid)));
+                let routed = route(
+                    &mut i,
+                    &mut d,
+                    &mut buf,
+                    Some(forward(qos, pkid, false, None)),
+                );
                 assert_eq!(routed.ok(), Some(Routed::Forwarded));
             }
             assert_eq!(frame::publish_qos_pkid(&buf), Some((0, 0)));
-            assert!(acks.puback(7));
-            assert!(acks.pubrec(8));
-            assert!(!acks.puback(9), "QoS 0 is not awaited");
+            assert!(i.acks.puback(7));
+            assert!(i.acks.pubrec(8));
+            assert!(!i.acks.puback(9), "QoS 0 is not awaited");
         }
     }
 
     #[test]
     fn what_the_router_says_of_the_link_is_passed_on() {
+        let (mut i, mut d) = session(Version::V5, Takes::ANYTHING);
         let mut buf = BytesMut::new();
-        let mut acks = AckTracker::default();
-        let mut route = |n| route(Version::V5, &mut buf, &mut acks, n).ok();
+        let mut route = |n| route(&mut i, &mut d, &mut buf, n).ok();
         assert_eq!(route(None), Some(Routed::Done));
         assert_eq!(
             route(Some(Notification::Unschedule)),
@@ -189,5 +298,126 @@ mod tests {
             Some(Routed::Dropped)
         );
         assert!(buf.is_empty(), "nothing of these is for the client");
+    }
+
+    #[test]
+    fn subscription_options_decide_what_the_client_gets() {
+        // No Local (bit 2) and Retain As Published (bit 3), QoS 1.
+        let (mut i, mut d) = session(Version::V5, Takes::ANYTHING);
+        let id = subscribe(&mut i, 0b0000_1101);
+        let mut buf = BytesMut::new();
+        let own = forward(1, 1, false, routed_props(id, (Some("rider-1"), false)));
+        assert_eq!(
+            route(&mut i, &mut d, &mut buf, Some(own)).ok(),
+            Some(Routed::Done)
+        );
+        assert!(buf.is_empty(), "No Local: its own publish is not sent");
+        assert!(
+            matches!(&i.acks.take_for_router()[..], [Packet::PubAck(a, _)] if a.pkid == 1),
+            "but acked to the router"
+        );
+        let theirs = forward(0, 0, false, routed_props(id, (Some("drv-1"), true)));
+        assert_eq!(
+            route(&mut i, &mut d, &mut buf, Some(theirs)).ok(),
+            Some(Routed::Forwarded)
+        );
+        let (retain, props) = written(&buf);
+        assert!(retain, "Retain As Published puts the flag back");
+        let props = props.expect("properties");
+        assert_eq!(props.subscription_identifiers, [7], "the client's own id");
+        assert!(
+            props.user_properties.is_empty(),
+            "no marks reach the client"
+        );
+        // Retain Handling 2 (bits 4-5): no retained message at subscribe time.
+        let (mut i, mut d) = session(Version::V5, Takes::ANYTHING);
+        let id = subscribe(&mut i, 0b0010_0000);
+        let mut buf = BytesMut::new();
+        let retained = forward(0, 0, true, routed_props(id, (None, false)));
+        assert_eq!(
+            route(&mut i, &mut d, &mut buf, Some(retained)).ok(),
+            Some(Routed::Done)
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_clients_limits_hold_drop_and_alias() {
+        let takes = Takes {
+            receive_max: 1,
+            max_packet_size: Some(20),
+            topic_alias_max: 5,
+            problem_info: true,
+        };
+        let (mut i, mut d) = session(Version::V5, takes);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            route(&mut i, &mut d, &mut buf, Some(forward(1, 1, false, None))).ok(),
+            Some(Routed::Forwarded)
+        );
+        let (_, props) = written(&buf);
+        assert_eq!(
+            props.and_then(|p| p.topic_alias),
+            Some(1),
+            "topic set as alias 1"
+        );
+        assert_eq!(
+            route(&mut i, &mut d, &mut buf, Some(forward(1, 2, false, None))).ok(),
+            Some(Routed::Held),
+            "Receive Maximum 1: one unacked at a time"
+        );
+        assert!(d.held.is_some());
+        assert!(i.acks.puback(1));
+        assert!(d.may_send(&i));
+        let Some(f) = d.held.take() else {
+            unreachable!()
+        };
+        buf.clear();
+        assert_eq!(
+            route(&mut i, &mut d, &mut buf, Some(Notification::Forward(f))).ok(),
+            Some(Routed::Forwarded)
+        );
+        match wire::read(Version::V5, &buf) {
+            Packet::Publish(p, props) => {
+                assert!(p.topic.is_empty(), "the alias alone");
+                assert_eq!(props.and_then(|p| p.topic_alias), Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(i.acks.puback(2));
+        // Over 20 bytes: not sent, counted, acked to the router.
+        let big = PublishProperties {
+            content_type: Some("application/json; charset=utf-8".into()),
+            ..PublishProperties::default()
+        };
+        buf.clear();
+        let r = route(
+            &mut i,
+            &mut d,
+            &mut buf,
+            Some(forward(1, 3, false, Some(big))),
+        );
+        assert_eq!(r.ok(), Some(Routed::Done));
+        assert!(buf.is_empty());
+        assert_eq!(d.too_large, 1);
+        assert!(matches!(&i.acks.take_for_router()[..], [Packet::PubAck(a, _)] if a.pkid == 3));
+    }
+
+    #[test]
+    fn a_311_client_gets_no_properties() {
+        let (mut i, mut d) = session(Version::V311, Takes::ANYTHING);
+        let mut buf = BytesMut::new();
+        let props = PublishProperties {
+            user_properties: vec![("k".into(), "v".into())],
+            ..PublishProperties::default()
+        };
+        let r = route(
+            &mut i,
+            &mut d,
+            &mut buf,
+            Some(forward(0, 0, false, Some(props))),
+        );
+        assert_eq!(r.ok(), Some(Routed::Forwarded));
+        assert_eq!(&buf[..], wire::publish(Version::V311, 0, 0, "a/b", "x"));
     }
 }

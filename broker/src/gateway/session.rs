@@ -8,10 +8,12 @@
 //! is an [`End`].
 
 use super::codec::{Refuse, Version, Violation};
+use super::delivery::Delivery;
 use super::frame;
 use super::handshake::{self, close_within, REFUSAL_WRITE};
 use super::hello::{connack, Hello, Identity};
 use super::inbound::{Inbound, Tally};
+use super::linger::{self, DelayedWill};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
 use crate::durable::tap::Tap;
@@ -21,7 +23,10 @@ use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Error as ProtocolError;
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, LastWill, Packet, Publish};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet, Publish,
+    PublishProperties,
+};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -89,6 +94,19 @@ impl End {
         }
     }
 
+    /// The reason code and Reason String of the DISCONNECT an MQTT 5 client gets before
+    /// the server closes: none when the client closed, or the socket is gone.
+    fn notice(&self) -> Option<(u8, &str)> {
+        match self {
+            End::Protocol(violation, why) => Some((violation.code(), why)),
+            End::TakenOver => Some((0x8E, "session taken over by a newer connection")),
+            End::Shutdown => Some((0x8B, "server shutting down")),
+            End::KeepAlive => Some((0x8D, "keep alive timeout")),
+            End::RouterDropped => Some((0x83, "the router dropped the session")),
+            _ => None,
+        }
+    }
+
     /// MQTT publishes the will when the network connection closes without DISCONNECT. On
     /// shutdown the router is going away with the process, so there is no one to tell.
     fn fires_will(&self) -> bool {
@@ -126,13 +144,15 @@ pub(super) struct Session<T> {
     pub(super) version: Version,
     pub(super) gw: Arc<Gateway>,
     kind: TransportKind,
-    tx: LinkTx,
+    pub(super) tx: LinkTx,
     pub(super) rx: LinkRx,
     rbuf: BytesMut,
     pub(super) wbuf: BytesMut,
     pacer: Pacer,
     /// The client's side: identity, subscriptions, acks due.
     pub(super) inbound: Inbound,
+    /// What the client takes of what the router sends.
+    pub(super) delivery: Delivery,
     /// Set once the router has dropped the link: it must not be touched again.
     pub(super) router_gone: bool,
     /// Hooks into the data directory's state (nothing without one).
@@ -168,7 +188,7 @@ impl<T: Transport> Session<T> {
     async fn start(
         mut io: T,
         gw: Arc<Gateway>,
-        hello: Hello,
+        mut hello: Hello,
         identity: Identity,
         rbuf: BytesMut,
         kind: TransportKind,
@@ -177,6 +197,8 @@ impl<T: Transport> Session<T> {
         if took_over {
             info!("client id taken over from an older connection");
         }
+        // Back in time: the session and will waiting for this client stay.
+        gw.lingering.cancel(&hello.client_id);
         if gw.shutdown.is_cancelled() {
             return close_within(&mut io).await;
         }
@@ -184,8 +206,16 @@ impl<T: Transport> Session<T> {
             return close_within(&mut io).await;
         };
         let rate = gw.config.limits.publish_rate_per_connection;
-        let (tap, replays) =
-            Tap::connect(gw.durable.as_ref(), &hello.client_id, !hello.clean_session);
+        let limits = &gw.config.limits;
+        let mut inbound = Inbound::new(hello.version, identity, limits, now_ms);
+        inbound.session_expiry = hello.session_expiry;
+        inbound.problem_info = hello.takes.problem_info;
+        let (tap, replays) = Tap::connect(
+            gw.durable.as_ref(),
+            &hello.client_id,
+            hello.clean_start,
+            hello.session_expiry,
+        );
         let mut session = Session {
             io,
             version: hello.version,
@@ -196,22 +226,14 @@ impl<T: Transport> Session<T> {
             wbuf: BytesMut::with_capacity(1024),
             // A tenth of a second of burst, as for the global pacer.
             pacer: Pacer::new(rate, (rate / 10).max(1)),
-            inbound: Inbound::new(hello.version, identity, &gw.config.limits, now_ms),
+            delivery: Delivery::new(hello.version, hello.takes, limits.topic_alias_maximum),
+            inbound,
             router_gone: false,
             tap,
             gw,
         };
-        // The router restores a persistent session's filters: they count against the
-        // subscription limit as if taken in this connection.
-        let restored = session.gw.persistent_filters.take(&hello.client_id);
-        if session_present && !hello.clean_session {
-            session.inbound.subscriptions.restore(restored);
-        }
-        let connack = connack(
-            &hello,
-            session_present,
-            session.gw.config.limits.max_packet_size,
-        );
+        session.resume(&hello, session_present).await;
+        let connack = connack(&hello, session_present, &session.gw.config.limits);
         let gw = Arc::clone(&session.gw);
         opened(&gw, kind);
         let end = match session.answer(connack, &replays).await {
@@ -219,14 +241,56 @@ impl<T: Transport> Session<T> {
             Err(end) => end,
         };
         gw.meters.disconnect(end.reason()).increment(1);
-        session.finish(end, hello.will).await;
-        session.tap.close();
-        if !hello.clean_session {
-            let held = session.inbound.subscriptions.take_all();
-            gw.persistent_filters.keep(&hello.client_id, held);
-        }
+        let expiry = session.inbound.session_expiry;
+        let (will, will_properties) = (hello.will.take(), hello.will_properties.take());
+        let will = session.finish(end, will, will_properties, expiry).await;
+        session.tap.close(expiry);
+        session.outlive(&hello, expiry, will).await;
         closed(&gw, kind);
         drop(claim);
+    }
+
+    /// Takes up what a resumed session held: the router restored its filters, so they
+    /// count against the subscription limit as if taken in this connection, and an MQTT 5
+    /// session's options apply again (the router forgot their identifiers: given back).
+    async fn resume(&mut self, hello: &Hello, session_present: bool) {
+        let kept = self.gw.persistent_filters.take(&hello.client_id);
+        if !session_present {
+            self.gw
+                .forget_retain_as_published(kept.retain_as_published());
+            return;
+        }
+        self.inbound.subscriptions.restore(kept);
+        if hello.version == Version::V5 {
+            let mut again = self.inbound.subscriptions.reidentify();
+            // The router acks these too: nobody is told.
+            self.inbound.acks.suback_after(again.len(), None);
+            if let Some(last) = again.pop() {
+                self.tx.buffer().extend(again);
+                // A router gone shows at the first read of the link.
+                let _ = self.tx.send(last).await;
+            }
+        }
+    }
+
+    /// What outlives the connection: the session for `expiry` seconds with its filters,
+    /// and a delayed will; or, for a session that ends now, nothing the router kept.
+    async fn outlive(&mut self, hello: &Hello, expiry: u32, will: Option<DelayedWill>) {
+        let id = &hello.client_id;
+        if expiry > 0 {
+            let held = self.inbound.subscriptions.take_all();
+            self.gw.persistent_filters.keep(id, held);
+            linger::linger(&self.gw, id.clone(), expiry, will);
+            return;
+        }
+        let held = self.inbound.subscriptions.take_all();
+        self.gw
+            .forget_retain_as_published(held.retain_as_published());
+        // A session resumed (Clean Start 0) with expiry 0, or whose DISCONNECT set 0: the
+        // router was told to keep it, so it is discarded now, while the id is ours.
+        if !hello.clean_start || hello.session_expiry > 0 {
+            linger::discard(&self.gw.router, id).await;
+        }
     }
 
     /// Writes the CONNACK, then what a persistent session was owed before a restart (the
@@ -276,7 +340,8 @@ impl<T: Transport> Session<T> {
                         Err(end) => return end,
                     }
                 }
-                n = self.rx.next() => {
+                // Not while the client's Receive Maximum holds a publish back.
+                n = self.rx.next(), if self.delivery.held.is_none() => {
                     if let Err(end) = self.on_router(n).await {
                         return end;
                     }
@@ -333,6 +398,7 @@ impl<T: Transport> Session<T> {
             }
         }
         tally.record(&self.gw.meters);
+        self.gw.count_retain_as_published(tally.retain_as_published);
         // Packets before a violation still go through, as they would have on their own.
         if let Some(last) = batch.pop() {
             {
@@ -347,19 +413,24 @@ impl<T: Transport> Session<T> {
         if !self.wbuf.is_empty() {
             self.flush().await?;
         }
-        match end {
-            Some(e) => Err(e),
-            None => Ok(Progress {
-                pause: (!wait.is_zero()).then_some(wait),
-                heard: packets > 0,
-            }),
+        if let Some(e) = end {
+            return Err(e);
         }
+        // The client's acks may have made room for what its Receive Maximum held back.
+        if self.delivery.held.is_some() {
+            self.release_held().await?;
+        }
+        Ok(Progress {
+            pause: (!wait.is_zero()).then_some(wait),
+            heard: packets > 0,
+        })
     }
 
     /// Parses and checks frames off the read buffer until it holds no whole frame, one
     /// ends the session, or this connection's publish quota asks for a pause.
     fn take_frames(&mut self, now: Instant) -> Frames {
         let max = self.gw.config.limits.max_packet_size;
+        self.inbound.mark_retained = self.gw.wants_retain_marks();
         let mut frames = Frames {
             batch: Vec::new(),
             tally: Tally::default(),
@@ -385,15 +456,16 @@ impl<T: Transport> Session<T> {
             frames.packets += 1;
             let before = frames.tally.publishes;
             let tally = &mut frames.tally;
-            match self.inbound.check(packet, header, &mut self.wbuf, tally) {
-                Ok(Some(p)) if self.tap.inbound(&p, header) => frames.batch.push(p),
-                Ok(Some(_)) => {}
-                Ok(None) => {}
-                Err(e) => {
-                    frames.end = Some(e);
-                    break;
-                }
+            let batch = &mut frames.batch;
+            let from = batch.len();
+            if let Err(e) = self
+                .inbound
+                .check(packet, header, &mut self.wbuf, tally, batch)
+            {
+                frames.end = Some(e);
+                break;
             }
+            self.tap.inbound(&mut frames.batch, from, header);
             if frames.tally.publishes > before {
                 // Charged one by one so that a burst read at once cannot pass the quota.
                 frames.wait = self.pacer.charge(1, now);
@@ -403,7 +475,15 @@ impl<T: Transport> Session<T> {
     }
 
     /// Publishes the will when due, releases the link, closes the socket.
-    async fn finish(&mut self, end: End, will: Option<LastWill>) {
+    /// Returns the will when it must wait for its delay (or for the end of the session,
+    /// `expiry` seconds from now, if sooner).
+    async fn finish(
+        &mut self,
+        end: End,
+        will: Option<LastWill>,
+        will_properties: Option<LastWillProperties>,
+        expiry: u32,
+    ) -> Option<DelayedWill> {
         match &end {
             End::ClientDisconnect
             | End::ClientDisconnectWithWill
@@ -413,15 +493,17 @@ impl<T: Transport> Session<T> {
             }
             _ => info!(reason = ?end, "session ended"),
         }
+        let mut delayed = None;
         if !self.router_gone {
             if let Some(w) = will.filter(|_| end.fires_will()) {
-                self.tap.will(&w);
-                // Wills enter the router at QoS 0 (rumqttd's public constructor allows
-                // no other; the link closes before an ack could come back anyway).
-                // rumqttd delivers it to QoS 1 subscribers at QoS 1 all the same.
-                let publish = Publish::new(w.topic, w.message, w.retain);
-                self.tx.buffer().push_back(Packet::Publish(publish, None));
-                self.gw.meters.wills.increment(1);
+                let (delay, publish) = will_publish(w, will_properties);
+                if delay > 0 && expiry > 0 {
+                    delayed = Some(DelayedWill { publish, delay });
+                } else {
+                    self.tap.will(&publish);
+                    self.tx.buffer().push_back(publish);
+                    self.gw.meters.wills.increment(1);
+                }
             }
             // Without this the router keeps the link's slot forever.
             let bye = Packet::Disconnect(
@@ -433,9 +515,10 @@ impl<T: Transport> Session<T> {
             let _ = self.tx.send(bye).await;
             self.router_gone = true;
         }
-        if let (Version::V5, End::Protocol(violation, _)) = (self.version, &end) {
+        if let (Version::V5, Some((code, why))) = (self.version, end.notice()) {
             // MQTT 5 4.13: a server SHOULD say why before it closes.
-            self.wbuf.extend_from_slice(&violation.disconnect());
+            let bye = super::codec::with_reason_string(&[0xE0], &[code], why);
+            self.wbuf.extend_from_slice(&bye);
         }
         if !self.wbuf.is_empty() && !matches!(end, End::WriteTimeout | End::Io(_)) {
             let _ = timeout(REFUSAL_WRITE, self.io.write_from(&mut self.wbuf)).await;
@@ -445,21 +528,52 @@ impl<T: Transport> Session<T> {
             close_within(&mut self.io).await;
         }
         debug!(transport = self.kind.as_str(), "closed");
+        delayed
     }
+}
+
+/// A will as the PUBLISH it becomes, with the properties it was given, and its delay (s).
+/// Wills enter the router at QoS 0 (rumqttd's public constructor allows no other; the
+/// link closes before an ack could come back anyway); rumqttd delivers them to QoS 1
+/// subscribers at QoS 1 all the same.
+fn will_publish(w: LastWill, props: Option<LastWillProperties>) -> (u32, Packet) {
+    let publish = Publish::new(w.topic, w.message, w.retain);
+    let Some(p) = props else {
+        return (0, Packet::Publish(publish, None));
+    };
+    let properties = PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: None,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type,
+    };
+    let delay = p.delay_interval.unwrap_or(0);
+    (delay, Packet::Publish(publish, Some(properties)))
 }
 
 /// Builds the client's router link: its two ends and whether the router resumed a session.
 /// When the router cannot take the link, answers CONNACK "server unavailable".
+///
+/// rumqttd has one flag for what MQTT 5 splits in two: its clean session both discards
+/// an old session and keeps none after. A session that starts afresh (Clean Start) but
+/// outlives the connection (an expiry) is therefore a persistent link built after the old
+/// session was discarded; one that resumes but ends with the connection is a persistent
+/// link discarded at the end (`Session::outlive`).
 async fn link<T: Transport>(
     io: &mut T,
     gw: &Gateway,
     hello: &Hello,
 ) -> Option<(LinkTx, LinkRx, bool)> {
-    match gw
-        .router
-        .connect(&hello.client_id, hello.clean_session)
-        .await
-    {
+    let keep = hello.session_expiry > 0;
+    if hello.clean_start && keep {
+        linger::discard(&gw.router, &hello.client_id).await;
+    }
+    let clean = hello.clean_start && !keep;
+    match gw.router.connect(&hello.client_id, clean).await {
         Ok((tx, rx, notification)) => {
             let session_present = match Option::<Packet>::from(notification) {
                 Some(Packet::ConnAck(ack, _)) => ack.session_present,
@@ -470,7 +584,7 @@ async fn link<T: Transport>(
         Err(e) => {
             gw.meters.refusal("router_busy").increment(1);
             warn!(error = %e, "link not built");
-            let refusal = Refuse::Unavailable.connack(hello.version);
+            let refusal = Refuse::Unavailable.connack(hello.version, "router busy");
             let mut b = BytesMut::from(&refusal[..]);
             let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
             None

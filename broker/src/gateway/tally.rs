@@ -20,6 +20,8 @@ pub(super) struct Tally {
     pub(super) subscriptions: u64,
     /// Subscription filters refused.
     pub(super) subscriptions_refused: u64,
+    /// Subscriptions with MQTT 5 Retain As Published taken, less those given up.
+    pub(super) retain_as_published: i64,
 }
 
 impl Tally {

@@ -120,9 +120,14 @@ pub(super) fn hello(version: Version, client_id: &str) -> Hello {
         version,
         client_id: client_id.into(),
         assigned_id: false,
-        clean_session: true,
+        clean_start: true,
+        session_expiry: 0,
+        expiry_capped: false,
         keep_alive: 60,
+        keep_alive_ours: false,
         will: None,
+        will_properties: None,
+        takes: super::hello::Takes::ANYTHING,
         login: None,
     }
 }

@@ -2,8 +2,9 @@
 //! that a damaged record is reported as damaged instead of read as something else.
 //!
 //! - retained (key: the topic): `[1][qos][payload...]`
-//! - session (key: the client id): `[1]`, a u32 count of filters, each `[u16 len][filter][qos]`,
-//!   a u32 count of queued messages, each `[u16 len][topic][u32 len][payload][qos]`.
+//! - session (key: the client id): `[1]`, the u64 unix second it expires at (0: connected,
+//!   or never), its u32 expiry interval (s), a u32 count of filters, each `[u16 len][filter][qos]`, a u32 count of queued messages,
+//!   each `[u16 len][topic][u32 len][payload][qos]`.
 
 use bytes::{Buf, BufMut, Bytes};
 
@@ -37,6 +38,11 @@ pub struct Queued {
 pub struct SavedSession {
     /// Its client id.
     pub client_id: String,
+    /// When it ends if its client does not come back (unix seconds); 0: never, or while
+    /// connected.
+    pub expires_at: u64,
+    /// How long it outlives a connection (s; `u32::MAX`: for ever).
+    pub expiry: u32,
     /// Its subscriptions: filter and QoS.
     pub filters: Vec<(String, u8)>,
     /// What it is owed, oldest first.
@@ -73,6 +79,8 @@ pub(super) fn encode_session(s: &SavedSession) -> Vec<u8> {
             .sum::<usize>();
     let mut out = Vec::with_capacity(size + 9);
     out.put_u8(RECORD_VERSION);
+    out.put_u64(s.expires_at);
+    out.put_u32(s.expiry);
     out.put_u32(s.filters.len() as u32);
     for (filter, qos) in &s.filters {
         put_short(&mut out, filter.as_bytes());
@@ -101,6 +109,8 @@ pub(super) fn decode_session(client_id: &str, value: &[u8]) -> Result<SavedSessi
     if take(&mut r, 1)?[0] != RECORD_VERSION {
         return Err("unknown record version".into());
     }
+    let expires_at = take(&mut r, 8)?.get_u64();
+    let expiry = take(&mut r, 4)?.get_u32();
     let filters_len = count(&mut r)?;
     let mut filters = Vec::with_capacity(filters_len.min(1024));
     for _ in 0..filters_len {
@@ -125,6 +135,8 @@ pub(super) fn decode_session(client_id: &str, value: &[u8]) -> Result<SavedSessi
     }
     Ok(SavedSession {
         client_id: client_id.to_owned(),
+        expires_at,
+        expiry,
         filters,
         queued,
     })
@@ -164,6 +176,8 @@ mod tests {
     fn session() -> SavedSession {
         SavedSession {
             client_id: "c".into(),
+            expires_at: 1_800_000_000,
+            expiry: 3600,
             filters: vec![("a/+".into(), 1), ("b/#".into(), 2)],
             queued: vec![
                 Queued {
