@@ -526,6 +526,7 @@ mod tests {
                 let other = match value {
                     toml::Value::Integer(n) => toml::Value::Integer(n + 1),
                     toml::Value::Boolean(b) => toml::Value::Boolean(!b),
+                    toml::Value::Float(f) => toml::Value::Float(f + 1.0),
                     // Addresses: another port; files: another name.
                     toml::Value::String(v) if v.parse::<SocketAddr>().is_ok() => {
                         let mut a: SocketAddr = v.parse().expect("address");

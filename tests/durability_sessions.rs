@@ -1,0 +1,136 @@
+//! `serve --data DIR` with what else keeps or makes state: a session's expiry runs on
+//! across a restart (one that expired while fleetcast was down is gone, one with time left
+//! is back), and a retained message published over HTTP survives a kill -9 like one
+//! published over MQTT.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::persist::*;
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An MQTT 5 CONNECT with Clean Start 1 and a Session Expiry Interval of `secs`.
+fn connect_v5_expiring(client_id: &str, secs: u32) -> Vec<u8> {
+    let mut props = vec![0x11];
+    props.extend_from_slice(&secs.to_be_bytes());
+    raw::connect(
+        client_id,
+        &raw::Hello {
+            level: 5,
+            props: &props,
+            keep_alive: 30,
+            ..raw::Hello::default()
+        },
+    )
+}
+
+/// Connects with `hello` and subscribes to `filter`, then leaves with DISCONNECT.
+async fn subscribe_and_leave(mqtt: std::net::SocketAddr, hello: &[u8], filter: &str, v5: bool) {
+    let mut s = TcpStream::connect(mqtt).await.unwrap();
+    s.write_all(hello).await.unwrap();
+    let connack = raw::read_frame(&mut s, PATIENCE).await.expect("CONNACK");
+    assert_eq!(connack[0], 0x20);
+    s.write_all(&raw::subscribe(filter, 1, v5)).await.unwrap();
+    let suback = raw::read_frame(&mut s, PATIENCE).await.expect("SUBACK");
+    assert_eq!(suback[0], 0x90);
+    s.write_all(&[0xE0, 0]).await.unwrap();
+}
+
+/// Whether the broker still has a session for `client_id` (CONNACK session present), asked
+/// in MQTT 5 with Clean Start 0 and no expiry, so that asking does not keep one.
+async fn session_present(mqtt: std::net::SocketAddr, client_id: &str) -> bool {
+    let hello = connect_frame_version(b"MQTT", 5, client_id, 30, false, None);
+    let mut s = TcpStream::connect(mqtt).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    let connack = raw::read_frame(&mut s, PATIENCE).await.expect("CONNACK");
+    assert_eq!((connack[0], connack[3]), (0x20, 0), "{connack:?}");
+    connack[2] & 1 == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_runs_on_across_a_restart() {
+    let dir = TempDir::new("durable-expiry");
+    let conf = TempDir::new("durable-expiry-conf");
+    let file = conf.path.join("fleetcast.toml");
+    // A persistent 3.1.1 session lasts at most this long after its connection.
+    std::fs::write(&file, "[limits]\nmax_session_expiry_secs = 2\n").unwrap();
+    let config = ["--config", file.to_str().unwrap()];
+    let mut first = serve_with_data_and(&dir.path, None, &config);
+    let short = connect_frame("short-lived", 30, false, None);
+    subscribe_and_leave(first.mqtt, &short, "alerts/#", false).await;
+    let long = connect_v5_expiring("long-lived", 2);
+    subscribe_and_leave(first.mqtt, &long, "alerts/#", true).await;
+    sigterm(&mut first);
+    // The expiry is the behaviour under test: wait it out while fleetcast is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = serve_with_data_and(&dir.path, None, &config);
+    assert!(
+        !session_present(second.mqtt, "short-lived").await,
+        "expired while down"
+    );
+    assert!(
+        !session_present(second.mqtt, "long-lived").await,
+        "expired while down too"
+    );
+
+    // Sessions with time left come back, with it.
+    let dir = TempDir::new("durable-expiry-left");
+    let mut first = serve_with_data(&dir.path, None);
+    let kept = connect_v5_expiring("kept", 3600);
+    subscribe_and_leave(first.mqtt, &kept, "alerts/#", true).await;
+    subscribe_and_leave(
+        first.mqtt,
+        &connect_frame("kept-311", 30, false, None),
+        "a/#",
+        false,
+    )
+    .await;
+    kill_9_after_the_bound(&mut first).await;
+    let second = serve_with_data(&dir.path, None);
+    assert!(session_present(second.mqtt, "kept").await);
+    assert!(session_present(second.mqtt, "kept-311").await);
+}
+
+/// What is older than the stated bound must be on disk: wait that long, then SIGKILL.
+async fn kill_9_after_the_bound(served: &mut Served) {
+    tokio::time::sleep(LOSS_BOUND).await;
+    kill_9(served);
+}
+
+/// `POST path` with `body`; the status code.
+async fn post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_position_posted_over_http_survives_kill_9() {
+    let dir = TempDir::new("durable-http");
+    let mut first = serve_with_data(&dir.path, None);
+    let id = driver_id(7);
+    let path = format!("/topics/drivers/{id}/location?qos=1&retain=true");
+    assert_eq!(post(first.http, &path, &location(&id, 41)).await, 200);
+    kill_9_after_the_bound(&mut first).await;
+    let second = serve_with_data(&dir.path, None);
+    let got = retained_seqs(second.mqtt, &[id.clone()], "http-check").await;
+    assert_eq!(got.get(&id), Some(&41));
+}
