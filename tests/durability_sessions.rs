@@ -131,6 +131,6 @@ async fn a_retained_position_posted_over_http_survives_kill_9() {
     assert_eq!(post(first.http, &path, &location(&id, 41)).await, 200);
     kill_9_after_the_bound(&mut first).await;
     let second = serve_with_data(&dir.path, None);
-    let got = retained_seqs(second.mqtt, &[id.clone()], "http-check").await;
+    let got = retained_seqs(second.mqtt, std::slice::from_ref(&id), "http-check").await;
     assert_eq!(got.get(&id), Some(&41));
 }

@@ -19,6 +19,8 @@ pub struct Tap {
     durable: Option<Arc<Durable>>,
     /// The client id, when the session is kept.
     persistent: Option<String>,
+    /// What the session was owed before a restart, to send after the CONNACK.
+    replays: Vec<Replay>,
 }
 
 /// A message the router forwarded, held until its packet id is known (after encoding).
@@ -27,67 +29,59 @@ pub struct Seen(Bytes, Bytes);
 
 impl Tap {
     /// The hooks of a session of `client_id` that starts afresh (`clean_start`) or
-    /// resumes, and outlives its connection by `expiry` seconds (0: not at all); also what
-    /// it must be replayed, already numbered (at QoS 1, packet ids from
-    /// [`REPLAY_PKID_BASE`]).
+    /// resumes, and outlives its connection by `expiry` seconds (0: not at all).
     pub fn connect(
         durable: Option<&Arc<Durable>>,
         client_id: &str,
         clean_start: bool,
         expiry: u32,
-    ) -> (Tap, Vec<Replay>) {
+    ) -> Tap {
         let Some(durable) = durable else {
-            return (Tap::default(), Vec::new());
+            return Tap::default();
         };
         let (kept, replays) = durable.connected(client_id, clean_start, expiry);
-        let tap = Tap {
+        Tap {
             durable: Some(Arc::clone(durable)),
             persistent: kept.then(|| client_id.to_owned()),
-        };
-        (tap, replays)
+            replays,
+        }
     }
 
-    /// Encodes `replays` as PUBLISH frames (QoS 1) onto `out`; returns their packet ids in
+    /// Encodes what the session was owed before a restart as PUBLISH frames (QoS 1,
+    /// packet ids from [`REPLAY_PKID_BASE`]) onto `out`, telling `sent` each packet id in
     /// the order written, for the session's ack bookkeeping.
-    pub fn write_replays(replays: &[Replay], v5: bool, out: &mut BytesMut) -> Vec<u16> {
-        replays
-            .iter()
-            .map(|r| {
-                publish_frame(&r.topic, &r.payload, r.pkid, v5, out);
-                r.pkid
-            })
-            .collect()
+    pub fn replay(&mut self, v5: bool, out: &mut BytesMut, mut sent: impl FnMut(u16)) {
+        for r in std::mem::take(&mut self.replays) {
+            publish_frame(&r.topic, &r.payload, r.pkid, v5, out);
+            sent(r.pkid);
+        }
     }
 
-    /// The packets the gateway checked one client packet into, `batch[from..]`, about to
-    /// go to the router (`header`: the client PUBLISH's QoS and packet id off the wire).
-    /// Takes out acks of messages the gateway replayed: the router never sent those, so it
-    /// must not see their acks.
-    pub fn inbound(&self, batch: &mut Vec<Packet>, from: usize, header: Option<(u8, u16)>) {
-        if self.durable.is_none() || batch.len() <= from {
+    /// The packets the gateway checked a read's client packets into, about to go to the
+    /// router. Takes out acks of messages the gateway replayed: the router never sent
+    /// those, so it must not see their acks.
+    pub fn inbound(&self, batch: &mut Vec<Packet>) {
+        if self.durable.is_none() {
             return;
         }
-        for packet in &batch[from..] {
-            self.one(packet, header);
+        for packet in batch.iter() {
+            self.one(packet);
         }
         if self.persistent.is_some() {
-            let mut i = 0;
-            batch.retain(|p| {
-                let replayed = matches!(p, Packet::PubAck(a, _) if a.pkid >= REPLAY_PKID_BASE);
-                i += 1;
-                i <= from || !replayed
-            });
+            batch.retain(|p| !matches!(p, Packet::PubAck(a, _) if a.pkid >= REPLAY_PKID_BASE));
         }
     }
 
-    fn one(&self, packet: &Packet, header: Option<(u8, u16)>) {
+    fn one(&self, packet: &Packet) {
         let Some(durable) = &self.durable else {
             return;
         };
         let persistent = self.persistent.as_deref();
         match (packet, persistent) {
             (Packet::Publish(p, _), _) => {
-                let qos = header.map_or(0, |(q, _)| q);
+                // rumqttd keeps the QoS private, but its length counts the packet id, which
+                // only QoS 1 and 2 have; both are owed at QoS 1 at most (replays are QoS 1).
+                let qos = u8::from(p.len() > 2 + p.topic.len() + p.payload.len());
                 durable.published(&p.topic, &p.payload, p.retain, qos);
             }
             (Packet::Subscribe(s, _), Some(id)) => {
@@ -190,13 +184,18 @@ mod tests {
     fn replays_are_frames_both_codecs_read() {
         let payload = Bytes::from(vec![b'x'; 300]);
         for (version, v5) in [(Version::V311, false), (Version::V5, true)] {
-            let replays = [Replay {
-                topic: Bytes::from("alerts/1"),
-                payload: payload.clone(),
-                pkid: 1_000,
-            }];
+            let mut tap = Tap {
+                replays: vec![Replay {
+                    topic: Bytes::from("alerts/1"),
+                    payload: payload.clone(),
+                    pkid: 1_000,
+                }],
+                ..Tap::default()
+            };
             let mut out = BytesMut::new();
-            assert_eq!(Tap::write_replays(&replays, v5, &mut out), [1_000]);
+            let mut sent = Vec::new();
+            tap.replay(v5, &mut out, |pkid| sent.push(pkid));
+            assert_eq!(sent, [1_000]);
             assert_eq!(
                 crate::gateway::frame::publish_qos_pkid(&out),
                 Some((1, 1_000))

@@ -43,6 +43,7 @@ pub mod transport;
 mod wire;
 
 use crate::config::Config;
+use crate::durable::tap::Tap;
 use crate::meters::GatewayMeters;
 use crate::pacing::Pacer;
 use crate::registry::Registry;
@@ -240,6 +241,11 @@ impl Gateway {
         let held = HeldFilters::plain(filters.iter().map(|(f, _)| f.as_str()));
         self.persistent_filters.keep(client_id, held);
         linger::linger(self, client_id.to_owned(), expiry, None);
+    }
+
+    /// The data directory's hooks for a session of `client_id` (nothing without one).
+    pub(crate) fn tap(&self, client_id: &str, clean_start: bool, expiry: u32) -> Tap {
+        Tap::connect(self.durable.as_ref(), client_id, clean_start, expiry)
     }
 
     /// Whether any subscription asks for Retain As Published.

@@ -17,7 +17,6 @@ use super::linger::{self, DelayedWill};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
 use crate::durable::tap::Tap;
-use crate::durable::Replay;
 use crate::pacing::Pacer;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
@@ -155,7 +154,6 @@ pub(super) struct Session<T> {
     pub(super) delivery: Delivery,
     /// Set once the router has dropped the link: it must not be touched again.
     pub(super) router_gone: bool,
-    /// Hooks into the data directory's state (nothing without one).
     pub(super) tap: Tap,
 }
 
@@ -210,12 +208,6 @@ impl<T: Transport> Session<T> {
         let mut inbound = Inbound::new(hello.version, identity, limits, now_ms);
         inbound.session_expiry = hello.session_expiry;
         inbound.problem_info = hello.takes.problem_info;
-        let (tap, replays) = Tap::connect(
-            gw.durable.as_ref(),
-            &hello.client_id,
-            hello.clean_start,
-            hello.session_expiry,
-        );
         let mut session = Session {
             io,
             version: hello.version,
@@ -229,14 +221,14 @@ impl<T: Transport> Session<T> {
             delivery: Delivery::new(hello.version, hello.takes, limits.topic_alias_maximum),
             inbound,
             router_gone: false,
-            tap,
+            tap: gw.tap(&hello.client_id, hello.clean_start, hello.session_expiry),
             gw,
         };
         session.resume(&hello, session_present).await;
         let connack = connack(&hello, session_present, &session.gw.config.limits);
         let gw = Arc::clone(&session.gw);
         opened(&gw, kind);
-        let end = match session.answer(connack, &replays).await {
+        let end = match session.answer(connack).await {
             Ok(()) => session.serve(hello.keep_alive, claim.kicked()).await,
             Err(end) => end,
         };
@@ -293,13 +285,12 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    /// Writes the CONNACK, then what a persistent session was owed before a restart (the
-    /// router never had those; the gateway sends them and takes their acks).
-    async fn answer(&mut self, connack: Packet, replays: &[Replay]) -> Result<(), End> {
+    /// Writes the CONNACK, then what the session was owed before a restart (`Tap`).
+    async fn answer(&mut self, connack: Packet) -> Result<(), End> {
         super::outbound::encode(self.version, connack, &mut self.wbuf)?;
-        for pkid in Tap::write_replays(replays, self.version == Version::V5, &mut self.wbuf) {
-            self.inbound.acks.sent(1, pkid);
-        }
+        let v5 = self.version == Version::V5;
+        self.tap
+            .replay(v5, &mut self.wbuf, |pkid| self.inbound.acks.sent(1, pkid));
         self.flush().await
     }
 
@@ -388,6 +379,7 @@ impl<T: Transport> Session<T> {
             mut wait,
             packets,
         } = self.take_frames(now);
+        self.tap.inbound(&mut batch);
         if tally.publishes > 0 {
             // The shared pacer is charged once per read: an atomic per message would be
             // contended by every connection.
@@ -457,7 +449,6 @@ impl<T: Transport> Session<T> {
             let before = frames.tally.publishes;
             let tally = &mut frames.tally;
             let batch = &mut frames.batch;
-            let from = batch.len();
             if let Err(e) = self
                 .inbound
                 .check(packet, header, &mut self.wbuf, tally, batch)
@@ -465,7 +456,6 @@ impl<T: Transport> Session<T> {
                 frames.end = Some(e);
                 break;
             }
-            self.tap.inbound(&mut frames.batch, from, header);
             if frames.tally.publishes > before {
                 // Charged one by one so that a burst read at once cannot pass the quota.
                 frames.wait = self.pacer.charge(1, now);
