@@ -31,6 +31,7 @@ pub mod quota;
 pub mod registry;
 pub mod restore;
 pub mod router;
+pub mod share;
 pub mod sources;
 pub mod store;
 pub mod throttle;
