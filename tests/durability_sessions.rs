@@ -134,3 +134,54 @@ async fn a_retained_position_posted_over_http_survives_kill_9() {
     let got = retained_seqs(second.mqtt, std::slice::from_ref(&id), "http-check").await;
     assert_eq!(got.get(&id), Some(&41));
 }
+
+/// Geofence shapes and counts are the geofence task's to publish at start: a fence in
+/// force before the restart and gone after it leaves no retained shape or count behind,
+/// while a driver's position does stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_gone_after_a_restart_leaves_nothing_retained() {
+    let dir = TempDir::new("durable-fences");
+    let conf = TempDir::new("durable-fences-conf");
+    let fences = conf.path.join("fences.geojson");
+    let square = r#"{"type":"Polygon","coordinates":[[[24.9,60.1],[25.0,60.1],[25.0,60.2],[24.9,60.2],[24.9,60.1]]]}"#;
+    let collection = format!(
+        r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","properties":{{"name":"depot"}},"geometry":{square}}}]}}"#
+    );
+    std::fs::write(&fences, collection).unwrap();
+    let with_fences = ["--geofences", fences.to_str().unwrap()];
+    let mut first = serve_with_data_and(&dir.path, None, &with_fences);
+    let mut o = rumqttc::MqttOptions::new("fences", first.mqtt.ip().to_string(), first.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    let mut watcher = TestClient::connect(o).await;
+    watcher
+        .subscribe("geofences/depot/shape", rumqttc::QoS::AtMostOnce)
+        .await;
+    assert!(
+        watcher.next_publish().await.is_some(),
+        "the fence's shape, retained"
+    );
+    let id = driver_id(3);
+    let (mut driver, _) = raw_connect(first.mqtt, &id, true).await;
+    let topic = format!("drivers/{id}/location");
+    publish_acked(&mut driver, &topic, &location(&id, 5), 1, true).await;
+    kill_9_after_the_bound(&mut first).await;
+
+    let second = serve_with_data(&dir.path, None);
+    let mut o =
+        rumqttc::MqttOptions::new("fences-2", second.mqtt.ip().to_string(), second.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    let mut watcher = TestClient::connect(o).await;
+    watcher
+        .subscribe("geofences/#", rumqttc::QoS::AtMostOnce)
+        .await;
+    watcher.subscribe(&topic, rumqttc::QoS::AtMostOnce).await;
+    let p = watcher.next_publish().await.expect("the driver's position");
+    assert_eq!(p.topic, topic, "nothing retained under geofences/");
+    assert!(
+        watcher
+            .publish_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no ghost of the fence"
+    );
+}

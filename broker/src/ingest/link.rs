@@ -54,11 +54,15 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     jobs: mpsc::Sender<Job>,
+    /// The data directory's state: what clients publish over HTTP is kept like what they
+    /// publish over MQTT. The broker's own messages (`send`) are not: they are derived
+    /// (geofence shapes and counts) and published again at start.
+    durable: Option<Arc<crate::durable::Durable>>,
 }
 
 impl Publisher {
     /// Starts the link's task on `tracker`; it ends with `shutdown`.
-    /// What it publishes is also recorded in `durable`, the data directory's state.
+    /// What clients publish through it is also recorded in `durable`.
     pub fn spawn(
         router: Arc<RouterHandle>,
         shutdown: CancellationToken,
@@ -66,8 +70,8 @@ impl Publisher {
         durable: Option<Arc<crate::durable::Durable>>,
     ) -> Publisher {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tracker.spawn(run(router, queue, shutdown, durable));
-        Publisher { jobs }
+        tracker.spawn(run(router, queue, shutdown));
+        Publisher { jobs, durable }
     }
 
     /// Publishes without waiting for the router (dropped, and logged, when the queue is
@@ -99,6 +103,10 @@ impl Publisher {
         qos1: bool,
     ) -> Result<(), LinkError> {
         let (reply, answer) = oneshot::channel();
+        let kept = self
+            .durable
+            .as_ref()
+            .map(|d| (d, topic.clone(), payload.clone()));
         let job = Job {
             topic,
             payload,
@@ -110,6 +118,9 @@ impl Publisher {
             mpsc::error::TrySendError::Full(_) => LinkError::Busy,
             mpsc::error::TrySendError::Closed(_) => LinkError::Unavailable,
         })?;
+        if let Some((d, topic, payload)) = kept {
+            d.published(&topic, &payload, retain, u8::from(qos1));
+        }
         answer.await.unwrap_or(Err(LinkError::Unavailable))
     }
 }
@@ -130,7 +141,6 @@ async fn run(
     router: Arc<RouterHandle>,
     mut queue: mpsc::Receiver<Job>,
     shutdown: CancellationToken,
-    durable: Option<Arc<crate::durable::Durable>>,
 ) {
     let (mut tx, mut rx, _) = loop {
         match router.connect(CLIENT_ID, true).await {
@@ -164,9 +174,6 @@ async fn run(
         let mut waiting = HashMap::new();
         let mut done = Vec::new();
         for job in batch {
-            if let Some(d) = &durable {
-                d.published(&job.topic, &job.payload, job.retain, u8::from(job.qos1));
-            }
             let publish = if job.qos1 {
                 // Packet ids 1..=65535; a batch is far smaller, so none repeats within it.
                 next_pkid = next_pkid.checked_add(1).unwrap_or(1);
