@@ -185,3 +185,65 @@ async fn a_fence_gone_after_a_restart_leaves_nothing_retained() {
         "no ghost of the fence"
     );
 }
+
+/// MQTT 5 properties of a retained message: Content Type (0x03) and Message Expiry
+/// Interval (0x02) of `secs`.
+fn v5_props(secs: u32) -> Vec<u8> {
+    let mut p = vec![0x02];
+    p.extend_from_slice(&secs.to_be_bytes());
+    p.push(0x03);
+    raw::put(&mut p, b"application/json");
+    p
+}
+
+/// A retained message keeps its MQTT 5 properties across a kill -9, and its expiry runs on:
+/// one that expired while fleetcast was down is not delivered after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_properties_and_expiry_survive_kill_9() {
+    let dir = TempDir::new("durable-props");
+    let mut first = serve_with_data(&dir.path, None);
+    let mut s = TcpStream::connect(first.mqtt).await.unwrap();
+    s.write_all(&raw::plain_connect("props-publisher", 5))
+        .await
+        .unwrap();
+    raw::read_frame(&mut s, PATIENCE).await.expect("CONNACK");
+    for (topic, secs, pkid) in [("notes/long", 3600, 1), ("notes/short", 1, 2)] {
+        let props = v5_props(secs);
+        let frame = raw::publish(topic.as_bytes(), b"{}", 1, pkid, true, Some(&props));
+        s.write_all(&frame).await.unwrap();
+        let ack = raw::read_frame(&mut s, PATIENCE).await.expect("PUBACK");
+        assert_eq!(ack[0], 0x40);
+    }
+    kill_9_after_the_bound(&mut first).await;
+    let second = serve_with_data(&dir.path, None);
+    let mut s = TcpStream::connect(second.mqtt).await.unwrap();
+    s.write_all(&raw::plain_connect("props-reader", 5))
+        .await
+        .unwrap();
+    raw::read_frame(&mut s, PATIENCE).await.expect("CONNACK");
+    s.write_all(&raw::subscribe("notes/#", 1, true))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(f) = raw::read_frame(&mut s, Duration::from_millis(1_500)).await {
+        if f[0] >> 4 == 3 {
+            got.push(f);
+        }
+    }
+    assert_eq!(got.len(), 1, "only the message with time left");
+    let f = &got[0];
+    let at = f
+        .windows(10)
+        .position(|w| w == b"notes/long")
+        .expect("its topic");
+    assert!(f.windows(16).any(|w| w == b"application/json"), "{f:?}");
+    let expiry = f[at..]
+        .windows(5)
+        .find(|w| w[0] == 0x02)
+        .expect("an expiry");
+    let left = u32::from_be_bytes([expiry[1], expiry[2], expiry[3], expiry[4]]);
+    assert!(
+        (3500..3600).contains(&left),
+        "the expiry it had left: {left}"
+    );
+}

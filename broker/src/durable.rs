@@ -12,13 +12,14 @@
 mod owed;
 pub mod tap;
 
-use crate::store::{Batch, SavedSession, Store, StoreError};
+use crate::store::{Batch, Props, Retained, SavedSession, Store, StoreError};
 use crate::throttle::Throttle;
 use bytes::Bytes;
 use fleetcast_proto::meter::{counter, describe_counter, describe_gauge, gauge};
 use metrics::{Counter, Gauge, Histogram, Recorder, Unit};
 use owed::Owed;
 pub use owed::{Replay, MAX_QUEUED_LIMIT, REPLAY_PKID_BASE};
+use rumqttd::protocol::PublishProperties;
 use std::collections::{HashMap, HashSet};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -109,7 +110,7 @@ impl StoreMeters {
 #[derive(Debug, Default)]
 struct State {
     /// Topic -> its latest retained message, or None for deleted.
-    retained: HashMap<Bytes, Option<(Bytes, u8)>>,
+    retained: HashMap<Bytes, Option<Retained>>,
     /// Every persistent session kept.
     sessions: HashMap<String, Owed>,
     /// Sessions changed since the last flush (those no longer in `sessions` are deleted).
@@ -273,16 +274,29 @@ impl Durable {
         }
     }
 
-    /// A publish the gateway passed to the router: a retained one (or an empty one, which
-    /// rumqttd treats as a delete either way) replaces its topic's value; a QoS 1 or 2 one
-    /// is owed to the persistent sessions it matches.
-    pub fn published(&self, topic: &Bytes, payload: &Bytes, retain: bool, qos: u8) {
+    /// A publish the gateway passed to the router (with its MQTT 5 properties): a retained
+    /// one (or an empty one, which rumqttd treats as a delete either way) replaces its
+    /// topic's value; a QoS 1 or 2 one is owed to the persistent sessions it matches.
+    pub fn published(
+        &self,
+        topic: &Bytes,
+        payload: &Bytes,
+        retain: bool,
+        qos: u8,
+        props: Option<&PublishProperties>,
+    ) {
         if !retain && !payload.is_empty() && qos == 0 {
             return;
         }
+        // Outside the lock: the properties are copied only for a retained message.
+        let value = (retain && !payload.is_empty()).then(|| Retained {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            qos,
+            props: props.and_then(|p| Props::of(p, fleetcast_proto::time::unix_now())),
+        });
         let mut state = self.lock();
         if retain || payload.is_empty() {
-            let value = (!payload.is_empty()).then(|| (payload.clone(), qos));
             state.retained.insert(topic.clone(), value);
         }
         if qos == 0 || state.sessions.is_empty() {
@@ -353,9 +367,9 @@ impl Durable {
 
     /// A publish packet the broker itself hands the router (a will, a delayed will).
     pub fn published_packet(&self, packet: &rumqttd::protocol::Packet) {
-        if let rumqttd::protocol::Packet::Publish(p, _) = packet {
+        if let rumqttd::protocol::Packet::Publish(p, props) = packet {
             // Wills and the broker's own messages enter the router at QoS 0.
-            self.published(&p.topic, &p.payload, p.retain, 0);
+            self.published(&p.topic, &p.payload, p.retain, 0, props.as_ref());
         }
     }
 

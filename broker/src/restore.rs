@@ -1,6 +1,7 @@
 //! Putting the store's state back into a fresh router, before any client is served.
 //!
-//! - Retained messages are published again, retained, through an in-process link.
+//! - Retained messages are published again, retained, through an in-process link, with
+//!   their MQTT 5 properties and the expiry they have left.
 //! - Each persistent session is rebuilt as the router would have kept it: a link with its
 //!   client id and `clean_session=false` takes its filters and disconnects, so the client
 //!   finds `session_present=1` and its subscriptions, and what is published while it is
@@ -36,10 +37,16 @@ pub async fn restore(
     let (mut tx, mut rx, _) = router
         .connect(&format!("{LOCAL_PREFIX}restore"), true)
         .await?;
-    // Delivery QoS is the subscriber's in rumqttd, so QoS 0 republishes lose nothing.
+    // Delivery QoS is the subscriber's in rumqttd, so QoS 0 republishes lose nothing. A
+    // message whose expiry ran out while fleetcast was down is not put back.
+    let now = fleetcast_proto::time::unix_now();
     let publishes = retained
         .into_iter()
-        .map(|r| Packet::Publish(Publish::new(r.topic, r.payload, true), None));
+        .filter(|r| !r.props.as_ref().is_some_and(|p| p.expired(now)))
+        .map(|r| {
+            let props = r.props.as_ref().map(|p| p.publish(now));
+            Packet::Publish(Publish::new(r.topic, r.payload, true), props)
+        });
     tx.buffer().extend(publishes);
     for session in sessions {
         rebuild(router, session).await?;

@@ -12,8 +12,10 @@
 //! naming the file, never started over empty.
 
 mod codec;
+mod props;
 
 pub use codec::{Queued, Retained, SavedSession};
+pub use props::Props;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 
@@ -95,8 +97,8 @@ pub struct Loaded {
 /// Changes to write in one transaction. `None` deletes.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Topic -> retained message (payload, QoS) or none.
-    pub retained: Vec<(bytes::Bytes, Option<(bytes::Bytes, u8)>)>,
+    /// Topic -> retained message, or none.
+    pub retained: Vec<(bytes::Bytes, Option<Retained>)>,
     /// Client id -> session, or none.
     pub sessions: Vec<(String, Option<SavedSession>)>,
 }
@@ -279,8 +281,8 @@ impl Store {
             let mut retained = txn.open_table(RETAINED).map_err(|e| self.write_error(e))?;
             for (topic, value) in &batch.retained {
                 match value {
-                    Some((payload, qos)) => {
-                        let record = codec::encode_retained(payload, *qos);
+                    Some(kept) => {
+                        let record = codec::encode_retained(kept);
                         retained.insert(&topic[..], &record[..])
                     }
                     None => retained.remove(&topic[..]).map(|_| None),
@@ -324,16 +326,18 @@ mod tests {
 
     fn batch() -> Batch {
         Batch {
-            retained: vec![
-                (
-                    Bytes::from("drivers/a/location"),
-                    Some((Bytes::from("{}"), 0)),
-                ),
-                (
-                    Bytes::from("drivers/a/status"),
-                    Some((Bytes::from("on"), 1)),
-                ),
-            ],
+            retained: ["drivers/a/location", "drivers/a/status"]
+                .into_iter()
+                .map(|t| {
+                    let kept = Retained {
+                        topic: Bytes::from(t),
+                        payload: Bytes::from("{}"),
+                        qos: 1,
+                        props: None,
+                    };
+                    (Bytes::from(t), Some(kept))
+                })
+                .collect(),
             sessions: vec![(
                 "rider".into(),
                 Some(SavedSession {

@@ -119,7 +119,7 @@ impl Publisher {
             mpsc::error::TrySendError::Closed(_) => LinkError::Unavailable,
         })?;
         if let Some((d, topic, payload)) = kept {
-            d.published(&topic, &payload, retain, u8::from(qos1));
+            d.published(&topic, &payload, retain, u8::from(qos1), None);
         }
         answer.await.unwrap_or(Err(LinkError::Unavailable))
     }

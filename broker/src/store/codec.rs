@@ -1,11 +1,13 @@
 //! The store's records, byte by byte: a version byte first, lengths before every field, so
 //! that a damaged record is reported as damaged instead of read as something else.
 //!
-//! - retained (key: the topic): `[1][qos][payload...]`
+//! - retained (key: the topic): `[2][qos][u32 len][MQTT 5 properties, see props.rs]
+//!   [payload...]`; `[1][qos][payload...]` (no properties) is read too.
 //! - session (key: the client id): `[1]`, the u64 unix second it expires at (0: connected,
 //!   or never), its u32 expiry interval (s), a u32 count of filters, each `[u16 len][filter][qos]`, a u32 count of queued messages,
 //!   each `[u16 len][topic][u32 len][payload][qos]`.
 
+use super::props::Props;
 use bytes::{Buf, BufMut, Bytes};
 
 const RECORD_VERSION: u8 = 1;
@@ -19,6 +21,8 @@ pub struct Retained {
     pub payload: Bytes,
     /// The QoS it was published at.
     pub qos: u8,
+    /// Its MQTT 5 properties, when it had any worth keeping.
+    pub props: Option<Props>,
 }
 
 /// A message a persistent session is owed: queued while it was away, or sent and not
@@ -49,25 +53,48 @@ pub struct SavedSession {
     pub queued: Vec<Queued>,
 }
 
+/// The retained record's version with properties.
+const RETAINED_VERSION: u8 = 2;
+
 /// Encodes a retained message's value.
-pub(super) fn encode_retained(payload: &[u8], qos: u8) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 2);
-    out.push(RECORD_VERSION);
-    out.push(qos);
-    out.extend_from_slice(payload);
+pub(super) fn encode_retained(r: &Retained) -> Vec<u8> {
+    let mut props = Vec::new();
+    if let Some(p) = &r.props {
+        p.encode(&mut props);
+    }
+    let mut out = Vec::with_capacity(r.payload.len() + props.len() + 6);
+    out.put_u8(RETAINED_VERSION);
+    out.put_u8(r.qos);
+    out.put_u32(props.len() as u32);
+    out.put_slice(&props);
+    out.put_slice(&r.payload);
     out
 }
 
 /// Decodes a retained message stored under `topic`.
 pub(super) fn decode_retained(topic: &[u8], value: &[u8]) -> Result<Retained, String> {
-    match value {
-        [RECORD_VERSION, qos @ 0..=2, payload @ ..] if !payload.is_empty() => Ok(Retained {
-            topic: Bytes::copy_from_slice(topic),
-            payload: Bytes::copy_from_slice(payload),
-            qos: *qos,
-        }),
-        _ => Err("malformed record".into()),
+    let (qos, props, payload) = match value {
+        [RECORD_VERSION, qos @ 0..=2, payload @ ..] => (*qos, None, payload),
+        [RETAINED_VERSION, qos @ 0..=2, rest @ ..] => {
+            let mut r = rest;
+            let len = count(&mut r)?;
+            let props = take(&mut r, len)?;
+            let props = (!props.is_empty())
+                .then(|| Props::decode(props))
+                .transpose()?;
+            (*qos, props, r)
+        }
+        _ => return Err("malformed record".into()),
+    };
+    if payload.is_empty() {
+        return Err("empty payload".into());
     }
+    Ok(Retained {
+        topic: Bytes::copy_from_slice(topic),
+        payload: Bytes::copy_from_slice(payload),
+        qos,
+        props,
+    })
 }
 
 /// Encodes a session's value.
@@ -198,11 +225,30 @@ mod tests {
     fn records_round_trip() {
         let s = session();
         assert_eq!(decode_session("c", &encode_session(&s)), Ok(s));
-        let r = decode_retained(b"t/1", &encode_retained(b"{}", 1)).expect("decodes");
+        let kept = Retained {
+            topic: Bytes::from("t/1"),
+            payload: Bytes::from("{}"),
+            qos: 1,
+            props: Some(Props {
+                content_type: Some("application/json".into()),
+                expires_at: Some(1_800_000_000),
+                ..Props::default()
+            }),
+        };
         assert_eq!(
-            (&r.topic[..], &r.payload[..], r.qos),
-            (&b"t/1"[..], &b"{}"[..], 1)
+            decode_retained(b"t/1", &encode_retained(&kept)),
+            Ok(kept.clone())
         );
+        let plain = Retained {
+            props: None,
+            ..kept
+        };
+        assert_eq!(
+            decode_retained(b"t/1", &encode_retained(&plain)),
+            Ok(plain.clone())
+        );
+        let v1 = decode_retained(b"t/1", &[1, 1, b'{', b'}']).expect("version 1 read");
+        assert_eq!(v1, plain);
     }
 
     #[test]
@@ -223,6 +269,10 @@ mod tests {
             "empty payload"
         );
         assert!(decode_retained(b"t", &[7, 0, 1]).is_err(), "version");
+        assert!(
+            decode_retained(b"t", &[2, 0, 0, 0, 0, 9]).is_err(),
+            "props past the end"
+        );
         assert!(decode_retained(b"t", &[]).is_err());
     }
 }
