@@ -290,7 +290,8 @@ impl Stack {
                 recorder: r,
                 auth,
             },
-        )?;
+        )
+        .await?;
         // In process the map also follows the geofences (their shapes, counts and events).
         let mut filters = FEED_FILTERS.to_vec();
         filters.push("geofences/#");

@@ -140,6 +140,13 @@ fn demo_runs_the_broker_and_200_drivers() {
     let mqtt = served.mqtt;
     let demo = served.next_line().unwrap();
     assert!(demo.starts_with("demo: 200 drivers"), "{demo}");
+    // Its state is kept where README says, by default.
+    let kept = served.xdg_data.path.join("fleetcast").join("demo");
+    assert!(
+        demo.ends_with(&format!("state kept in {}", kept.display())),
+        "{demo}"
+    );
+    assert!(kept.join("fleetcast.redb").is_file());
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let distinct = rt.block_on(async {

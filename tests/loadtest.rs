@@ -96,6 +96,7 @@ fn config(broker: &str, scenario: Scenario) -> LoadConfig {
         source_ips: vec![],
         broker_pid: None,
         jitter: false,
+        retain: false,
         id_prefix: "lt-".into(),
         worker: (0, 1),
         credentials: None,

@@ -55,7 +55,7 @@ fn the_unit_file_asks_for_what_the_issue_says() {
         "User=fleetcast",
         "LimitNOFILE=20000",
         "StateDirectory=fleetcast",
-        "ExecStart=/usr/local/bin/fleetcast serve --config /etc/fleetcast/fleetcast.toml --auth /etc/fleetcast/credentials.toml",
+        "ExecStart=/usr/local/bin/fleetcast serve --config /etc/fleetcast/fleetcast.toml --auth /etc/fleetcast/credentials.toml --data /var/lib/fleetcast",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",

@@ -6,10 +6,12 @@
 //! and waits for their tasks, within the configured grace time.
 
 use crate::config::Config;
+use crate::durable::{Durable, StoreMeters};
 use crate::gateway::{Gateway, TransportKind};
 use crate::http::{self, HttpState};
 use crate::listener::{self, Slots};
 use crate::router::{RouterError, RouterHandle, RouterSettings};
+use crate::store::Store;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +46,12 @@ pub enum BrokerError {
     /// The TLS certificate, key or client CA cannot be used.
     #[error("cannot set up TLS")]
     Tls(#[from] crate::tls::TlsError),
+    /// The data directory cannot be used.
+    #[error("cannot open the data directory")]
+    Store(#[from] crate::store::StoreError),
+    /// The store's flusher thread could not be started.
+    #[error("cannot start the store's flusher thread")]
+    Flusher(#[source] std::io::Error),
     /// The geofence file cannot be read or holds no valid fences.
     #[error("geofences file {file}: {why}")]
     Geofences {
@@ -154,18 +162,20 @@ pub struct Broker {
     gateway: Arc<Gateway>,
     tracker: TaskTracker,
     grace: Duration,
+    durable: Option<Arc<Durable>>,
 }
 
 impl Broker {
-    /// Starts the router and serves the listeners until shut down.
+    /// Starts the router, loads the data directory into it when one is configured, and
+    /// serves the listeners until shut down.
     ///
     /// Must be called inside a tokio runtime. Lowers `max_connections` (with a warning) when
     /// the open-files soft limit is smaller; raising that limit is the binary's business
     /// ([`raise_open_files_limit`]), not a library's.
     ///
     /// # Errors
-    /// The router's threads could not be started.
-    pub fn start(listeners: Listeners, config: Config) -> Result<Broker, BrokerError> {
+    /// The router's threads could not be started, or the data directory cannot be used.
+    pub async fn start(listeners: Listeners, config: Config) -> Result<Broker, BrokerError> {
         Broker::start_with(
             listeners,
             config,
@@ -175,14 +185,15 @@ impl Broker {
                 auth: None,
             },
         )
+        .await
     }
 
     /// [`start`](Broker::start), with more HTTP routes served beside `/healthz` and
     /// `/readyz` (the dashboard, `/metrics`) and meters registered on a recorder.
     ///
     /// # Errors
-    /// The router's threads could not be started.
-    pub fn start_with(
+    /// The router's threads could not be started, or the data directory cannot be used.
+    pub async fn start_with(
         listeners: Listeners,
         mut config: Config,
         extras: Extras<'_>,
@@ -202,6 +213,11 @@ impl Broker {
             max_segment_size: config.router.max_segment_size,
             max_segment_count: config.router.max_segment_count,
         })?;
+        // Before any listener serves: clients find the state they left.
+        let restored = match config.storage.dir() {
+            Some(dir) => Some(restore_state(&dir, &config, &router, extras.recorder).await?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let grace = Duration::from_millis(config.shutdown.grace_ms);
         let slots = Slots {
@@ -220,7 +236,14 @@ impl Broker {
             extras.recorder,
             extras.auth,
             tls.clone(),
+            restored.as_ref().map(|(d, _)| Arc::clone(d)),
         ));
+        let durable = restored.map(|(durable, sessions)| {
+            for (client_id, filters, expiry) in sessions {
+                gateway.restored_session(&client_id, &filters, expiry);
+            }
+            durable
+        });
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));
 
@@ -251,6 +274,7 @@ impl Broker {
             Arc::clone(&gateway.router),
             shutdown.clone(),
             &tracker,
+            durable.clone(),
         );
         let ingest = crate::ingest::Ingest::new(Arc::clone(&gateway), publisher.clone());
         let mut app = http::app(HttpState {
@@ -281,6 +305,7 @@ impl Broker {
             gateway,
             tracker,
             grace,
+            durable,
         })
     }
 
@@ -311,13 +336,16 @@ impl Broker {
     ///
     /// # Errors
     /// [`BrokerError::ShutdownTimeout`] when tasks were still running at the deadline.
-    pub async fn shutdown(self) -> Result<(), BrokerError> {
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
         self.gateway.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        let drained = tokio::time::timeout(self.grace, self.tracker.wait()).await;
+        // Flushed last, after every session has reported its end; a commit blocks, so not
+        // on a tokio worker.
+        if let Some(durable) = self.durable.take() {
+            let _ = tokio::task::spawn_blocking(move || durable.close()).await;
+        }
+        if drained.is_err() {
             return Err(BrokerError::ShutdownTimeout(self.tracker.len()));
         }
         info!("broker stopped");
@@ -328,6 +356,60 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.gateway.shutdown.cancel();
+        if let Some(durable) = &self.durable {
+            // Without waiting: the flusher writes once more and releases the store.
+            durable.stop();
+        }
+    }
+}
+
+/// Each restored persistent session: its client id, filters, and the seconds it has left.
+type RestoredSessions = Vec<(String, Vec<(String, u8)>, u32)>;
+
+/// Opens the data directory, loads it into the router and starts its flusher. Sessions
+/// whose expiry passed while fleetcast was down are dropped.
+async fn restore_state(
+    dir: &std::path::Path,
+    config: &Config,
+    router: &RouterHandle,
+    recorder: &dyn metrics::Recorder,
+) -> Result<(Arc<Durable>, RestoredSessions), BrokerError> {
+    let store = Store::open(dir)?;
+    let loaded = store.load()?;
+    let retained = loaded.retained.len();
+    let now = fleetcast_proto::time::unix_now();
+    let (live, expired): (Vec<_>, Vec<_>) = loaded
+        .sessions
+        .into_iter()
+        .partition(|s| time_left(s, now).is_some());
+    crate::restore::restore(router, loaded.retained, &live).await?;
+    let sessions = live
+        .iter()
+        .map(|s| {
+            (
+                s.client_id.clone(),
+                s.filters.clone(),
+                time_left(s, now).unwrap_or(0),
+            )
+        })
+        .collect();
+    let expired = expired.into_iter().map(|s| s.client_id).collect();
+    let meters = StoreMeters::new(recorder);
+    let settings = config.storage.settings();
+    let durable =
+        Durable::start(store, live, expired, settings, meters).map_err(BrokerError::Flusher)?;
+    durable.loaded(retained);
+    Ok((durable, sessions))
+}
+
+/// Seconds a saved session has left (`u32::MAX`: for ever), None when it has expired. One
+/// that was connected when fleetcast stopped has its whole expiry from now.
+fn time_left(s: &crate::store::SavedSession, now: u64) -> Option<u32> {
+    match s.expires_at {
+        0 if s.expiry == 0 => None,
+        0 => Some(s.expiry),
+        at if at <= now => None,
+        at => Some(u32::try_from(at - now).unwrap_or(u32::MAX - 1)),
     }
 }
 

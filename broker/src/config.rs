@@ -26,8 +26,52 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// TLS certificate and key; off while empty.
     pub tls: Tls,
+    /// The data directory and how it is written; off while empty.
+    pub storage: Storage,
     /// Geofences; off while no file is given.
     pub geofences: Geofences,
+}
+
+/// Durable state (`serve --data DIR`): retained messages and persistent sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Data directory; empty = in memory only.
+    pub dir: String,
+    /// Time between two flushes of what changed (ms): a kill -9 loses at most this plus
+    /// one commit.
+    pub flush_interval_ms: u64,
+    /// Messages one persistent session may be owed; past it the oldest go.
+    pub max_queued_per_session: usize,
+    /// Persistent sessions kept on disk.
+    pub max_sessions: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            dir: String::new(),
+            flush_interval_ms: 200,
+            max_queued_per_session: 1_000,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+impl Storage {
+    /// The data directory, when durability is on.
+    pub fn dir(&self) -> Option<std::path::PathBuf> {
+        (!self.dir.is_empty()).then(|| self.dir.clone().into())
+    }
+
+    /// The flusher's settings.
+    pub fn settings(&self) -> crate::durable::Settings {
+        crate::durable::Settings {
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            max_queued_per_session: self.max_queued_per_session,
+            max_sessions: self.max_sessions,
+        }
+    }
 }
 
 /// Geofence events (`serve --geofences FILE`).
@@ -368,6 +412,18 @@ impl Config {
         if self.tls.require_client_cert && self.tls.client_ca.is_empty() {
             return bad("tls.require_client_cert needs tls.client_ca");
         }
+        let s = &self.storage;
+        if s.flush_interval_ms == 0 || s.flush_interval_ms > 60_000 {
+            return bad("storage.flush_interval_ms must be within 1..=60000");
+        }
+        if s.max_queued_per_session == 0
+            || s.max_queued_per_session > crate::durable::MAX_QUEUED_LIMIT
+        {
+            return bad("storage.max_queued_per_session must be within 1..=60000");
+        }
+        if s.max_sessions == 0 {
+            return bad("storage.max_sessions must be at least 1");
+        }
         if r.max_segment_count == 0 || r.max_outgoing_packet_count == 0 {
             return bad(
                 "router.max_segment_count and max_outgoing_packet_count must be at least 1",
@@ -470,6 +526,7 @@ mod tests {
                 let other = match value {
                     toml::Value::Integer(n) => toml::Value::Integer(n + 1),
                     toml::Value::Boolean(b) => toml::Value::Boolean(!b),
+                    toml::Value::Float(f) => toml::Value::Float(f + 1.0),
                     // Addresses: another port; files: another name.
                     toml::Value::String(v) if v.parse::<SocketAddr>().is_ok() => {
                         let mut a: SocketAddr = v.parse().expect("address");

@@ -66,6 +66,8 @@ pub struct LoadConfig {
     pub payload_size: Option<usize>,
     /// QoS of publishes (fleet) and subscriptions: 0 or 1.
     pub qos: u8,
+    /// Fleet: publish retained, as drivers publish their position.
+    pub retain: bool,
     /// Subscribers to `drivers/+/location`.
     pub subscribers: usize,
     /// Subscribe as one shared group (`$share/loadtest/...`).

@@ -172,6 +172,9 @@ impl Publishing<'_> {
                     self.out.clear();
                     let payload = body(&self.id, seq, cfg.payload_size);
                     wire::publish(&mut self.out, &self.topic, &payload, cfg.qos, pkid);
+                    if cfg.retain {
+                        self.out[0] |= 0x01;
+                    }
                     if self.conn.send(&self.out).await.is_err() {
                         break;
                     }

@@ -96,6 +96,7 @@ mod tests {
             source_ips: vec![],
             broker_pid: None,
             jitter: false,
+            retain: false,
             id_prefix: "lt-".into(),
             worker,
             credentials: None,

@@ -60,6 +60,10 @@ pub(super) struct LoadtestArgs {
     /// Storm: spread reconnects randomly over connections / connect-rate seconds.
     #[arg(long)]
     jitter: bool,
+    /// Fleet: publish retained (as drivers publish their position), e.g. to measure what
+    /// `serve --data` costs.
+    #[arg(long)]
+    retain: bool,
     /// Worker processes to spread connections over (each has its own open-files limit).
     #[arg(long, default_value_t = 1)]
     procs: usize,
@@ -123,6 +127,7 @@ fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
             .unwrap_or_default(),
         broker_pid: args.broker_pid,
         jitter: args.jitter,
+        retain: args.retain,
         id_prefix: "lt-".to_owned(),
         worker: (args.worker.unwrap_or(0), procs),
         credentials: args
@@ -236,6 +241,7 @@ fn parameters(args: &LoadtestArgs, procs: usize) -> Vec<(&'static str, String)> 
             or_none(args.broker_pid.map(|p| p.to_string())),
         ),
         ("--jitter", args.jitter.to_string()),
+        ("--retain", args.retain.to_string()),
         ("--username", or_none(args.username.clone())),
     ]
 }

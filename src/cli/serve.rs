@@ -38,6 +38,14 @@ pub(super) struct ServeArgs {
     /// Keep no meters and serve no /metrics (only to measure what metrics cost).
     #[arg(long)]
     no_metrics: bool,
+    /// Data directory: retained messages (every driver's last position and presence) and
+    /// persistent sessions survive a restart or a kill -9 (at most the last
+    /// [storage] flush_interval_ms plus one commit is lost). The directory must hold only
+    /// fleetcast's store; one fleetcast at a time. When not given, --config's [storage] dir;
+    /// none: state in memory only [default for `demo`: $XDG_DATA_HOME/fleetcast/demo,
+    /// i.e. ~/.local/share/fleetcast/demo]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
     /// Credentials file (TOML): accounts, argon2 password hashes, roles and topic policy;
     /// see examples/credentials.toml. Without it every client is anonymous and may use
     /// every topic, which `serve` allows only on loopback addresses.
@@ -96,10 +104,20 @@ pub(super) struct DemoArgs {
     /// MQTT password of the demo fleet; {id} is replaced by each driver's id.
     #[arg(long)]
     fleet_password: Option<String>,
+    /// Keep the demo's state in memory only (by default it is kept in --data, or
+    /// $XDG_DATA_HOME/fleetcast/demo, so a restarted demo shows every car at once).
+    #[arg(long, conflicts_with = "data")]
+    no_data: bool,
 }
 
 /// Runs the broker and a demo fleet on it.
-pub(super) async fn demo(args: DemoArgs) -> Result<()> {
+pub(super) async fn demo(mut args: DemoArgs) -> Result<()> {
+    if args.serve.data.is_none() && !args.no_data {
+        args.serve.data = demo_data_dir();
+        if args.serve.data.is_none() {
+            tracing::warn!("neither XDG_DATA_HOME nor HOME is set: the demo's state stays in memory (give --data DIR)");
+        }
+    }
     let fleet = DemoFleet {
         drivers: args.drivers,
         seed: args.seed,
@@ -169,6 +187,20 @@ async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     Ok(())
 }
 
+/// Where `demo` keeps its state unless told otherwise: `$XDG_DATA_HOME/fleetcast/demo`,
+/// or `~/.local/share/fleetcast/demo` (the XDG default).
+fn demo_data_dir() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local/share"))
+        })?;
+    Some(base.join("fleetcast").join("demo"))
+}
+
 /// The configuration file (or the defaults) with the flags applied, checked.
 fn configuration(args: &ServeArgs) -> Result<Config> {
     let mut config = match &args.config {
@@ -204,6 +236,9 @@ fn apply(args: &ServeArgs, config: &mut Config) {
     }
     if args.tls.tls_require_client_cert {
         config.tls.require_client_cert = true;
+    }
+    if let Some(dir) = &args.data {
+        config.storage.dir = dir.display().to_string();
     }
     if let Some(file) = &args.geofences {
         config.geofences.file = file.display().to_string();
@@ -263,8 +298,12 @@ fn start_demo(args: &ServeArgs, demo: DemoFleet, pbf: &[u8], addrs: Addrs) -> Re
     fleet_config.username = demo.username;
     fleet_config.password = demo.password;
     // Informational: a closed stdout must not stop the demo.
+    let kept = match &args.data {
+        Some(dir) => format!("state kept in {}", dir.display()),
+        None => "state in memory".to_owned(),
+    };
     let _ = say(&format!(
-        "demo: {} drivers on {} ({} road nodes), topics drivers/+/location, map http://{}/",
+        "demo: {} drivers on {} ({} road nodes), topics drivers/+/location, map http://{}/, {kept}",
         demo.drivers,
         if args.map.map.is_some() {
             "your map"

@@ -5,6 +5,7 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 pub mod chrome;
+pub mod persist;
 pub mod prometheus;
 pub mod raw;
 
@@ -33,7 +34,9 @@ impl TestBroker {
     pub async fn with_config(config: Config) -> TestBroker {
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
         let addrs = listeners.addrs();
-        let broker = Broker::start(listeners, config).expect("broker starts");
+        let broker = Broker::start(listeners, config)
+            .await
+            .expect("broker starts");
         TestBroker { broker, addrs }
     }
 
@@ -51,7 +54,9 @@ impl TestBroker {
             recorder: &metrics::NoopRecorder,
             auth: Some(example_auth()),
         };
-        let broker = Broker::start_with(listeners, config, extras).expect("broker starts");
+        let broker = Broker::start_with(listeners, config, extras)
+            .await
+            .expect("broker starts");
         TestBroker { broker, addrs }
     }
 
@@ -270,6 +275,8 @@ pub struct Served {
     pub ready: String,
     /// The rest of its standard output.
     pub lines: Option<std::io::Lines<std::io::BufReader<std::process::ChildStdout>>>,
+    /// Its `XDG_DATA_HOME` (where `demo` keeps its state by default), removed when dropped.
+    pub xdg_data: TempDir,
 }
 
 impl Served {
@@ -307,9 +314,13 @@ pub fn spawn_ready(subcommand: &str, extra: &[&str]) -> Served {
 /// [`spawn_ready`] with exactly these arguments (no address flags of its own).
 pub fn spawn_ready_args(subcommand: &str, args: &[&str]) -> Served {
     use std::io::BufRead;
+    // Each run its own: `demo` keeps its state there unless given --data or --no-data, and
+    // two demos on one directory would refuse each other.
+    let xdg_data = TempDir::new("xdg-data");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
         .arg(subcommand)
         .args(args)
+        .env("XDG_DATA_HOME", &xdg_data.path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -335,6 +346,7 @@ pub fn spawn_ready_args(subcommand: &str, args: &[&str]) -> Served {
         ready: line.clone(),
         child,
         lines: Some(lines),
+        xdg_data,
     }
 }
 

@@ -89,6 +89,9 @@ pub(super) fn linger(gw: &Arc<Gateway>, client_id: String, expiry: u32, will: Op
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(u64::from(at))) => {}
             }
+            if let Some(durable) = &gw.durable {
+                durable.published_packet(&w.publish);
+            }
             publish_will(&gw.router, w.publish).await;
             gw.meters.wills.increment(1);
             waited = at;
@@ -114,6 +117,9 @@ pub(super) fn linger(gw: &Arc<Gateway>, client_id: String, expiry: u32, will: Op
         let kept = gw.persistent_filters.take(&client_id);
         gw.forget_retain_as_published(kept.retain_as_published());
         discard(&gw.router, &client_id).await;
+        if let Some(durable) = &gw.durable {
+            durable.forget(&client_id);
+        }
         debug!(client_id, "session expired");
         drop(claim);
     });

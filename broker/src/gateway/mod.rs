@@ -43,6 +43,7 @@ pub mod transport;
 mod wire;
 
 use crate::config::Config;
+use crate::durable::tap::Tap;
 use crate::meters::GatewayMeters;
 use crate::pacing::Pacer;
 use crate::registry::Registry;
@@ -100,6 +101,8 @@ pub struct Gateway {
     pub tls: Option<crate::tls::Acceptors>,
     /// Filters of persistent sessions between their connections.
     pub persistent_filters: PersistentFilters,
+    /// The data directory's state, when there is one (`serve --data`).
+    pub durable: Option<Arc<crate::durable::Durable>>,
     /// Sessions and delayed wills outliving their connections.
     pub lingering: linger::Lingering,
     /// Geofences, when they are on (set once at start).
@@ -192,6 +195,7 @@ impl Gateway {
         recorder: &dyn metrics::Recorder,
         auth: Option<Arc<crate::auth::Auth>>,
         tls: Option<crate::tls::Acceptors>,
+        durable: Option<Arc<crate::durable::Durable>>,
     ) -> Self {
         let rate = config.limits.publish_rate_global;
         Gateway {
@@ -218,10 +222,30 @@ impl Gateway {
             auth,
             tls,
             persistent_filters: PersistentFilters::default(),
+            durable,
             lingering: linger::Lingering::default(),
             geofences: std::sync::OnceLock::new(),
             retain_as_published: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// A persistent session put back into the router from the data directory: its filters
+    /// count against the quota again, and it ends `expiry` seconds from now unless its
+    /// client comes back (`u32::MAX`: never).
+    pub fn restored_session(
+        self: &Arc<Self>,
+        client_id: &str,
+        filters: &[(String, u8)],
+        expiry: u32,
+    ) {
+        let held = HeldFilters::plain(filters.iter().map(|(f, _)| f.as_str()));
+        self.persistent_filters.keep(client_id, held);
+        linger::linger(self, client_id.to_owned(), expiry, None);
+    }
+
+    /// The data directory's hooks for a session of `client_id` (nothing without one).
+    pub(crate) fn tap(&self, client_id: &str, clean_start: bool, expiry: u32) -> Tap {
+        Tap::connect(self.durable.as_ref(), client_id, clean_start, expiry)
     }
 
     /// Whether any subscription asks for Retain As Published.

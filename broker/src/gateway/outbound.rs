@@ -94,10 +94,13 @@ impl<T: Transport> Session<T> {
         // Counted once per batch: a shared atomic per message costs measurable throughput.
         let mut forwarded = 0u64;
         while let Some(item) = next.take() {
+            let (seen, at) = (self.tap.seen(&item), self.wbuf.len());
             let routed = match item {
                 Ok(n) => route(&mut self.inbound, &mut self.delivery, &mut self.wbuf, n)?,
                 Err(_) => Routed::Dropped,
             };
+            self.tap
+                .sent(seen, &self.wbuf[at..], routed == Routed::Held);
             match routed {
                 Routed::Dropped => {
                     self.router_gone = true;

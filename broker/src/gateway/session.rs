@@ -16,6 +16,7 @@ use super::inbound::{Inbound, Tally};
 use super::linger::{self, DelayedWill};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
+use crate::durable::tap::Tap;
 use crate::pacing::Pacer;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
@@ -153,6 +154,7 @@ pub(super) struct Session<T> {
     pub(super) delivery: Delivery,
     /// Set once the router has dropped the link: it must not be touched again.
     pub(super) router_gone: bool,
+    pub(super) tap: Tap,
 }
 
 /// What the frames of one read came to.
@@ -219,6 +221,7 @@ impl<T: Transport> Session<T> {
             delivery: Delivery::new(hello.version, hello.takes, limits.topic_alias_maximum),
             inbound,
             router_gone: false,
+            tap: gw.tap(&hello.client_id, hello.clean_start, hello.session_expiry),
             gw,
         };
         session.resume(&hello, session_present).await;
@@ -233,6 +236,7 @@ impl<T: Transport> Session<T> {
         let expiry = session.inbound.session_expiry;
         let (will, will_properties) = (hello.will.take(), hello.will_properties.take());
         let will = session.finish(end, will, will_properties, expiry).await;
+        session.tap.close(expiry);
         session.outlive(&hello, expiry, will).await;
         closed(&gw, kind);
         drop(claim);
@@ -281,9 +285,12 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    /// Writes the CONNACK.
+    /// Writes the CONNACK, then what the session was owed before a restart (`Tap`).
     async fn answer(&mut self, connack: Packet) -> Result<(), End> {
         super::outbound::encode(self.version, connack, &mut self.wbuf)?;
+        let v5 = self.version == Version::V5;
+        self.tap
+            .replay(v5, &mut self.wbuf, |pkid| self.inbound.acks.sent(1, pkid));
         self.flush().await
     }
 
@@ -372,6 +379,7 @@ impl<T: Transport> Session<T> {
             mut wait,
             packets,
         } = self.take_frames(now);
+        self.tap.inbound(&mut batch);
         if tally.publishes > 0 {
             // The shared pacer is charged once per read: an atomic per message would be
             // contended by every connection.
@@ -482,6 +490,7 @@ impl<T: Transport> Session<T> {
                 if delay > 0 && expiry > 0 {
                     delayed = Some(DelayedWill { publish, delay });
                 } else {
+                    self.tap.will(&publish);
                     self.tx.buffer().push_back(publish);
                     self.gw.meters.wills.increment(1);
                 }

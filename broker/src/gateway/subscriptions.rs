@@ -60,6 +60,23 @@ impl HeldFilters {
     pub fn retain_as_published(&self) -> usize {
         self.held.values().filter(|h| h.retain_as_published).count()
     }
+
+    /// Filters read back from the data directory, without MQTT 5 options (not kept there).
+    pub fn plain<'a>(paths: impl IntoIterator<Item = &'a str>) -> HeldFilters {
+        let mut kept = HeldFilters::default();
+        for path in paths {
+            kept.next_id += 1;
+            let held = Held {
+                router_id: kept.next_id,
+                client_id: None,
+                no_local: false,
+                retain_as_published: false,
+                no_retained: false,
+            };
+            kept.held.insert(path.to_owned(), held);
+        }
+        kept
+    }
 }
 
 /// What a SUBSCRIBE came to.

@@ -54,18 +54,24 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     jobs: mpsc::Sender<Job>,
+    /// The data directory's state: what clients publish over HTTP is kept like what they
+    /// publish over MQTT. The broker's own messages (`send`) are not: they are derived
+    /// (geofence shapes and counts) and published again at start.
+    durable: Option<Arc<crate::durable::Durable>>,
 }
 
 impl Publisher {
     /// Starts the link's task on `tracker`; it ends with `shutdown`.
+    /// What clients publish through it is also recorded in `durable`.
     pub fn spawn(
         router: Arc<RouterHandle>,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
+        durable: Option<Arc<crate::durable::Durable>>,
     ) -> Publisher {
         let (jobs, queue) = mpsc::channel(QUEUE);
         tracker.spawn(run(router, queue, shutdown));
-        Publisher { jobs }
+        Publisher { jobs, durable }
     }
 
     /// Publishes without waiting for the router (dropped, and logged, when the queue is
@@ -97,6 +103,10 @@ impl Publisher {
         qos1: bool,
     ) -> Result<(), LinkError> {
         let (reply, answer) = oneshot::channel();
+        let kept = self
+            .durable
+            .as_ref()
+            .map(|d| (d, topic.clone(), payload.clone()));
         let job = Job {
             topic,
             payload,
@@ -108,6 +118,9 @@ impl Publisher {
             mpsc::error::TrySendError::Full(_) => LinkError::Busy,
             mpsc::error::TrySendError::Closed(_) => LinkError::Unavailable,
         })?;
+        if let Some((d, topic, payload)) = kept {
+            d.published(&topic, &payload, retain, u8::from(qos1), None);
+        }
         answer.await.unwrap_or(Err(LinkError::Unavailable))
     }
 }
