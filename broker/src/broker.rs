@@ -214,6 +214,7 @@ impl Broker {
         ));
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));
+        join_cluster(&gateway, extras.recorder, &tracker);
 
         tracker.spawn(listener::run(
             listeners.mqtt,
@@ -275,7 +276,28 @@ impl Broker {
         name: &str,
         filters: &[&str],
     ) -> Result<crate::local::LocalSubscriber, RouterError> {
+        if let Some(cluster) = self.gateway.cluster.get() {
+            // Held as long as the broker runs, as the in-process subscribers are.
+            filters.iter().for_each(|f| cluster.interest.add(f));
+        }
         crate::local::LocalSubscriber::new(&self.gateway.router, name, filters).await
+    }
+
+    /// This node's name in its cluster; None when it is not in one.
+    pub fn node(&self) -> Option<&str> {
+        self.gateway.cluster.get().map(|c| c.node())
+    }
+
+    /// Waits until the node has joined its cluster and mirrored the retained messages
+    /// (at once without a cluster).
+    ///
+    /// # Errors
+    /// Not ready within `cluster.startup_timeout_ms`.
+    pub async fn cluster_ready(&self) -> Result<(), crate::cluster::ClusterError> {
+        match self.gateway.cluster.get() {
+            Some(cluster) => cluster.ready().await,
+            None => Ok(()),
+        }
     }
 
     /// The shared gateway state (counters, registry).
@@ -305,6 +327,18 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.gateway.shutdown.cancel();
+    }
+}
+
+/// Starts the node's share of the cluster when `[cluster] servers` names NATS servers.
+fn join_cluster(gateway: &Arc<Gateway>, recorder: &dyn metrics::Recorder, tracker: &TaskTracker) {
+    let settings = &gateway.config.cluster;
+    if settings.servers.is_empty() {
+        return;
+    }
+    let cluster = Arc::new(crate::cluster::Cluster::new(settings, recorder));
+    if gateway.cluster.set(Arc::clone(&cluster)).is_ok() {
+        crate::cluster::start(gateway, cluster, tracker);
     }
 }
 

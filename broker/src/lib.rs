@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod guard;

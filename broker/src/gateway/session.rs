@@ -153,6 +153,8 @@ pub(super) struct Session<T> {
     pub(super) delivery: Delivery,
     /// Set once the router has dropped the link: it must not be touched again.
     pub(super) router_gone: bool,
+    /// Cluster hook: what this session tells the other nodes; None without a cluster.
+    cluster: Option<crate::cluster::Member>,
 }
 
 /// What the frames of one read came to.
@@ -219,6 +221,7 @@ impl<T: Transport> Session<T> {
             delivery: Delivery::new(hello.version, hello.takes, limits.topic_alias_maximum),
             inbound,
             router_gone: false,
+            cluster: gw.cluster_member(&hello.client_id, hello.will.as_ref()),
             gw,
         };
         session.resume(&hello, session_present).await;
@@ -251,6 +254,7 @@ impl<T: Transport> Session<T> {
         self.inbound.subscriptions.restore(kept);
         if hello.version == Version::V5 {
             let mut again = self.inbound.subscriptions.reidentify();
+            self.cluster_copy(&again);
             if let Some(last) = again.pop() {
                 self.tx.buffer().extend(again);
                 // A router gone shows at the first read of the link.
@@ -381,6 +385,7 @@ impl<T: Transport> Session<T> {
         }
         tally.record(&self.gw.meters);
         self.gw.count_retain_as_published(tally.retain_as_published);
+        self.cluster_copy(&batch);
         // Packets before a violation still go through, as they would have on their own.
         if let Some(last) = batch.pop() {
             {
@@ -454,6 +459,13 @@ impl<T: Transport> Session<T> {
         frames
     }
 
+    /// Cluster hook: publishes and filter changes for the router go to the other nodes.
+    fn cluster_copy(&mut self, packets: &[Packet]) {
+        if let Some(member) = &mut self.cluster {
+            member.copy(packets);
+        }
+    }
+
     /// Publishes the will when due, releases the link, closes the socket.
     /// Returns the will when it must wait for its delay (or for the end of the session,
     /// `expiry` seconds from now, if sooner).
@@ -480,6 +492,7 @@ impl<T: Transport> Session<T> {
                 if delay > 0 && expiry > 0 {
                     delayed = Some(DelayedWill { publish, delay });
                 } else {
+                    self.cluster_copy(std::slice::from_ref(&publish));
                     self.tx.buffer().push_back(publish);
                     self.gw.meters.wills.increment(1);
                 }
