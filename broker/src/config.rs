@@ -526,6 +526,11 @@ mod tests {
                         toml::Value::String(a.to_string())
                     }
                     toml::Value::String(v) => toml::Value::String(format!("{v}x.pem")),
+                    toml::Value::Array(a) => {
+                        let mut a = a.clone();
+                        a.push(toml::Value::String("nats://127.0.0.1:4222".into()));
+                        toml::Value::Array(a)
+                    }
                     other => panic!("{section}.{key}: no rule to change {other:?}"),
                 };
                 out.insert(key.clone(), other);

@@ -60,10 +60,7 @@ impl Member {
     pub fn copy(&mut self, batch: &[Packet]) {
         for packet in batch {
             match packet {
-                Packet::Publish(p, _) => match std::str::from_utf8(&p.topic) {
-                    Ok(topic) => self.cluster.publish(topic, &p.payload, p.retain),
-                    Err(_) => self.cluster.meters.dropped("malformed").increment(1),
-                },
+                Packet::Publish(..) => self.cluster.copy_publish(packet),
                 Packet::Subscribe(s, _) => {
                     for f in &s.filters {
                         if self.filters.insert(f.path.clone()) {

@@ -128,6 +128,17 @@ impl Cluster {
         self.send(self.live_subject(topic), wire);
     }
 
+    /// [`publish`](Cluster::publish) for a packet on its way to the router (anything but
+    /// a PUBLISH is left alone).
+    pub(crate) fn copy_publish(&self, packet: &rumqttd::protocol::Packet) {
+        if let rumqttd::protocol::Packet::Publish(p, _) = packet {
+            match std::str::from_utf8(&p.topic) {
+                Ok(topic) => self.publish(topic, &p.payload, p.retain),
+                Err(_) => self.meters.dropped("malformed").increment(1),
+            }
+        }
+    }
+
     /// Queues a message for NATS, or counts it dropped.
     fn send(&self, subject: String, payload: Bytes) {
         if !self.connected.load(Ordering::Relaxed) {

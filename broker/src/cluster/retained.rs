@@ -21,6 +21,8 @@ use tracing::warn;
 
 /// KV writes in flight at once.
 const IN_FLIGHT: usize = 64;
+/// At shutdown, how long the last writes may take.
+const FINAL_WRITES: Duration = Duration::from_secs(1);
 /// Pause before a failed bucket or watch is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -145,8 +147,8 @@ async fn write(
             continue;
         }
         let batch = pending.take();
-        futures_util::stream::iter(batch)
-            .for_each_concurrent(IN_FLIGHT, |(key, value)| {
+        let writes =
+            futures_util::stream::iter(batch).for_each_concurrent(IN_FLIGHT, |(key, value)| {
                 let store = &store;
                 async move {
                     let done = match value {
@@ -157,11 +159,13 @@ async fn write(
                         cluster.meters.dropped("kv_write_failed").increment(1);
                     }
                 }
-            })
-            .await;
+            });
         if stopping {
+            // Within the shutdown grace time, whatever NATS does.
+            let _ = tokio::time::timeout(FINAL_WRITES, writes).await;
             return;
         }
+        writes.await;
     }
 }
 

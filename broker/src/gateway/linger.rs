@@ -89,6 +89,9 @@ pub(super) fn linger(gw: &Arc<Gateway>, client_id: String, expiry: u32, will: Op
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(u64::from(at))) => {}
             }
+            if let Some(cluster) = gw.cluster.get() {
+                cluster.copy_publish(&w.publish); // Cluster hook: to the other nodes too.
+            }
             publish_will(&gw.router, w.publish).await;
             gw.meters.wills.increment(1);
             waited = at;
