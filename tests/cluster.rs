@@ -131,7 +131,50 @@ async fn publish_on_a_arrives_once_on_c_for_exact_plus_and_hash_filters() {
     assert!(
         metrics.contains("fleetcast_cluster_link_up{peer=\"nats\"} 1"),
         "{metrics}"
-    );
+    ); // b holds no filter matching t/...: NATS sent it nothing.
+    let metrics = http_get(nodes[1].http, "/metrics").await;
+    assert_eq!(metric(&metrics, "fleetcast_cluster_messages_in_total"), 0.0);
+}
+
+/// The value of a metric line `name value` in a scrape.
+fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_local_delivery_goes_on_and_cross_node_messages_are_counted_dropped() {
+    let Some((mut nats, _dir, nodes)) = three_nodes().await else {
+        return;
+    };
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    let link = r#"fleetcast_cluster_link_up{peer="nats"}"#;
+    let deadline = Instant::now() + PATIENCE;
+    while metric(&http_get(nodes[0].http, "/metrics").await, link) != 0.0 {
+        assert!(Instant::now() < deadline, "the link never went down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publisher = client("pub-alone", &nodes[0]).await;
+    let mut sub = client("sub-alone", &nodes[0]).await;
+    sub.subscribe("alone/#", QoS::AtLeastOnce).await;
+    // Publishers never wait for NATS: every QoS 1 publish is acked and delivered here.
+    for i in 0..500 {
+        let payload = format!("{i}");
+        publisher
+            .client
+            .publish("alone/x", QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let got = tally(&mut sub, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 500, "local delivery without NATS");
+    let scrape = http_get(nodes[0].http, "/metrics").await;
+    let dropped = r#"fleetcast_cluster_dropped_total{reason="disconnected"}"#;
+    assert!(metric(&scrape, dropped) >= 500.0, "{scrape}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +316,9 @@ async fn delivery_comes_back_after_a_nats_server_dies_without_duplicates() {
     let mut sub = client("sub-n", &nodes[2]).await;
     sub.subscribe("live/#", QoS::AtLeastOnce).await;
     until_routed(&publisher, &mut sub, "live/x").await;
+    // Two of three: every node on either fails over to the last one.
     nats.kill(0);
+    nats.kill(1);
     let killed = Instant::now();
     let mut seen: HashMap<u32, usize> = HashMap::new();
     let mut n = 0u32;
@@ -297,6 +342,7 @@ async fn delivery_comes_back_after_a_nats_server_dies_without_duplicates() {
         }
     }
     let back = last_gap_end.expect("delivery did not come back within 20 s of the kill");
-    eprintln!("delivery back {back:?} after the NATS server was killed; {n} sent");
+    let lost = (0..n).filter(|k| !seen.contains_key(k)).count();
+    eprintln!("delivery back {back:?} after two NATS servers were killed; {n} sent, {lost} lost");
     assert!(seen.values().all(|c| *c == 1), "duplicates: {seen:?}");
 }

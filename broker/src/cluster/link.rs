@@ -112,6 +112,8 @@ async fn connect(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Option
         let options = ConnectOptions::new()
             .name(format!("fleetcast {}", cluster.node))
             .no_echo()
+            // The operator's order: each node's own (nearest) server first.
+            .retain_servers_order()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
             .event_callback(move |event| {
