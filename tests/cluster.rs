@@ -346,3 +346,39 @@ async fn delivery_comes_back_after_a_nats_server_dies_without_duplicates() {
     eprintln!("delivery back {back:?} after two NATS servers were killed; {n} sent, {lost} lost");
     assert!(seen.values().all(|c| *c == 1), "duplicates: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_over_three_nodes_loses_and_duplicates_nothing() {
+    let Some((_nats, _dir, nodes)) = three_nodes().await else {
+        return;
+    };
+    let url = |n: &Served| format!("mqtt://{}", n.mqtt).parse().unwrap();
+    // Publishers round robin over a, b, c; the subscriber on a: two thirds cross nodes.
+    let config = fleetcast_loadtest::LoadConfig {
+        scenario: fleetcast_loadtest::Scenario::Fleet,
+        broker: url(&nodes[0]),
+        more_brokers: vec![url(&nodes[1]), url(&nodes[2])],
+        connections: 6,
+        connect_rate: 1000,
+        interval: Duration::from_millis(50),
+        payload_size: None,
+        qos: 0,
+        subscribers: 1,
+        shared: false,
+        duration: Duration::from_secs(3),
+        source_ips: vec![],
+        broker_pid: None,
+        jitter: false,
+        id_prefix: "lt-".into(),
+        worker: (0, 1),
+        credentials: None,
+    };
+    let r = fleetcast_loadtest::run(config, |_| {}).await.unwrap();
+    eprintln!(
+        "loadtest over three nodes: published {} received {} lost {} duplicates {} p99 {:?} ms",
+        r.published, r.received, r.lost, r.duplicates, r.latency_ms
+    );
+    assert!(r.published >= 200, "{r:?}");
+    assert_eq!((r.lost, r.duplicates), (0, 0), "{r:?}");
+    assert_eq!(r.received, r.expected, "{r:?}");
+}
