@@ -5,6 +5,12 @@
 #   bench/cluster.sh up      start them; prints each node's ready line
 #   bench/cluster.sh down    stop them (SIGTERM: nodes leave with a goodbye) and clean up
 #   bench/cluster.sh status  what runs
+#   bench/cluster.sh bench [DRIVERS] [INTERVAL] [DURATION]
+#                            with the cluster up: `fleetcast loadtest` fleet of DRIVERS
+#                            (default 50000) publishing every INTERVAL (5s) for DURATION
+#                            (120s), spread over the three nodes (3 worker processes), one
+#                            subscriber on node0 (two thirds of what it gets crossed nodes);
+#                            prints the loadtest report and each node's CPU and memory
 #
 # Ports: NATS clients 14220-14222, NATS routes 16220-16222; node i: MQTT 1883+i... see below.
 # NATS_SERVER: nats-server 2.11+ (default /opt/nats/bin/nats-server, then PATH);
@@ -74,9 +80,32 @@ status() {
   done
 }
 
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+bench() {
+  local drivers=${1:-50000} interval=${2:-5s} duration=${3:-120s} pids=() before=() start end
+  for i in 0 1 2; do pids+=("$(cat "$DIR/node$i.pid")"); done
+  for p in "${pids[@]}"; do before+=("$(ticks "$p")"); done
+  start=$(date +%s.%N)
+  "$FLEETCAST" loadtest --scenario fleet --connections "$drivers" --interval "$interval" \
+    --duration "$duration" --subscribers 1 --procs 3 --connect-rate 1500 \
+    --broker mqtt://127.0.0.1:1883,mqtt://127.0.0.1:1884,mqtt://127.0.0.1:1885 \
+    --report "$DIR/loadtest.json"
+  end=$(date +%s.%N)
+  for i in 0 1 2; do
+    local p=${pids[$i]} after rss conns
+    after=$(ticks "$p")
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$p/status")
+    conns=$(curl -s "127.0.0.1:$((8080 + 10 * i))/metrics" | awk '/^fleetcast_connections\{transport="tcp"\}/ {print $2}')
+    awk -v n="node$i" -v t=$((after - ${before[$i]})) -v s="$start" -v e="$end" -v r="$rss" -v c="$conns" \
+      'BEGIN { printf "%s: cpu %.0f%% of a core over the run, rss %.0f MiB, %s connections at the end\n", n, t / (e - s), r / 1024, c }'
+  done
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  bench) shift; bench "$@" ;;
+  *) echo "usage: $0 up|down|status|bench [DRIVERS] [INTERVAL] [DURATION]" >&2; exit 2 ;;
 esac

@@ -382,3 +382,21 @@ async fn loadtest_over_three_nodes_loses_and_duplicates_nothing() {
     assert_eq!((r.lost, r.duplicates), (0, 0), "{r:?}");
     assert_eq!(r.received, r.expected, "{r:?}");
 }
+
+#[test]
+fn serve_with_no_reachable_nats_says_so_and_exits_without_a_ready_line() {
+    let dir = TempDir::new("nonats");
+    let config = dir.path.join("c.toml");
+    std::fs::write(&config, "[cluster]\nstartup_timeout_ms = 1000\n").unwrap();
+    let nowhere = format!("nats://127.0.0.1:{}", common::free_port());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .args(["serve", "--mqtt", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--config", &config.display().to_string(), "--cluster", &nowhere])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not ready within 1s"), "{stderr}");
+    assert!(stderr.contains(&nowhere), "{stderr}");
+    assert!(out.stdout.is_empty(), "no ready line");
+}

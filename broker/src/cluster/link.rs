@@ -40,6 +40,7 @@ pub(crate) struct Interest {
 impl Interest {
     /// One more holder of `filter`.
     pub(crate) fn add(&self, filter: &str) {
+        let filter = unshared(filter);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(filter.to_owned()).or_insert(0);
         *n += 1;
@@ -50,6 +51,7 @@ impl Interest {
 
     /// One holder of `filter` fewer.
     pub(crate) fn remove(&self, filter: &str) {
+        let filter = unshared(filter);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = counts.get_mut(filter) {
             *n -= 1;
@@ -65,6 +67,15 @@ impl Interest {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.keys().cloned().collect()
     }
+}
+
+/// The filter a shared subscription (`$share/GROUP/filter`) needs from NATS: the node
+/// takes every message and its router picks one member of the group among its clients.
+fn unshared(filter: &str) -> &str {
+    filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(filter, |(_group, f)| f)
 }
 
 /// Connects, starts every cluster task, and says ready once the retained mirror caught
@@ -176,6 +187,9 @@ async fn publisher(client: Client, cluster: Arc<Cluster>, shutdown: Cancellation
         }
         match client.publish(m.subject, m.payload).await {
             Ok(()) => cluster.meters.messages_out.increment(1),
+            Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                cluster.meters.dropped("too_long").increment(1)
+            }
             Err(_) => cluster.meters.dropped("disconnected").increment(1),
         }
     }
@@ -244,5 +258,28 @@ async fn forward(
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interest_is_counted_and_shared_subscriptions_need_their_filter() {
+        let i = Interest::default();
+        i.add("drivers/#");
+        i.add("$share/g/drivers/#");
+        i.add("a/+");
+        let mut f = i.filters();
+        f.sort();
+        assert_eq!(f, ["a/+", "drivers/#"]);
+        i.remove("drivers/#");
+        assert_eq!(i.filters().len(), 2, "one holder of drivers/# is left");
+        i.remove("$share/g/drivers/#");
+        i.remove("a/+");
+        i.remove("never/held");
+        assert!(i.filters().is_empty());
+        assert_eq!(unshared("$share/g"), "$share/g");
     }
 }
