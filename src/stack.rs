@@ -162,10 +162,11 @@ async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
     if let Some(gw) = &s.gateway {
         s.backlog.set(gw.router.backlog() as f64);
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.handle.render(),
-    )
+    let mut body = s.handle.render();
+    if let Some(fences) = s.gateway.as_ref().and_then(|gw| gw.geofences.get()) {
+        body.push_str(&fences.prometheus_text());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 /// `GET /metrics` for a dashboard (and the broker's gateway when there is one).

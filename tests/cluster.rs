@@ -390,8 +390,21 @@ fn serve_with_no_reachable_nats_says_so_and_exits_without_a_ready_line() {
     std::fs::write(&config, "[cluster]\nstartup_timeout_ms = 1000\n").unwrap();
     let nowhere = format!("nats://127.0.0.1:{}", common::free_port());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
-        .args(["serve", "--mqtt", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .args(["--config", &config.display().to_string(), "--cluster", &nowhere])
+        .args([
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--config",
+            &config.display().to_string(),
+            "--cluster",
+            &nowhere,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

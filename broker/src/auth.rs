@@ -80,6 +80,8 @@ struct Account {
     client_id: String,
     hash: String,
     grants: Arc<Grants>,
+    /// Role `admin`: may change what the broker serves (geofences).
+    admin: bool,
 }
 
 /// Why a CONNECT was not authorized.
@@ -160,6 +162,12 @@ fn client_id_allowed(pattern: &str, client_id: &str) -> bool {
 }
 
 impl Auth {
+    /// Whether `username` is an account with the role `admin` (its password checked
+    /// elsewhere).
+    pub fn is_admin(&self, username: &str) -> bool {
+        self.accounts.get(username).is_some_and(|a| a.admin)
+    }
+
     /// Loads a credentials file.
     ///
     /// # Errors
@@ -182,6 +190,7 @@ impl Auth {
             ("driver".to_owned(), Grants::driver()),
             ("rider".to_owned(), Grants::rider()),
             ("service".to_owned(), Grants::service()),
+            ("admin".to_owned(), Grants::admin()),
         ]);
         roles.extend(spec.roles);
         let mut accounts = HashMap::new();
@@ -199,6 +208,7 @@ impl Auth {
             let account = Account {
                 client_id: a.client_id.unwrap_or_else(|| a.username.clone()),
                 hash: a.password_hash,
+                admin: a.role == "admin",
                 grants: Arc::new(grants),
             };
             if accounts.insert(a.username.clone(), account).is_some() {
@@ -507,9 +517,8 @@ mod tests {
     #[test]
     fn bad_files_are_refused_with_reasons() {
         let hash = hash_password("p").expect("hash");
-        let unknown_role = format!(
-            "[[account]]\nusername = \"a\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n"
-        );
+        let unknown_role =
+            format!("[[account]]\nusername = \"a\"\npassword_hash = \"{hash}\"\nrole = \"root\"\n");
         assert!(Auth::from_toml(&unknown_role)
             .expect_err("refused")
             .to_string()

@@ -44,6 +44,14 @@ pub enum BrokerError {
     /// The TLS certificate, key or client CA cannot be used.
     #[error("cannot set up TLS")]
     Tls(#[from] crate::tls::TlsError),
+    /// The geofence file cannot be read or holds no valid fences.
+    #[error("geofences file {file}: {why}")]
+    Geofences {
+        /// The file.
+        file: String,
+        /// Why.
+        why: String,
+    },
     /// Connections were still open when the grace time ran out.
     #[error("{0} connection tasks still running after the shutdown grace time")]
     ShutdownTimeout(usize),
@@ -181,6 +189,7 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         let routes = extras.routes;
         let addrs = listeners.addrs();
+        let (geofences, rules) = load_geofences(&config.geofences)?;
         let tls = match config.tls.files() {
             Some(files) => Some(crate::tls::Acceptors::load(&files)?),
             None => None,
@@ -239,11 +248,31 @@ impl Broker {
             slots,
             tracker.clone(),
         ));
-        let app = http::app(HttpState {
+        let publisher = crate::ingest::Publisher::spawn(
+            Arc::clone(&gateway.router),
+            shutdown.clone(),
+            &tracker,
+        );
+        let ingest = crate::ingest::Ingest::new(Arc::clone(&gateway), publisher.clone());
+        let mut app = http::app(HttpState {
             gateway: Arc::clone(&gateway),
             listening: Arc::clone(&listening),
         })
-        .merge(routes(&gateway));
+        .merge(crate::ingest::routes(ingest));
+        if let Some(fences) = geofences {
+            let fences = crate::geofence::Geofences::new(rules, fences, publisher);
+            let _ = gateway.geofences.set(Arc::clone(&fences));
+            if let Some(cluster) = gateway.cluster.get() {
+                // Every node follows every fix, and publishes the same events to its own
+                // clients (never to the cluster: each node's subscribers get them once).
+                cluster
+                    .interest
+                    .add(fleetcast_proto::topic::LOCATION_FILTER);
+            }
+            tracker.spawn(Arc::clone(&fences).run(Arc::clone(&gateway.router), shutdown.clone()));
+            app = app.merge(crate::geofence::api::routes(Arc::clone(&gateway), fences));
+        }
+        let app = app.merge(routes(&gateway));
         tracker.spawn(http::serve_limited(
             listeners.http,
             tls.map(|t| t.web),
@@ -388,4 +417,25 @@ fn fit_to_fd_limit(wanted: usize) -> usize {
     } else {
         wanted
     }
+}
+
+/// The fences of `[geofences] file` and the rule they follow; None when geofences are off.
+fn load_geofences(
+    g: &crate::config::Geofences,
+) -> Result<(Option<Vec<crate::geofence::Fence>>, crate::geofence::Rules), BrokerError> {
+    let rules = crate::geofence::Rules {
+        enter_fixes: g.enter_fixes,
+        exit_fixes: g.exit_fixes,
+        exit_margin_m: g.exit_margin_m,
+    };
+    if g.file.is_empty() {
+        return Ok((None, rules));
+    }
+    let failed = |why: String| BrokerError::Geofences {
+        file: g.file.clone(),
+        why,
+    };
+    let text = std::fs::read_to_string(&g.file).map_err(|e| failed(e.to_string()))?;
+    let fences = crate::geofence::geojson::parse(&text).map_err(|e| failed(e.to_string()))?;
+    Ok((Some(fences), rules))
 }

@@ -28,6 +28,8 @@ pub struct Config {
     pub tls: Tls,
     /// Several nodes over a NATS cluster as one broker; off while `servers` is empty.
     pub cluster: Cluster,
+    /// Geofences; off while no file is given.
+    pub geofences: Geofences,
 }
 
 /// `[cluster]`: the NATS servers this node joins and how it watches its peers.
@@ -67,6 +69,31 @@ impl Default for Cluster {
             startup_timeout_ms: 30_000,
             queue: 65_536,
             pending_writes: 100_000,
+        }
+    }
+}
+
+/// Geofence events (`serve --geofences FILE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Geofences {
+    /// A GeoJSON FeatureCollection of the fences to start with; empty = geofences off.
+    pub file: String,
+    /// Fixes in a row inside a fence before a driver enters it.
+    pub enter_fixes: u8,
+    /// Fixes in a row beyond `exit_margin_m` outside before a driver leaves it.
+    pub exit_fixes: u8,
+    /// How far outside a fence (metres) a fix must be to count towards an exit.
+    pub exit_margin_m: f64,
+}
+
+impl Default for Geofences {
+    fn default() -> Self {
+        Geofences {
+            file: String::new(),
+            enter_fixes: 2,
+            exit_fixes: 2,
+            exit_margin_m: 25.0,
         }
     }
 }
@@ -526,6 +553,7 @@ mod tests {
                         toml::Value::String(a.to_string())
                     }
                     toml::Value::String(v) => toml::Value::String(format!("{v}x.pem")),
+                    toml::Value::Float(x) => toml::Value::Float(x + 1.0),
                     toml::Value::Array(a) => {
                         let mut a = a.clone();
                         a.push(toml::Value::String("nats://127.0.0.1:4222".into()));

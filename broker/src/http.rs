@@ -143,7 +143,11 @@ pub async fn serve_limited(
             continue;
         };
         let tls = tls.clone();
-        let app = app.clone();
+        // Handlers that need the peer (HTTP publishing: login limits per address) read it
+        // as axum's ConnectInfo.
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _held = (slot, hold);

@@ -93,10 +93,29 @@ pub struct GatewayMeters {
     pub subscriptions: Counter,
     /// Subscription filters refused (SUBACK 0x80).
     pub subscriptions_refused: Counter,
+    /// HTTP publishes answered, by status, in [`HTTP_PUBLISH_CODES`] order.
+    pub http_publishes: Vec<Counter>,
 }
 
+/// The statuses HTTP publishing answers with, as the `code` label of
+/// `fleetcast_http_publishes_total` (413, over `max_packet_size`, is answered before the
+/// request is read and counted with the rest of the HTTP listener's refusals).
+pub const HTTP_PUBLISH_CODES: [(u16, &str); 6] = [
+    (200, "200"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (429, "429"),
+    (503, "503"),
+];
+
 /// Name, unit and HELP text of every gateway counter.
-const COUNTER_HELP: [(&str, Option<Unit>, &str); 12] = [
+const COUNTER_HELP: [(&str, Option<Unit>, &str); 13] = [
+    (
+        "fleetcast_http_publishes_total",
+        None,
+        "Publishes over HTTP (POST /topics/..., POST /pub) answered, by status code.",
+    ),
     (
         "fleetcast_connects_total",
         None,
@@ -220,6 +239,10 @@ impl GatewayMeters {
             pacing_pauses: counter(r, "fleetcast_pacing_pauses_total", &[]),
             subscriptions: counter(r, "fleetcast_subscriptions_total", &[]),
             subscriptions_refused: counter(r, "fleetcast_subscriptions_refused_total", &[]),
+            http_publishes: HTTP_PUBLISH_CODES
+                .iter()
+                .map(|(_, code)| counter(r, "fleetcast_http_publishes_total", &[("code", code)]))
+                .collect(),
         }
     }
 
@@ -239,6 +262,16 @@ impl GatewayMeters {
             .position(|r| *r == reason)
             .unwrap_or(0);
         &self.refusals[i]
+    }
+
+    /// The HTTP publish counter for `code` (one of [`HTTP_PUBLISH_CODES`]; others count
+    /// as 503).
+    pub fn http_publish(&self, code: u16) -> &Counter {
+        let i = HTTP_PUBLISH_CODES
+            .iter()
+            .position(|(c, _)| *c == code)
+            .unwrap_or(HTTP_PUBLISH_CODES.len() - 1);
+        &self.http_publishes[i]
     }
 
     /// The drop counter for `reason` (one of [`DROP_REASONS`]).

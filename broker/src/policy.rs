@@ -47,6 +47,14 @@ impl Grants {
         }
     }
 
+    /// An administrator: everything, both ways.
+    pub fn admin() -> Grants {
+        Grants {
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+        }
+    }
+
     /// These grants plus `more`.
     pub fn with(mut self, more: &Grants) -> Grants {
         self.publish.extend(more.publish.iter().cloned());

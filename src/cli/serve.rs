@@ -46,6 +46,11 @@ pub(super) struct ServeArgs {
     /// Serve anonymous clients on non-loopback addresses too (not recommended).
     #[arg(long)]
     allow_anonymous: bool,
+    /// Geofences (GeoJSON FeatureCollection of Polygons with properties.name): entries and
+    /// exits on geofences/{name}/events, and /api/geofences; when not given, --config's
+    /// [geofences] file [default: none, geofences off]
+    #[arg(long, value_name = "FILE")]
+    geofences: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -224,6 +229,9 @@ fn apply(args: &ServeArgs, config: &mut Config) {
     }
     if let Some(node) = &args.cluster.node {
         config.cluster.node = node.clone();
+    }
+    if let Some(file) = &args.geofences {
+        config.geofences.file = file.display().to_string();
     }
 }
 

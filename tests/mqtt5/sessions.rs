@@ -194,3 +194,43 @@ async fn will_properties(b: Broker) {
 async fn a_will_arrives_with_its_properties() {
     both("", "", will_properties).await;
 }
+
+/// What a subscription was given survives with its session: a client that comes back
+/// to a kept session still gets its Subscription Identifier on each message, and its
+/// No Local subscription still keeps its own publishes from it.
+async fn resumed_options(b: Broker) {
+    let who = b.name;
+    let topic = "mqtt5/resumed/a";
+    let kept = session(&b.id("ro"), 60);
+    let (mut c, _) = present(b, &kept).await;
+    let props = Props::new().var(id::SUBSCRIPTION_ID, 5);
+    let codes = c
+        .subscribe(3, &props, &[(topic, options(1, true, false, 0))])
+        .await;
+    assert_eq!(codes, [1], "[{who}] SUBACK");
+    c.bye().await;
+    let (mut c, present_again) = present(b, &kept.clone().resume()).await;
+    assert!(present_again, "[{who}] session kept");
+    // Its own publish first: No Local keeps it away; then another client's.
+    c.publish1(topic, b"own", 1, false, &Props::new()).await;
+    let mut other = Raw::plain(b.addr, who, &b.id("ro-other")).await;
+    other
+        .publish1(topic, b"other", 1, false, &Props::new())
+        .await;
+    let p = c.expect_publish("the other client's message").await;
+    assert_eq!(p.text(), "other", "[{who}] No Local lost on resume");
+    assert_eq!(
+        p.props.num(id::SUBSCRIPTION_ID),
+        Some(5),
+        "[{who}] Subscription Identifier lost on resume"
+    );
+    c.send(&crate::wire::puback(p.pkid)).await;
+    // Ends the kept session so the next run starts afresh.
+    c.bye_with(0, &Props::new().u32(id::SESSION_EXPIRY, 0))
+        .await;
+}
+
+#[tokio::test]
+async fn a_resumed_session_keeps_its_subscription_options_and_identifiers() {
+    both("", "", resumed_options).await;
+}

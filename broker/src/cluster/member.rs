@@ -81,6 +81,20 @@ impl Member {
     }
 }
 
+/// The gateway's hook: a session without a cluster has no [`Member`], and copies nothing.
+pub trait ClusterHook {
+    /// [`Member::copy`], when there is a member.
+    fn copy(&mut self, batch: &[Packet]);
+}
+
+impl ClusterHook for Option<Member> {
+    fn copy(&mut self, batch: &[Packet]) {
+        if let Some(member) = self {
+            member.copy(batch);
+        }
+    }
+}
+
 impl Drop for Member {
     fn drop(&mut self) {
         for f in self.filters.drain() {

@@ -24,7 +24,7 @@ mod presence;
 mod retained;
 pub mod subject;
 
-pub use member::Member;
+pub use member::{ClusterHook, Member};
 pub use meters::ClusterMeters;
 
 use crate::config::Cluster as Settings;

@@ -16,7 +16,7 @@
 //! bounds those).
 
 use rumqttd::protocol::{
-    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, SubAck,
 };
 use std::collections::{HashSet, VecDeque};
 
@@ -47,6 +47,10 @@ pub(super) struct AckTracker {
     incoming_open: usize,
     /// The gateway's own acks for dropped publishes, for the router, in order.
     for_router: Vec<Packet>,
+    /// SUBACKs waiting for the router: how many of its SUBACKs each still waits for, in
+    /// the order the SUBSCRIBEs went (None: the gateway's own re-subscriptions, answered
+    /// to no one).
+    subacks: VecDeque<(usize, Option<SubAck>)>,
 }
 
 impl AckTracker {
@@ -195,6 +199,37 @@ impl AckTracker {
         self.incoming_qos2.remove(&pkid)
     }
 
+    /// A SUBACK to send once the router has taken `router_subacks` SUBSCRIBEs sent before
+    /// it: a client that publishes on receiving its SUBACK must find the router already
+    /// subscribed, or a retained message published at that moment reaches it twice (once
+    /// retained, once live). Returns the SUBACKs due now, in order.
+    pub(super) fn suback_after(
+        &mut self,
+        router_subacks: usize,
+        ack: Option<SubAck>,
+    ) -> Vec<SubAck> {
+        self.subacks.push_back((router_subacks, ack));
+        self.due_subacks()
+    }
+
+    /// The router acked one SUBSCRIBE: the SUBACKs now due, in order.
+    pub(super) fn router_suback(&mut self) -> Vec<SubAck> {
+        if let Some((left, _)) = self.subacks.front_mut() {
+            *left = left.saturating_sub(1);
+        }
+        self.due_subacks()
+    }
+
+    fn due_subacks(&mut self) -> Vec<SubAck> {
+        let mut due = Vec::new();
+        while let Some((0, _)) = self.subacks.front() {
+            if let Some((_, Some(ack))) = self.subacks.pop_front() {
+                due.push(ack);
+            }
+        }
+        due
+    }
+
     /// Rewrites router acks into their 3.1.1 form (no properties); a PUBACK or PUBCOMP
     /// completes one of the client's publishes.
     pub(super) fn patch(&mut self, packet: Packet) -> Packet {
@@ -285,6 +320,33 @@ mod tests {
         assert!(!t.router_pubrel(2));
         assert!(t.pubcomp(1));
         assert!(matches!(&t.take_for_router()[..], [Packet::PubComp(c, _)] if c.pkid == 2));
+    }
+
+    #[test]
+    fn a_suback_waits_for_the_router_and_keeps_its_place() {
+        let ack = |pkid| SubAck {
+            pkid,
+            return_codes: vec![],
+        };
+        let mut t = AckTracker::default();
+        assert!(
+            t.suback_after(1, None).is_empty(),
+            "a resumed session's renewal"
+        );
+        assert!(t.suback_after(2, Some(ack(1))).is_empty());
+        assert!(
+            t.suback_after(0, Some(ack(2))).is_empty(),
+            "behind SUBACK 1"
+        );
+        assert!(t.router_suback().is_empty(), "the renewal's");
+        assert!(t.router_suback().is_empty());
+        let due: Vec<u16> = t.router_suback().iter().map(|a| a.pkid).collect();
+        assert_eq!(due, [1, 2]);
+        assert_eq!(
+            t.suback_after(0, Some(ack(3))).len(),
+            1,
+            "nothing ahead: at once"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! touched again panics it), and it knows nothing of accounts. So topic and filter rules,
 //! the account's policy, location validation, the subscription quota and the order of
 //! acks are all checked here first, and some packets are answered here instead (PINGREQ,
-//! SUBSCRIBE, UNSUBSCRIBE, refused PUBLISHes; `publishes.rs` has the PUBLISH checks).
+//! UNSUBSCRIBE, refused PUBLISHes, and SUBSCRIBE once the router has it; `publishes.rs`
+//! has the PUBLISH checks).
 //! Nothing here does I/O: answers go into the session's write buffer, packets for the
 //! router into a batch, and counts into a [`Tally`] for its meters, so that the fuzz
 //! target (`decode.rs`) runs these very checks.
@@ -189,7 +190,14 @@ impl Inbound {
         let taken = self
             .subscriptions
             .take(&self.identity, s, client_id, v5, tally);
-        encode(self.version, Packet::SubAck(taken.ack, None), out)?;
+        let router_subacks = taken
+            .for_router
+            .iter()
+            .filter(|p| matches!(p, Packet::Subscribe(..)))
+            .count();
+        for ack in self.acks.suback_after(router_subacks, Some(taken.ack)) {
+            encode(self.version, Packet::SubAck(ack, None), out)?;
+        }
         to_router.extend(taken.for_router);
         Ok(())
     }
@@ -399,6 +407,17 @@ mod tests {
         assert_eq!(i.verdict(b"drivers/drv-1/status", b"{}"), Verdict::Accept);
     }
 
+    /// A SUBACK code as written on the wire in `version`.
+    fn code(c: rumqttd::protocol::SubscribeReasonCode, version: Version) -> u8 {
+        let ack = rumqttd::protocol::SubAck {
+            pkid: 1,
+            return_codes: vec![c],
+        };
+        let mut out = BytesMut::new();
+        encode(version, Packet::SubAck(ack, None), &mut out).expect("encoded");
+        out[out.len() - 1]
+    }
+
     #[test]
     fn refused_filters_are_answered_in_each_versions_words() {
         for (version, denied) in [(Version::V5, [0x87, 0x8F]), (Version::V311, [0x80; 2])] {
@@ -414,8 +433,12 @@ mod tests {
                 "the router gets the granted filter only"
             );
             assert_eq!((tally.subscriptions, tally.subscriptions_refused), (1, 2));
+            assert!(out.is_empty(), "the SUBACK waits for the router's");
             // The gateway answers every filter, at its place.
-            let codes = &out[out.len() - 3..];
+            let [ack] = &i.acks.router_suback()[..] else {
+                panic!("one SUBACK due")
+            };
+            let codes: Vec<u8> = ack.return_codes.iter().map(|c| code(*c, version)).collect();
             assert_eq!(codes, [denied[0], 0x01, denied[1]]);
             let (r, out, _) = check(&mut i, &subscribe(version, 6, &["#"]));
             assert!(matches!(r, Ok(None)), "{r:?}");

@@ -102,6 +102,8 @@ pub struct Gateway {
     pub persistent_filters: PersistentFilters,
     /// Sessions and delayed wills outliving their connections.
     pub lingering: linger::Lingering,
+    /// Geofences, when they are on (set once at start).
+    pub geofences: std::sync::OnceLock<Arc<crate::geofence::Geofences>>,
     /// Subscriptions held with MQTT 5 Retain As Published, live or kept for a persistent
     /// session: while there are any, retained publishes are marked as such.
     retain_as_published: std::sync::atomic::AtomicI64,
@@ -219,6 +221,7 @@ impl Gateway {
             tls,
             persistent_filters: PersistentFilters::default(),
             lingering: linger::Lingering::default(),
+            geofences: std::sync::OnceLock::new(),
             retain_as_published: std::sync::atomic::AtomicI64::new(0),
             cluster: std::sync::OnceLock::new(),
         }

@@ -63,8 +63,14 @@ pub(super) fn route(
             Fate::Dropped => Routed::Done,
         }),
         Some(other) => match Option::<Packet>::from(other) {
-            // The gateway answered SUBSCRIBE and UNSUBSCRIBE itself.
-            Some(Packet::SubAck(..) | Packet::UnsubAck(..)) | None => Ok(Routed::Done),
+            // The gateway answers SUBSCRIBE (once the router has it) and UNSUBSCRIBE.
+            Some(Packet::SubAck(..)) => {
+                for ack in inbound.acks.router_suback() {
+                    encode(inbound.version, Packet::SubAck(ack, None), buf)?;
+                }
+                Ok(Routed::Done)
+            }
+            Some(Packet::UnsubAck(..)) | None => Ok(Routed::Done),
             // The answer to the gateway's own PUBREC for a publish the client never saw.
             Some(Packet::PubRel(r, _)) if !inbound.acks.router_pubrel(r.pkid) => Ok(Routed::Done),
             Some(packet) => {

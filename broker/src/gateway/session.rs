@@ -16,6 +16,7 @@ use super::inbound::{Inbound, Tally};
 use super::linger::{self, DelayedWill};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
+use crate::cluster::ClusterHook;
 use crate::pacing::Pacer;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
@@ -153,7 +154,8 @@ pub(super) struct Session<T> {
     pub(super) delivery: Delivery,
     /// Set once the router has dropped the link: it must not be touched again.
     pub(super) router_gone: bool,
-    /// Cluster hook: what this session tells the other nodes; None without a cluster.
+    /// Cluster hook: publishes and filter changes for the router go to the other nodes
+    /// too (`ClusterHook::copy`); None without a cluster.
     cluster: Option<crate::cluster::Member>,
 }
 
@@ -254,7 +256,9 @@ impl<T: Transport> Session<T> {
         self.inbound.subscriptions.restore(kept);
         if hello.version == Version::V5 {
             let mut again = self.inbound.subscriptions.reidentify();
-            self.cluster_copy(&again);
+            self.cluster.copy(&again);
+            // The router acks these too: nobody is told.
+            self.inbound.acks.suback_after(again.len(), None);
             if let Some(last) = again.pop() {
                 self.tx.buffer().extend(again);
                 // A router gone shows at the first read of the link.
@@ -385,7 +389,7 @@ impl<T: Transport> Session<T> {
         }
         tally.record(&self.gw.meters);
         self.gw.count_retain_as_published(tally.retain_as_published);
-        self.cluster_copy(&batch);
+        self.cluster.copy(&batch);
         // Packets before a violation still go through, as they would have on their own.
         if let Some(last) = batch.pop() {
             {
@@ -459,13 +463,6 @@ impl<T: Transport> Session<T> {
         frames
     }
 
-    /// Cluster hook: publishes and filter changes for the router go to the other nodes.
-    fn cluster_copy(&mut self, packets: &[Packet]) {
-        if let Some(member) = &mut self.cluster {
-            member.copy(packets);
-        }
-    }
-
     /// Publishes the will when due, releases the link, closes the socket.
     /// Returns the will when it must wait for its delay (or for the end of the session,
     /// `expiry` seconds from now, if sooner).
@@ -492,7 +489,7 @@ impl<T: Transport> Session<T> {
                 if delay > 0 && expiry > 0 {
                     delayed = Some(DelayedWill { publish, delay });
                 } else {
-                    self.cluster_copy(std::slice::from_ref(&publish));
+                    self.cluster.copy(std::slice::from_ref(&publish));
                     self.tx.buffer().push_back(publish);
                     self.gw.meters.wills.increment(1);
                 }

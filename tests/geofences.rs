@@ -1,0 +1,242 @@
+//! Geofences end to end: fences from a file and from the API, a driver's fixes over MQTT,
+//! entries and exits on `geofences/{name}/events`, the count retained and as a gauge.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine;
+use common::{tcp_options, TempDir, TestClient, PATIENCE};
+use rumqttc::QoS;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// About 1.1 km by 1.1 km; its east edge is lon 24.95.
+const SQUARE: &str = r#"{"type":"Polygon","coordinates":[[[24.93,60.16],[24.95,60.16],[24.95,60.17],[24.93,60.17],[24.93,60.16]]]}"#;
+
+fn feature(name: &str) -> String {
+    format!(r#"{{"type":"Feature","properties":{{"name":"{name}"}},"geometry":{SQUARE}}}"#)
+}
+
+fn fix(seq: u64, lat: f64, lon: f64) -> String {
+    let now = fleetcast_proto::time::now_ms();
+    format!(
+        r#"{{"id":"drv-000001","lat":{lat},"lon":{lon},"heading":270,"speed":5,"accuracy":5,"status":"available","seq":{seq},"ts":{now}}}"#
+    )
+}
+
+/// `METHOD path` with `headers` and `body`; the status and the body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    timeout(PATIENCE, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The next geofence event (skipping counts) within `wait`, as (event, fence, driver).
+async fn next_event(sub: &mut TestClient, wait: Duration) -> Option<(String, String, String)> {
+    timeout(wait, async {
+        loop {
+            let p = sub.next_publish().await?;
+            if p.topic.ends_with("/events") {
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                return Some((field("event"), field("fence"), field("id")));
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test]
+async fn a_driver_wobbling_across_an_edge_enters_once_and_leaves_once() {
+    let dir = TempDir::new("geofences");
+    let file = dir.path.join("fences.geojson");
+    let collection = format!(
+        r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+        feature("airport")
+    );
+    std::fs::write(&file, collection).unwrap();
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.geofences.file = file.display().to_string();
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let stack = common::start_stack_with_config(config, options, None).await;
+    let addrs = stack.addrs();
+    let mut watcher = TestClient::connect(tcp_options("fence-watch", &addrs)).await;
+    watcher
+        .subscribe("geofences/+/events", QoS::AtLeastOnce)
+        .await;
+    let driver = TestClient::connect(tcp_options("drv-000001", &addrs)).await;
+    // At 60.165, 0.0001 degree of longitude is about 5.6 m: the wobble stays within 17 m
+    // of the edge, inside the 25 m exit margin.
+    let wobble = [-0.0003, 0.0001, -0.0001, 0.0002, -0.0002, 0.0001];
+    let mut path: Vec<f64> = wobble.iter().map(|d| 24.95 + d).collect();
+    path.extend([24.94; 4]);
+    path.extend(wobble.iter().map(|d| 24.95 + d));
+    path.extend([24.952; 3]);
+    for (seq, lon) in path.iter().enumerate() {
+        let payload = fix(seq as u64 + 1, 60.165, *lon);
+        driver
+            .client
+            .publish(
+                "drivers/drv-000001/location",
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            )
+            .await
+            .unwrap();
+    }
+    let enter = next_event(&mut watcher, PATIENCE).await;
+    let want = |e: &str| Some((e.to_owned(), "airport".to_owned(), "drv-000001".to_owned()));
+    assert_eq!(enter, want("enter"));
+    assert_eq!(next_event(&mut watcher, PATIENCE).await, want("exit"));
+    assert_eq!(
+        next_event(&mut watcher, Duration::from_millis(500)).await,
+        None,
+        "one entry and one exit, whatever the noise"
+    );
+    // The count is retained for whoever comes later, and is a gauge.
+    let mut late = TestClient::connect(tcp_options("fence-late", &addrs)).await;
+    late.subscribe("geofences/airport/count", QoS::AtLeastOnce)
+        .await;
+    let count = late.next_publish().await.expect("the retained count");
+    assert!(count.retain);
+    assert_eq!(&count.payload[..], br#"{"count":0,"fence":"airport"}"#);
+    let metrics = common::http_get(addrs.http, "/metrics").await;
+    assert!(
+        metrics.contains("fleetcast_geofence_drivers{fence=\"airport\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn fences_are_changed_over_http_by_admins_only() {
+    let admin_hash = fleetcast_broker::auth::hash_password("admin-pw").unwrap();
+    let driver_hash = fleetcast_broker::auth::hash_password("drv-pw").unwrap();
+    let accounts = format!(
+        "[[account]]\nusername = \"ops\"\npassword_hash = \"{admin_hash}\"\nrole = \"admin\"\n\n\
+         [[account]]\nusername = \"drv-000001\"\npassword_hash = \"{driver_hash}\"\nrole = \"driver\"\n"
+    );
+    let auth = Arc::new(fleetcast_broker::auth::Auth::from_toml(&accounts).unwrap());
+    let dir = TempDir::new("geofences-api");
+    let file = dir.path.join("none.geojson");
+    std::fs::write(&file, r#"{"type":"FeatureCollection","features":[]}"#).unwrap();
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.geofences.file = file.display().to_string();
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let stack = common::start_stack_with_config(config, options, Some(auth)).await;
+    let http = stack.addrs().http;
+    let basic = |u: &str, p: &str| {
+        let t = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        format!("Basic {t}")
+    };
+    let (admin, driver) = (basic("ops", "admin-pw"), basic("drv-000001", "drv-pw"));
+    let path = "/api/geofences/depot";
+    let (code, _) = request(http, "PUT", path, &[], &feature("x")).await;
+    assert_eq!(code, 401, "no credentials");
+    let (code, _) = request(
+        http,
+        "PUT",
+        path,
+        &[("Authorization", &driver)],
+        &feature("x"),
+    )
+    .await;
+    assert_eq!(code, 403, "not an admin");
+    let (code, body) = request(http, "PUT", path, &[("Authorization", &admin)], "{}").await;
+    assert_eq!(code, 400, "not a fence: {body}");
+    let (code, body) = request(
+        http,
+        "PUT",
+        path,
+        &[("Authorization", &admin)],
+        &feature("x"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = request(
+        http,
+        "GET",
+        "/api/geofences",
+        &[("Authorization", &admin)],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        list["features"][0]["properties"]["name"], "depot",
+        "named by the path"
+    );
+    assert_eq!(list["features"][0]["properties"]["count"], 0);
+    let (code, _) = request(http, "DELETE", path, &[("Authorization", &admin)], "").await;
+    assert_eq!(code, 200);
+    let (code, _) = request(http, "DELETE", path, &[("Authorization", &admin)], "").await;
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn a_bad_fence_file_stops_serve_naming_it() {
+    let dir = TempDir::new("geofences-bad");
+    let file = dir.path.join("bad.geojson");
+    std::fs::write(
+        &file,
+        r#"{"type":"FeatureCollection","features":[{"type":"Feature"}]}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .args([
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--geofences")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.geojson") && err.contains("feature 0"),
+        "{err}"
+    );
+}
