@@ -74,6 +74,24 @@ async fn until_routed(publisher: &TestClient, subscriber: &mut TestClient, topic
     {}
 }
 
+/// `POST path` with `body`; the whole answer.
+async fn http_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = String::new();
+    timeout(PATIENCE, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
 /// Payloads received within `quiet` of each other, counted.
 async fn tally(c: &mut TestClient, quiet: Duration) -> HashMap<String, usize> {
     let mut got = HashMap::new();
@@ -114,8 +132,12 @@ async fn publish_on_a_arrives_once_on_c_for_exact_plus_and_hash_filters() {
         .publish("t", QoS::AtLeastOnce, false, "parent")
         .await
         .unwrap();
+    // Publishing over HTTP on a node is publishing there.
+    let answer = http_post(nodes[0].http, "/topics/t/a/x?qos=1", b"over-http").await;
+    assert!(answer.starts_with("HTTP/1.1 2"), "{answer}");
     for (i, s) in subs.iter_mut().enumerate() {
-        let got = tally(s, Duration::from_secs(2)).await;
+        let mut got = tally(s, Duration::from_secs(2)).await;
+        assert_eq!(got.remove("over-http"), Some(1), "filter {i}: {got:?}");
         for n in 0..20 {
             assert_eq!(got.get(&format!("m{n}")), Some(&1), "filter {i}: {got:?}");
         }
