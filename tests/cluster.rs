@@ -435,3 +435,63 @@ fn serve_with_no_reachable_nats_says_so_and_exits_without_a_ready_line() {
     assert!(stderr.contains(&nowhere), "{stderr}");
     assert!(out.stdout.is_empty(), "no ready line");
 }
+
+/// Connects `id` to `node`: Ok with a receiver that resolves when the connection ends, or
+/// the refusal.
+async fn try_connect(
+    id: &str,
+    node: &Served,
+) -> Result<tokio::sync::oneshot::Receiver<()>, String> {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options(id, node), 10);
+    loop {
+        match timeout(PATIENCE, eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("no CONNACK".into()),
+        }
+    }
+    let (ended, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        while eventloop.poll().await.is_ok() {}
+        let _ = ended.send(());
+    });
+    Ok(rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_flapping_between_two_nodes_is_banned_as_on_one() {
+    let Some((_nats, _dir, nodes)) = three_nodes().await else {
+        return;
+    };
+    // 15 connects a minute are allowed (limits.flap_max_connects). Alternating over two
+    // nodes, each node accepts only half of them itself: only counting the other node's
+    // connects too bans the id.
+    let mut previous: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    let mut refused_at = None;
+    for i in 0..24 {
+        match try_connect("flapper", &nodes[i % 2]).await {
+            Ok(ended) => {
+                if let Some(old) = previous.take() {
+                    // The older connection on the other node is closed: the connect crossed.
+                    timeout(PATIENCE, old)
+                        .await
+                        .expect("the older connection closed")
+                        .ok();
+                }
+                previous = Some(ended);
+            }
+            Err(e) => {
+                refused_at = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, why) = refused_at.expect("never banned across nodes");
+    assert!(i <= 16, "banned only at connect {i}");
+    assert!(
+        why.contains("ConnectionRefused") || why.contains("refused"),
+        "{why}"
+    );
+}
