@@ -28,9 +28,22 @@ impl TokenVerifier for BrowserTokens {
             .map_err(|e| e.to_string())?;
         // A browser has no client id of its own: the account name fills both variables,
         // as for an MQTT client whose id is its username.
-        let filters = access
+        let mut filters = access
             .grants
             .subscribe_filters(&access.account, &access.account);
+        // A share link shows one driver, if its account may see it at all.
+        if let Some(driver) = &access.driver {
+            let topic = fleetcast_proto::topic::location_topic(driver);
+            let one_level = !driver.is_empty() && !driver.contains(['/', '+', '#']);
+            if !one_level
+                || !access
+                    .grants
+                    .may_subscribe(&topic, &access.account, &access.account)
+            {
+                return Err(format!("{} may not see {driver}", access.account));
+            }
+            filters = vec![format!("drivers/{driver}/+")];
+        }
         Ok(Visibility {
             filters: filters.into(),
             account: access.account,

@@ -294,8 +294,11 @@ impl Stack {
                 auth,
             },
         )?;
+        // In process the map also follows the geofences (their shapes, counts and events).
+        let mut filters = FEED_FILTERS.to_vec();
+        filters.push("geofences/#");
         let positions = broker
-            .local_subscriber("bridge", &FEED_FILTERS)
+            .local_subscriber("bridge", &filters)
             .await
             .map_err(StackError::Bridge)?;
         dashboard.feed(futures_util::stream::unfold(

@@ -240,3 +240,52 @@ fn a_bad_fence_file_stops_serve_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_map_draws_the_fences_with_their_counts_and_events() {
+    let Some(mut chrome) = common::chrome::Chrome::launch().await else {
+        return;
+    };
+    let dir = TempDir::new("geofences-map");
+    let file = dir.path.join("centre.geojson");
+    // Most of the demo city's roads: the fleet starts inside it.
+    let centre = r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"name":"centre"},"geometry":{"type":"Polygon","coordinates":[[[24.90,60.15],[24.99,60.15],[24.99,60.20],[24.90,60.20],[24.90,60.15]]]}}]}"#;
+    std::fs::write(&file, centre).unwrap();
+    let file = file.display().to_string();
+    let mut served = common::spawn_ready("demo", &["--drivers", "40", "--geofences", &file]);
+    served.drain_output();
+    chrome.navigate(&format!("http://{}/", served.http)).await;
+    let patience = Duration::from_secs(30);
+    let count = chrome
+        .wait_for(
+            "window.fleetcast && (n => n > 0 && n)(fleetcast.fences().get('centre'))",
+            patience,
+        )
+        .await;
+    assert!(count.as_u64().is_some_and(|n| n > 0), "{count:?}");
+    let label = chrome
+        .wait_for(
+            "(e => e && e.textContent)(document.querySelector('.fence-label'))",
+            patience,
+        )
+        .await;
+    assert!(
+        label.as_str().is_some_and(|t| t.starts_with("centre: ")),
+        "{label:?}"
+    );
+    let events = chrome
+        .wait_for(
+            "(l => l.length > 0 && l[0].textContent)(document.querySelectorAll('#fence-events li'))",
+            patience,
+        )
+        .await;
+    assert!(
+        events
+            .as_str()
+            .is_some_and(|t| t.contains("entered centre")),
+        "{events:?}"
+    );
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("geofences-map.png");
+    chrome.screenshot(&shot).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+}

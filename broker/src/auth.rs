@@ -125,6 +125,8 @@ pub struct TokenAccess {
     pub grants: Arc<Grants>,
     /// When it expires (unix seconds).
     pub expires_at: u64,
+    /// For a share link: the one driver it shows.
+    pub driver: Option<String>,
 }
 
 /// The loaded accounts.
@@ -288,17 +290,72 @@ impl Auth {
             .token_secret
             .as_ref()
             .ok_or(token::TokenError::NoSecret)?;
-        let (account, expires_at) = token::verify(secret, token, now)?;
-        let grants = self
-            .accounts
-            .get(&account)
-            .map(|a| Arc::clone(&a.grants))
-            .ok_or_else(|| token::TokenError::UnknownAccount(account.clone()))?;
+        let v = token::verify_claims(secret, token, now)?;
+        let grants = match (&v.driver, v.account.is_empty()) {
+            // The operator's own share link (`fleetcast share` without --account): the
+            // holder of the token secret may show any one driver.
+            (Some(driver), true) => Arc::new(Grants {
+                publish: Vec::new(),
+                subscribe: vec![format!("drivers/{driver}/+")],
+            }),
+            _ => self
+                .accounts
+                .get(&v.account)
+                .map(|a| Arc::clone(&a.grants))
+                .ok_or_else(|| token::TokenError::UnknownAccount(v.account.clone()))?,
+        };
         Ok(TokenAccess {
-            account,
+            account: v.account,
             grants,
-            expires_at,
+            expires_at: v.exp,
+            driver: v.driver,
         })
+    }
+
+    /// A share link's token: `driver` (its location and status topics) as `account` may
+    /// see it, or, with no account, as the operator who holds the token secret, for `ttl_s`
+    /// seconds from `now`.
+    ///
+    /// # Errors
+    /// No `token_secret`, no such account, or one whose grants do not show that driver.
+    pub fn mint_share(
+        &self,
+        account: Option<&str>,
+        driver: &str,
+        now: u64,
+        ttl_s: u64,
+    ) -> Result<String, token::TokenError> {
+        let secret = self
+            .token_secret
+            .as_ref()
+            .ok_or(token::TokenError::NoSecret)?;
+        // A wildcard or a level separator would make "one driver" many.
+        let one_level = !driver.is_empty() && !driver.contains(['/', '+', '#']);
+        let not_visible = || {
+            let who = account.unwrap_or("the operator").to_owned();
+            token::TokenError::NotVisible(who, driver.to_owned())
+        };
+        if !one_level {
+            return Err(not_visible());
+        }
+        if let Some(account) = account {
+            let grants = self
+                .accounts
+                .get(account)
+                .map(|a| &a.grants)
+                .ok_or_else(|| token::TokenError::UnknownAccount(account.to_owned()))?;
+            let topic = fleetcast_proto::topic::location_topic(driver);
+            if !grants.may_subscribe(&topic, account, account) {
+                return Err(not_visible());
+            }
+        }
+        let exp = now.saturating_add(ttl_s);
+        Ok(token::mint_share(
+            secret,
+            account.unwrap_or(""),
+            driver,
+            exp,
+        ))
     }
 
     /// Grants of a client that a verified TLS certificate names: the account whose

@@ -258,7 +258,8 @@ impl Broker {
             gateway: Arc::clone(&gateway),
             listening: Arc::clone(&listening),
         })
-        .merge(crate::ingest::routes(ingest));
+        .merge(crate::ingest::routes(ingest))
+        .merge(crate::share::routes(Arc::clone(&gateway)));
         if let Some(fences) = geofences {
             let fences = crate::geofence::Geofences::new(rules, fences, publisher);
             let _ = gateway.geofences.set(Arc::clone(&fences));

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod quota;
 pub mod registry;
 pub mod router;
+pub mod share;
 pub mod sources;
 pub mod throttle;
 pub mod tls;

@@ -103,6 +103,17 @@ impl Visibility {
         self.expires_at.is_some_and(|e| now >= e)
     }
 
+    /// Whether it shows one driver only (a share link's `drivers/{id}/+`).
+    pub fn is_share_link(&self) -> bool {
+        match &self.filters[..] {
+            [one] => one
+                .strip_prefix("drivers/")
+                .and_then(|rest| rest.strip_suffix("/+"))
+                .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#'])),
+            _ => false,
+        }
+    }
+
     /// Whether a driver on `topic` is shown.
     pub fn may_see(&self, topic: &str) -> bool {
         self.filters.iter().any(|f| matches(f, topic))
@@ -185,6 +196,8 @@ pub struct Board {
     /// New drivers refused because the board was full.
     pub refused: AtomicU64,
     latency: metrics::Histogram,
+    /// Geofences, from `geofences/...`.
+    pub fences: crate::fences::Fences,
 }
 
 impl Board {
@@ -197,6 +210,7 @@ impl Board {
             ignored: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             latency: metrics::Histogram::noop(),
+            fences: crate::fences::Fences::default(),
         }
     }
 
@@ -235,6 +249,12 @@ impl Board {
     }
 
     fn ingest_inner(&self, topic: &str, body: &[u8], now_ms: u64) -> Ingested {
+        if topic.starts_with("geofences/") {
+            return match self.fences.ingest(topic, body) {
+                true => Ingested::Presence,
+                false => Ingested::Ignored,
+            };
+        }
         if topic.starts_with("owntracks/") {
             let Some((user, device)) = topic::owntracks_device(topic) else {
                 return Ingested::Ignored;

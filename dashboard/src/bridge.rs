@@ -158,6 +158,7 @@ impl Bridge {
             ..View::default()
         };
         let mut seen = 0u64;
+        let mut fences_seen = 0u64;
         let mut last_stats: Option<Instant> = None;
         let mut heard = Instant::now();
         let mut batches = interval(self.config.batch_interval);
@@ -170,6 +171,14 @@ impl Bridge {
                 _ = batches.tick() => {
                     if view.allowed.as_ref().is_some_and(|a| a.expired(unix_now())) {
                         return Exit::Expired;
+                    }
+                    if let Some((fences, events)) = self.board.fences.since(&mut fences_seen, view.allowed.as_ref()) {
+                        let msg = ServerMessage::Fences { fences: &fences, events: &events };
+                        match self.send(socket, &msg).await {
+                            Ok(true) => {}
+                            Ok(false) => return Exit::Closed,
+                            Err(()) => return Exit::Slow,
+                        }
                     }
                     let changes = self.board.changes_since(seen, &view, self.config.max_batch_positions);
                     self.stats.filtered_out.fetch_add(changes.filtered_out as u64, Ordering::Relaxed);

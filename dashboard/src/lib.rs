@@ -9,6 +9,7 @@
 
 pub mod board;
 pub mod bridge;
+pub mod fences;
 pub mod latency;
 pub mod meters;
 pub mod protocol;

@@ -11,6 +11,8 @@
 //! - `{"type":"hello",...}` once, with the batch interval and the stale time.
 //! - `{"type":"batch","t":MS,"positions":[Location...],"gone":[{"id":..,"reason":"offline"|"stale"}],"stats":{...}}`
 //!   every batch interval when something changed; `stats` at most once a second.
+//! - `{"type":"fences","fences":[{"name":..,"geometry":GeoJSON,"count":N}],"events":[..]}`
+//!   when the geofences (`serve --geofences`) or their counts changed.
 //! - `{"type":"error","message":".."}` for a message it could not take.
 
 use crate::board::{Gone, PanelStats};
@@ -62,6 +64,13 @@ pub enum ServerMessage<'a> {
         /// Status panel numbers, at most once a second.
         #[serde(skip_serializing_if = "Option::is_none")]
         stats: Option<PanelStats>,
+    },
+    /// The geofences the viewer may see and their latest events, when they changed.
+    Fences {
+        /// Every fence, with its shape and count.
+        fences: &'a [crate::fences::FenceView],
+        /// The latest entries and exits, oldest first.
+        events: &'a [serde_json::Value],
     },
     /// A message that could not be taken.
     Error {

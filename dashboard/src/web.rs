@@ -7,7 +7,7 @@
 use crate::board::Visibility;
 use crate::bridge::Bridge;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,6 +37,8 @@ const ASSETS: &[Asset] = &[
     asset!("/", "text/html; charset=utf-8", "index.html"),
     asset!("/app.js", "text/javascript; charset=utf-8", "app.js"),
     asset!("/app.css", "text/css; charset=utf-8", "app.css"),
+    asset!("/share.js", "text/javascript; charset=utf-8", "share.js"),
+    asset!("/share.css", "text/css; charset=utf-8", "share.css"),
     asset!(
         "/vendor/leaflet/leaflet.js",
         "text/javascript; charset=utf-8",
@@ -138,7 +140,54 @@ pub fn app(state: DashboardState) -> Router {
         .route("/basemap.geojson", get(basemap))
         .route("/config.json", get(page_config))
         .route("/ws", get(ws))
+        .route("/t/:token", get(share_page))
         .with_state(state)
+}
+
+/// The "track my ride" page of a share link (`fleetcast share`): 410 Gone once the link has
+/// expired, 403 for one that is not ours or not a share link, 404 when the map takes no
+/// tokens at all.
+async fn share_page(State(state): State<DashboardState>, Path(token): Path<String>) -> Response {
+    let Some(tokens) = &state.tokens else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let page = |status: StatusCode, text: &str| {
+        let body = format!(
+            "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+             <title>Your ride</title><p style=\"font:18px system-ui;margin:2em\">{text}</p>"
+        );
+        let mut r = (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'"),
+        );
+        r
+    };
+    match tokens.verify(&token, unix_now()) {
+        Ok(v) if v.is_share_link() => {
+            let mut r = (
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                include_str!("../web/share.html"),
+            )
+                .into_response();
+            let csp = "default-src 'self'; connect-src 'self'; style-src 'self'; script-src 'self'";
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(csp),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(_) => page(StatusCode::FORBIDDEN, "This is not a ride link."),
+        Err(e) if e.contains("expired") => page(StatusCode::GONE, "This ride is over."),
+        Err(_) => page(StatusCode::FORBIDDEN, "This link is not valid."),
+    }
 }
 
 /// Only this server, unless online tiles were asked for (then images from anywhere).

@@ -249,6 +249,7 @@
     ws.onmessage = (ev) => {
       const t0 = performance.now();
       const m = JSON.parse(ev.data);
+      if (m.type === 'fences') { showFences(m); return; }
       if (m.type !== 'batch') return;
       const now = performance.now();
       cost.batchPositions = m.positions.length;
@@ -276,6 +277,27 @@
       }
       if (wanted) { setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); }
     };
+  }
+  // --- geofences (serve --geofences): shapes with their live counts, the latest events ----
+  const fenceLayer = L.layerGroup().addTo(map);
+  const fenceCounts = new Map();
+  function showFences(m) {
+    fenceLayer.clearLayers();
+    fenceCounts.clear();
+    for (const f of m.fences) {
+      fenceCounts.set(f.name, f.count);
+      const shape = L.geoJSON(f.geometry, { style: { color: '#7b1fa2', weight: 2, fillOpacity: 0.08 } });
+      shape.bindTooltip(`${f.name}: ${f.count}`, { permanent: true, direction: 'center', className: 'fence-label' });
+      fenceLayer.addLayer(shape);
+    }
+    const list = $('fence-events');
+    list.replaceChildren(...m.events.slice(-8).reverse().map((e) => {
+      const li = document.createElement('li');
+      const at = new Date(e.ts).toLocaleTimeString();
+      li.textContent = `${at} ${e.id} ${e.event === 'enter' ? 'entered' : 'left'} ${e.fence}`;
+      return li;
+    }));
+    $('fences').classList.toggle('hidden', m.fences.length === 0);
   }
   connect();
 
@@ -361,6 +383,7 @@
     follow,
     followed: () => followed,
     linkOpen: () => !!ws && ws.readyState === 1,
+    fences: () => fenceCounts,
     screenPoint: (id) => { const d = drivers.get(id); return d ? [d.sx, d.sy] : null; },
     dropPin: (lat, lon) => { picking = true; map.fire('click', { latlng: L.latLng(lat, lon), containerPoint: map.latLngToContainerPoint([lat, lon]) }); },
   };

@@ -6,8 +6,9 @@
 //! `/ws?token=...`, and the account's subscribe grants decide which drivers it is sent.
 //!
 //! Format: `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))`, with
-//! claims `{"sub": account, "exp": unix seconds}`. The secret is the credentials file's
-//! `token_secret`; changing it revokes every token.
+//! claims `{"sub": account, "exp": unix seconds}`, and for a share link ("track my ride")
+//! `"drv": driver id`, which narrows what the token shows to that one driver. The secret is
+//! the credentials file's `token_secret`; changing it revokes every token.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -36,12 +37,28 @@ pub enum TokenError {
     /// The token names an account the credentials file does not have.
     #[error("no account {0}")]
     UnknownAccount(String),
+    /// A share link for a driver its account may not see.
+    #[error("account {0} may not see driver {1}")]
+    NotVisible(String, String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drv: Option<String>,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The account it stands for.
+    pub account: String,
+    /// When it expires (unix seconds).
+    pub exp: u64,
+    /// For a share link: the one driver it shows.
+    pub driver: Option<String>,
 }
 
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
@@ -51,11 +68,30 @@ fn mac(secret: &[u8]) -> Hmac<Sha256> {
 
 /// A token for `account`, valid until `exp` (unix seconds).
 pub fn mint(secret: &[u8], account: &str, exp: u64) -> String {
-    let claims = Claims {
-        sub: account.to_owned(),
-        exp,
-    };
-    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
+    sign(
+        secret,
+        &Claims {
+            sub: account.to_owned(),
+            exp,
+            drv: None,
+        },
+    )
+}
+
+/// A share link's token: `account`'s view narrowed to `driver`, valid until `exp`.
+pub fn mint_share(secret: &[u8], account: &str, driver: &str, exp: u64) -> String {
+    sign(
+        secret,
+        &Claims {
+            sub: account.to_owned(),
+            exp,
+            drv: Some(driver.to_owned()),
+        },
+    )
+}
+
+fn sign(secret: &[u8], claims: &Claims) -> String {
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
     let mut m = mac(secret);
     m.update(body.as_bytes());
     let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
@@ -67,6 +103,14 @@ pub fn mint(secret: &[u8], account: &str, exp: u64) -> String {
 /// # Errors
 /// Malformed, signed with another secret, or expired at `now` (unix seconds).
 pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<(String, u64), TokenError> {
+    verify_claims(secret, token, now).map(|v| (v.account, v.exp))
+}
+
+/// Everything a valid token says.
+///
+/// # Errors
+/// As [`verify`].
+pub fn verify_claims(secret: &[u8], token: &str, now: u64) -> Result<Verified, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
     }
@@ -86,7 +130,11 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<(String, u64), Tok
     if claims.exp <= now {
         return Err(TokenError::Expired);
     }
-    Ok((claims.sub, claims.exp))
+    Ok(Verified {
+        account: claims.sub,
+        exp: claims.exp,
+        driver: claims.drv,
+    })
 }
 
 #[cfg(test)]
@@ -98,6 +146,18 @@ mod tests {
         let t = mint(b"secret", "rider-1", 1_000);
         assert_eq!(verify(b"secret", &t, 999), Ok(("rider-1".into(), 1_000)));
         assert_eq!(verify(b"secret", &t, 1_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_share_token_names_its_driver() {
+        let t = mint_share(b"secret", "partner-1", "drv-000001", 1_000);
+        let v = verify_claims(b"secret", &t, 999).expect("valid");
+        assert_eq!(v.driver.as_deref(), Some("drv-000001"));
+        assert_eq!(verify(b"secret", &t, 999), Ok(("partner-1".into(), 1_000)));
+        assert_eq!(
+            verify_claims(b"secret", &mint(b"secret", "a", 9), 0).map(|v| v.driver),
+            Ok(None)
+        );
     }
 
     #[test]

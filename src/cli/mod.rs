@@ -11,6 +11,7 @@ mod loadtest;
 mod passwd;
 mod progress;
 mod serve;
+mod share;
 mod simulate;
 mod token;
 
@@ -48,6 +49,9 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Mint a signed, expiring token for the live map's WebSocket when auth is on.
     Token(token::TokenArgs),
+    /// Make a "track my ride" link: a page for a rider's phone showing one driver, until
+    /// it expires.
+    Share(share::ShareArgs),
     /// Hash a password for a credentials file (argon2id); reads it from stdin if not given.
     Passwd {
         /// The password (prefer stdin: arguments show in `ps`).
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Config => config::run(),
         Command::Token(args) => token::run(&args),
+        Command::Share(args) => share::run(&args),
         Command::Certs(args) => certs::run(args),
         Command::Passwd { password } => passwd::run(password),
         Command::Completions(args) => completions::run(&args),

@@ -58,16 +58,26 @@ impl Geofences {
     /// Adds or replaces a fence; its count starts at 0.
     pub fn set(&self, fence: Fence) {
         let name = fence.name.clone();
+        self.publish_shape(&fence);
         self.tracker().set(fence);
         self.publish_count(&name, 0);
+    }
+
+    /// The fence's GeoJSON, retained on `geofences/{name}/shape`, for maps.
+    fn publish_shape(&self, fence: &Fence) {
+        let topic = Bytes::from(format!("geofences/{}/shape", fence.name));
+        let body = geojson::to_feature(fence, 0).to_string();
+        self.publisher.send(topic, Bytes::from(body), true, true);
     }
 
     /// Removes a fence; false if there was none. Its retained count is cleared.
     pub fn remove(&self, name: &str) -> bool {
         let removed = self.tracker().remove(name);
         if removed {
-            let topic = Bytes::from(format!("geofences/{name}/count"));
-            self.publisher.send(topic, Bytes::new(), true, true);
+            for kind in ["count", "shape"] {
+                let topic = Bytes::from(format!("geofences/{name}/{kind}"));
+                self.publisher.send(topic, Bytes::new(), true, true);
+            }
         }
         removed
     }
@@ -145,6 +155,10 @@ impl Geofences {
 
     /// Publishes the starting counts, then follows every location until `shutdown`.
     pub async fn run(self: Arc<Self>, router: Arc<RouterHandle>, shutdown: CancellationToken) {
+        let fences: Vec<Fence> = self.tracker().fences().map(|(f, _)| f.clone()).collect();
+        for f in &fences {
+            self.publish_shape(f);
+        }
         for (name, n) in self.counts() {
             self.publish_count(&name, n);
         }

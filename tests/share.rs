@@ -1,0 +1,212 @@
+//! "Track my ride" share links: a page for a rider's phone that shows one driver, over the
+//! map's WebSocket with the link's token, until the link expires (then 410 Gone).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine;
+use common::{example_auth, http_get, tcp_options, TestClient, PATIENCE};
+use futures_util::StreamExt;
+use rumqttc::QoS;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+fn fix(id: &str, seq: u64) -> String {
+    let now = fleetcast_proto::time::now_ms();
+    format!(
+        r#"{{"id":"{id}","lat":60.17,"lon":24.94,"heading":45,"speed":10,"accuracy":5,"status":"to_pickup","seq":{seq},"ts":{now}}}"#
+    )
+}
+
+/// Two drivers (with their own accounts) publishing a fix every 200 ms until dropped.
+async fn drivers(addrs: &fleetcast_broker::Addrs) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (id, password) in [("drv-000001", "drv1-demo"), ("drv-000002", "drv2-demo")] {
+        let mut options = tcp_options(id, addrs);
+        options.set_credentials(id, password);
+        let driver = TestClient::connect(options).await;
+        tasks.push(tokio::spawn(async move {
+            for seq in 1.. {
+                let topic = format!("drivers/{id}/location");
+                let _ = driver
+                    .client
+                    .publish(topic, QoS::AtMostOnce, true, fix(id, seq))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    tasks
+}
+
+/// The status of `GET path`.
+async fn status(http: SocketAddr, path: &str) -> u16 {
+    let answer = http_get(http, path).await;
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn post_share(http: SocketAddr, query: &str, login: Option<(&str, &str)>) -> (u16, String) {
+    let mut s = TcpStream::connect(http).await.unwrap();
+    let mut req = format!(
+        "POST /api/share?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    if let Some((u, p)) = login {
+        let t = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req.push_str(&format!("Authorization: Basic {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    timeout(PATIENCE, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_share_link_shows_one_driver_and_ends() {
+    let auth = example_auth();
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let config = fleetcast_broker::Config::ephemeral();
+    let stack = common::start_stack_with_config(config, options, Some(auth.clone())).await;
+    let addrs = stack.addrs();
+    let http = addrs.http;
+    let _drivers = drivers(&addrs).await;
+    let now = fleetcast_proto::time::unix_now();
+    // partner-1 may see drv-000001 and drv-000002; its link shows only the one it names.
+    let token = auth
+        .mint_share(Some("partner-1"), "drv-000001", now, 60)
+        .unwrap();
+    let page = http_get(http, &format!("/t/{token}")).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("Your ride") && page.contains("/share.js"),
+        "{page}"
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws?token={token}"))
+        .await
+        .expect("the link's token opens the map's WebSocket");
+    let mut seen = HashSet::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let Ok(Some(Ok(msg))) = timeout(until - Instant::now(), ws.next()).await else {
+            break;
+        };
+        if !msg.is_text() {
+            continue;
+        }
+        let Ok(text) = msg.into_text() else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for p in v["positions"].as_array().into_iter().flatten() {
+            seen.insert(p["id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(
+        seen,
+        HashSet::from(["drv-000001".to_owned()]),
+        "exactly one driver"
+    );
+
+    // Expired: 410 Gone; altered: 403; a map token that is no ride link: 403.
+    let expired = auth
+        .mint_share(Some("partner-1"), "drv-000001", now - 100, 10)
+        .unwrap();
+    assert_eq!(status(http, &format!("/t/{expired}")).await, 410);
+    let mut forged = token.clone();
+    let last = if forged.ends_with('A') { 'B' } else { 'A' };
+    forged.pop();
+    forged.push(last);
+    assert_eq!(status(http, &format!("/t/{forged}")).await, 403);
+    let map = auth.mint_token("rider-1", now, 60).unwrap();
+    assert_eq!(status(http, &format!("/t/{map}")).await, 403);
+    // An account cannot share a driver it may not see, nor a wildcard.
+    assert!(auth
+        .mint_share(Some("partner-1"), "drv-000003", now, 60)
+        .is_err());
+    assert!(auth.mint_share(None, "+", now, 60).is_err());
+
+    // Over HTTP, for the account that asks.
+    let partner = Some(("partner-1", "partner-demo"));
+    let (code, body) = post_share(http, "driver=drv-000002&for=600", partner).await;
+    assert_eq!(code, 200, "{body:?}");
+    let made: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let url = made["url"].as_str().unwrap().to_owned();
+    assert_eq!(status(http, &url).await, 200);
+    let (code, _) = post_share(http, "driver=drv-000009", partner).await;
+    assert_eq!(code, 403, "a driver the account may not see");
+    let (code, _) = post_share(http, "driver=drv-000002", None).await;
+    assert_eq!(code, 401);
+}
+
+#[tokio::test]
+async fn the_share_page_draws_the_driver_on_a_phone() {
+    let Some(mut chrome) = common::chrome::Chrome::launch().await else {
+        return;
+    };
+    let auth = example_auth();
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let config = fleetcast_broker::Config::ephemeral();
+    let stack = common::start_stack_with_config(config, options, Some(auth.clone())).await;
+    let addrs = stack.addrs();
+    let _drivers = drivers(&addrs).await;
+    let now = fleetcast_proto::time::unix_now();
+    let token = auth.mint_share(None, "drv-000001", now, 60).unwrap();
+    let base = format!("http://{}", addrs.http);
+    chrome.navigate(&format!("{base}/t/{token}")).await;
+    let patience = Duration::from_secs(30);
+    chrome
+        .wait_for(
+            "!!document.body && document.body.dataset.driver === 'drv-000001'",
+            patience,
+        )
+        .await;
+    // The rider drops a pin: distance and ETA appear.
+    let rect = chrome
+        .eval("(r => [r.left, r.top, r.width, r.height])(document.getElementById('view').getBoundingClientRect())")
+        .await;
+    let at = |i: usize| rect[i].as_f64().unwrap_or_default();
+    chrome.click(at(0) + at(2) * 0.8, at(1) + at(3) * 0.3).await;
+    let dist = chrome
+        .wait_for(
+            "(t => /\\d+ (m|km)$/.test(t) && t)(document.getElementById('sh-dist').textContent)",
+            patience,
+        )
+        .await;
+    assert!(dist.as_str().is_some(), "{dist:?}");
+    let eta = chrome
+        .eval("document.getElementById('sh-eta').textContent")
+        .await;
+    assert_ne!(eta.as_str(), Some("–"), "an ETA");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("share-page.png");
+    chrome.screenshot(&shot).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 5_000);
+    let foreign: Vec<_> = chrome
+        .requests
+        .iter()
+        .filter(|u| !u.starts_with(&base) && !u.starts_with(&format!("ws://{}", addrs.http)))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "requests leaving the server: {foreign:?}"
+    );
+}
