@@ -154,10 +154,12 @@ fn on_event(cluster: &Cluster, event: Event) {
             info!("NATS connection back");
             cluster.set_connected(true);
         }
-        Event::Disconnected | Event::Closed => {
+        Event::Disconnected => {
             warn!("NATS connection lost: cross-node traffic is dropped until it is back");
             cluster.set_connected(false);
         }
+        // Only at shutdown (reconnects never give up).
+        Event::Closed => cluster.set_connected(false),
         Event::SlowConsumer(_) => cluster.meters.dropped("slow_consumer").increment(1),
         other => info!(event = %other, "NATS"),
     }
