@@ -167,7 +167,7 @@ fn metric(scrape: &str, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_nats_local_delivery_goes_on_and_cross_node_messages_are_counted_dropped() {
+async fn without_nats_local_delivery_goes_on_drops_are_counted_and_the_nodes_reconnect() {
     let Some((mut nats, _dir, nodes)) = three_nodes().await else {
         return;
     };
@@ -197,6 +197,11 @@ async fn without_nats_local_delivery_goes_on_and_cross_node_messages_are_counted
     let scrape = http_get(nodes[0].http, "/metrics").await;
     let dropped = r#"fleetcast_cluster_dropped_total{reason="disconnected"}"#;
     assert!(metric(&scrape, dropped) >= 500.0, "{scrape}");
+    // A server back: the nodes reconnect by themselves, and messages cross again.
+    nats.restart(2).await;
+    let mut far = client("far-c", &nodes[2]).await;
+    far.subscribe("alone/#", QoS::AtLeastOnce).await;
+    until_routed(&publisher, &mut far, "alone/again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,8 @@ pub fn nats_server() -> Option<PathBuf> {
 pub struct NatsCluster {
     pub servers: Vec<Option<Child>>,
     pub ports: Vec<u16>,
-    _dir: TempDir,
+    bin: PathBuf,
+    dir: TempDir,
 }
 
 impl NatsCluster {
@@ -44,7 +45,7 @@ impl NatsCluster {
             .collect::<Vec<_>>()
             .join(", ");
         let mut servers = Vec::new();
-        for i in 0..3 {
+        for (i, _) in ports.iter().enumerate() {
             let conf = dir.path.join(format!("n{i}.conf"));
             let store = dir.path.join(format!("js{i}"));
             let text = format!(
@@ -55,14 +56,7 @@ impl NatsCluster {
                 routes[i]
             );
             std::fs::write(&conf, text).unwrap();
-            let child = Command::new(&bin)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            servers.push(Some(child));
+            servers.push(Some(spawn(&bin, &conf)));
         }
         for p in &ports {
             wait_listening(([127, 0, 0, 1], *p).into()).await;
@@ -70,8 +64,17 @@ impl NatsCluster {
         Some(NatsCluster {
             servers,
             ports,
-            _dir: dir,
+            bin,
+            dir,
         })
+    }
+
+    /// Starts server `i` again (after [`kill`](Self::kill)), with its configuration and
+    /// store; returns once it listens.
+    pub async fn restart(&mut self, i: usize) {
+        let conf = self.dir.path.join(format!("n{i}.conf"));
+        self.servers[i] = Some(spawn(&self.bin, &conf));
+        wait_listening(([127, 0, 0, 1], self.ports[i]).into()).await;
     }
 
     /// `--cluster` for a node: every server, `first` listed first.
@@ -92,6 +95,16 @@ impl NatsCluster {
             let _ = c.wait();
         }
     }
+}
+
+fn spawn(bin: &std::path::Path, conf: &std::path::Path) -> Child {
+    Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for NatsCluster {
