@@ -500,3 +500,19 @@ async fn a_client_id_flapping_between_two_nodes_is_banned_as_on_one() {
         "{why}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_persistent_session_hears_the_other_nodes_without_subscribing_again() {
+    let Some((_nats, _dir, nodes)) = three_nodes().await else {
+        return;
+    };
+    let mut o = options("keeper", &nodes[2]);
+    o.set_clean_session(false);
+    let mut first = TestClient::connect(o.clone()).await;
+    first.subscribe("kept/#", QoS::AtLeastOnce).await;
+    first.disconnect().await;
+    // Back on the same node: the router restores the filter; the client does not resubscribe.
+    let mut again = TestClient::connect(o).await;
+    let publisher = client("pub-kept", &nodes[0]).await;
+    until_routed(&publisher, &mut again, "kept/x").await;
+}

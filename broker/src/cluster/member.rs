@@ -55,6 +55,15 @@ impl Member {
         }
     }
 
+    /// Listens to `filters` (a resumed session's, which the router restored itself).
+    pub fn hold<'a>(&mut self, filters: impl Iterator<Item = &'a str>) {
+        for f in filters {
+            if self.filters.insert(f.to_owned()) {
+                self.cluster.interest.add(f);
+            }
+        }
+    }
+
     /// Copies what the gateway hands the router to the cluster: publishes go to the other
     /// nodes, filters taken or given up change what this node listens to.
     pub fn copy(&mut self, batch: &[Packet]) {
@@ -85,12 +94,20 @@ impl Member {
 pub trait ClusterHook {
     /// [`Member::copy`], when there is a member.
     fn copy(&mut self, batch: &[Packet]);
+    /// [`Member::hold`], when there is a member.
+    fn hold<'a>(&mut self, filters: impl Iterator<Item = &'a str>);
 }
 
 impl ClusterHook for Option<Member> {
     fn copy(&mut self, batch: &[Packet]) {
         if let Some(member) = self {
             member.copy(batch);
+        }
+    }
+
+    fn hold<'a>(&mut self, filters: impl Iterator<Item = &'a str>) {
+        if let Some(member) = self {
+            member.hold(filters);
         }
     }
 }

@@ -253,6 +253,7 @@ impl<T: Transport> Session<T> {
                 .forget_retain_as_published(kept.retain_as_published());
             return;
         }
+        self.cluster.hold(kept.filters());
         self.inbound.subscriptions.restore(kept);
         if hello.version == Version::V5 {
             let mut again = self.inbound.subscriptions.reidentify();

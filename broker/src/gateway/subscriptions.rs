@@ -60,6 +60,11 @@ impl HeldFilters {
     pub fn retain_as_published(&self) -> usize {
         self.held.values().filter(|h| h.retain_as_published).count()
     }
+
+    /// The filters held (cluster hook: a resumed session listens to them again).
+    pub fn filters(&self) -> impl Iterator<Item = &str> {
+        self.held.keys().map(String::as_str)
+    }
 }
 
 /// What a SUBSCRIBE came to.
