@@ -36,6 +36,33 @@ pub struct FeedConfig {
     pub credentials: Option<(String, String)>,
     /// TLS settings for `mqtts://` and `wss://` (None: the system's roots).
     pub tls: Option<ClientTls>,
+    /// More brokers (a cluster's nodes): a lost connection moves on to the next.
+    pub more_brokers: Vec<Endpoint>,
+}
+
+impl FeedConfig {
+    /// The broker number `n` (modulo how many there are).
+    fn broker_at(&self, n: usize) -> &Endpoint {
+        match n % (1 + self.more_brokers.len()) {
+            0 => &self.broker,
+            k => &self.more_brokers[k - 1],
+        }
+    }
+
+    /// The client's options for broker number `n`.
+    fn options(&self, n: usize) -> rumqttc::MqttOptions {
+        let mut options = self
+            .broker_at(n)
+            .options(&self.client_id, self.tls.as_ref());
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_max_packet_size(256 * 1024, 16 * 1024);
+        if let Some((user, pass)) = &self.credentials {
+            options.set_credentials(user.clone(), pass.clone());
+        }
+        options
+    }
 }
 
 /// Runs until `shutdown`; `connected` tells whether the feed is connected now.
@@ -45,18 +72,9 @@ pub async fn run(
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut options = config
-        .broker
-        .options(&config.client_id, config.tls.as_ref());
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(true)
-        .set_max_packet_size(256 * 1024, 16 * 1024);
-    if let Some((user, pass)) = &config.credentials {
-        options.set_credentials(user.clone(), pass.clone());
-    }
+    let mut at = 0;
     // Bounded: the feed sends only SUBSCRIBEs.
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (client, mut eventloop) = AsyncClient::new(config.options(at), 16);
     let mut rng = rand::rngs::StdRng::seed_from_u64(now_ms());
     let mut attempt = 0u32;
     loop {
@@ -68,7 +86,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 attempt = 0;
                 connected.store(true, Ordering::Relaxed);
-                info!(broker = %config.broker, "bridge feed connected");
+                info!(broker = %config.broker_at(at), "bridge feed connected");
                 let filters = FEED_FILTERS
                     .iter()
                     .map(|f| SubscribeFilter::new((*f).to_owned(), QoS::AtMostOnce));
@@ -84,7 +102,11 @@ pub async fn run(
                 connected.store(false, Ordering::Relaxed);
                 let wait = full_jitter(attempt, rng.random());
                 attempt = attempt.saturating_add(1);
-                warn!(broker = %config.broker, error = %e, retry_in_ms = wait.as_millis() as u64, "bridge feed disconnected");
+                warn!(broker = %config.broker_at(at), error = %e, retry_in_ms = wait.as_millis() as u64, "bridge feed disconnected");
+                if !config.more_brokers.is_empty() {
+                    at += 1;
+                    eventloop.mqtt_options = config.options(at);
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}

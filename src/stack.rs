@@ -36,6 +36,9 @@ pub enum StackError {
     /// A listener's address could not be read.
     #[error("cannot read the listener's address")]
     Listener(#[source] std::io::Error),
+    /// The node did not join its cluster in time.
+    #[error(transparent)]
+    Cluster(#[from] fleetcast_broker::cluster::ClusterError),
     /// The metrics exporter rejected its settings.
     #[error("cannot set up metrics")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
@@ -303,6 +306,8 @@ impl Stack {
             positions,
             |mut p| async move { p.next().await.map(|m| (m, p)) },
         ));
+        // A node that joins late is ready once it serves what the cluster retained.
+        broker.cluster_ready().await?;
         Ok(Stack { broker, dashboard })
     }
 

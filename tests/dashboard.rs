@@ -502,3 +502,42 @@ async fn a_browser_is_closed_when_its_token_expires() {
     assert!(closed.is_ok(), "still open 5 s after the token expired");
     assert!(started.elapsed() >= Duration::from_millis(500));
 }
+
+#[tokio::test]
+async fn standalone_feed_moves_on_to_the_next_broker() {
+    let b = TestBroker::start().await;
+    // Nothing listens on the first URL.
+    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let brokers = format!("{dead},mqtt://{}", b.addrs.mqtt);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+        .args(["dashboard", "--broker", &brokers, "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let ready = timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ready.ends_with(&format!("broker={brokers}")), "{ready}");
+    let http: std::net::SocketAddr = ready
+        .split(' ')
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !http_get(http, "/readyz").await.contains("feed connected\n")
+        || http_get(http, "/readyz").await.contains("not connected")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the feed never reached the second broker"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

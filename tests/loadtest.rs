@@ -85,6 +85,7 @@ fn config(broker: &str, scenario: Scenario) -> LoadConfig {
     LoadConfig {
         scenario,
         broker: broker.parse().unwrap(),
+        more_brokers: Vec::new(),
         connections: 5,
         connect_rate: 1000,
         interval: Duration::from_millis(50),

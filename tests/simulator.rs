@@ -196,3 +196,43 @@ async fn fleet_comes_back_after_a_broker_restart_at_the_connect_rate() {
     let after = fleet.stop().await;
     assert!(after.reconnects >= DRIVERS as u64);
 }
+
+/// Driver ids seen on `rider` until `want` distinct ones came or `within` ran out.
+async fn drivers_seen(
+    rider: &mut TestClient,
+    want: usize,
+    within: Duration,
+) -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    let deadline = Instant::now() + within;
+    while ids.len() < want && Instant::now() < deadline {
+        if let Some(p) = rider.publish_within(Duration::from_millis(200)).await {
+            ids.insert(p.topic.split('/').nth(1).unwrap_or_default().to_owned());
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn drivers_spread_over_several_brokers_and_fail_over_to_the_next() {
+    let a = TestBroker::start().await;
+    let b = TestBroker::start().await;
+    let mut rider = TestClient::connect(tcp_options("rider-b", &b.addrs)).await;
+    rider.subscribe("drivers/+/location", QoS::AtMostOnce).await;
+    let mut config = FleetConfig::new(format!("mqtt://{}", a.addrs.mqtt).parse().unwrap(), 4);
+    config.more_brokers = vec![format!("mqtt://{}", b.addrs.mqtt).parse().unwrap()];
+    config.interval = Duration::from_millis(100);
+    let fleet = Fleet::start(config, graph());
+    // Spread: the second and fourth drivers on b, the others on a.
+    let on_b = drivers_seen(&mut rider, 3, Duration::from_secs(3)).await;
+    assert_eq!(on_b.len(), 2, "{on_b:?}");
+    assert!(
+        on_b.contains("drv-000002") && on_b.contains("drv-000004"),
+        "{on_b:?}"
+    );
+    a.broker.shutdown().await.unwrap();
+    // a's drivers lost their connection and moved on to b.
+    let all = drivers_seen(&mut rider, 4, PATIENCE).await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    fleet.stop().await;
+}

@@ -246,6 +246,7 @@ impl Broker {
         });
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));
+        join_cluster(&gateway, extras.recorder, &tracker);
 
         tracker.spawn(listener::run(
             listeners.mqtt,
@@ -286,6 +287,13 @@ impl Broker {
         if let Some(fences) = geofences {
             let fences = crate::geofence::Geofences::new(rules, fences, publisher);
             let _ = gateway.geofences.set(Arc::clone(&fences));
+            if let Some(cluster) = gateway.cluster.get() {
+                // Every node follows every fix, and publishes the same events to its own
+                // clients (never to the cluster: each node's subscribers get them once).
+                cluster
+                    .interest
+                    .add(fleetcast_proto::topic::LOCATION_FILTER);
+            }
             tracker.spawn(Arc::clone(&fences).run(Arc::clone(&gateway.router), shutdown.clone()));
             app = app.merge(crate::geofence::api::routes(Arc::clone(&gateway), fences));
         }
@@ -323,7 +331,28 @@ impl Broker {
         name: &str,
         filters: &[&str],
     ) -> Result<crate::local::LocalSubscriber, RouterError> {
+        if let Some(cluster) = self.gateway.cluster.get() {
+            // Held as long as the broker runs, as the in-process subscribers are.
+            filters.iter().for_each(|f| cluster.interest.add(f));
+        }
         crate::local::LocalSubscriber::new(&self.gateway.router, name, filters).await
+    }
+
+    /// This node's name in its cluster; None when it is not in one.
+    pub fn node(&self) -> Option<&str> {
+        self.gateway.cluster.get().map(|c| c.node())
+    }
+
+    /// Waits until the node has joined its cluster and mirrored the retained messages
+    /// (at once without a cluster).
+    ///
+    /// # Errors
+    /// Not ready within `cluster.startup_timeout_ms`.
+    pub async fn cluster_ready(&self) -> Result<(), crate::cluster::ClusterError> {
+        match self.gateway.cluster.get() {
+            Some(cluster) => cluster.ready().await,
+            None => Ok(()),
+        }
     }
 
     /// The shared gateway state (counters, registry).
@@ -410,6 +439,18 @@ fn time_left(s: &crate::store::SavedSession, now: u64) -> Option<u32> {
         0 => Some(s.expiry),
         at if at <= now => None,
         at => Some(u32::try_from(at - now).unwrap_or(u32::MAX - 1)),
+    }
+}
+
+/// Starts the node's share of the cluster when `[cluster] servers` names NATS servers.
+fn join_cluster(gateway: &Arc<Gateway>, recorder: &dyn metrics::Recorder, tracker: &TaskTracker) {
+    let settings = &gateway.config.cluster;
+    if settings.servers.is_empty() {
+        return;
+    }
+    let cluster = Arc::new(crate::cluster::Cluster::new(settings, recorder));
+    if gateway.cluster.set(Arc::clone(&cluster)).is_ok() {
+        crate::cluster::start(gateway, cluster, tracker);
     }
 }
 

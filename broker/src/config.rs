@@ -28,6 +28,8 @@ pub struct Config {
     pub tls: Tls,
     /// The data directory and how it is written; off while empty.
     pub storage: Storage,
+    /// Several nodes over a NATS cluster as one broker; off while `servers` is empty.
+    pub cluster: Cluster,
     /// Geofences; off while no file is given.
     pub geofences: Geofences,
 }
@@ -70,6 +72,47 @@ impl Storage {
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             max_queued_per_session: self.max_queued_per_session,
             max_sessions: self.max_sessions,
+        }
+    }
+}
+
+/// `[cluster]`: the NATS servers this node joins and how it watches its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// NATS server URLs (`nats://H:P`); empty: no cluster, a node on its own.
+    pub servers: Vec<String>,
+    /// This node's name, shown in the ready line and to its peers; empty: host name and
+    /// process id.
+    pub node: String,
+    /// Prefix of every NATS subject and KV bucket the nodes of one cluster share.
+    pub prefix: String,
+    /// Replicas of the KV buckets (retained messages, wills): at most the NATS servers.
+    pub replicas: usize,
+    /// How often a node says it is alive (ms).
+    pub heartbeat_ms: u64,
+    /// A peer not heard for this long (ms) is dead: its clients' wills are published.
+    pub dead_after_ms: u64,
+    /// How long `serve` waits for NATS and the retained mirror before giving up (ms).
+    pub startup_timeout_ms: u64,
+    /// Messages queued for NATS; past it they are dropped and counted, never waited for.
+    pub queue: usize,
+    /// Retained topics (and wills) waiting to be written to KV; past it, dropped.
+    pub pending_writes: usize,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            servers: Vec::new(),
+            node: String::new(),
+            prefix: "fleetcast".into(),
+            replicas: 3,
+            heartbeat_ms: 1_000,
+            dead_after_ms: 6_000,
+            startup_timeout_ms: 30_000,
+            queue: 65_536,
+            pending_writes: 100_000,
         }
     }
 }
@@ -368,6 +411,7 @@ impl Config {
     /// # Errors
     /// The first out-of-range value.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_cluster(&self.cluster)?;
         let l = &self.limits;
         let r = &self.router;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
@@ -449,6 +493,38 @@ impl Config {
 }
 
 /// The failed-login limits and the password check line.
+fn validate_cluster(c: &Cluster) -> Result<(), ConfigError> {
+    let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+    if c.servers
+        .iter()
+        .any(|s| !s.starts_with("nats://") && !s.starts_with("tls://"))
+    {
+        return bad("cluster.servers must be nats://HOST:PORT URLs");
+    }
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 64
+            && t.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    };
+    if !token(&c.prefix) {
+        return bad("cluster.prefix must be 1 to 64 of A-Z a-z 0-9 - _");
+    }
+    if !c.node.is_empty() && !token(&c.node) {
+        return bad("cluster.node must be 1 to 64 of A-Z a-z 0-9 - _");
+    }
+    if c.replicas == 0 || c.replicas > 5 {
+        return bad("cluster.replicas must be within 1..=5");
+    }
+    if c.heartbeat_ms == 0 || c.dead_after_ms < 2 * c.heartbeat_ms {
+        return bad("cluster.heartbeat_ms must be at least 1 and dead_after_ms at least twice it");
+    }
+    if c.startup_timeout_ms == 0 || c.queue == 0 || c.pending_writes == 0 {
+        return bad("cluster.startup_timeout_ms, queue and pending_writes must be at least 1");
+    }
+    Ok(())
+}
+
 fn validate_auth(l: &Limits) -> Result<(), ConfigError> {
     let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
     if l.auth_failures_per_source == 0 || l.auth_failures_per_account == 0 {
@@ -534,6 +610,11 @@ mod tests {
                         toml::Value::String(a.to_string())
                     }
                     toml::Value::String(v) => toml::Value::String(format!("{v}x.pem")),
+                    toml::Value::Array(a) => {
+                        let mut a = a.clone();
+                        a.push(toml::Value::String("nats://127.0.0.1:4222".into()));
+                        toml::Value::Array(a)
+                    }
                     other => panic!("{section}.{key}: no rule to change {other:?}"),
                 };
                 out.insert(key.clone(), other);

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod durable;
 pub mod gateway;

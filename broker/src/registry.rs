@@ -26,6 +26,9 @@ struct Inner {
 #[derive(Debug)]
 struct Owner {
     generation: u64,
+    /// When it claimed the id (ms since the Unix epoch): a connect elsewhere in the
+    /// cluster closes it only if newer.
+    since_ms: u64,
     /// Cancelled to ask the owner to finish.
     kick: CancellationToken,
     /// Resolves (with an error) when the owner's [`Claim`] is dropped.
@@ -63,6 +66,7 @@ impl Registry {
                 client_id.to_owned(),
                 Owner {
                     generation,
+                    since_ms: fleetcast_proto::time::now_ms(),
                     kick: kick.clone(),
                     released: Some(rx),
                 },
@@ -102,6 +106,7 @@ impl Registry {
         let kick = CancellationToken::new();
         let owner = Owner {
             generation,
+            since_ms: fleetcast_proto::time::now_ms(),
             kick: kick.clone(),
             released: Some(rx),
         };
@@ -113,6 +118,19 @@ impl Registry {
             kick,
             _released: tx,
         })
+    }
+
+    /// Asks the owner of `client_id` to finish if it claimed the id no later than
+    /// `than_ms` (a connect on another node of the cluster, then). Returns whether it did.
+    pub fn kick_older(&self, client_id: &str, than_ms: u64) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.owners.get(client_id) {
+            Some(owner) if owner.since_ms <= than_ms && !owner.kick.is_cancelled() => {
+                owner.kick.cancel();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Client ids owned now.
@@ -184,6 +202,21 @@ mod tests {
         assert!(reg.try_claim("a").is_none());
         drop(quiet);
         assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_newer_connect_elsewhere_kicks_an_older_owner_only() {
+        let reg = Arc::new(Registry::default());
+        let (owner, _) = reg.claim("a", Duration::from_millis(1)).await;
+        let since = fleetcast_proto::time::now_ms();
+        assert!(
+            !reg.kick_older("a", since.saturating_sub(60_000)),
+            "an older connect elsewhere"
+        );
+        assert!(!owner.kicked().is_cancelled());
+        assert!(!reg.kick_older("b", since + 1), "nobody holds b");
+        assert!(reg.kick_older("a", since + 1));
+        assert!(owner.kicked().is_cancelled());
     }
 
     #[tokio::test]

@@ -56,6 +56,9 @@ pub struct LoadConfig {
     pub scenario: Scenario,
     /// The broker.
     pub broker: Target,
+    /// More brokers (a cluster's nodes): connection `n` (publishers and subscribers each
+    /// counted from 0) goes to broker `n` modulo how many there are, `broker` first.
+    pub more_brokers: Vec<Target>,
     /// Publishers (fleet, throughput) or connections (idle, storm).
     pub connections: usize,
     /// Connects per second.
@@ -86,4 +89,14 @@ pub struct LoadConfig {
     pub worker: (usize, usize),
     /// MQTT credentials.
     pub credentials: Option<(String, String)>,
+}
+
+impl LoadConfig {
+    /// The broker connection number `n` goes to.
+    pub fn broker_at(&self, n: usize) -> &Target {
+        match n % (1 + self.more_brokers.len()) {
+            0 => &self.broker,
+            k => &self.more_brokers[k - 1],
+        }
+    }
 }

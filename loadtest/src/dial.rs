@@ -40,14 +40,14 @@ impl Failed {
     fn io(shared: &Shared, what: &str, e: &io::Error) -> Failed {
         Failed {
             kind: kind_of(e),
-            detail: format!("{what} {}: {e}", shared.addr),
+            detail: format!("{what} {}: {e}", shared.addrs_text()),
         }
     }
 
     fn other(shared: &Shared, kind: &str, what: &str) -> Failed {
         Failed {
             kind: kind.to_owned(),
-            detail: format!("{what} from {}", shared.addr),
+            detail: format!("{what} from {}", shared.addrs_text()),
         }
     }
 }
@@ -93,7 +93,8 @@ async fn handshake(shared: &Shared, index: usize, id: &str) -> Result<(Conn, Vec
     // Source addresses round robin by the connection's index over the whole run, so every
     // worker process spreads its connections over all of them.
     let source = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[index % cfg.source_ips.len()]);
-    let mut c = Conn::open(&cfg.broker, shared.addr, source)
+    let at = index % shared.addrs.len().max(1);
+    let mut c = Conn::open(cfg.broker_at(at), shared.addrs[at], source)
         .await
         .map_err(|e| Failed::io(shared, "connect to", &e))?;
     let creds = cfg

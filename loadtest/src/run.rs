@@ -48,16 +48,17 @@ pub enum LoadError {
 /// # Errors
 /// The broker does not resolve, or a subscriber could not subscribe.
 pub async fn run(cfg: LoadConfig, progress: impl FnMut(Progress)) -> Result<Report, LoadError> {
-    let addr = conn::resolve(&cfg.broker)
-        .await
-        .map_err(LoadError::Resolve)?;
+    let mut addrs = Vec::with_capacity(1 + cfg.more_brokers.len());
+    for target in std::iter::once(&cfg.broker).chain(&cfg.more_brokers) {
+        addrs.push(conn::resolve(target).await.map_err(LoadError::Resolve)?);
+    }
     // Subscribers run in the first worker process only.
     let subscribers = if cfg.worker.0 == 0 {
         cfg.subscribers
     } else {
         0
     };
-    let shared = Arc::new(Shared::new(cfg, addr, subscribers));
+    let shared = Arc::new(Shared::new(cfg, addrs, subscribers));
     let baseline = Baseline::now(shared.cfg.broker_pid);
     let stop_subs = CancellationToken::new();
     let sub_tasks = match subscribe_all(&shared, subscribers, &stop_subs).await {

@@ -85,6 +85,7 @@ mod tests {
         LoadConfig {
             scenario: Scenario::Fleet,
             broker: "mqtt://127.0.0.1:1883".parse().expect("url"),
+            more_brokers: Vec::new(),
             connections,
             connect_rate: 100,
             interval: Duration::from_secs(1),

@@ -68,8 +68,8 @@ impl Drop for Open<'_> {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub cfg: LoadConfig,
-    /// The broker, resolved once for every connection.
-    pub addr: SocketAddr,
+    /// The brokers (`broker`, then `more_brokers`), resolved once for every connection.
+    pub addrs: Vec<SocketAddr>,
     /// When the run started (before the subscribers connect).
     pub started: Instant,
     pub connected: AtomicU64,
@@ -90,11 +90,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The brokers' addresses, comma-separated, for messages.
+    pub fn addrs_text(&self) -> String {
+        let all: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        all.join(",")
+    }
+
     /// Fresh counters, with a tally for each of `subscribers`.
-    pub fn new(cfg: LoadConfig, addr: SocketAddr, subscribers: usize) -> Shared {
+    pub fn new(cfg: LoadConfig, addrs: Vec<SocketAddr>, subscribers: usize) -> Shared {
         Shared {
             cfg,
-            addr,
+            addrs,
             started: Instant::now(),
             connected: AtomicU64::new(0),
             open: AtomicU64::new(0),

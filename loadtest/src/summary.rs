@@ -61,7 +61,11 @@ pub(crate) fn report(shared: &Shared, t: &Timeline, start: Baseline, mine: u64) 
     let load_secs = secs(t.from(), t.load_end);
     let mut report = Report {
         scenario: cfg.scenario.name().to_owned(),
-        broker: cfg.broker.to_string(),
+        broker: std::iter::once(&cfg.broker)
+            .chain(&cfg.more_brokers)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         connections: cfg.connections,
         subscribers: cfg.subscribers,
         shared_subscription: cfg.shared,

@@ -59,6 +59,9 @@ pub struct FleetConfig {
     pub keep_alive: Duration,
     /// TLS settings for `mqtts://` and `wss://` (None: the system's roots).
     pub tls: Option<crate::endpoint::ClientTls>,
+    /// More brokers (nodes of one cluster): drivers are spread over `broker` and these,
+    /// and a driver whose connection is lost tries the next one.
+    pub more_brokers: Vec<Endpoint>,
 }
 
 impl FleetConfig {
@@ -76,6 +79,15 @@ impl FleetConfig {
             password: None,
             keep_alive: Duration::from_secs(30),
             tls: None,
+            more_brokers: Vec::new(),
+        }
+    }
+
+    /// The broker number `n` (modulo how many there are).
+    pub fn broker_at(&self, n: usize) -> &Endpoint {
+        match n % (1 + self.more_brokers.len()) {
+            0 => &self.broker,
+            k => &self.more_brokers[k - 1],
         }
     }
 
@@ -262,9 +274,14 @@ impl Wire {
         }
     }
 
-    /// The driver's MQTT client: clean session, its `offline` presence as the will.
-    fn client(&self, config: &FleetConfig) -> (AsyncClient, EventLoop) {
-        let mut options = config.broker.options(&self.id, config.tls.as_ref());
+    /// The driver's MQTT client on broker number `at`.
+    fn client(&self, config: &FleetConfig, at: usize) -> (AsyncClient, EventLoop) {
+        AsyncClient::new(self.options(config, at), CLIENT_QUEUE)
+    }
+
+    /// Clean session, its `offline` presence as the will.
+    fn options(&self, config: &FleetConfig, at: usize) -> rumqttc::MqttOptions {
+        let mut options = config.broker_at(at).options(&self.id, config.tls.as_ref());
         options
             .set_keep_alive(config.keep_alive)
             .set_clean_session(true)
@@ -278,7 +295,7 @@ impl Wire {
         if let Some(user) = fill(&config.username, &self.id) {
             options.set_credentials(user, fill(&config.password, &self.id).unwrap_or_default());
         }
-        AsyncClient::new(options, CLIENT_QUEUE)
+        options
     }
 
     /// Publishes the model's fix number `seq` (retained, QoS 0); a full client queue drops it.
@@ -316,7 +333,9 @@ async fn drive(
     let mut model = Driver::new(graph, seed, config.noise_m);
     let mut rng = StdRng::seed_from_u64(seed.rotate_left(17));
     let wire = Wire::new(config.driver_id(index));
-    let (client, eventloop) = wire.client(&config);
+    // Spread over the brokers; a lost connection moves on to the next.
+    let mut at = index;
+    let (client, eventloop) = wire.client(&config, at);
 
     tokio::select! {
         _ = stop.cancelled() => return,
@@ -344,7 +363,11 @@ async fn drive(
                     stats.skipped_offline.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            (event, eventloop) = &mut pending => {
+            (event, mut eventloop) = &mut pending => {
+                if event.is_err() && !config.more_brokers.is_empty() {
+                    at += 1;
+                    eventloop.mqtt_options = wire.options(&config, at);
+                }
                 pending = next_event(eventloop);
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -358,7 +381,7 @@ async fn drive(
                     Ok(_) => {}
                     Err(e) => {
                         debug!(driver = %wire.id, error = %e, "connection lost");
-                        stats.failures.record(&config.broker.to_string(), &wire.id, &e, unix_now());
+                        stats.failures.record(&config.broker_at(at).to_string(), &wire.id, &e, unix_now());
                         if connected {
                             connected = false;
                             stats.connected.fetch_sub(1, Ordering::Relaxed);

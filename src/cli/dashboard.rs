@@ -17,8 +17,9 @@ use std::sync::Arc;
 pub(super) struct DashboardArgs {
     /// Broker URL to read positions from: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS, with
     /// --ca), ws://HOST:PORT/mqtt or wss://HOST:PORT/mqtt.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: Endpoint,
+    /// Several, comma-separated (a cluster's nodes): a lost connection moves on to the next.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_delimiter = ',')]
+    broker: Vec<Endpoint>,
     /// HTTP listen address: the live map (/), its bridge (/ws), /metrics, /healthz, /readyz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
@@ -72,19 +73,22 @@ pub(super) async fn dashboard(args: DashboardArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", args.http))?;
+    let (first, more) = args.broker.split_first().context("--broker needs a URL")?;
+    let brokers: Vec<String> = args.broker.iter().map(ToString::to_string).collect();
     let feed = FeedConfig {
-        broker: args.broker.clone(),
+        broker: first.clone(),
+        more_brokers: more.to_vec(),
         client_id: args.client_id,
         credentials: args
             .username
             .map(|u| (u, args.password.unwrap_or_default())),
-        tls: args.tls.for_endpoint(&args.broker)?,
+        tls: args.tls.for_endpoint(first)?,
     };
     let server = Standalone::start(listener, options, feed)?;
     say(&format!(
         "fleetcast dashboard ready http={} broker={}",
         server.addr(),
-        args.broker
+        brokers.join(",")
     ))?;
     wait_for_signal().await?;
     server.shutdown().await;

@@ -18,9 +18,10 @@ pub(super) struct LoadtestArgs {
     /// takes, QoS 0), idle (hold connections), storm (drop all, reconnect).
     #[arg(long, default_value = "fleet")]
     scenario: Scenario,
-    /// Broker URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: Target,
+    /// Broker URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt. Several, comma-separated (a
+    /// cluster's nodes): publishers and subscribers are each spread over them in turn.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_delimiter = ',')]
+    broker: Vec<Target>,
     /// Publishers (fleet, throughput) or connections (idle, storm).
     #[arg(long, default_value_t = 100)]
     connections: usize,
@@ -101,7 +102,7 @@ pub(super) async fn loadtest(args: LoadtestArgs) -> Result<()> {
 
 /// The run the flags describe (this process's share of it with `--worker`).
 fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
-    let broker = args.broker.clone();
+    let (broker, more) = args.broker.split_first().context("--broker needs a URL")?;
     // A fleet that never publishes is idle connections, and reported as such.
     let scenario = if args.interval.is_zero() && args.scenario == Scenario::Fleet {
         Scenario::Idle
@@ -110,7 +111,8 @@ fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
     };
     Ok(LoadConfig {
         scenario,
-        broker,
+        broker: broker.clone(),
+        more_brokers: more.to_vec(),
         connections: args.connections,
         connect_rate: args.connect_rate,
         interval: args.interval,
@@ -213,7 +215,7 @@ fn parameters(args: &LoadtestArgs, procs: usize) -> Vec<(&'static str, String)> 
     let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
     vec![
         ("--scenario", args.scenario.name().to_owned()),
-        ("--broker", args.broker.to_string()),
+        ("--broker", brokers(&args.broker)),
         ("--connections", args.connections.to_string()),
         ("--connect-rate", format!("{}/s", args.connect_rate)),
         (
@@ -253,6 +255,12 @@ fn write_html(path: Option<&Path>, report: &Report, parameters: &[(&str, String)
     };
     let page = fleetcast_loadtest::html::render(report, parameters);
     std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The `--broker` URLs as given.
+fn brokers(targets: &[Target]) -> String {
+    let urls: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    urls.join(",")
 }
 
 #[cfg(test)]

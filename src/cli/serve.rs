@@ -61,6 +61,22 @@ pub(super) struct ServeArgs {
     geofences: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ClusterArgs {
+    /// Join a cluster over these NATS servers (nats://HOST:PORT, comma-separated;
+    /// nats-server 2.11+ with JetStream); when not given, --config's [cluster] servers
+    /// [default: none, a node on its own]
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// This node's name in the cluster, printed at the end of the ready line as
+    /// ` node=NAME`; when not given, --config's [cluster] node [default: host name and
+    /// process id]
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -170,7 +186,10 @@ async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     }
     let stack = Stack::start(listeners, config, dashboard, metering, auth).await?;
     let addrs = stack.addrs();
-    say(&format!("fleetcast ready {addrs}"))?;
+    match stack.broker.node() {
+        Some(node) => say(&format!("fleetcast ready {addrs} node={node}"))?,
+        None => say(&format!("fleetcast ready {addrs}"))?,
+    }
     let fleet = match demo {
         Some(demo) => Some(start_demo(&args, demo, &pbf, addrs)?),
         None => None,
@@ -239,6 +258,12 @@ fn apply(args: &ServeArgs, config: &mut Config) {
     }
     if let Some(dir) = &args.data {
         config.storage.dir = dir.display().to_string();
+    }
+    if !args.cluster.cluster.is_empty() {
+        config.cluster.servers = args.cluster.cluster.clone();
+    }
+    if let Some(node) = &args.cluster.node {
+        config.cluster.node = node.clone();
     }
     if let Some(file) = &args.geofences {
         config.geofences.file = file.display().to_string();

@@ -21,9 +21,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Args)]
 pub(super) struct SimulateArgs {
     /// Broker URL: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS, with --ca),
-    /// ws://HOST:PORT/mqtt or wss://HOST:PORT/mqtt.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: Endpoint,
+    /// ws://HOST:PORT/mqtt or wss://HOST:PORT/mqtt. Several, comma-separated (the nodes of
+    /// a cluster): drivers are spread over them, and one that loses its connection tries
+    /// the next.
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        value_delimiter = ',',
+        required = true
+    )]
+    broker: Vec<Endpoint>,
     /// Number of drivers (one MQTT connection each).
     #[arg(long, default_value_t = 100)]
     drivers: usize,
@@ -83,7 +90,7 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
     let config = fleet_config(&args)?;
     say(&format!(
         "simulate: broker={} drivers={} interval={} map nodes={} roads={}",
-        args.broker,
+        brokers(&args),
         args.drivers,
         humantime::format_duration(args.interval),
         graph.node_count(),
@@ -128,7 +135,7 @@ async fn simulate(args: SimulateArgs) -> Result<()> {
     anyhow::ensure!(
         last.connects > 0 || args.drivers == 0,
         "no driver could connect to {} ({})",
-        args.broker,
+        brokers(&args),
         if failures.is_empty() {
             "no answer before the end of the run".to_owned()
         } else {
@@ -150,7 +157,9 @@ fn failures_field(failures: &Failures) -> String {
 
 /// The fleet the flags describe.
 fn fleet_config(args: &SimulateArgs) -> Result<FleetConfig> {
-    let mut config = FleetConfig::new(args.broker.clone(), args.drivers);
+    let (first, more) = args.broker.split_first().context("--broker needs a URL")?;
+    let mut config = FleetConfig::new(first.clone(), args.drivers);
+    config.more_brokers = more.to_vec();
     config.interval = args.interval;
     config.seed = args.seed;
     config.noise_m = args.noise;
@@ -158,8 +167,14 @@ fn fleet_config(args: &SimulateArgs) -> Result<FleetConfig> {
     config.id_prefix = args.id_prefix.clone();
     config.username = args.username.clone();
     config.password = args.password.clone();
-    config.tls = args.tls.for_endpoint(&args.broker)?;
+    config.tls = args.tls.for_endpoint(first)?;
     Ok(config)
+}
+
+/// The `--broker` URLs as given.
+fn brokers(args: &SimulateArgs) -> String {
+    let urls: Vec<String> = args.broker.iter().map(ToString::to_string).collect();
+    urls.join(",")
 }
 
 /// Serves the fleet's counters at http://ADDR/metrics, in the background until the token

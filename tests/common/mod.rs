@@ -5,6 +5,7 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 pub mod chrome;
+pub mod nats;
 pub mod persist;
 pub mod prometheus;
 pub mod raw;

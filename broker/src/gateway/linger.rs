@@ -15,7 +15,7 @@
 
 use super::Gateway;
 use crate::router::{disconnect_packet, RouterHandle};
-use rumqttd::protocol::Packet;
+use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,6 +92,9 @@ pub(super) fn linger(gw: &Arc<Gateway>, client_id: String, expiry: u32, will: Op
             if let Some(durable) = &gw.durable {
                 durable.published_packet(&w.publish);
             }
+            if let Some(cluster) = gw.cluster.get() {
+                cluster.copy_publish(&w.publish); // Cluster hook: to the other nodes too.
+            }
             publish_will(&gw.router, w.publish).await;
             gw.meters.wills.increment(1);
             waited = at;
@@ -145,4 +148,27 @@ async fn publish_will(router: &RouterHandle, publish: Packet) {
         tx.buffer().push_back(publish);
         let _ = tx.send(disconnect_packet()).await;
     }
+}
+
+/// A will as the PUBLISH it becomes, with the properties it was given, and its delay (s).
+/// Wills enter the router at QoS 0 (rumqttd's public constructor allows no other; the
+/// link closes before an ack could come back anyway); rumqttd delivers them to QoS 1
+/// subscribers at QoS 1 all the same.
+pub(super) fn will_publish(w: LastWill, props: Option<LastWillProperties>) -> (u32, Packet) {
+    let publish = Publish::new(w.topic, w.message, w.retain);
+    let Some(p) = props else {
+        return (0, Packet::Publish(publish, None));
+    };
+    let properties = PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: None,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type,
+    };
+    let delay = p.delay_interval.unwrap_or(0);
+    (delay, Packet::Publish(publish, Some(properties)))
 }

@@ -110,6 +110,8 @@ pub struct Gateway {
     /// Subscriptions held with MQTT 5 Retain As Published, live or kept for a persistent
     /// session: while there are any, retained publishes are marked as such.
     retain_as_published: std::sync::atomic::AtomicI64,
+    /// The cluster this node belongs to (`[cluster]`), set once at start; unset: alone.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 pub use subscriptions::HeldFilters;
@@ -226,6 +228,7 @@ impl Gateway {
             lingering: linger::Lingering::default(),
             geofences: std::sync::OnceLock::new(),
             retain_as_published: std::sync::atomic::AtomicI64::new(0),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -246,6 +249,16 @@ impl Gateway {
     /// The data directory's hooks for a session of `client_id` (nothing without one).
     pub(crate) fn tap(&self, client_id: &str, clean_start: bool, expiry: u32) -> Tap {
         Tap::connect(self.durable.as_ref(), client_id, clean_start, expiry)
+    }
+
+    /// Cluster hook: a new session's share of the cluster, if this node is in one.
+    pub(crate) fn cluster_member(
+        &self,
+        client_id: &str,
+        will: Option<&rumqttd::protocol::LastWill>,
+    ) -> Option<crate::cluster::Member> {
+        let cluster = self.cluster.get()?;
+        Some(crate::cluster::Member::join(cluster, client_id, will))
     }
 
     /// Whether any subscription asks for Retain As Published.

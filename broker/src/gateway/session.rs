@@ -16,16 +16,14 @@ use super::inbound::{Inbound, Tally};
 use super::linger::{self, DelayedWill};
 use super::transport::Transport;
 use super::{Gateway, Stats, TransportKind};
+use crate::cluster::ClusterHook;
 use crate::durable::tap::Tap;
 use crate::pacing::Pacer;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Error as ProtocolError;
-use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet, Publish,
-    PublishProperties,
-};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -155,6 +153,9 @@ pub(super) struct Session<T> {
     /// Set once the router has dropped the link: it must not be touched again.
     pub(super) router_gone: bool,
     pub(super) tap: Tap,
+    /// Cluster hook: publishes and filter changes for the router go to the other nodes
+    /// too (`ClusterHook::copy`); None without a cluster.
+    cluster: Option<crate::cluster::Member>,
 }
 
 /// What the frames of one read came to.
@@ -222,6 +223,7 @@ impl<T: Transport> Session<T> {
             inbound,
             router_gone: false,
             tap: gw.tap(&hello.client_id, hello.clean_start, hello.session_expiry),
+            cluster: gw.cluster_member(&hello.client_id, hello.will.as_ref()),
             gw,
         };
         session.resume(&hello, session_present).await;
@@ -252,9 +254,11 @@ impl<T: Transport> Session<T> {
                 .forget_retain_as_published(kept.retain_as_published());
             return;
         }
+        self.cluster.hold(kept.filters());
         self.inbound.subscriptions.restore(kept);
         if hello.version == Version::V5 {
             let mut again = self.inbound.subscriptions.reidentify();
+            self.cluster.copy(&again);
             // The router acks these too: nobody is told.
             self.inbound.acks.suback_after(again.len(), None);
             if let Some(last) = again.pop() {
@@ -391,6 +395,7 @@ impl<T: Transport> Session<T> {
         }
         tally.record(&self.gw.meters);
         self.gw.count_retain_as_published(tally.retain_as_published);
+        self.cluster.copy(&batch);
         // Packets before a violation still go through, as they would have on their own.
         if let Some(last) = batch.pop() {
             {
@@ -486,11 +491,12 @@ impl<T: Transport> Session<T> {
         let mut delayed = None;
         if !self.router_gone {
             if let Some(w) = will.filter(|_| end.fires_will()) {
-                let (delay, publish) = will_publish(w, will_properties);
+                let (delay, publish) = linger::will_publish(w, will_properties);
                 if delay > 0 && expiry > 0 {
                     delayed = Some(DelayedWill { publish, delay });
                 } else {
                     self.tap.will(&publish);
+                    self.cluster.copy(std::slice::from_ref(&publish));
                     self.tx.buffer().push_back(publish);
                     self.gw.meters.wills.increment(1);
                 }
@@ -520,29 +526,6 @@ impl<T: Transport> Session<T> {
         debug!(transport = self.kind.as_str(), "closed");
         delayed
     }
-}
-
-/// A will as the PUBLISH it becomes, with the properties it was given, and its delay (s).
-/// Wills enter the router at QoS 0 (rumqttd's public constructor allows no other; the
-/// link closes before an ack could come back anyway); rumqttd delivers them to QoS 1
-/// subscribers at QoS 1 all the same.
-fn will_publish(w: LastWill, props: Option<LastWillProperties>) -> (u32, Packet) {
-    let publish = Publish::new(w.topic, w.message, w.retain);
-    let Some(p) = props else {
-        return (0, Packet::Publish(publish, None));
-    };
-    let properties = PublishProperties {
-        payload_format_indicator: p.payload_format_indicator,
-        message_expiry_interval: p.message_expiry_interval,
-        topic_alias: None,
-        response_topic: p.response_topic,
-        correlation_data: p.correlation_data,
-        user_properties: p.user_properties,
-        subscription_identifiers: Vec::new(),
-        content_type: p.content_type,
-    };
-    let delay = p.delay_interval.unwrap_or(0);
-    (delay, Packet::Publish(publish, Some(properties)))
 }
 
 /// Builds the client's router link: its two ends and whether the router resumed a session.

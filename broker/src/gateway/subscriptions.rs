@@ -77,6 +77,11 @@ impl HeldFilters {
         }
         kept
     }
+
+    /// The filters held (cluster hook: a resumed session listens to them again).
+    pub fn filters(&self) -> impl Iterator<Item = &str> {
+        self.held.keys().map(String::as_str)
+    }
 }
 
 /// What a SUBSCRIBE came to.

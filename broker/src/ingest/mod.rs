@@ -262,6 +262,10 @@ impl Ingest {
         }
         self.charge(&client_id)?;
         gw.meters.publishes_received.increment(1);
+        if let Some(cluster) = gw.cluster.get() {
+            // Cluster hook: accepted here, so to the other nodes too, once.
+            cluster.publish(&topic, &payload, retain);
+        }
         self.publisher
             .publish(Bytes::from(topic), payload, retain, qos1)
             .await

