@@ -5,14 +5,11 @@
 
 mod common;
 
-use base64::Engine;
 use common::{tcp_options, TempDir, TestClient, PATIENCE};
 use rumqttc::QoS;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// About 1.1 km by 1.1 km; its east edge is lon 24.95.
@@ -37,32 +34,8 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    timeout(PATIENCE, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let a = common::http_request(addr, method, path, headers, body.as_bytes()).await;
+    (a.status, a.body)
 }
 
 /// The next geofence event (skipping counts) within `wait`, as (event, fence, driver).
@@ -161,11 +134,10 @@ async fn fences_are_changed_over_http_by_admins_only() {
     let options = fleetcast::stack::offline_dashboard().unwrap();
     let stack = common::start_stack_with_config(config, options, Some(auth)).await;
     let http = stack.addrs().http;
-    let basic = |u: &str, p: &str| {
-        let t = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        format!("Basic {t}")
-    };
-    let (admin, driver) = (basic("ops", "admin-pw"), basic("drv-000001", "drv-pw"));
+    let (admin, driver) = (
+        common::basic_auth("ops", "admin-pw"),
+        common::basic_auth("drv-000001", "drv-pw"),
+    );
     let path = "/api/geofences/depot";
     let (code, _) = request(http, "PUT", path, &[], &feature("x")).await;
     assert_eq!(code, 401, "no credentials");

@@ -6,56 +6,13 @@
 
 mod common;
 
-use base64::Engine;
-use common::{tcp_options, TestBroker, TestClient, PATIENCE};
+use common::{basic_auth, tcp_options, HttpAnswer, TestBroker, TestClient};
 use rumqttc::QoS;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
-/// What an HTTP request came back with.
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// `POST path` with `headers` and `body`, read to the end.
-async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    timeout(PATIENCE, s.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Answer {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
-fn basic(user: &str, password: &str) -> String {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {token}")
+/// `POST path` with `headers` and `body`.
+async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpAnswer {
+    common::http_request(addr, "POST", path, headers, body).await
 }
 
 /// A valid fix of `id` now.
@@ -115,7 +72,7 @@ async fn each_refusal_answers_with_its_status() {
         .subscribe("drivers/+/location", QoS::AtLeastOnce)
         .await;
     let own = "/topics/drivers/drv-000001/location?qos=1";
-    let driver = basic("drv-000001", "drv1-demo");
+    let driver = basic_auth("drv-000001", "drv1-demo");
     let auth = [("Authorization", driver.as_str())];
 
     let a = post(http, own, &[], location("drv-000001", 60.17).as_bytes()).await;
@@ -145,7 +102,7 @@ async fn each_refusal_answers_with_its_status() {
     assert_eq!(a.status, 413, "over max_packet_size: {}", a.head);
 
     // The fleet account may use drv-* client ids only.
-    let fleet = basic("fleet", "fleet-demo");
+    let fleet = basic_auth("fleet", "fleet-demo");
     let a = post(
         http,
         "/topics/drivers/x/status?client_id=x",
@@ -159,7 +116,7 @@ async fn each_refusal_answers_with_its_status() {
         a.body
     );
 
-    let wrong = basic("drv-000001", "nope");
+    let wrong = basic_auth("drv-000001", "nope");
     let a = post(http, own, &[("Authorization", wrong.as_str())], b"x").await;
     assert_eq!(a.status, 401, "a wrong password: {}", a.body);
     assert!(

@@ -5,15 +5,12 @@
 
 mod common;
 
-use base64::Engine;
-use common::{example_auth, http_get, tcp_options, TestClient, PATIENCE};
+use common::{example_auth, http_get, tcp_options, TestClient};
 use futures_util::StreamExt;
 use rumqttc::QoS;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 fn fix(id: &str, seq: u64) -> String {
@@ -55,32 +52,11 @@ async fn status(http: SocketAddr, path: &str) -> u16 {
 }
 
 async fn post_share(http: SocketAddr, query: &str, login: Option<(&str, &str)>) -> (u16, String) {
-    let mut s = TcpStream::connect(http).await.unwrap();
-    let mut req = format!(
-        "POST /api/share?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    if let Some((u, p)) = login {
-        let t = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        req.push_str(&format!("Authorization: Basic {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    timeout(PATIENCE, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
+    let auth = login.map(|(u, p)| common::basic_auth(u, p));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let path = format!("/api/share?{query}");
+    let a = common::http_request(http, "POST", &path, &headers, b"").await;
+    (a.status, a.body)
 }
 
 #[tokio::test]
