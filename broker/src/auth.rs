@@ -164,6 +164,12 @@ fn client_id_allowed(pattern: &str, client_id: &str) -> bool {
 }
 
 impl Auth {
+    /// The key browser tokens and share links are signed with.
+    fn secret(&self) -> Result<&[u8], token::TokenError> {
+        self.token_secret
+            .as_deref()
+            .ok_or(token::TokenError::NoSecret)
+    }
     /// Whether `username` is an account with the role `admin` (its password checked
     /// elsewhere).
     pub fn is_admin(&self, username: &str) -> bool {
@@ -271,10 +277,7 @@ impl Auth {
         now: u64,
         ttl_s: u64,
     ) -> Result<String, token::TokenError> {
-        let secret = self
-            .token_secret
-            .as_ref()
-            .ok_or(token::TokenError::NoSecret)?;
+        let secret = self.secret()?;
         if !self.accounts.contains_key(account) {
             return Err(token::TokenError::UnknownAccount(account.to_owned()));
         }
@@ -286,10 +289,7 @@ impl Auth {
     /// # Errors
     /// No `token_secret`, a bad or expired token, or an account no longer in the file.
     pub fn check_token(&self, token: &str, now: u64) -> Result<TokenAccess, token::TokenError> {
-        let secret = self
-            .token_secret
-            .as_ref()
-            .ok_or(token::TokenError::NoSecret)?;
+        let secret = self.secret()?;
         let v = token::verify_claims(secret, token, now)?;
         let grants = match (&v.driver, v.account.is_empty()) {
             // The operator's own share link (`fleetcast share` without --account): the
@@ -325,10 +325,7 @@ impl Auth {
         now: u64,
         ttl_s: u64,
     ) -> Result<String, token::TokenError> {
-        let secret = self
-            .token_secret
-            .as_ref()
-            .ok_or(token::TokenError::NoSecret)?;
+        let secret = self.secret()?;
         // A wildcard or a level separator would make "one driver" many.
         let one_level = !driver.is_empty() && !driver.contains(['/', '+', '#']);
         let not_visible = || {

@@ -79,9 +79,8 @@ impl Tap {
         let persistent = self.persistent.as_deref();
         match (packet, persistent) {
             (Packet::Publish(p, props), _) => {
-                // rumqttd keeps the QoS private, but its length counts the packet id, which
-                // only QoS 1 and 2 have; both are owed at QoS 1 at most (replays are QoS 1).
-                let qos = u8::from(p.len() > 2 + p.topic.len() + p.payload.len());
+                // QoS 1 and 2 are both owed at QoS 1 at most (replays are QoS 1).
+                let qos = u8::from(crate::gateway::frame::above_qos0(p));
                 durable.published(&p.topic, &p.payload, p.retain, qos, props.as_ref());
             }
             (Packet::Subscribe(s, _), Some(id)) => {

@@ -110,7 +110,7 @@ impl Delivery {
         f: Forward,
     ) -> Result<Fate, End> {
         let version = inbound.version;
-        if version == Version::V5 && above_qos0(&f.publish) && !self.may_send(inbound) {
+        if version == Version::V5 && frame::above_qos0(&f.publish) && !self.may_send(inbound) {
             self.held = Some(f);
             return Ok(Fate::Held);
         }
@@ -200,10 +200,4 @@ fn name(publish: &mut Publish, properties: &mut Option<PublishProperties>, namin
     properties
         .get_or_insert_with(PublishProperties::default)
         .topic_alias = Some(alias);
-}
-
-/// Whether a publish is QoS 1 or 2. rumqttd keeps the QoS private, but its length counts
-/// the packet id, which only those have.
-fn above_qos0(p: &Publish) -> bool {
-    p.len() > 2 + p.topic.len() + p.payload.len()
 }

@@ -51,6 +51,12 @@ pub enum TopicError {
     Reserved,
 }
 
+/// Whether a parsed publish is QoS 1 or 2. rumqttd keeps the QoS private, but its length
+/// counts the packet id, which only those have.
+pub fn above_qos0(p: &rumqttd::protocol::Publish) -> bool {
+    p.len() > 2 + p.topic.len() + p.payload.len()
+}
+
 /// MQTT 3.1.1 PINGRESP.
 pub const PINGRESP: [u8; 2] = [0xD0, 0x00];
 
