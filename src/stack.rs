@@ -2,7 +2,7 @@
 //! in-process through a local router link (no socket, no MQTT encoding on the way), and
 //! `/metrics` rendering every part's meters in Prometheus format.
 
-use crate::access::BrowserTokens;
+use crate::access::{AccountLogins, BrowserTokens};
 use crate::feed::FEED_FILTERS;
 use axum::extract::State;
 use axum::http::header;
@@ -269,21 +269,30 @@ impl Stack {
         let tokens = auth
             .as_ref()
             .map(|a| Arc::new(BrowserTokens::new(Arc::clone(a))) as _);
+        let logins = auth.as_ref().map(|a| AccountLogins::new(Arc::clone(a)));
+        let gateway_slot = logins.as_ref().map(AccountLogins::gateway);
         let dashboard = Dashboard::new(
             DashboardOptions {
                 tokens,
+                logins: logins.map(|l| Arc::new(l) as _),
                 ..dashboard
             },
             r,
         );
         let dashboard_routes = dashboard.router();
-        let routes = |gateway: &Arc<Gateway>| match metering {
-            Metering::On => dashboard_routes.merge(metrics_route(
-                &recorder,
-                &dashboard,
-                Some(Arc::clone(gateway)),
-            )),
-            Metering::Off => dashboard_routes,
+        let routes = |gateway: &Arc<Gateway>| {
+            // The history API's Basic logins count against the gateway's failure limits.
+            if let Some(slot) = &gateway_slot {
+                let _ = slot.set(Arc::clone(gateway));
+            }
+            match metering {
+                Metering::On => dashboard_routes.merge(metrics_route(
+                    &recorder,
+                    &dashboard,
+                    Some(Arc::clone(gateway)),
+                )),
+                Metering::Off => dashboard_routes,
+            }
         };
         let broker = Broker::start_with(
             listeners,

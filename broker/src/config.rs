@@ -32,6 +32,28 @@ pub struct Config {
     pub cluster: Cluster,
     /// Geofences; off while no file is given.
     pub geofences: Geofences,
+    /// The live map: history kept, aggregation.
+    pub map: Map,
+}
+
+/// The live map (`[map]`): what `serve`'s dashboard keeps and when it aggregates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Map {
+    /// Seconds of each driver's track kept in memory (`--history-window`); 0: none.
+    pub history_window_s: u64,
+    /// A browser whose view holds more drivers gets per-cell counts (`--aggregate-above`);
+    /// 0: never.
+    pub aggregate_above: usize,
+}
+
+impl Default for Map {
+    fn default() -> Self {
+        Map {
+            history_window_s: 3_600,
+            aggregate_above: 2_000,
+        }
+    }
 }
 
 /// Durable state (`serve --data DIR`): retained messages and persistent sessions.

@@ -6,15 +6,17 @@
 //! Every update bumps a version number; a browser remembers the version it has seen. The
 //! board is bounded (`max_drivers`), and drivers gone for a while are evicted.
 
+use crate::history::History;
 use crate::latency::LatencyWindow;
 use crate::viewport::Viewport;
+pub use crate::visibility::Visibility;
 use fleetcast_proto::filter::matches;
 use fleetcast_proto::topic::{self, Kind};
 use fleetcast_proto::{owntracks, Location, Presence};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// How the board judges drivers.
@@ -82,42 +84,6 @@ pub struct View {
     pub follow: Option<String>,
     /// What the viewer may see at all (a browser token's account); None: everything.
     pub allowed: Option<Visibility>,
-}
-
-/// The drivers one viewer may see: those whose location topic its account could
-/// subscribe to over MQTT. Made by whoever checks the viewer's token (a
-/// [`TokenVerifier`](crate::web::TokenVerifier)), so the board knows no accounts.
-#[derive(Debug, Clone)]
-pub struct Visibility {
-    /// The topic filters the viewer's account may subscribe within, its variables filled.
-    pub filters: std::sync::Arc<[String]>,
-    /// The account name.
-    pub account: String,
-    /// When the viewer's token expires (unix seconds): the bridge closes it then.
-    pub expires_at: Option<u64>,
-}
-
-impl Visibility {
-    /// Whether the token behind it has expired at `now` (unix seconds).
-    pub fn expired(&self, now: u64) -> bool {
-        self.expires_at.is_some_and(|e| now >= e)
-    }
-
-    /// Whether it shows one driver only (a share link's `drivers/{id}/+`).
-    pub fn is_share_link(&self) -> bool {
-        match &self.filters[..] {
-            [one] => one
-                .strip_prefix("drivers/")
-                .and_then(|rest| rest.strip_suffix("/+"))
-                .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#'])),
-            _ => false,
-        }
-    }
-
-    /// Whether a driver on `topic` is shown.
-    pub fn may_see(&self, topic: &str) -> bool {
-        self.filters.iter().any(|f| matches(f, topic))
-    }
 }
 
 impl Default for View {
@@ -198,6 +164,8 @@ pub struct Board {
     latency: metrics::Histogram,
     /// Geofences, from `geofences/...`.
     pub fences: crate::fences::Fences,
+    /// Where every accepted fix is also recorded, when history is kept.
+    history: Option<Arc<History>>,
 }
 
 impl Board {
@@ -211,7 +179,14 @@ impl Board {
             refused: AtomicU64::new(0),
             latency: metrics::Histogram::noop(),
             fences: crate::fences::Fences::default(),
+            history: None,
         }
+    }
+
+    /// Also records every accepted fix in `history`.
+    pub fn with_history(mut self, history: Arc<History>) -> Board {
+        self.history = Some(history);
+        self
     }
 
     /// Also records every position's end-to-end latency on `histogram` (seconds), so the
@@ -310,6 +285,12 @@ impl Board {
         inner.version += 1;
         let version = inner.version;
         let full = inner.drivers.len() >= self.config.max_drivers;
+        if let Some(h) = &self.history {
+            // What the board refuses is not history either.
+            if !full || inner.drivers.contains_key(&loc.id) {
+                h.record(topic, &loc);
+            }
+        }
         match inner.drivers.get_mut(&loc.id) {
             Some(e) => {
                 e.location = loc;
@@ -399,6 +380,37 @@ impl Board {
         out
     }
 
+    /// Calls `f` with every live driver `view` shows (followed, or wanted and inside its
+    /// viewport), under the read lock: the aggregation's one pass.
+    pub fn visit_live(&self, view: &View, mut f: impl FnMut(&Location)) {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        for e in inner.drivers.values() {
+            if e.liveness != Liveness::Live {
+                continue;
+            }
+            let followed = view.follow.as_deref() == Some(e.location.id.as_str());
+            // Cheapest test first: most drivers of a zoomed-in view fail the box.
+            let inside = || {
+                view.viewport
+                    .is_none_or(|v| v.contains(e.location.lat, e.location.lon))
+            };
+            let shown = followed || (inside() && view.filters.iter().any(|f| matches(f, &e.topic)));
+            if shown && view.allowed.as_ref().is_none_or(|a| a.may_see(&e.topic)) {
+                f(&e.location);
+            }
+        }
+    }
+
+    /// The latest position of the driver `view` follows, when it is live and the viewer
+    /// may see it.
+    pub fn followed(&self, view: &View) -> Option<Location> {
+        let id = view.follow.as_deref()?;
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let e = inner.drivers.get(id)?;
+        let may = view.allowed.as_ref().is_none_or(|a| a.may_see(&e.topic));
+        (may && e.liveness == Liveness::Live).then(|| e.location.clone())
+    }
+
     /// The board's current version.
     pub fn version(&self) -> u64 {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).version
@@ -433,154 +445,4 @@ impl Board {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use fleetcast_proto::Status;
-
-    /// A plausible clock: the location rules refuse fixes from before 2000.
-    const T0: u64 = 1_700_000_000_000;
-
-    fn fix(id: &str, seq: u64, lat: f64, lon: f64) -> Vec<u8> {
-        serde_json::to_vec(&Location {
-            id: id.into(),
-            lat,
-            lon,
-            heading: 0.0,
-            speed: 1.0,
-            accuracy: 3.0,
-            status: Status::Available,
-            seq,
-            ts: T0 + 1_000,
-        })
-        .expect("json")
-    }
-
-    #[test]
-    fn latest_position_per_driver_is_kept() {
-        let b = Board::new(BoardConfig::default());
-        for seq in 1..=10 {
-            b.ingest("drivers/a/location", &fix("a", seq, 60.0, 24.0), T0 + 1_005);
-        }
-        let c = b.changes_since(0, &View::default(), 100);
-        assert_eq!(c.positions.len(), 1, "conflated to one");
-        assert_eq!(c.positions[0].seq, 10);
-        assert_eq!(b.panel().p50_ms, 5.0);
-        // Nothing new since.
-        assert!(b
-            .changes_since(c.version, &View::default(), 100)
-            .positions
-            .is_empty());
-    }
-
-    #[test]
-    fn viewport_filters_and_follow() {
-        let b = Board::new(BoardConfig::default());
-        b.ingest(
-            "drivers/in/location",
-            &fix("in", 1, 60.17, 24.94),
-            T0 + 2_000,
-        );
-        b.ingest(
-            "drivers/out/location",
-            &fix("out", 1, 61.5, 25.5),
-            T0 + 2_000,
-        );
-        let mut view = View {
-            viewport: Viewport::from_bbox([24.9, 60.1, 25.0, 60.2]),
-            ..View::default()
-        };
-        let c = b.changes_since(0, &view, 100);
-        assert_eq!(
-            c.positions
-                .iter()
-                .map(|l| l.id.as_str())
-                .collect::<Vec<_>>(),
-            ["in"]
-        );
-        assert_eq!(c.filtered_out, 1);
-        view.follow = Some("out".into());
-        assert_eq!(b.changes_since(0, &view, 100).positions.len(), 2);
-        // A filter that matches no driver topic shows nothing.
-        let none = View {
-            filters: vec!["owntracks/#".into()],
-            ..View::default()
-        };
-        assert!(b.changes_since(0, &none, 100).positions.is_empty());
-    }
-
-    #[test]
-    fn offline_and_stale_drivers_are_sent_as_gone() {
-        let b = Board::new(BoardConfig {
-            stale_after: Duration::from_secs(5),
-            ..BoardConfig::default()
-        });
-        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), T0 + 2_000);
-        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), T0 + 2_000);
-        let seen = b.changes_since(0, &View::default(), 100).version;
-        b.ingest(
-            "drivers/a/status",
-            br#"{"id":"a","status":"offline"}"#,
-            T0 + 2_000,
-        );
-        let c = b.changes_since(seen, &View::default(), 100);
-        assert_eq!(
-            c.gone,
-            [Gone {
-                id: "a".into(),
-                reason: GoneReason::Offline
-            }]
-        );
-        b.sweep(Instant::now() + Duration::from_secs(6));
-        let c2 = b.changes_since(c.version, &View::default(), 100);
-        assert_eq!(
-            c2.gone,
-            [Gone {
-                id: "b".into(),
-                reason: GoneReason::Stale
-            }]
-        );
-        assert_eq!(b.online(), 0);
-        // A fresh browser is not told about drivers it never saw.
-        assert!(b.changes_since(0, &View::default(), 100).gone.is_empty());
-        // Coming back makes a driver live again.
-        b.ingest("drivers/a/location", &fix("a", 2, 60.0, 24.0), T0 + 2_000);
-        assert_eq!(b.online(), 1);
-    }
-
-    #[test]
-    fn bad_messages_are_ignored_and_the_board_is_bounded() {
-        let b = Board::new(BoardConfig {
-            max_drivers: 2,
-            ..BoardConfig::default()
-        });
-        assert_eq!(b.ingest("drivers/a/location", b"{", T0), Ingested::Ignored);
-        // A payload naming another driver than its topic.
-        assert_eq!(
-            b.ingest("drivers/a/location", &fix("b", 1, 60.0, 24.0), T0),
-            Ingested::Ignored
-        );
-        assert_eq!(b.ingest("other/topic", b"{}", T0), Ingested::Ignored);
-        b.ingest("drivers/a/location", &fix("a", 1, 60.0, 24.0), T0);
-        b.ingest("drivers/b/location", &fix("b", 1, 60.0, 24.0), T0);
-        assert_eq!(
-            b.ingest("drivers/c/location", &fix("c", 1, 60.0, 24.0), T0),
-            Ingested::Full
-        );
-        assert_eq!(b.ignored.load(Ordering::Relaxed), 3);
-        assert_eq!(b.refused.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn owntracks_devices_appear() {
-        let b = Board::new(BoardConfig::default());
-        let body = br#"{"_type":"location","lat":60.17,"lon":24.94,"tst":1700000001,"acc":10,"vel":18,"cog":90,"tid":"ph"}"#;
-        assert!(matches!(
-            b.ingest("owntracks/alice/phone", body, T0 + 5_000),
-            Ingested::Position { .. }
-        ));
-        b.ingest("owntracks/alice/phone", body, T0 + 5_000);
-        let c = b.changes_since(0, &View::default(), 10);
-        assert_eq!(c.positions[0].id, "ot-alice-phone");
-        assert_eq!(c.positions[0].seq, 2);
-    }
-}
+mod tests;

@@ -8,8 +8,12 @@
 //! slows the feed or other browsers. A ping from the other side is answered before the
 //! socket is read again (tungstenite would otherwise queue a pong per ping for a client that
 //! never reads them), within `send_timeout` like a batch.
+//!
+//! A view holding more than `aggregate_above` drivers gets per-cell counts instead of
+//! positions ([`crate::cells`]); the followed driver is always sent as a position.
 
 use crate::board::{Board, View, Visibility};
+use crate::cells::CellCache;
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::viewport::Viewport;
 use axum::extract::ws::{Message, WebSocket};
@@ -40,6 +44,10 @@ pub struct BridgeConfig {
     pub max_clients: usize,
     /// Margin around a viewport, as a fraction of its size.
     pub viewport_margin: f64,
+    /// A view holding more drivers than this gets cells instead of positions; 0: never.
+    pub aggregate_above: usize,
+    /// Most cells in one aggregation pass (and so in one message).
+    pub max_cells: usize,
 }
 
 impl Default for BridgeConfig {
@@ -52,6 +60,8 @@ impl Default for BridgeConfig {
             max_batch_positions: 25_000,
             max_clients: 1_000,
             viewport_margin: 0.2,
+            aggregate_above: 2_000,
+            max_cells: 8_192,
         }
     }
 }
@@ -73,6 +83,10 @@ pub struct BridgeStats {
     pub dead_disconnects: AtomicU64,
     /// Browsers refused because `max_clients` were connected.
     pub refused: AtomicU64,
+    /// Cells messages sent (views over `aggregate_above`).
+    pub cells: AtomicU64,
+    /// Bytes of text sent to browsers (every message).
+    pub bytes: AtomicU64,
 }
 
 /// The bridge: the board, its browsers and their bounds.
@@ -87,6 +101,7 @@ pub struct Bridge {
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
     batch_positions: metrics::Histogram,
+    cells: CellCache,
 }
 
 enum Exit {
@@ -103,6 +118,7 @@ impl Bridge {
     pub fn new(board: Arc<Board>, config: BridgeConfig, shutdown: CancellationToken) -> Bridge {
         Bridge {
             slots: Arc::new(Semaphore::new(config.max_clients)),
+            cells: CellCache::new(config.batch_interval, config.max_cells),
             board,
             config,
             stats: BridgeStats::default(),
@@ -159,6 +175,8 @@ impl Bridge {
         };
         let mut seen = 0u64;
         let mut fences_seen = 0u64;
+        // What the last cells message sent held, while the view is aggregated.
+        let mut cells_sent: Option<u64> = None;
         let mut last_stats: Option<Instant> = None;
         let mut heard = Instant::now();
         let mut batches = interval(self.config.batch_interval);
@@ -180,9 +198,28 @@ impl Bridge {
                             Err(()) => return Exit::Slow,
                         }
                     }
+                    let stats_due = last_stats.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                    if let Some((text, digest)) = self.cells_message(&view, stats_due) {
+                        if cells_sent != Some(digest) || stats_due {
+                            match self.send_text(socket, text).await {
+                                Ok(true) => {}
+                                Ok(false) => return Exit::Closed,
+                                Err(()) => return Exit::Slow,
+                            }
+                            self.stats.cells.fetch_add(1, Ordering::Relaxed);
+                            cells_sent = Some(digest);
+                        }
+                        if stats_due {
+                            last_stats = Some(Instant::now());
+                        }
+                        continue;
+                    }
+                    if cells_sent.take().is_some() {
+                        // Zoomed back in: every driver in view, one by one again.
+                        seen = 0;
+                    }
                     let changes = self.board.changes_since(seen, &view, self.config.max_batch_positions);
                     self.stats.filtered_out.fetch_add(changes.filtered_out as u64, Ordering::Relaxed);
-                    let stats_due = last_stats.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                     if changes.positions.is_empty() && changes.gone.is_empty() && !stats_due {
                         seen = changes.version;
                         continue;
@@ -297,11 +334,52 @@ impl Bridge {
         }
     }
 
+    /// The cells message for `view`, when it holds more than `aggregate_above` drivers,
+    /// with a digest of what it holds (not resent while that is the same).
+    fn cells_message(&self, view: &View, stats_due: bool) -> Option<(String, u64)> {
+        if self.config.aggregate_above == 0 {
+            return None;
+        }
+        let (census, grid) = self.cells.census(&self.board, view);
+        if census.drivers <= self.config.aggregate_above {
+            return None;
+        }
+        let follow = self.board.followed(view);
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for c in &census.cells {
+                (c.0.to_bits(), c.1.to_bits(), c.2, c.3, c.4).hash(&mut h);
+            }
+            follow.as_ref().map(|f| (f.seq, f.ts, &f.id)).hash(&mut h);
+            grid.hash(&mut h);
+            h.finish()
+        };
+        let (dx, dy) = grid.size();
+        let message = ServerMessage::Cells {
+            t: now_ms(),
+            size: [dx, dy],
+            drivers: census.drivers,
+            cells: &census.cells,
+            follow: follow.as_ref(),
+            stats: stats_due.then(|| self.board.panel()),
+        };
+        serde_json::to_string(&message).ok().map(|t| (t, digest))
+    }
+
     /// Ok(true) sent, Ok(false) socket closed, Err(()) not sent in time.
     async fn send(&self, socket: &mut WebSocket, message: &ServerMessage<'_>) -> Result<bool, ()> {
         let Ok(text) = serde_json::to_string(message) else {
             return Ok(false);
         };
+        self.send_text(socket, text).await
+    }
+
+    /// [`Bridge::send`] for a message already made.
+    async fn send_text(&self, socket: &mut WebSocket, text: String) -> Result<bool, ()> {
+        self.stats
+            .bytes
+            .fetch_add(text.len() as u64, Ordering::Relaxed);
         match timeout(self.config.send_timeout, socket.send(Message::Text(text))).await {
             Ok(Ok(())) => Ok(true),
             Ok(Err(_)) => Ok(false),

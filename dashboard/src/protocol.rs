@@ -11,6 +11,13 @@
 //! - `{"type":"hello",...}` once, with the batch interval and the stale time.
 //! - `{"type":"batch","t":MS,"positions":[Location...],"gone":[{"id":..,"reason":"offline"|"stale"}],"stats":{...}}`
 //!   every batch interval when something changed; `stats` at most once a second.
+//! - `{"type":"cells","t":MS,"size":[DLON,DLAT],"drivers":N,"cells":[[lat,lon,available,to_pickup,on_trip],...],"follow":Location|null,"stats":{...}}`
+//!   instead of `batch` while the view holds more than `aggregate_above` drivers
+//!   (`--aggregate-above`, default 2,000): counts by status per grid cell (`size` degrees,
+//!   finer as the view gets smaller, see [`crate::cells`]), each at its drivers' mean
+//!   position, every batch interval when they changed. The page then drops the drivers it
+//!   drew one by one; `follow` is the followed driver's latest position, always sent. When
+//!   the view holds fewer again (zoomed in), `batch` resumes with every driver in view.
 //! - `{"type":"fences","fences":[{"name":..,"geometry":GeoJSON,"count":N}],"events":[..]}`
 //!   when the geofences (`serve --geofences`) or their counts changed.
 //! - `{"type":"error","message":".."}` for a message it could not take.
@@ -61,6 +68,22 @@ pub enum ServerMessage<'a> {
         positions: &'a [Location],
         /// Drivers gone.
         gone: &'a [Gone],
+        /// Status panel numbers, at most once a second.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stats: Option<PanelStats>,
+    },
+    /// Per-cell counts for a view holding too many drivers to send one by one.
+    Cells {
+        /// Server time, ms since the epoch.
+        t: u64,
+        /// A cell's `[degrees of longitude, degrees of latitude]`.
+        size: [f64; 2],
+        /// Drivers in the cells the view touches.
+        drivers: usize,
+        /// The cells with drivers.
+        cells: &'a [crate::cells::Cell],
+        /// The followed driver, when live.
+        follow: Option<&'a Location>,
         /// Status panel numbers, at most once a second.
         #[serde(skip_serializing_if = "Option::is_none")]
         stats: Option<PanelStats>,

@@ -8,7 +8,9 @@
 
 use crate::board::{Board, BoardConfig};
 use crate::bridge::{Bridge, BridgeConfig};
+use crate::history::{History, HistoryConfig};
 use crate::meters::DashboardMeters;
+use crate::tracks::{self, TrackState, ViewerLogin};
 use crate::web::{self, DashboardState, PageConfig, TokenVerifier};
 use bytes::Bytes;
 use fleetcast_proto::time::now_ms;
@@ -33,6 +35,10 @@ pub struct DashboardOptions {
     /// When set, `/ws` takes only browsers with a valid token (`fleetcast token`), and
     /// each sees what the verifier says its account may subscribe to.
     pub tokens: Option<Arc<dyn TokenVerifier>>,
+    /// How much of each driver's track is kept (`--history-window`).
+    pub history: HistoryConfig,
+    /// When set, the history API also takes accounts' HTTP Basic credentials.
+    pub logins: Option<Arc<dyn ViewerLogin>>,
 }
 
 impl DashboardOptions {
@@ -44,6 +50,8 @@ impl DashboardOptions {
             board: BoardConfig::default(),
             bridge: BridgeConfig::default(),
             tokens: None,
+            history: HistoryConfig::default(),
+            logins: None,
         }
     }
 }
@@ -55,6 +63,8 @@ pub struct Dashboard {
     pub board: Arc<Board>,
     /// The browsers' bridge.
     pub bridge: Arc<Bridge>,
+    /// Every driver's recent track.
+    pub history: Arc<History>,
     /// Prometheus meters (copy counts with `meters.export` before rendering).
     pub meters: DashboardMeters,
     router: axum::Router,
@@ -68,13 +78,22 @@ impl Dashboard {
         let meters = DashboardMeters::new(recorder);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let board =
-            Arc::new(Board::new(options.board).with_latency_histogram(meters.latency.clone()));
+        let history = Arc::new(History::new(options.history));
+        let board = Arc::new(
+            Board::new(options.board)
+                .with_latency_histogram(meters.latency.clone())
+                .with_history(Arc::clone(&history)),
+        );
         let batch_ms = u64::try_from(options.bridge.batch_interval.as_millis()).unwrap_or(200);
         let bridge = Arc::new(
             Bridge::new(Arc::clone(&board), options.bridge, stop.clone())
                 .with_batch_histogram(meters.batch_positions.clone()),
         );
+        let track_routes = tracks::routes(TrackState {
+            history: Arc::clone(&history),
+            tokens: options.tokens.clone(),
+            logins: options.logins,
+        });
         let router = web::app(DashboardState {
             bridge: Arc::clone(&bridge),
             tokens: options.tokens,
@@ -84,21 +103,28 @@ impl Dashboard {
                 attribution: "(c) OpenStreetMap contributors, ODbL".to_owned(),
                 batch_ms,
             }),
-        });
+        })
+        .merge(track_routes);
         let sweep_board = Arc::clone(&board);
+        let sweep_history = Arc::clone(&history);
         let sweep_stop = stop.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
+            for n in 0u64.. {
                 tokio::select! {
                     _ = sweep_stop.cancelled() => break,
                     _ = tick.tick() => sweep_board.sweep(std::time::Instant::now()),
+                }
+                // Tracks of drivers silent for the whole window: a full pass, so rarely.
+                if n % 60 == 0 {
+                    sweep_history.sweep(now_ms());
                 }
             }
         });
         Dashboard {
             board,
             bridge,
+            history,
             meters,
             router,
             stop,

@@ -37,6 +37,8 @@ const ASSETS: &[Asset] = &[
     asset!("/", "text/html; charset=utf-8", "index.html"),
     asset!("/app.js", "text/javascript; charset=utf-8", "app.js"),
     asset!("/app.css", "text/css; charset=utf-8", "app.css"),
+    asset!("/cells.js", "text/javascript; charset=utf-8", "cells.js"),
+    asset!("/replay.js", "text/javascript; charset=utf-8", "replay.js"),
     asset!("/share.js", "text/javascript; charset=utf-8", "share.js"),
     asset!("/share.css", "text/css; charset=utf-8", "share.css"),
     asset!(

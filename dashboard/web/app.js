@@ -1,5 +1,7 @@
 // fleetcast live map: the basemap (Leaflet, vector, offline), every driver on one canvas,
-// smooth motion between fixes, a status panel, following a driver, a rider's pin and ETA.
+// smooth motion between fixes, a status panel, following a driver (its trail from the
+// history API), a rider's pin and ETA, per-cell counts when the view holds too many
+// drivers (cells.js), replay of a past window (replay.js).
 // Talks to the bridge over /ws (protocol in dashboard/src/protocol.rs and README.md).
 'use strict';
 
@@ -10,7 +12,8 @@
   const SNAP_M = 150;      // jumps over this are drawn at once, not eased
   const EASE_MS = 1000;    // a move is eased over about one fix interval
   const HIDDEN_GRACE_MS = 10000;
-  const TRAIL = 120;
+  const TRAIL = 3600;       // points of a followed driver's trail (an hour at 1 fix/s)
+  const TRAIL_MIN = 15;     // minutes of history a followed driver's trail starts with
 
   const $ = (id) => document.getElementById(id);
   const cfg = await (await fetch('/config.json')).json();
@@ -57,6 +60,10 @@
   };
   const drivers = new Map();
   let followed = null;
+  // The followed driver's trail, [lat, lon, ts] oldest first: its history, then live fixes.
+  let trail = [];
+  // The latest cells message while the view is aggregated, else null.
+  let cells = null;
   let pin = null;
   let lastEta = null;
 
@@ -89,8 +96,10 @@
     d.seen = Date.now(); d.stale = false;
     d.bucket = Math.round((((loc.heading % 360) + 360) % 360) / (360 / BUCKETS)) % BUCKETS;
     if (followed === d.id) {
-      d.trail.push([loc.lat, loc.lon]);
-      if (d.trail.length > TRAIL) d.trail.shift();
+      d.trail = trail;
+      const lastTs = trail.length ? trail[trail.length - 1][2] : 0;
+      if (loc.ts > lastTs) trail.push([loc.lat, loc.lon, loc.ts]);
+      if (trail.length > TRAIL) trail.shift();
     }
   }
 
@@ -151,15 +160,26 @@
   }
   let image = null, pixels = null;
 
+  const cellsLayer = window.FleetcastCells(COLORS);
+  const params0 = new URLSearchParams(location.search);
+  const replay = window.FleetcastReplay({
+    map, mx, my, buckets: BUCKETS,
+    token: params0.get('token') || sessionStorage.getItem('fleetcast-token'),
+    onState: (st) => showReplay(st),
+  });
+
   function frame(now) {
     const t0 = performance.now();
+    replay.advance(now);
+    const source = replay.state.active ? replay.state.drivers : drivers;
     const size = map.getSize();
     const scale = 256 * Math.pow(2, map.getZoom());
     const origin = map.project(map.containerPointToLatLng([0, 0]), map.getZoom());
     const r = map.getZoom() >= 16 ? 7 : 5;
     const groups = { available: [], to_pickup: [], on_trip: [], stale: [] };
     shown = 0;
-    for (const d of drivers.values()) {
+    for (const d of source.values()) {
+      if (d.hidden) continue;
       place(d, now);
       const x = d.x * scale - origin.x, y = d.y * scale - origin.y;
       d.sx = x; d.sy = y;
@@ -186,12 +206,13 @@
       }
     }
     ctx.putImageData(image, 0, 0);
+    if (cells && !replay.state.active) cellsLayer.draw(ctx, cells, map, size, ratio);
     ctx.globalAlpha = 1;
-    const f = followed && drivers.get(followed);
+    const f = followed && !replay.state.active && drivers.get(followed);
     if (f) {
-      if (f.trail.length > 1) {
+      if (trail.length > 1) {
         ctx.beginPath();
-        f.trail.forEach(([lat, lon], i) => {
+        trail.forEach(([lat, lon], i) => {
           const x = mx(lon) * scale - origin.x, y = my(lat) * scale - origin.y;
           if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
         });
@@ -206,7 +227,8 @@
     if (now - fpsSince >= 1000) {
       fps = (frames * 1000) / (now - fpsSince); frames = 0; fpsSince = now;
       $('st-fps').textContent = fps.toFixed(0);
-      $('st-shown').textContent = shown.toLocaleString();
+      $('st-shown').textContent = cells && !replay.state.active
+        ? cells.drivers.toLocaleString() + ' in cells' : shown.toLocaleString();
       updateFollowPanel();
     }
     requestAnimationFrame(frame);
@@ -250,7 +272,10 @@
       const t0 = performance.now();
       const m = JSON.parse(ev.data);
       if (m.type === 'fences') { showFences(m); return; }
+      if (m.type === 'cells') { onCells(m); return; }
       if (m.type !== 'batch') return;
+      // Positions again (zoomed in): the server sends every driver in view.
+      cells = null;
       const now = performance.now();
       cost.batchPositions = m.positions.length;
       for (const loc of m.positions) upsert(loc, now);
@@ -258,12 +283,7 @@
         if (g.reason === 'offline') drivers.delete(g.id);
         else { const d = drivers.get(g.id); if (d) d.stale = true; }
       }
-      if (m.stats) {
-        $('st-online').textContent = m.stats.online.toLocaleString();
-        $('st-rate').textContent = m.stats.msgs_per_s.toFixed(0);
-        $('st-p50').textContent = m.stats.p50_ms.toFixed(0) + ' ms';
-        $('st-p99').textContent = m.stats.p99_ms.toFixed(0) + ' ms';
-      }
+      showStats(m.stats);
       cost.batchMs = performance.now() - t0;
     };
     ws.onclose = () => {
@@ -278,6 +298,49 @@
       if (wanted) { setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); }
     };
   }
+  function showStats(st) {
+    if (!st) return;
+    $('st-online').textContent = st.online.toLocaleString();
+    $('st-rate').textContent = st.msgs_per_s.toFixed(0);
+    $('st-p50').textContent = st.p50_ms.toFixed(0) + ' ms';
+    $('st-p99').textContent = st.p99_ms.toFixed(0) + ' ms';
+  }
+
+  // Too many drivers in view: the server sends cells; only the followed driver stays.
+  function onCells(m) {
+    if (!cells) for (const id of [...drivers.keys()]) if (id !== followed) drivers.delete(id);
+    cells = m;
+    if (m.follow) upsert(m.follow, performance.now());
+    showStats(m.stats);
+  }
+
+  // --- replay: a past window of every driver in view --------------------------------------
+  const fmtTime = (t) => new Date(t).toLocaleTimeString();
+  function showReplay(st) {
+    $('rp-play').textContent = st.active && st.playing ? 'Pause' : (st.active ? 'Play' : 'Replay');
+    $('rp-live').disabled = !st.active;
+    $('rp-time').disabled = !st.active;
+    $('rp-state').textContent = st.loading ? 'loading' : st.error ? 'error: ' + st.error
+      : st.active ? `${st.drivers.size.toLocaleString()} drivers${st.truncated ? ' (capped)' : ''}` : 'live';
+  }
+  $('rp-play').addEventListener('click', () => {
+    if (replay.state.active) replay.toggle();
+    else replay.start(Number($('rp-window').value), Number($('rp-speed').value));
+  });
+  $('rp-live').addEventListener('click', () => replay.stop());
+  $('rp-speed').addEventListener('change', () => replay.setSpeed(Number($('rp-speed').value)));
+  $('rp-time').addEventListener('input', () => {
+    const st = replay.state;
+    replay.seek(st.since + (st.until - st.since) * Number($('rp-time').value) / 1000);
+  });
+  setInterval(() => {
+    const st = replay.state;
+    if (!st.active) return;
+    $('rp-time').value = String(Math.round(1000 * (st.t - st.since) / Math.max(1, st.until - st.since)));
+    $('rp-clock').textContent = fmtTime(st.t);
+    if (!st.playing) showReplay(st);
+  }, 100);
+
   // --- geofences (serve --geofences): shapes with their live counts, the latest events ----
   const fenceLayer = L.layerGroup().addTo(map);
   const fenceCounts = new Map();
@@ -313,9 +376,30 @@
   });
 
   // --- following, search, the rider's pin ----------------------------------------------------
+  // The followed driver's last minutes from the history API, before the live fixes.
+  async function loadTrail(id) {
+    const q = new URLSearchParams({ since: String(Date.now() - TRAIL_MIN * 60000) });
+    if (token) q.set('token', token);
+    try {
+      const r = await fetch(`/api/drivers/${encodeURIComponent(id)}/track?${q}`);
+      if (!r.ok || followed !== id) return;
+      const f = await r.json();
+      const g = f.geometry;
+      const coords = !g ? [] : g.type === 'Point' ? [g.coordinates] : g.coordinates;
+      const first = trail.length ? trail[0][2] : Infinity;
+      const older = coords.map(([lon, lat], i) => [lat, lon, f.properties.times[i]]).filter((p) => p[2] < first);
+      trail.unshift(...older.slice(-TRAIL));
+      if (trail.length > TRAIL) trail.splice(0, trail.length - TRAIL);
+    } catch (e) { /* live fixes still draw the trail */ }
+  }
+
   function follow(id) {
     if (followed && drivers.get(followed)) drivers.get(followed).trail = [];
     followed = id;
+    trail = [];
+    const known = id && drivers.get(id);
+    if (known) known.trail = trail;
+    if (id) loadTrail(id);
     lastEta = null;
     send({ op: 'follow', id });
     $('follow').classList.toggle('hidden', !id);
@@ -364,6 +448,7 @@
       return;
     }
     // The nearest driver within 12 px.
+    if (replay.state.active) return;
     let best = null, bestD = 144;
     for (const d of drivers.values()) {
       const dx = d.sx - ev.containerPoint.x, dy = d.sy - ev.containerPoint.y;
@@ -384,6 +469,9 @@
     followed: () => followed,
     linkOpen: () => !!ws && ws.readyState === 1,
     fences: () => fenceCounts,
+    cells: () => cells,
+    trail: () => trail,
+    replay,
     screenPoint: (id) => { const d = drivers.get(id); return d ? [d.sx, d.sy] : null; },
     dropPin: (lat, lon) => { picking = true; map.fire('click', { latlng: L.latLng(lat, lon), containerPoint: map.latLngToContainerPoint([lat, lon]) }); },
   };

@@ -46,6 +46,60 @@ pub(super) struct MapArgs {
     /// page uses only its embedded basemap and never leaves this server.
     #[arg(long, value_name = "URL")]
     pub(super) tiles: Option<String>,
+    /// How long each driver's track is kept (in memory) for the history API, a followed
+    /// driver's trail and the page's replay: seconds, or 90s, 30m, 1h; 0 keeps none.
+    /// Default: [map] history_window_s (1h).
+    #[arg(long, value_name = "DURATION", value_parser = seconds)]
+    pub(super) history_window: Option<u64>,
+    /// A browser whose view holds more drivers than this gets per-cell counts by status
+    /// instead of positions; 0: never. Default: [map] aggregate_above (2000).
+    #[arg(long, value_name = "N")]
+    pub(super) aggregate_above: Option<usize>,
+}
+
+impl MapArgs {
+    /// The `[map]` settings with these flags over them.
+    pub(super) fn over(&self, map: &mut fleetcast_broker::config::Map) {
+        if let Some(s) = self.history_window {
+            map.history_window_s = s;
+        }
+        if let Some(n) = self.aggregate_above {
+            map.aggregate_above = n;
+        }
+    }
+
+    /// Dashboard options for `basemap` with these flags over `map`.
+    pub(super) fn dashboard(
+        &self,
+        map: &fleetcast_broker::config::Map,
+        basemap: std::sync::Arc<str>,
+    ) -> fleetcast_dashboard::service::DashboardOptions {
+        let mut map = map.clone();
+        self.over(&mut map);
+        let mut options = fleetcast_dashboard::service::DashboardOptions::new(basemap);
+        options.tiles = self.tiles.clone();
+        options.history.window = std::time::Duration::from_secs(map.history_window_s);
+        options.bridge.aggregate_above = map.aggregate_above;
+        options
+    }
+}
+
+/// Seconds from `90`, `90s`, `30m` or `1h`.
+fn seconds(text: &str) -> std::result::Result<u64, String> {
+    let (digits, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: a number of seconds, or with s, m or h"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        _ => return Err(format!("{text:?}: the unit is s, m or h")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?}: too long"))
 }
 
 /// The map's OpenStreetMap extract: `--map`, or central Helsinki (embedded).

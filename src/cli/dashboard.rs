@@ -56,16 +56,21 @@ pub(super) async fn dashboard(args: DashboardArgs) -> Result<()> {
         args.http
     );
     let pbf = map_bytes(&args.map)?;
-    let tokens = match &args.auth {
-        Some(path) => Some(Arc::new(fleetcast::access::BrowserTokens::new(Arc::new(
-            fleetcast_broker::auth::Auth::from_file(path)?,
-        ))) as _),
+    let auth = match &args.auth {
+        Some(path) => Some(Arc::new(fleetcast_broker::auth::Auth::from_file(path)?)),
         None => None,
     };
+    let tokens = auth
+        .as_ref()
+        .map(|a| Arc::new(fleetcast::access::BrowserTokens::new(Arc::clone(a))) as _);
+    let logins = auth
+        .as_ref()
+        .map(|a| Arc::new(fleetcast::access::AccountLogins::new(Arc::clone(a))) as _);
     let options = DashboardOptions {
-        tiles: args.map.tiles.clone(),
         tokens,
-        ..DashboardOptions::new(
+        logins,
+        ..args.map.dashboard(
+            &fleetcast_broker::config::Map::default(),
             stack::city_basemap(&pbf)
                 .with_context(|| format!("building the basemap from {}", map_name(&args.map)))?,
         )

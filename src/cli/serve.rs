@@ -8,7 +8,6 @@ use clap::Args;
 use fleetcast::stack::{self, Metering, Stack};
 use fleetcast_broker::auth::Auth;
 use fleetcast_broker::{Addrs, Config, Listeners};
-use fleetcast_dashboard::service::DashboardOptions;
 use fleetcast_simulator::fleet::{Fleet, FleetConfig};
 use fleetcast_simulator::road_graph::RoadGraph;
 use std::net::SocketAddr;
@@ -161,13 +160,11 @@ async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let config = configuration(&args)?;
     let pbf = map_bytes(&args.map)?;
     let listeners = Listeners::bind(&config).await?;
-    let dashboard = DashboardOptions {
-        tiles: args.map.tiles.clone(),
-        ..DashboardOptions::new(
-            stack::city_basemap(&pbf)
-                .with_context(|| format!("building the basemap from {}", map_name(&args.map)))?,
-        )
-    };
+    let dashboard = args.map.dashboard(
+        &config.map,
+        stack::city_basemap(&pbf)
+            .with_context(|| format!("building the basemap from {}", map_name(&args.map)))?,
+    );
     let metering = if args.no_metrics {
         Metering::Off
     } else {
@@ -268,6 +265,7 @@ fn apply(args: &ServeArgs, config: &mut Config) {
     if let Some(file) = &args.geofences {
         config.geofences.file = file.display().to_string();
     }
+    args.map.over(&mut config.map);
 }
 
 /// The `--auth` credentials file, if given; warns when it cannot sign browser tokens.
