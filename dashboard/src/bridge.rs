@@ -46,7 +46,8 @@ pub struct BridgeConfig {
     pub viewport_margin: f64,
     /// A view holding more drivers than this gets cells instead of positions; 0: never.
     pub aggregate_above: usize,
-    /// Most cells in one aggregation pass (and so in one message).
+    /// Most cells in one message (a view spans at most 48 x 48: only a browser without a
+    /// viewport could have more).
     pub max_cells: usize,
 }
 

@@ -91,18 +91,12 @@ pub struct Census {
 
 type Tallies = HashMap<(i64, i64), Tally>;
 
-/// One pass over the board: every driver `view` shows, counted into `grid`'s cells; at
-/// most `max_cells` cells (drivers in further cells are not counted).
-fn tally(board: &Board, view: &View, grid: Grid, max_cells: usize) -> Tallies {
+/// One pass over the board: every driver `view` shows, counted into `grid`'s cells. At
+/// most one cell per driver, so bounded by the board's `max_drivers`.
+fn tally(board: &Board, view: &View, grid: Grid) -> Tallies {
     let mut cells = Tallies::new();
     board.visit_live(view, |loc| {
-        let key = grid.cell(loc.lat, loc.lon);
-        let room = cells.len() < max_cells;
-        let t = match cells.get_mut(&key) {
-            Some(t) => t,
-            None if room => cells.entry(key).or_default(),
-            None => return,
-        };
+        let t = cells.entry(grid.cell(loc.lat, loc.lon)).or_default();
         let i = match loc.status {
             Status::Available => 0,
             Status::ToPickup => 1,
@@ -115,8 +109,15 @@ fn tally(board: &Board, view: &View, grid: Grid, max_cells: usize) -> Tallies {
     cells
 }
 
-/// The cells of `tallies` that `viewport` touches.
-fn census(tallies: &Tallies, grid: Grid, viewport: Option<&Viewport>) -> Census {
+/// The cells of `tallies` that `viewport` touches, at most `max_cells` of them (a view is
+/// at most [`CELLS_ACROSS`] cells each way, so only a view without a viewport could hold
+/// more); every driver in them is counted.
+fn census(
+    tallies: &Tallies,
+    grid: Grid,
+    viewport: Option<&Viewport>,
+    max_cells: usize,
+) -> Census {
     let range = viewport.map(|v| (grid.cell(v.south, v.west), grid.cell(v.north, v.east)));
     let round = |v: f64| (v * 1e5).round() / 1e5;
     let mut out = Census::default();
@@ -136,6 +137,7 @@ fn census(tallies: &Tallies, grid: Grid, viewport: Option<&Viewport>) -> Census 
     // A stable order: the same cells make the same message, which is then not resent.
     out.cells
         .sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
+    out.cells.truncate(max_cells);
     out
 }
 
@@ -149,7 +151,7 @@ pub struct CellCache {
 }
 
 impl CellCache {
-    /// Tallies stay `fresh_for` (a batch interval); a pass keeps at most `max_cells`.
+    /// Tallies stay `fresh_for` (a batch interval); a message holds at most `max_cells`.
     pub fn new(fresh_for: Duration, max_cells: usize) -> CellCache {
         CellCache {
             fresh_for,
@@ -168,8 +170,8 @@ impl CellCache {
                 follow: None,
                 ..view.clone()
             };
-            let tallies = tally(board, &own, grid, self.max_cells);
-            return (census(&tallies, grid, None), grid);
+            let tallies = tally(board, &own, grid);
+            return (census(&tallies, grid, None, self.max_cells), grid);
         }
         let tallies = {
             let now = Instant::now();
@@ -178,7 +180,7 @@ impl CellCache {
                 Some((at, t)) if now.duration_since(*at) < self.fresh_for => Arc::clone(t),
                 _ => {
                     let everywhere = View::default();
-                    let t = Arc::new(tally(board, &everywhere, grid, self.max_cells));
+                    let t = Arc::new(tally(board, &everywhere, grid));
                     // Grids no browser asked for lately are dropped: at most one per zoom.
                     grids.retain(|_, (at, _)| now.duration_since(*at) < self.fresh_for * 50);
                     grids.insert(grid, (now, Arc::clone(&t)));
@@ -186,7 +188,10 @@ impl CellCache {
                 }
             }
         };
-        (census(&tallies, grid, view.viewport.as_ref()), grid)
+        (
+            census(&tallies, grid, view.viewport.as_ref(), self.max_cells),
+            grid,
+        )
     }
 }
 
@@ -271,10 +276,15 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_is_bounded_by_max_cells() {
+    fn a_message_is_bounded_by_max_cells() {
         let b = board(3_000);
         let cache = CellCache::new(Duration::from_millis(200), 5);
-        let (c, _) = cache.census(&b, &View::default());
-        assert!(c.cells.len() <= 5);
+        let view = View {
+            viewport: Viewport::from_bbox([24.7, 60.0, 25.2, 60.3]),
+            ..View::default()
+        };
+        let (c, _) = cache.census(&b, &view);
+        assert_eq!(c.cells.len(), 5);
+        assert_eq!(c.drivers, 3_000, "every driver counted");
     }
 }

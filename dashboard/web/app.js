@@ -311,6 +311,7 @@
     if (!cells) for (const id of [...drivers.keys()]) if (id !== followed) drivers.delete(id);
     cells = m;
     if (m.follow) upsert(m.follow, performance.now());
+    else if (followed && drivers.get(followed)) drivers.get(followed).stale = true;
     showStats(m.stats);
   }
 
