@@ -266,9 +266,8 @@ impl Stack {
             Metering::On => &recorder,
             Metering::Off => &noop,
         };
-        let tokens = auth
-            .as_ref()
-            .map(|a| Arc::new(BrowserTokens::new(Arc::clone(a))) as _);
+        let browser_tokens = auth.as_ref().map(|a| BrowserTokens::new(Arc::clone(a)));
+        let tokens = browser_tokens.clone().map(|t| Arc::new(t) as _);
         let dashboard = Dashboard::new(
             DashboardOptions {
                 tokens,
@@ -276,6 +275,9 @@ impl Stack {
             },
             r,
         );
+        if let Some(t) = &browser_tokens {
+            t.with_board(Arc::clone(&dashboard.board));
+        }
         let dashboard_routes = dashboard.router();
         let routes = |gateway: &Arc<Gateway>| match metering {
             Metering::On => dashboard_routes.merge(metrics_route(

@@ -7,8 +7,11 @@
 //! board is bounded (`max_drivers`), and drivers gone for a while are evicted.
 
 use crate::latency::LatencyWindow;
+use crate::trips::StatusTimes;
 use crate::viewport::Viewport;
+pub use crate::visibility::Visibility;
 use fleetcast_proto::filter::matches;
+use fleetcast_proto::location::Status;
 use fleetcast_proto::topic::{self, Kind};
 use fleetcast_proto::{owntracks, Location, Presence};
 use serde::Serialize;
@@ -61,6 +64,8 @@ struct Entry {
     version: u64,
     last_seen: Instant,
     liveness: Liveness,
+    /// When it last entered each status (ends share links made `--until-status`).
+    entered: StatusTimes,
 }
 
 #[derive(Debug, Default)]
@@ -82,42 +87,6 @@ pub struct View {
     pub follow: Option<String>,
     /// What the viewer may see at all (a browser token's account); None: everything.
     pub allowed: Option<Visibility>,
-}
-
-/// The drivers one viewer may see: those whose location topic its account could
-/// subscribe to over MQTT. Made by whoever checks the viewer's token (a
-/// [`TokenVerifier`](crate::web::TokenVerifier)), so the board knows no accounts.
-#[derive(Debug, Clone)]
-pub struct Visibility {
-    /// The topic filters the viewer's account may subscribe within, its variables filled.
-    pub filters: std::sync::Arc<[String]>,
-    /// The account name.
-    pub account: String,
-    /// When the viewer's token expires (unix seconds): the bridge closes it then.
-    pub expires_at: Option<u64>,
-}
-
-impl Visibility {
-    /// Whether the token behind it has expired at `now` (unix seconds).
-    pub fn expired(&self, now: u64) -> bool {
-        self.expires_at.is_some_and(|e| now >= e)
-    }
-
-    /// Whether it shows one driver only (a share link's `drivers/{id}/+`).
-    pub fn is_share_link(&self) -> bool {
-        match &self.filters[..] {
-            [one] => one
-                .strip_prefix("drivers/")
-                .and_then(|rest| rest.strip_suffix("/+"))
-                .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#'])),
-            _ => false,
-        }
-    }
-
-    /// Whether a driver on `topic` is shown.
-    pub fn may_see(&self, topic: &str) -> bool {
-        self.filters.iter().any(|f| matches(f, topic))
-    }
 }
 
 impl Default for View {
@@ -312,6 +281,7 @@ impl Board {
         let full = inner.drivers.len() >= self.config.max_drivers;
         match inner.drivers.get_mut(&loc.id) {
             Some(e) => {
+                e.entered.observe(e.location.status, loc.status, now_ms);
                 e.location = loc;
                 e.version = version;
                 e.last_seen = Instant::now();
@@ -322,6 +292,7 @@ impl Board {
                 inner.drivers.insert(
                     loc.id.clone(),
                     Entry {
+                        entered: StatusTimes::first(loc.status, now_ms),
                         location: loc,
                         topic: topic.to_owned(),
                         version,
@@ -332,6 +303,16 @@ impl Board {
             }
         }
         Ingested::Position { latency_ms }
+    }
+
+    /// Whether driver `id` entered `status` at or after `since_ms` (the board's clock, ms
+    /// since the epoch). A driver the board does not hold has not.
+    pub fn entered_since(&self, id: &str, status: Status, since_ms: u64) -> bool {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .drivers
+            .get(id)
+            .is_some_and(|e| e.entered.since(status, since_ms))
     }
 
     /// Marks silent drivers stale and forgets long-gone ones. Call about once a second.

@@ -14,5 +14,7 @@ pub mod latency;
 pub mod meters;
 pub mod protocol;
 pub mod service;
+pub mod trips;
 pub mod viewport;
+pub mod visibility;
 pub mod web;
