@@ -52,20 +52,40 @@ async fn status(http: SocketAddr, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
-async fn post_share(http: SocketAddr, query: &str, login: Option<(&str, &str)>) -> (u16, String) {
+/// `METHOD path` on the share API as `login`: the status and the body.
+async fn share_api(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    login: Option<(&str, &str)>,
+) -> (u16, String) {
     let auth = login.map(|(u, p)| common::basic_auth(u, p));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let path = format!("/api/share?{query}");
-    let a = common::http_request(http, "POST", &path, &headers, b"").await;
+    let a = common::http_request(http, method, path, &headers, b"").await;
     (a.status, a.body)
+}
+
+async fn post_share(http: SocketAddr, query: &str, login: Option<(&str, &str)>) -> (u16, String) {
+    share_api(http, "POST", &format!("/api/share?{query}"), login).await
+}
+
+async fn delete_share(http: SocketAddr, token: &str, login: (&str, &str)) -> (u16, String) {
+    share_api(http, "DELETE", &format!("/api/share/{token}"), Some(login)).await
+}
+
+/// `serve`'s stack with the example accounts, in memory.
+async fn share_stack(
+    auth: &std::sync::Arc<fleetcast_broker::auth::Auth>,
+) -> fleetcast::stack::Stack {
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let config = fleetcast_broker::Config::ephemeral();
+    common::start_stack_with_config(config, options, Some(auth.clone())).await
 }
 
 #[tokio::test]
 async fn a_share_link_shows_one_driver_and_ends() {
     let auth = example_auth();
-    let options = fleetcast::stack::offline_dashboard().unwrap();
-    let config = fleetcast_broker::Config::ephemeral();
-    let stack = common::start_stack_with_config(config, options, Some(auth.clone())).await;
+    let stack = share_stack(&auth).await;
     let addrs = stack.addrs();
     let http = addrs.http;
     let _drivers = drivers(&addrs).await;
@@ -172,19 +192,10 @@ where
     }
 }
 
-async fn delete_share(http: SocketAddr, token: &str, login: (&str, &str)) -> (u16, String) {
-    let auth = common::basic_auth(login.0, login.1);
-    let path = format!("/api/share/{token}");
-    let a = common::http_request(http, "DELETE", &path, &[("Authorization", &auth)], b"").await;
-    (a.status, a.body)
-}
-
 #[tokio::test]
 async fn a_link_until_available_ends_with_the_trip_and_stays_ended() {
     let auth = example_auth();
-    let options = fleetcast::stack::offline_dashboard().unwrap();
-    let config = fleetcast_broker::Config::ephemeral();
-    let stack = common::start_stack_with_config(config, options, Some(auth.clone())).await;
+    let stack = share_stack(&auth).await;
     let addrs = stack.addrs();
     let http = addrs.http;
     let mut options = tcp_options("drv-000001", &addrs);
@@ -297,9 +308,7 @@ async fn the_share_page_draws_the_driver_on_a_phone() {
         return;
     };
     let auth = example_auth();
-    let options = fleetcast::stack::offline_dashboard().unwrap();
-    let config = fleetcast_broker::Config::ephemeral();
-    let stack = common::start_stack_with_config(config, options, Some(auth.clone())).await;
+    let stack = share_stack(&auth).await;
     let addrs = stack.addrs();
     let _drivers = drivers(&addrs).await;
     let now = fleetcast_proto::time::unix_now();

@@ -53,14 +53,19 @@ fn say(code: StatusCode, message: &str) -> Answer {
     (code, Json(json!({ "message": message })))
 }
 
-/// The account whose HTTP Basic credentials came with the request (checked as an MQTT
-/// login is, failed-login back-off included).
-async fn account(
-    gw: &Gateway,
-    auth: &Auth,
+/// The accounts, and the one whose HTTP Basic credentials came with the request (checked
+/// as an MQTT login is, failed-login back-off included).
+async fn account<'a>(
+    gw: &'a Gateway,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<String, Answer> {
+) -> Result<(&'a Auth, String), Answer> {
+    let Some(auth) = &gw.auth else {
+        return Err(say(
+            StatusCode::NOT_FOUND,
+            "share links need a credentials file",
+        ));
+    };
     let login = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(crate::ingest::basic_credentials);
@@ -77,7 +82,7 @@ async fn account(
         .check_from(&gw.logins, peer.ip(), &user, Some((&user, &password)))
         .await
     {
-        Ok(_) => Ok(user),
+        Ok(_) => Ok((auth, user)),
         Err(Refused::Held(_)) => Err(say(StatusCode::TOO_MANY_REQUESTS, "too many failed logins")),
         Err(Refused::Denied(_)) => Err(needed()),
     }
@@ -89,11 +94,8 @@ async fn share(
     Query(q): Query<ShareQuery>,
     headers: HeaderMap,
 ) -> Answer {
-    let Some(auth) = &gw.auth else {
-        return say(StatusCode::NOT_FOUND, "share links need a credentials file");
-    };
-    let user = match account(&gw, auth, peer, &headers).await {
-        Ok(user) => user,
+    let (auth, user) = match account(&gw, peer, &headers).await {
+        Ok(found) => found,
         Err(refused) => return refused,
     };
     let until = match q.until.as_deref().map(crate::auth::parse_status) {
@@ -131,11 +133,8 @@ async fn revoke(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    let Some(auth) = &gw.auth else {
-        return say(StatusCode::NOT_FOUND, "share links need a credentials file");
-    };
-    let user = match account(&gw, auth, peer, &headers).await {
-        Ok(user) => user,
+    let (auth, user) = match account(&gw, peer, &headers).await {
+        Ok(found) => found,
         Err(refused) => return refused,
     };
     match auth.revoke(&token, Some(&user), unix_now()) {
