@@ -1,13 +1,16 @@
 //! Browser tokens and accounts' HTTP Basic credentials for the map, answered by the
 //! broker's accounts: the adapters that let the dashboard (which knows no accounts) ask the
-//! credentials file what a token or an account may see.
+//! credentials file what a token or an account may see, and the board whether a share
+//! link's trip is over.
 
-use fleetcast_broker::auth::{Auth, Refused};
+use fleetcast_broker::auth::{Auth, Refused, TokenAccess};
 use fleetcast_broker::gateway::Gateway;
 use fleetcast_broker::guard::{GuardSettings, LoginGuard};
-use fleetcast_dashboard::board::Visibility;
+use fleetcast_dashboard::board::{Board, Visibility};
 use fleetcast_dashboard::tracks::{LoginFuture, LoginRefused, ViewerLogin};
-use fleetcast_dashboard::web::TokenVerifier;
+use fleetcast_dashboard::visibility::LinkEnd;
+use fleetcast_dashboard::web::{Refusal, TokenVerifier};
+use fleetcast_proto::token::TokenError;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -16,26 +19,65 @@ use std::sync::{Arc, OnceLock};
 #[derive(Debug, Clone)]
 pub struct BrowserTokens {
     auth: Arc<Auth>,
+    /// The board that knows drivers' statuses (set once the dashboard exists); without it
+    /// a link made `--until-status` ends only at its expiry or revocation.
+    board: Arc<OnceLock<Arc<Board>>>,
 }
 
 impl BrowserTokens {
     /// Tokens checked against `auth` (its `token_secret` and accounts).
     pub fn new(auth: Arc<Auth>) -> BrowserTokens {
-        BrowserTokens { auth }
+        BrowserTokens {
+            auth,
+            board: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The board whose drivers' statuses end share links made `--until-status`.
+    pub fn with_board(&self, board: Arc<Board>) {
+        let _ = self.board.set(board);
+    }
+
+    /// Whether the link `access` stands for is over: revoked, or its driver entered the
+    /// ending status after the link was made.
+    fn ended(&self, access: &TokenAccess) -> Option<Refusal> {
+        if access
+            .link_id
+            .as_deref()
+            .is_some_and(|id| self.auth.is_revoked(id))
+        {
+            return Some(gone("share link revoked"));
+        }
+        let (Some(driver), Some(status)) = (&access.driver, access.until_status) else {
+            return None;
+        };
+        let board = self.board.get()?;
+        let since_ms = access.issued_at.saturating_mul(1_000);
+        board
+            .entered_since(driver, status, since_ms)
+            .then(|| gone("the ride is over"))
+    }
+}
+
+fn gone(why: &str) -> Refusal {
+    Refusal {
+        gone: true,
+        why: why.to_owned(),
     }
 }
 
 impl TokenVerifier for BrowserTokens {
-    fn verify(&self, token: &str, now: u64) -> Result<Visibility, String> {
-        let access = self
-            .auth
-            .check_token(token, now)
-            .map_err(|e| e.to_string())?;
+    fn verify(&self, token: &str, now: u64) -> Result<Visibility, Refusal> {
+        let access = self.auth.check_token(token, now).map_err(|e| Refusal {
+            gone: matches!(e, TokenError::Expired | TokenError::Revoked),
+            why: e.to_string(),
+        })?;
         // A browser has no client id of its own: the account name fills both variables,
         // as for an MQTT client whose id is its username.
         let mut filters = access
             .grants
             .subscribe_filters(&access.account, &access.account);
+        let mut ends = None;
         // A share link shows one driver, if its account may see it at all.
         if let Some(driver) = &access.driver {
             let topic = fleetcast_proto::topic::location_topic(driver);
@@ -45,14 +87,25 @@ impl TokenVerifier for BrowserTokens {
                     .grants
                     .may_subscribe(&topic, &access.account, &access.account)
             {
-                return Err(format!("{} may not see {driver}", access.account));
+                return Err(Refusal {
+                    gone: false,
+                    why: format!("{} may not see {driver}", access.account),
+                });
             }
             filters = vec![format!("drivers/{driver}/+")];
+            if let Some(over) = self.ended(&access) {
+                return Err(over);
+            }
+            // Checked again at every batch, so an open page closes when the link ends.
+            let me = self.clone();
+            let access = access.clone();
+            ends = Some(LinkEnd(Arc::new(move |_| me.ended(&access).is_some())));
         }
         Ok(Visibility {
             filters: filters.into(),
             account: access.account,
             expires_at: Some(access.expires_at),
+            ends,
         })
     }
 }
@@ -102,6 +155,7 @@ impl ViewerLogin for AccountLogins {
                 filters: grants.subscribe_filters(user, user).into(),
                 account: user.to_owned(),
                 expires_at: None,
+                ends: None,
             })
         })
     }

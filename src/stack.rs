@@ -266,9 +266,8 @@ impl Stack {
             Metering::On => &recorder,
             Metering::Off => &noop,
         };
-        let tokens = auth
-            .as_ref()
-            .map(|a| Arc::new(BrowserTokens::new(Arc::clone(a))) as _);
+        let browser_tokens = auth.as_ref().map(|a| BrowserTokens::new(Arc::clone(a)));
+        let tokens = browser_tokens.clone().map(|t| Arc::new(t) as _);
         let logins = auth.as_ref().map(|a| AccountLogins::new(Arc::clone(a)));
         let gateway_slot = logins.as_ref().map(AccountLogins::gateway);
         let dashboard = Dashboard::new(
@@ -279,6 +278,9 @@ impl Stack {
             },
             r,
         );
+        if let Some(t) = &browser_tokens {
+            t.with_board(Arc::clone(&dashboard.board));
+        }
         let dashboard_routes = dashboard.router();
         let routes = |gateway: &Arc<Gateway>| {
             // The history API's Basic logins count against the gateway's failure limits.

@@ -182,6 +182,73 @@ async fn fences_are_changed_over_http_by_admins_only() {
     assert_eq!(code, 404);
 }
 
+#[tokio::test]
+async fn fences_changed_over_http_survive_a_restart_with_data() {
+    let admin_hash = fleetcast_broker::auth::hash_password("admin-pw").unwrap();
+    let accounts = format!(
+        "[[account]]\nusername = \"ops\"\npassword_hash = \"{admin_hash}\"\nrole = \"admin\"\n"
+    );
+    let auth = || Arc::new(fleetcast_broker::auth::Auth::from_toml(&accounts).unwrap());
+    let files = TempDir::new("geofences-kept-file");
+    let data = TempDir::new("geofences-kept-data");
+    let file = files.path.join("fences.geojson");
+    let collection = format!(
+        r#"{{"type":"FeatureCollection","features":[{},{}]}}"#,
+        feature("airport"),
+        feature("harbour")
+    );
+    std::fs::write(&file, collection).unwrap();
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.geofences.file = file.display().to_string();
+    config.storage.dir = data.path.display().to_string();
+    let admin = common::basic_auth("ops", "admin-pw");
+    let names = |body: &str| {
+        let list: serde_json::Value = serde_json::from_str(body).unwrap();
+        let mut names: Vec<String> = list["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["properties"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let stack = common::start_stack_with_config(config.clone(), options, Some(auth())).await;
+    let http = stack.addrs().http;
+    let with_admin = [("Authorization", admin.as_str())];
+    // Added, replaced (the file's harbour), deleted (the file's airport).
+    let (code, _) = request(
+        http,
+        "PUT",
+        "/api/geofences/depot",
+        &with_admin,
+        &feature("x"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let moved = feature("x").replace("24.93", "24.90");
+    let (code, _) = request(http, "PUT", "/api/geofences/harbour", &with_admin, &moved).await;
+    assert_eq!(code, 200);
+    let (code, _) = request(http, "DELETE", "/api/geofences/airport", &with_admin, "").await;
+    assert_eq!(code, 200);
+    let (_, before) = request(http, "GET", "/api/geofences", &with_admin, "").await;
+    assert_eq!(names(&before), ["depot", "harbour"]);
+    stack.shutdown().await.unwrap();
+
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let stack = common::start_stack_with_config(config, options, Some(auth())).await;
+    let http = stack.addrs().http;
+    let (code, after) = request(http, "GET", "/api/geofences", &with_admin, "").await;
+    assert_eq!(code, 200);
+    assert_eq!(names(&after), ["depot", "harbour"], "{after}");
+    assert!(
+        after.contains("24.9,") || after.contains("24.9]"),
+        "harbour as moved: {after}"
+    );
+    stack.shutdown().await.unwrap();
+}
+
 #[test]
 fn a_bad_fence_file_stops_serve_naming_it() {
     let dir = TempDir::new("geofences-bad");

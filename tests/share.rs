@@ -1,5 +1,6 @@
 //! "Track my ride" share links: a page for a rider's phone that shows one driver, over the
-//! map's WebSocket with the link's token, until the link expires (then 410 Gone).
+//! map's WebSocket with the link's token, until the link expires, is revoked or its trip is
+//! over (then 410 Gone, and an open page is closed).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -51,27 +52,47 @@ async fn status(http: SocketAddr, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
-async fn post_share(http: SocketAddr, query: &str, login: Option<(&str, &str)>) -> (u16, String) {
+/// `METHOD path` on the share API as `login`: the status and the body.
+async fn share_api(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    login: Option<(&str, &str)>,
+) -> (u16, String) {
     let auth = login.map(|(u, p)| common::basic_auth(u, p));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let path = format!("/api/share?{query}");
-    let a = common::http_request(http, "POST", &path, &headers, b"").await;
+    let a = common::http_request(http, method, path, &headers, b"").await;
     (a.status, a.body)
+}
+
+async fn post_share(http: SocketAddr, query: &str, login: Option<(&str, &str)>) -> (u16, String) {
+    share_api(http, "POST", &format!("/api/share?{query}"), login).await
+}
+
+async fn delete_share(http: SocketAddr, token: &str, login: (&str, &str)) -> (u16, String) {
+    share_api(http, "DELETE", &format!("/api/share/{token}"), Some(login)).await
+}
+
+/// `serve`'s stack with the example accounts, in memory.
+async fn share_stack(
+    auth: &std::sync::Arc<fleetcast_broker::auth::Auth>,
+) -> fleetcast::stack::Stack {
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let config = fleetcast_broker::Config::ephemeral();
+    common::start_stack_with_config(config, options, Some(auth.clone())).await
 }
 
 #[tokio::test]
 async fn a_share_link_shows_one_driver_and_ends() {
     let auth = example_auth();
-    let options = fleetcast::stack::offline_dashboard().unwrap();
-    let config = fleetcast_broker::Config::ephemeral();
-    let stack = common::start_stack_with_config(config, options, Some(auth.clone())).await;
+    let stack = share_stack(&auth).await;
     let addrs = stack.addrs();
     let http = addrs.http;
     let _drivers = drivers(&addrs).await;
     let now = fleetcast_proto::time::unix_now();
     // partner-1 may see drv-000001 and drv-000002; its link shows only the one it names.
-    let token = auth
-        .mint_share(Some("partner-1"), "drv-000001", now, 60)
+    let (token, _) = auth
+        .mint_share(Some("partner-1"), "drv-000001", now, 60, None)
         .unwrap();
     let page = http_get(http, &format!("/t/{token}")).await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
@@ -104,8 +125,8 @@ async fn a_share_link_shows_one_driver_and_ends() {
     );
 
     // Expired: 410 Gone; altered: 403; a map token that is no ride link: 403.
-    let expired = auth
-        .mint_share(Some("partner-1"), "drv-000001", now - 100, 10)
+    let (expired, _) = auth
+        .mint_share(Some("partner-1"), "drv-000001", now - 100, 10, None)
         .unwrap();
     assert_eq!(status(http, &format!("/t/{expired}")).await, 410);
     let mut forged = token.clone();
@@ -117,9 +138,9 @@ async fn a_share_link_shows_one_driver_and_ends() {
     assert_eq!(status(http, &format!("/t/{map}")).await, 403);
     // An account cannot share a driver it may not see, nor a wildcard.
     assert!(auth
-        .mint_share(Some("partner-1"), "drv-000003", now, 60)
+        .mint_share(Some("partner-1"), "drv-000003", now, 60, None)
         .is_err());
-    assert!(auth.mint_share(None, "+", now, 60).is_err());
+    assert!(auth.mint_share(None, "+", now, 60, None).is_err());
 
     // Over HTTP, for the account that asks.
     let partner = Some(("partner-1", "partner-demo"));
@@ -134,19 +155,164 @@ async fn a_share_link_shows_one_driver_and_ends() {
     assert_eq!(code, 401);
 }
 
+/// One driver's fix in `status`, published now.
+async fn publish_status(driver: &TestClient, id: &str, seq: u64, status: &str) {
+    let body = fix(id, seq).replace("\"to_pickup\"", &format!("\"{status}\""));
+    driver
+        .client
+        .publish(
+            format!("drivers/{id}/location"),
+            QoS::AtLeastOnce,
+            false,
+            body,
+        )
+        .await
+        .unwrap();
+}
+
+/// Whether the map's WebSocket `ws` is closed by the server within `wait` (reading and
+/// dropping what it sends until then).
+async fn closed_within<S>(ws: &mut S, wait: Duration) -> bool
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    let until = Instant::now() + wait;
+    loop {
+        match timeout(until.saturating_duration_since(Instant::now()), ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_))) => return true,
+            Ok(Some(Ok(m))) if m.is_close() => return true,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_link_until_available_ends_with_the_trip_and_stays_ended() {
+    let auth = example_auth();
+    let stack = share_stack(&auth).await;
+    let addrs = stack.addrs();
+    let http = addrs.http;
+    let mut options = tcp_options("drv-000001", &addrs);
+    options.set_credentials("drv-000001", "drv1-demo");
+    let driver = TestClient::connect(options).await;
+    // Waiting for a rider before the link is made: that wait does not end the link.
+    publish_status(&driver, "drv-000001", 1, "available").await;
+    let partner = Some(("partner-1", "partner-demo"));
+    let (code, body) = post_share(http, "driver=drv-000001&until=sleeping", partner).await;
+    assert_eq!(code, 400, "an unknown status: {body}");
+    // The board must have seen the driver available before the link is made.
+    let deadline = Instant::now() + common::PATIENCE;
+    while stack.dashboard.board.online() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the driver never reached the map"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Links are made at a whole second: make sure the fix above is from an earlier one.
+    let second = fleetcast_proto::time::unix_now();
+    while fleetcast_proto::time::unix_now() == second {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, body) = post_share(http, "driver=drv-000001&until=available", partner).await;
+    assert_eq!(code, 200, "{body}");
+    let made: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = made["token"].as_str().unwrap().to_owned();
+    assert!(made["id"].as_str().is_some_and(|id| !id.is_empty()));
+    publish_status(&driver, "drv-000001", 2, "available").await;
+    publish_status(&driver, "drv-000001", 3, "to_pickup").await;
+    publish_status(&driver, "drv-000001", 4, "on_trip").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws?token={token}"))
+        .await
+        .expect("the trip is not over yet");
+    assert!(
+        !closed_within(&mut ws, Duration::from_millis(600)).await,
+        "open while on the trip"
+    );
+    assert_eq!(status(http, &format!("/t/{token}")).await, 200);
+    // The trip ends: the open page is closed and the link answers 410 from now on, even
+    // once the driver takes the next rider.
+    publish_status(&driver, "drv-000001", 5, "available").await;
+    assert!(
+        closed_within(&mut ws, common::PATIENCE).await,
+        "closed when the driver became available"
+    );
+    publish_status(&driver, "drv-000001", 6, "to_pickup").await;
+    assert_eq!(status(http, &format!("/t/{token}")).await, 410);
+    let refused = tokio_tungstenite::connect_async(format!("ws://{http}/ws?token={token}")).await;
+    assert!(refused.is_err(), "no socket for a link whose trip is over");
+}
+
+#[tokio::test]
+async fn a_revoked_link_is_gone_at_once_and_after_a_restart() {
+    let auth = example_auth();
+    let data = common::TempDir::new("share-revoke");
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.storage.dir = data.path.display().to_string();
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let stack = common::start_stack_with_config(config.clone(), options, Some(auth.clone())).await;
+    let http = stack.addrs().http;
+    let partner = Some(("partner-1", "partner-demo"));
+    let (code, body) = post_share(http, "driver=drv-000001&for=600", partner).await;
+    assert_eq!(code, 200, "{body}");
+    let made: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = made["token"].as_str().unwrap().to_owned();
+    let (code, body) = post_share(http, "driver=drv-000002&for=600", partner).await;
+    assert_eq!(code, 200, "{body}");
+    let other: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let kept = other["token"].as_str().unwrap().to_owned();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws?token={token}"))
+        .await
+        .expect("a fresh link opens");
+    // Only its account (or an admin) may revoke it.
+    let (code, _) = delete_share(http, &token, ("rider-1", "rider-demo")).await;
+    assert_eq!(code, 403);
+    let (code, body) = delete_share(http, &token, ("partner-1", "partner-demo")).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(made["id"].as_str().unwrap()), "{body}");
+    assert!(
+        closed_within(&mut ws, common::PATIENCE).await,
+        "the open page is closed"
+    );
+    assert_eq!(status(http, &format!("/t/{token}")).await, 410);
+    assert_eq!(
+        status(http, &format!("/t/{kept}")).await,
+        200,
+        "one link only"
+    );
+    let (code, _) = delete_share(http, &token, ("partner-1", "partner-demo")).await;
+    assert_eq!(code, 200, "revoking again changes nothing");
+    let (code, _) = delete_share(http, "not-a-token", ("partner-1", "partner-demo")).await;
+    assert_eq!(code, 400);
+    stack.shutdown().await.unwrap();
+
+    // With --data the revocation outlives the process (the accounts are read afresh, as
+    // a new process would).
+    let options = fleetcast::stack::offline_dashboard().unwrap();
+    let stack = common::start_stack_with_config(config, options, Some(example_auth())).await;
+    let http = stack.addrs().http;
+    assert_eq!(status(http, &format!("/t/{token}")).await, 410);
+    assert_eq!(status(http, &format!("/t/{kept}")).await, 200);
+    stack.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_share_page_draws_the_driver_on_a_phone() {
     let Some(mut chrome) = common::chrome::Chrome::launch().await else {
         return;
     };
     let auth = example_auth();
-    let options = fleetcast::stack::offline_dashboard().unwrap();
-    let config = fleetcast_broker::Config::ephemeral();
-    let stack = common::start_stack_with_config(config, options, Some(auth.clone())).await;
+    let stack = share_stack(&auth).await;
     let addrs = stack.addrs();
     let _drivers = drivers(&addrs).await;
     let now = fleetcast_proto::time::unix_now();
-    let token = auth.mint_share(None, "drv-000001", now, 60).unwrap();
+    let (token, _) = auth.mint_share(None, "drv-000001", now, 60, None).unwrap();
     let base = format!("http://{}", addrs.http);
     chrome.navigate(&format!("{base}/t/{token}")).await;
     let patience = Duration::from_secs(30);

@@ -196,6 +196,85 @@ async fn a_client_certificate_logs_in_as_its_common_name() {
     );
 }
 
+/// `POST path` with `body` over HTTPS to `addr`, trusting the dev CA in `dir`, with the
+/// client certificate `client` (a name `dev_certs` made) if any; the whole answer.
+async fn https_post(
+    addr: std::net::SocketAddr,
+    dir: &Path,
+    client: Option<&str>,
+    path: &str,
+    body: &str,
+) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in fleetcast_broker::tls::load_certs(&dir.join("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        Some(name) => {
+            let certs =
+                fleetcast_broker::tls::load_certs(&dir.join(format!("{name}.pem"))).unwrap();
+            let key = fleetcast_broker::tls::load_key(&dir.join(format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    timeout(PATIENCE, tls.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .ok();
+    answer
+}
+
+#[tokio::test]
+async fn https_publishing_takes_a_client_certificate_as_the_account() {
+    let dir = TempDir::new("https-cert");
+    dev_certs(&dir.path, &["drv-000001", "nobody"]);
+    let b = TestBroker::with_config_and_example_credentials(tls_config(&dir.path, true)).await;
+    let port = b.addrs.mqtts.unwrap().port();
+    let url = format!("mqtts://localhost:{port}");
+    let mut bridge_o = options(&url, "fleetcast-dashboard-https", &trusting(&dir.path));
+    bridge_o.set_credentials("bridge", "bridge-demo");
+    let mut bridge = TestClient::connect(bridge_o).await;
+    bridge.subscribe("drivers/#", QoS::AtLeastOnce).await;
+    let now = fleetcast_proto::time::now_ms();
+    let fix = format!(
+        r#"{{"id":"drv-000001","lat":60.17,"lon":24.94,"heading":0,"speed":0,"accuracy":5,"status":"available","seq":1,"ts":{now}}}"#
+    );
+    let own = "/topics/drivers/drv-000001/location?qos=1";
+    let answer = https_post(b.addrs.http, &dir.path, Some("drv-000001"), own, &fix).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = bridge
+        .next_publish()
+        .await
+        .expect("published as drv-000001");
+    assert_eq!(got.topic, "drivers/drv-000001/location");
+    // The certificate's account has the driver policy: another driver's topic is refused.
+    let other = "/topics/drivers/drv-000002/location?qos=1";
+    let answer = https_post(b.addrs.http, &dir.path, Some("drv-000001"), other, &fix).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // A certificate the CA signed for a name with no account, or none at all: 401.
+    let answer = https_post(b.addrs.http, &dir.path, Some("nobody"), own, &fix).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = https_post(b.addrs.http, &dir.path, None, own, &fix).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
 #[tokio::test]
 async fn mosquitto_clients_speak_tls_to_fleetcast() {
     if !require_program("mosquitto_sub") || !require_program("mosquitto_pub") {

@@ -27,6 +27,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod links;
+pub use links::{parse_status, RevokeError, TokenAccess, MAX_REVOKED};
+
 /// A credentials file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -116,19 +119,6 @@ impl From<Hold> for Refused {
     }
 }
 
-/// What a valid browser token grants.
-#[derive(Debug, Clone)]
-pub struct TokenAccess {
-    /// The account it names.
-    pub account: String,
-    /// The account's grants.
-    pub grants: Arc<Grants>,
-    /// When it expires (unix seconds).
-    pub expires_at: u64,
-    /// For a share link: the one driver it shows.
-    pub driver: Option<String>,
-}
-
 /// The loaded accounts.
 #[derive(Debug)]
 pub struct Auth {
@@ -142,6 +132,8 @@ pub struct Auth {
     own_guard: OnceLock<LoginGuard>,
     /// argon2 verifications run so far (what the cache saves is visible in tests).
     argon_runs: std::sync::atomic::AtomicU64,
+    /// Share links revoked before their expiry.
+    revoked: links::Revocations,
 }
 
 /// Hashes a password for a credentials file (argon2id, random salt, PHC string).
@@ -244,6 +236,7 @@ impl Auth {
             digest_key: RandomState::new(),
             own_guard: OnceLock::new(),
             argon_runs: std::sync::atomic::AtomicU64::new(0),
+            revoked: links::Revocations::default(),
         })
     }
 
@@ -282,77 +275,6 @@ impl Auth {
             return Err(token::TokenError::UnknownAccount(account.to_owned()));
         }
         Ok(token::mint(secret, account, now.saturating_add(ttl_s)))
-    }
-
-    /// The account and grants a browser token names, checked at `now` (unix seconds).
-    ///
-    /// # Errors
-    /// No `token_secret`, a bad or expired token, or an account no longer in the file.
-    pub fn check_token(&self, token: &str, now: u64) -> Result<TokenAccess, token::TokenError> {
-        let secret = self.secret()?;
-        let v = token::verify_claims(secret, token, now)?;
-        let grants = match (&v.driver, v.account.is_empty()) {
-            // The operator's own share link (`fleetcast share` without --account): the
-            // holder of the token secret may show any one driver.
-            (Some(driver), true) => Arc::new(Grants {
-                publish: Vec::new(),
-                subscribe: vec![format!("drivers/{driver}/+")],
-            }),
-            _ => self
-                .accounts
-                .get(&v.account)
-                .map(|a| Arc::clone(&a.grants))
-                .ok_or_else(|| token::TokenError::UnknownAccount(v.account.clone()))?,
-        };
-        Ok(TokenAccess {
-            account: v.account,
-            grants,
-            expires_at: v.exp,
-            driver: v.driver,
-        })
-    }
-
-    /// A share link's token: `driver` (its location and status topics) as `account` may
-    /// see it, or, with no account, as the operator who holds the token secret, for `ttl_s`
-    /// seconds from `now`.
-    ///
-    /// # Errors
-    /// No `token_secret`, no such account, or one whose grants do not show that driver.
-    pub fn mint_share(
-        &self,
-        account: Option<&str>,
-        driver: &str,
-        now: u64,
-        ttl_s: u64,
-    ) -> Result<String, token::TokenError> {
-        let secret = self.secret()?;
-        // A wildcard or a level separator would make "one driver" many.
-        let one_level = !driver.is_empty() && !driver.contains(['/', '+', '#']);
-        let not_visible = || {
-            let who = account.unwrap_or("the operator").to_owned();
-            token::TokenError::NotVisible(who, driver.to_owned())
-        };
-        if !one_level {
-            return Err(not_visible());
-        }
-        if let Some(account) = account {
-            let grants = self
-                .accounts
-                .get(account)
-                .map(|a| &a.grants)
-                .ok_or_else(|| token::TokenError::UnknownAccount(account.to_owned()))?;
-            let topic = fleetcast_proto::topic::location_topic(driver);
-            if !grants.may_subscribe(&topic, account, account) {
-                return Err(not_visible());
-            }
-        }
-        let exp = now.saturating_add(ttl_s);
-        Ok(token::mint_share(
-            secret,
-            account.unwrap_or(""),
-            driver,
-            exp,
-        ))
     }
 
     /// Grants of a client that a verified TLS certificate names: the account whose

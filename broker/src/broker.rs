@@ -236,12 +236,22 @@ impl Broker {
             extras.recorder,
             extras.auth,
             tls.clone(),
-            restored.as_ref().map(|(d, _)| Arc::clone(d)),
+            restored.as_ref().map(|r| Arc::clone(&r.durable)),
         ));
-        let durable = restored.map(|(durable, sessions)| {
-            for (client_id, filters, expiry) in sessions {
+        let mut kept_fences = Vec::new();
+        let durable = restored.map(|restored| {
+            for (client_id, filters, expiry) in restored.sessions {
                 gateway.restored_session(&client_id, &filters, expiry);
             }
+            let durable = restored.durable;
+            if let Some(auth) = &gateway.auth {
+                let now = fleetcast_proto::time::unix_now();
+                for (id, _) in restored.revoked.iter().filter(|(_, exp)| *exp <= now) {
+                    durable.revoked(id, None);
+                }
+                auth.keep_revocations_in(Arc::clone(&durable), restored.revoked, now);
+            }
+            kept_fences = restored.geofences;
             durable
         });
         let tracker = TaskTracker::new();
@@ -285,7 +295,8 @@ impl Broker {
         .merge(crate::ingest::routes(ingest))
         .merge(crate::share::routes(Arc::clone(&gateway)));
         if let Some(fences) = geofences {
-            let fences = crate::geofence::Geofences::new(rules, fences, publisher);
+            let store = durable.clone().map(|d| (d, kept_fences));
+            let fences = crate::geofence::Geofences::new(rules, fences, publisher, store);
             let _ = gateway.geofences.set(Arc::clone(&fences));
             if let Some(cluster) = gateway.cluster.get() {
                 // Every node follows every fix, and publishes the same events to its own
@@ -395,6 +406,16 @@ impl Drop for Broker {
 /// Each restored persistent session: its client id, filters, and the seconds it has left.
 type RestoredSessions = Vec<(String, Vec<(String, u8)>, u32)>;
 
+/// What a data directory gave back at start.
+struct Restored {
+    durable: Arc<Durable>,
+    sessions: RestoredSessions,
+    /// Fences changed over the API: name -> Feature, empty when deleted.
+    geofences: Vec<(String, Vec<u8>)>,
+    /// Revoked share links: id -> expiry.
+    revoked: Vec<(String, u64)>,
+}
+
 /// Opens the data directory, loads it into the router and starts its flusher. Sessions
 /// whose expiry passed while fleetcast was down are dropped.
 async fn restore_state(
@@ -402,7 +423,7 @@ async fn restore_state(
     config: &Config,
     router: &RouterHandle,
     recorder: &dyn metrics::Recorder,
-) -> Result<(Arc<Durable>, RestoredSessions), BrokerError> {
+) -> Result<Restored, BrokerError> {
     let store = Store::open(dir)?;
     let loaded = store.load()?;
     let retained = loaded.retained.len();
@@ -428,7 +449,12 @@ async fn restore_state(
     let durable =
         Durable::start(store, live, expired, settings, meters).map_err(BrokerError::Flusher)?;
     durable.loaded(retained);
-    Ok((durable, sessions))
+    Ok(Restored {
+        durable,
+        sessions,
+        geofences: loaded.geofences,
+        revoked: loaded.revoked,
+    })
 }
 
 /// Seconds a saved session has left (`u32::MAX`: for ever), None when it has expired. One

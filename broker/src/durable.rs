@@ -115,6 +115,10 @@ struct State {
     sessions: HashMap<String, Owed>,
     /// Sessions changed since the last flush (those no longer in `sessions` are deleted).
     dirty: HashSet<String>,
+    /// Fences changed over the API since the last flush: name -> GeoJSON, empty if deleted.
+    geofences: HashMap<String, Bytes>,
+    /// Share links revoked (id -> expiry) or forgotten (None) since the last flush.
+    revoked: HashMap<String, Option<u64>>,
 }
 
 /// The durable state of one broker, and its flusher.
@@ -259,7 +263,12 @@ impl Durable {
                 (id, saved)
             })
             .collect();
-        Batch { retained, sessions }
+        Batch {
+            retained,
+            sessions,
+            geofences: std::mem::take(&mut state.geofences).into_iter().collect(),
+            revoked: std::mem::take(&mut state.revoked).into_iter().collect(),
+        }
     }
 
     /// A batch that could not be written: its changes wait for the next flush, unless newer
@@ -272,6 +281,24 @@ impl Durable {
         for (id, _) in batch.sessions {
             state.dirty.insert(id);
         }
+        for (name, fence) in batch.geofences {
+            state.geofences.entry(name).or_insert(fence);
+        }
+        for (id, exp) in batch.revoked {
+            state.revoked.entry(id).or_insert(exp);
+        }
+    }
+
+    /// A fence set over the API (its GeoJSON Feature), or deleted (`None`): kept, deletions
+    /// too, so that a fence of the `--geofences` file deleted over the API stays deleted.
+    pub fn geofence(&self, name: &str, feature: Option<&str>) {
+        let value = feature.map_or_else(Bytes::new, |f| Bytes::copy_from_slice(f.as_bytes()));
+        self.lock().geofences.insert(name.to_owned(), value);
+    }
+
+    /// A share link revoked until `exp` (unix seconds), or forgotten (`None`) once expired.
+    pub fn revoked(&self, id: &str, exp: impl Into<Option<u64>>) {
+        self.lock().revoked.insert(id.to_owned(), exp.into());
     }
 
     /// A publish the gateway passed to the router (with its MQTT 5 properties): a retained

@@ -89,6 +89,11 @@ impl HttpLimits {
     }
 }
 
+/// The common name of the client certificate an HTTPS connection presented (verified
+/// against `[tls] client_ca`), as a request extension.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub String);
+
 /// [`serve_limited`] with the default bounds and no meters (the standalone dashboard).
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -161,6 +166,18 @@ pub async fn serve_limited(
                             Ok(Ok(tls)) => tls,
                             _ => return,
                         },
+                    };
+                    // A verified client certificate's common name: the device's account
+                    // for HTTP publishing (HTTPS with `[tls] client_ca`).
+                    let cn = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(crate::tls::common_name);
+                    let app = match cn {
+                        Some(cn) => app.layer(axum::Extension(ClientCertificate(cn))),
+                        None => app,
                     };
                     serve_connection(tls, app, &shutdown).await
                 }

@@ -34,6 +34,10 @@ const CACHE_BYTES: usize = 64 << 20;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RETAINED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("retained");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Fences set over the API: name -> GeoJSON Feature, or empty when deleted over the API.
+const GEOFENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("geofences");
+/// Share links revoked: id -> the link's expiry (unix seconds).
+const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,10 @@ pub struct Loaded {
     pub retained: Vec<Retained>,
     /// Persistent sessions.
     pub sessions: Vec<SavedSession>,
+    /// Fences set over the API: name -> GeoJSON Feature text, empty when deleted.
+    pub geofences: Vec<(String, Vec<u8>)>,
+    /// Revoked share links: id -> expiry (unix seconds).
+    pub revoked: Vec<(String, u64)>,
 }
 
 /// Changes to write in one transaction. `None` deletes.
@@ -101,17 +109,21 @@ pub struct Batch {
     pub retained: Vec<(bytes::Bytes, Option<Retained>)>,
     /// Client id -> session, or none.
     pub sessions: Vec<(String, Option<SavedSession>)>,
+    /// Fence name -> GeoJSON Feature, or empty for one deleted over the API.
+    pub geofences: Vec<(String, bytes::Bytes)>,
+    /// Share link id -> its expiry, or none to forget it.
+    pub revoked: Vec<(String, Option<u64>)>,
 }
 
 impl Batch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.retained.is_empty() && self.sessions.is_empty()
+        self.len() == 0
     }
 
     /// Records written or deleted.
     pub fn len(&self) -> usize {
-        self.retained.len() + self.sessions.len()
+        self.retained.len() + self.sessions.len() + self.geofences.len() + self.revoked.len()
     }
 }
 
@@ -218,6 +230,8 @@ impl Store {
                 .map_err(|e| self.write_error(e))?;
             txn.open_table(RETAINED).map_err(|e| self.write_error(e))?;
             txn.open_table(SESSIONS).map_err(|e| self.write_error(e))?;
+            txn.open_table(GEOFENCES).map_err(|e| self.write_error(e))?;
+            txn.open_table(REVOKED).map_err(|e| self.write_error(e))?;
         }
         txn.commit().map_err(|e| self.write_error(e))
     }
@@ -268,6 +282,29 @@ impl Store {
                 .map_err(|why| self.corrupt(format!("session {:?}: {why}", k.value())))?;
             loaded.sessions.push(record);
         }
+        // Stores written before these tables existed have none: nothing was kept.
+        match txn.open_table(GEOFENCES) {
+            Ok(table) => {
+                for row in table.iter().map_err(|e| self.corrupt(e))? {
+                    let (k, v) = row.map_err(|e| self.corrupt(e))?;
+                    loaded
+                        .geofences
+                        .push((k.value().to_owned(), v.value().to_vec()));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.corrupt(e)),
+        }
+        match txn.open_table(REVOKED) {
+            Ok(table) => {
+                for row in table.iter().map_err(|e| self.corrupt(e))? {
+                    let (k, v) = row.map_err(|e| self.corrupt(e))?;
+                    loaded.revoked.push((k.value().to_owned(), v.value()));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.corrupt(e)),
+        }
         Ok(loaded)
     }
 
@@ -297,6 +334,20 @@ impl Store {
                         sessions.insert(client_id.as_str(), &record[..])
                     }
                     None => sessions.remove(client_id.as_str()).map(|_| None),
+                }
+                .map_err(|e| self.write_error(e))?;
+            }
+            let mut fences = txn.open_table(GEOFENCES).map_err(|e| self.write_error(e))?;
+            for (name, feature) in &batch.geofences {
+                fences
+                    .insert(name.as_str(), &feature[..])
+                    .map_err(|e| self.write_error(e))?;
+            }
+            let mut revoked = txn.open_table(REVOKED).map_err(|e| self.write_error(e))?;
+            for (id, exp) in &batch.revoked {
+                match exp {
+                    Some(exp) => revoked.insert(id.as_str(), *exp).map(|_| ()),
+                    None => revoked.remove(id.as_str()).map(|_| ()),
                 }
                 .map_err(|e| self.write_error(e))?;
             }
@@ -352,6 +403,11 @@ mod tests {
                     }],
                 }),
             )],
+            geofences: vec![
+                ("airport".into(), Bytes::from(r#"{"type":"Feature"}"#)),
+                ("old".into(), Bytes::new()),
+            ],
+            revoked: vec![("link-1".into(), Some(2_000)), ("link-2".into(), Some(9))],
         }
     }
 
@@ -363,7 +419,8 @@ mod tests {
             store.write(&batch()).expect("writes");
             let delete = Batch {
                 retained: vec![(Bytes::from("drivers/a/status"), None)],
-                sessions: vec![],
+                revoked: vec![("link-2".into(), None)],
+                ..Batch::default()
             };
             store.write(&delete).expect("deletes");
         }
@@ -371,6 +428,14 @@ mod tests {
         let loaded = store.load().expect("loads");
         assert_eq!(loaded.retained.len(), 1);
         assert_eq!(&loaded.retained[0].topic[..], b"drivers/a/location");
+        assert_eq!(
+            loaded.geofences,
+            vec![
+                ("airport".to_owned(), br#"{"type":"Feature"}"#.to_vec()),
+                ("old".to_owned(), Vec::new()),
+            ]
+        );
+        assert_eq!(loaded.revoked, vec![("link-1".to_owned(), 2_000)]);
         assert_eq!(
             loaded.sessions,
             batch()

@@ -153,7 +153,22 @@ impl Acceptors {
                 .with_no_client_auth()
                 .with_single_cert(certs.clone(), key.clone_key())?,
         };
-        let mut web = builder.with_no_client_auth().with_single_cert(certs, key)?;
+        // HTTPS and WSS ask for a client certificate but never require one (browsers have
+        // none): a device's certificate names its account for HTTP publishing.
+        let web = match &files.client_ca {
+            Some(ca) => {
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(load_roots(ca)?),
+                    provider(),
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut web = web.with_single_cert(certs, key)?;
         web.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Acceptors {
             mqtt: TlsAcceptor::from(Arc::new(mqtt)),

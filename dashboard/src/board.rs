@@ -8,9 +8,11 @@
 
 use crate::history::History;
 use crate::latency::LatencyWindow;
+use crate::trips::StatusTimes;
 use crate::viewport::Viewport;
 pub use crate::visibility::Visibility;
 use fleetcast_proto::filter::matches;
+use fleetcast_proto::location::Status;
 use fleetcast_proto::topic::{self, Kind};
 use fleetcast_proto::{owntracks, Location, Presence};
 use serde::Serialize;
@@ -63,6 +65,8 @@ struct Entry {
     version: u64,
     last_seen: Instant,
     liveness: Liveness,
+    /// When it last entered each status (ends share links made `--until-status`).
+    entered: StatusTimes,
 }
 
 #[derive(Debug, Default)]
@@ -293,6 +297,7 @@ impl Board {
         }
         match inner.drivers.get_mut(&loc.id) {
             Some(e) => {
+                e.entered.observe(e.location.status, loc.status, now_ms);
                 e.location = loc;
                 e.version = version;
                 e.last_seen = Instant::now();
@@ -303,6 +308,7 @@ impl Board {
                 inner.drivers.insert(
                     loc.id.clone(),
                     Entry {
+                        entered: StatusTimes::first(loc.status, now_ms),
                         location: loc,
                         topic: topic.to_owned(),
                         version,
@@ -313,6 +319,16 @@ impl Board {
             }
         }
         Ingested::Position { latency_ms }
+    }
+
+    /// Whether driver `id` entered `status` at or after `since_ms` (the board's clock, ms
+    /// since the epoch). A driver the board does not hold has not.
+    pub fn entered_since(&self, id: &str, status: Status, since_ms: u64) -> bool {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .drivers
+            .get(id)
+            .is_some_and(|e| e.entered.since(status, since_ms))
     }
 
     /// Marks silent drivers stale and forgets long-gone ones. Call about once a second.

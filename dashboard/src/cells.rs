@@ -112,12 +112,7 @@ fn tally(board: &Board, view: &View, grid: Grid) -> Tallies {
 /// The cells of `tallies` that `viewport` touches, at most `max_cells` of them (a view is
 /// at most [`CELLS_ACROSS`] cells each way, so only a view without a viewport could hold
 /// more); every driver in them is counted.
-fn census(
-    tallies: &Tallies,
-    grid: Grid,
-    viewport: Option<&Viewport>,
-    max_cells: usize,
-) -> Census {
+fn census(tallies: &Tallies, grid: Grid, viewport: Option<&Viewport>, max_cells: usize) -> Census {
     let range = viewport.map(|v| (grid.cell(v.south, v.west), grid.cell(v.north, v.east)));
     let round = |v: f64| (v * 1e5).round() / 1e5;
     let mut out = Census::default();
@@ -269,6 +264,7 @@ mod tests {
                 filters: vec!["drivers/d1/+".to_owned()].into(),
                 account: "a".into(),
                 expires_at: None,
+                ends: None,
             }),
             ..view
         };

@@ -158,6 +158,7 @@ mod tests {
             filters: vec!["drivers/+/location".to_owned()].into(),
             account: "rider-1".into(),
             expires_at: None,
+            ends: None,
         };
         let (fences, _) = f.since(&mut 0, Some(&rider)).expect("a version");
         assert!(fences.is_empty());

@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod service;
 pub mod timestamp;
 pub mod tracks;
+pub mod trips;
 pub mod viewport;
 pub mod visibility;
 pub mod web;

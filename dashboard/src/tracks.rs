@@ -115,7 +115,7 @@ impl TrackState {
         if let (Some(tokens), Some(token)) = (&self.tokens, token.or(bearer)) {
             return match tokens.verify(token, unix_now()) {
                 Ok(v) => Ok(Some(v)),
-                Err(e) => Err(answer(StatusCode::UNAUTHORIZED, &e)),
+                Err(e) => Err(answer(StatusCode::UNAUTHORIZED, &e.why)),
             };
         }
         let basic = authorization.and_then(basic_credentials);

@@ -114,7 +114,23 @@ pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// Why the token is refused (sent to the browser with the 401).
-    fn verify(&self, token: &str, now: u64) -> Result<Visibility, String>;
+    fn verify(&self, token: &str, now: u64) -> Result<Visibility, Refusal>;
+}
+
+/// Why a browser token is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// It was good and has ended (expired, revoked, or its ride is over): a share link's
+    /// page answers 410 Gone.
+    pub gone: bool,
+    /// What to tell the browser.
+    pub why: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
 }
 
 /// The dashboard routes: `/`, `/app.js`, `/app.css`, `/vendor/leaflet/...`,
@@ -147,8 +163,8 @@ pub fn app(state: DashboardState) -> Router {
 }
 
 /// The "track my ride" page of a share link (`fleetcast share`): 410 Gone once the link has
-/// expired, 403 for one that is not ours or not a share link, 404 when the map takes no
-/// tokens at all.
+/// expired, was revoked or its ride is over, 403 for one that is not ours or not a share
+/// link, 404 when the map takes no tokens at all.
 async fn share_page(State(state): State<DashboardState>, Path(token): Path<String>) -> Response {
     let Some(tokens) = &state.tokens else {
         return StatusCode::NOT_FOUND.into_response();
@@ -187,7 +203,7 @@ async fn share_page(State(state): State<DashboardState>, Path(token): Path<Strin
             r
         }
         Ok(_) => page(StatusCode::FORBIDDEN, "This is not a ride link."),
-        Err(e) if e.contains("expired") => page(StatusCode::GONE, "This ride is over."),
+        Err(e) if e.gone => page(StatusCode::GONE, "This ride is over."),
         Err(_) => page(StatusCode::FORBIDDEN, "This link is not valid."),
     }
 }

@@ -7,8 +7,10 @@
 //!
 //! Format: `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))`, with
 //! claims `{"sub": account, "exp": unix seconds}`, and for a share link ("track my ride")
-//! `"drv": driver id`, which narrows what the token shows to that one driver. The secret is
-//! the credentials file's `token_secret`; changing it revokes every token.
+//! `"drv": driver id`, which narrows what the token shows to that one driver, `"jti"`, the
+//! link's id (what a revocation names), `"iat"`, when it was made, and optionally
+//! `"until"`, a driver status that ends the link once the driver enters it after `iat`.
+//! The secret is the credentials file's `token_secret`; changing it revokes every token.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -40,6 +42,9 @@ pub enum TokenError {
     /// A share link for a driver its account may not see.
     #[error("account {0} may not see driver {1}")]
     NotVisible(String, String),
+    /// A share link that was revoked before it expired.
+    #[error("share link revoked")]
+    Revoked,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +53,12 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     drv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
 }
 
 /// What a valid token says.
@@ -59,6 +70,28 @@ pub struct Verified {
     pub exp: u64,
     /// For a share link: the one driver it shows.
     pub driver: Option<String>,
+    /// For a share link: its id, when it has one (links made before ids were given have
+    /// none, and can only expire).
+    pub link_id: Option<String>,
+    /// For a share link: when it was made (unix seconds).
+    pub issued_at: Option<u64>,
+    /// For a share link: the driver status that ends it (`available`: the trip is over).
+    pub until_status: Option<String>,
+}
+
+/// What a share link's token says beside its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareLink {
+    /// The one driver it shows.
+    pub driver: String,
+    /// Its id: what a revocation names.
+    pub id: String,
+    /// When it was made (unix seconds).
+    pub issued_at: u64,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+    /// A driver status that ends it early once the driver enters it after `issued_at`.
+    pub until_status: Option<String>,
 }
 
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
@@ -74,18 +107,24 @@ pub fn mint(secret: &[u8], account: &str, exp: u64) -> String {
             sub: account.to_owned(),
             exp,
             drv: None,
+            jti: None,
+            iat: None,
+            until: None,
         },
     )
 }
 
-/// A share link's token: `account`'s view narrowed to `driver`, valid until `exp`.
-pub fn mint_share(secret: &[u8], account: &str, driver: &str, exp: u64) -> String {
+/// A share link's token: `account`'s view narrowed to `link`'s driver, until it expires.
+pub fn mint_share(secret: &[u8], account: &str, link: &ShareLink) -> String {
     sign(
         secret,
         &Claims {
             sub: account.to_owned(),
-            exp,
-            drv: Some(driver.to_owned()),
+            exp: link.expires_at,
+            drv: Some(link.driver.clone()),
+            jti: Some(link.id.clone()),
+            iat: Some(link.issued_at),
+            until: link.until_status.clone(),
         },
     )
 }
@@ -134,6 +173,9 @@ pub fn verify_claims(secret: &[u8], token: &str, now: u64) -> Result<Verified, T
         account: claims.sub,
         exp: claims.exp,
         driver: claims.drv,
+        link_id: claims.jti,
+        issued_at: claims.iat,
+        until_status: claims.until,
     })
 }
 
@@ -150,9 +192,19 @@ mod tests {
 
     #[test]
     fn a_share_token_names_its_driver() {
-        let t = mint_share(b"secret", "partner-1", "drv-000001", 1_000);
+        let link = ShareLink {
+            driver: "drv-000001".into(),
+            id: "l1".into(),
+            issued_at: 900,
+            expires_at: 1_000,
+            until_status: Some("available".into()),
+        };
+        let t = mint_share(b"secret", "partner-1", &link);
         let v = verify_claims(b"secret", &t, 999).expect("valid");
         assert_eq!(v.driver.as_deref(), Some("drv-000001"));
+        assert_eq!(v.link_id.as_deref(), Some("l1"));
+        assert_eq!(v.issued_at, Some(900));
+        assert_eq!(v.until_status.as_deref(), Some("available"));
         assert_eq!(verify(b"secret", &t, 999), Ok(("partner-1".into(), 1_000)));
         assert_eq!(
             verify_claims(b"secret", &mint(b"secret", "a", 9), 0).map(|v| v.driver),

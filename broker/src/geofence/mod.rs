@@ -14,6 +14,7 @@ pub mod tracker;
 
 pub use tracker::{Event, Fence, Fix, Rules, Tracker};
 
+use crate::durable::Durable;
 use crate::ingest::Publisher;
 use crate::local::LocalSubscriber;
 use crate::router::RouterHandle;
@@ -25,23 +26,54 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// A fence as the store kept it: its name, and its GeoJSON Feature (empty: deleted).
+pub type KeptFence = (String, Vec<u8>);
+
 /// The fences in force and who is in them, shared by the task and the API.
 #[derive(Debug)]
 pub struct Geofences {
     tracker: Mutex<Tracker>,
     publisher: Publisher,
+    /// With `--data`: where changes made over the API are kept.
+    store: Option<Arc<Durable>>,
 }
 
 impl Geofences {
-    /// `fences` under `rules`; events go out through `publisher`.
-    pub fn new(rules: Rules, fences: Vec<Fence>, publisher: Publisher) -> Arc<Geofences> {
+    /// `fences` under `rules`; events go out through `publisher`. With a `store`, `kept`
+    /// (what the API changed before a restart: name -> Feature, empty when deleted) is
+    /// applied over `fences`, and later API changes are written to it.
+    pub fn new(
+        rules: Rules,
+        fences: Vec<Fence>,
+        publisher: Publisher,
+        store: Option<(Arc<Durable>, Vec<KeptFence>)>,
+    ) -> Arc<Geofences> {
         let mut tracker = Tracker::new(rules);
         for f in fences {
             tracker.set(f);
         }
+        let store = store.map(|(durable, kept)| {
+            for (name, feature) in kept {
+                if feature.is_empty() {
+                    tracker.remove(&name);
+                    continue;
+                }
+                let parsed = serde_json::from_slice(&feature)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| geojson::feature(&v).map_err(|e| e.to_string()));
+                match parsed {
+                    Ok(fence) => tracker.set(fence),
+                    Err(e) => {
+                        warn!(fence = %name, error = %e, "a kept geofence is unreadable; skipped")
+                    }
+                }
+            }
+            durable
+        });
         Arc::new(Geofences {
             tracker: Mutex::new(tracker),
             publisher,
+            store,
         })
     }
 
@@ -58,6 +90,9 @@ impl Geofences {
     /// Adds or replaces a fence; its count starts at 0.
     pub fn set(&self, fence: Fence) {
         let name = fence.name.clone();
+        if let Some(store) = &self.store {
+            store.geofence(&name, Some(&geojson::to_feature(&fence, 0).to_string()));
+        }
         self.publish_shape(&fence);
         self.tracker().set(fence);
         self.publish_count(&name, 0);
@@ -74,6 +109,9 @@ impl Geofences {
     pub fn remove(&self, name: &str) -> bool {
         let removed = self.tracker().remove(name);
         if removed {
+            if let Some(store) = &self.store {
+                store.geofence(name, None);
+            }
             for kind in ["count", "shape"] {
                 let topic = Bytes::from(format!("geofences/{name}/{kind}"));
                 self.publisher.send(topic, Bytes::new(), true, true);

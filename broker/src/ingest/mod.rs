@@ -8,6 +8,10 @@
 //! account's policy, the location rules, and the publish quotas (per client id, and over
 //! all publishers). Then it goes to the router through one shared link (`link.rs`).
 //!
+//! On HTTPS with `[tls] client_ca`, a device may instead present its client certificate:
+//! without Basic credentials, the certificate's common name is its account, as for MQTT
+//! over TLS.
+//!
 //! Answers: 200 `{"message":"OK"}` once the router has the message (QoS 1: acked it); 400
 //! for a topic or location the gateway would refuse; 401 without valid credentials; 403 for
 //! a topic the policy does not grant or a client id the account may not use; 413 over
@@ -24,11 +28,12 @@ use crate::auth::Refused;
 use crate::gateway::frame::{self, TopicError};
 use crate::gateway::Gateway;
 use crate::guard::Hold;
+use crate::http::ClientCertificate;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use fleetcast_proto::location;
 use fleetcast_proto::time::now_ms;
@@ -119,6 +124,7 @@ struct TopicQuery {
 async fn topics(
     State(ingest): State<Ingest>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    cert: Option<Extension<ClientCertificate>>,
     Path(topic): Path<String>,
     Query(q): Query<TopicQuery>,
     headers: HeaderMap,
@@ -127,7 +133,7 @@ async fn topics(
     if q.qos > 1 {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "qos must be 0 or 1"));
     }
-    let who = Caller::from_headers(&headers, q.client_id)?;
+    let who = Caller::from_headers(&headers, q.client_id, cert)?;
     let done = ingest
         .publish(peer, &who, topic, body, q.retain, q.qos == 1)
         .await;
@@ -145,6 +151,7 @@ struct OwnTracksQuery {
 async fn owntracks(
     State(ingest): State<Ingest>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    cert: Option<Extension<ClientCertificate>>,
     Query(q): Query<OwnTracksQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -160,7 +167,7 @@ async fn owntracks(
         let why = "the user and device are missing (X-Limit-U, X-Limit-D or ?u=&d=)";
         return Err(Refusal::new(StatusCode::BAD_REQUEST, why));
     };
-    let who = Caller::from_headers(&headers, Some(device.clone()))?;
+    let who = Caller::from_headers(&headers, Some(device.clone()), cert)?;
     let topic = format!("owntracks/{user}/{device}");
     let done = ingest.publish(peer, &who, topic, body, true, false).await;
     ingest.count(done.as_ref().err())?;
@@ -173,22 +180,37 @@ async fn owntracks(
 struct Caller {
     login: Option<(String, String)>,
     client_id: Option<String>,
+    /// A verified client certificate's common name, used when there is no `login`.
+    certificate: Option<String>,
 }
 
 impl Caller {
-    /// HTTP Basic credentials, if any, and the client id asked for.
-    fn from_headers(headers: &HeaderMap, client_id: Option<String>) -> Result<Caller, Refusal> {
+    /// HTTP Basic credentials, if any, the client id asked for, and the connection's
+    /// client certificate.
+    fn from_headers(
+        headers: &HeaderMap,
+        client_id: Option<String>,
+        cert: Option<Extension<ClientCertificate>>,
+    ) -> Result<Caller, Refusal> {
         let login = match headers.get(header::AUTHORIZATION) {
             None => None,
             Some(v) => Some(basic_credentials(v).ok_or_else(|| {
                 Refusal::new(StatusCode::UNAUTHORIZED, "malformed Basic credentials")
             })?),
         };
-        Ok(Caller { login, client_id })
+        Ok(Caller {
+            login,
+            client_id,
+            certificate: cert.map(|Extension(ClientCertificate(cn))| cn),
+        })
     }
 
     fn username(&self) -> &str {
-        self.login.as_ref().map_or("", |(u, _)| u.as_str())
+        match (&self.login, &self.certificate) {
+            (Some((u, _)), _) => u,
+            (None, Some(cn)) => cn,
+            (None, None) => "",
+        }
     }
 
     fn client_id(&self) -> String {
@@ -283,10 +305,17 @@ impl Ingest {
             return Ok(None);
         };
         let login = who.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        match auth
-            .check_from(&self.gateway.logins, peer.ip(), client_id, login)
-            .await
-        {
+        let checked = match (&who.certificate, login) {
+            // As over MQTT/TLS: a verified certificate is the login, no password asked.
+            (Some(cn), None) => auth
+                .check_certificate(cn, client_id)
+                .map_err(Refused::Denied),
+            _ => {
+                auth.check_from(&self.gateway.logins, peer.ip(), client_id, login)
+                    .await
+            }
+        };
+        match checked {
             Ok(grants) => Ok(Some(grants)),
             Err(Refused::Denied(Denial::ClientIdNotAllowed)) => Err(Refusal::new(
                 StatusCode::FORBIDDEN,
