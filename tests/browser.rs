@@ -243,7 +243,10 @@ async fn map_fps_benchmark() {
     let Some(mut chrome) = Chrome::launch().await else {
         return;
     };
-    let stack = common::start_stack(fleetcast::stack::offline_dashboard().unwrap()).await;
+    // Every driver one by one (aggregation off): what drawing 20,000 costs the page.
+    let mut options = fleetcast::stack::offline_dashboard().unwrap();
+    options.bridge.aggregate_above = 0;
+    let stack = common::start_stack(options).await;
     let http = stack.addrs().http;
     let board = Arc::clone(&stack.dashboard.board);
     let graph = Arc::new(RoadGraph::helsinki().unwrap());

@@ -221,6 +221,8 @@ async fn a_fast_driver_is_conflated_to_its_latest_position() {
 async fn a_stalled_browser_is_dropped_without_slowing_others() {
     let bridge = BridgeConfig {
         send_timeout: Duration::from_secs(1),
+        // Positions one by one, the megabyte batches this is about (not cells).
+        aggregate_above: 0,
         ..BridgeConfig::default()
     };
     let s = stack(BoardConfig::default(), bridge).await;

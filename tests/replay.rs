@@ -1,7 +1,8 @@
 //! The map at scale and in time, in real headless Chromium: a zoomed-out view over more
 //! drivers than `--aggregate-above` draws per-cell bubbles (and zooming in brings the cars
 //! back), a followed driver's trail starts with its history, and replay plays a past
-//! window of every driver in view with its slider and speed. Saves screenshots.
+//! window of every driver in view with its slider and speed. Saves screenshots. Also the
+//! frame-rate benchmark of cells over 20,000 drivers (ignored by default; prints figures).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -142,4 +143,78 @@ async fn cells_trail_from_history_and_replay_in_headless_chromium() {
         )
         .await;
     drop(served);
+}
+
+/// Benchmark, not a test: frames per second of the page drawing cells over 20,000 drivers
+/// (the default `aggregate_above`, the whole city in view).
+/// Run: cargo test --test replay -- --ignored --nocapture cells_fps_benchmark
+#[tokio::test]
+#[ignore = "benchmark: prints figures"]
+async fn cells_fps_benchmark() {
+    use fleetcast_proto::{Location, Status};
+    const DRIVERS: usize = 20_000;
+    let Some(mut chrome) = Chrome::launch().await else {
+        return;
+    };
+    let stack = common::start_stack(fleetcast::stack::offline_dashboard().unwrap()).await;
+    let http = stack.addrs().http;
+    let board = std::sync::Arc::clone(&stack.dashboard.board);
+    // 20,000 drivers over central Helsinki, each moving a little once a second.
+    let feeder = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        for round in 0u64.. {
+            if started.elapsed() > Duration::from_secs(40) {
+                break;
+            }
+            let tick = std::time::Instant::now();
+            for i in 0..DRIVERS {
+                let id = format!("drv-{i:06}");
+                let step = round as f64 * 0.00002;
+                let now = fleetcast_proto::time::now_ms();
+                let loc = Location {
+                    id: id.clone(),
+                    lat: 60.155 + 0.02 * (i / 200) as f64 / 100.0 + step,
+                    lon: 24.925 + 0.03 * (i % 200) as f64 / 200.0 + step,
+                    heading: (i % 360) as f64,
+                    speed: 8.0,
+                    accuracy: 4.0,
+                    status: [Status::Available, Status::ToPickup, Status::OnTrip][i % 3],
+                    seq: round + 1,
+                    ts: now,
+                };
+                let body = serde_json::to_vec(&loc).unwrap();
+                board.ingest(&format!("drivers/{id}/location"), &body, now);
+            }
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
+        }
+    });
+    chrome.navigate(&format!("http://{http}/")).await;
+    chrome
+        .wait_for(
+            &format!(
+                "window.fleetcast && fleetcast.cells() && fleetcast.cells().drivers >= {DRIVERS}"
+            ),
+            Duration::from_secs(60),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push(chrome.eval("fleetcast.fps()").await.as_f64().unwrap());
+    }
+    let cells = chrome.eval("fleetcast.cells().cells.length").await;
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "map fps drawing {cells} cells over {DRIVERS} drivers (1280x800, headless chromium --disable-gpu): \
+         min {:.1} median {:.1} max {:.1} over {} one-second samples",
+        samples[0],
+        samples[samples.len() / 2],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-cells-20k.png");
+    chrome.screenshot(&shot).await;
+    println!("screenshot: {}", shot.display());
+    let _ = feeder.join();
 }
