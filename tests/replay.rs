@@ -173,8 +173,8 @@ async fn cells_fps_benchmark() {
                 let now = fleetcast_proto::time::now_ms();
                 let loc = Location {
                     id: id.clone(),
-                    lat: 60.155 + 0.02 * (i / 200) as f64 / 100.0 + step,
-                    lon: 24.925 + 0.03 * (i % 200) as f64 / 200.0 + step,
+                    lat: 60.165 + 0.013 * (i / 200) as f64 / 100.0 + step,
+                    lon: 24.922 + 0.045 * (i % 200) as f64 / 200.0 + step,
                     heading: (i % 360) as f64,
                     speed: 8.0,
                     accuracy: 4.0,
