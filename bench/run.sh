@@ -8,7 +8,7 @@ quick=${1:-}
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 command -v mosquitto >/dev/null || { echo "needs Debian's mosquitto (apt-get install mosquitto)"; exit 1; }
 cargo build --release --quiet
-bin=$PWD/target/release/fleetcast
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/fleetcast
 out=bench/results
 mkdir -p "$out"
 rm -f "$out"/*.json "$out"/*.html "$out"/commands.txt

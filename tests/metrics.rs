@@ -177,3 +177,123 @@ async fn simulate_serves_its_own_counters() {
     }
     let _ = child.start_kill();
 }
+
+/// A QoS 0 PUBLISH of `payload_len` bytes to `topic`, its payload starting with `index`.
+fn publish_frame(topic: &str, index: u32, payload_len: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(2 + topic.len() + payload_len);
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&index.to_be_bytes());
+    body.resize(2 + topic.len() + payload_len, 0);
+    frame(0x30, &body)
+}
+
+/// Reads one frame off `s` (buffered in `buf`): its first byte and body.
+async fn read_frame(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut len = 0usize;
+        let mut at = 1;
+        let mut complete = None;
+        while at < buf.len() && at <= 4 {
+            len |= usize::from(buf[at] & 0x7f) << (7 * (at - 1));
+            if buf[at] & 0x80 == 0 {
+                complete = Some(at + 1);
+                break;
+            }
+            at += 1;
+        }
+        if let Some(head) = complete {
+            if buf.len() >= head + len {
+                let first = buf[0];
+                let body = buf[head..head + len].to_vec();
+                buf.drain(..head + len);
+                return (first, body);
+            }
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let n = s.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A subscriber that reads nothing while a publisher floods: the router overwrites what it
+/// has not read, and the gateway counts it (`subscriber_behind`) instead of losing it
+/// silently. The count cannot include what was overwritten before the subscriber's first
+/// message (that is where its count starts), so it is at most what never arrived.
+#[tokio::test]
+async fn messages_a_slow_subscriber_never_got_are_counted() {
+    use tokio::io::AsyncWriteExt;
+    const N: u32 = 20_000;
+    const PAYLOAD: usize = 1_000;
+    let mut config = fleetcast_broker::Config::ephemeral();
+    config.limits.publish_rate_per_connection = 1_000_000;
+    config.limits.publish_rate_global = 1_000_000;
+    config.limits.max_packet_size = 4_096;
+    // 2 x 256 KiB of log: ~500 messages kept, 20 MB published.
+    config.router.max_segment_size = 256 * 1024;
+    config.router.max_segment_count = 2;
+    let stack =
+        start_stack_with_config(config, fleetcast::stack::offline_dashboard().unwrap(), None).await;
+    let addrs = stack.addrs();
+
+    let (mut sub, connack) =
+        raw_exchange(addrs.mqtt, &connect_frame("slow", 0, true, None), 4).await;
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut body = vec![0, 1];
+    body.extend_from_slice(&6u16.to_be_bytes());
+    body.extend_from_slice(b"t/slow");
+    body.push(0);
+    sub.write_all(&frame(0x82, &body)).await.unwrap();
+    let mut buf = Vec::new();
+    let (first, _) = tokio::time::timeout(PATIENCE, read_frame(&mut sub, &mut buf))
+        .await
+        .expect("suback");
+    assert_eq!(first, 0x90);
+
+    let (mut publisher, connack) =
+        raw_exchange(addrs.mqtt, &connect_frame("fast", 0, true, None), 4).await;
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut burst = Vec::new();
+    for i in 0..N {
+        burst.extend(publish_frame("t/slow", i, PAYLOAD));
+    }
+    tokio::time::timeout(PATIENCE * 3, publisher.write_all(&burst))
+        .await
+        .expect("published in time")
+        .unwrap();
+
+    // Now read: until the last message, which no later one can overwrite.
+    let mut received = 0u64;
+    tokio::time::timeout(PATIENCE * 3, async {
+        loop {
+            let (first, body) = read_frame(&mut sub, &mut buf).await;
+            if first & 0xf0 != 0x30 {
+                continue;
+            }
+            received += 1;
+            let at = 2 + 6;
+            if body[at..at + 4] == (N - 1).to_be_bytes() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the last message arrives");
+
+    let behind = value(
+        &scrape(addrs.http).await,
+        "fleetcast_messages_dropped_total{reason=\"subscriber_behind\"}",
+    ) as u64;
+    eprintln!("{received} received, {behind} counted behind, of {N}");
+    assert!(
+        received < u64::from(N),
+        "nothing was overwritten: the test floods too little"
+    );
+    assert!(behind > 0, "{received} received, none counted behind");
+    assert!(
+        received + behind <= u64::from(N),
+        "{received} received + {behind} behind > {N}"
+    );
+}

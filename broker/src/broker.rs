@@ -207,8 +207,9 @@ impl Broker {
         };
         config.limits.max_connections = fit_to_fd_limit(config.limits.max_connections);
         let router = RouterHandle::spawn(&RouterSettings {
-            // Room for internal links (the dashboard bridge) beside the clients.
-            max_connections: config.limits.max_connections + 16,
+            // Room for internal links (the dashboard bridge, the shared lanes) beside the
+            // clients.
+            max_connections: config.limits.max_connections + 32,
             max_outgoing_packet_count: config.router.max_outgoing_packet_count,
             max_segment_size: config.router.max_segment_size,
             max_segment_count: config.router.max_segment_count,

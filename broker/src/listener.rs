@@ -116,30 +116,32 @@ async fn serve(
     deadline: Instant,
 ) {
     let tls = gw.tls.clone();
+    // Each transport's session is boxed: one future for all four would be as large as the
+    // largest (TLS and WebSocket state), ~17 KB for every plain TCP client too.
     match (kind, tls) {
-        (TransportKind::Tcp, _) => session::run(stream, gw, peer, kind, deadline).await,
+        (TransportKind::Tcp, _) => Box::pin(session::run(stream, gw, peer, kind, deadline)).await,
         (TransportKind::Tls, Some(tls)) => {
             // The TLS handshake counts against the CONNECT time-out.
             let handshake = timeout_at(deadline, tls.mqtt.accept(stream));
-            let Some(stream) = handshake_done(&gw, peer, handshake).await else {
+            let Some(stream) = Box::pin(handshake_done(&gw, peer, handshake)).await else {
                 return;
             };
-            session::run(stream, gw, peer, kind, deadline).await
+            Box::pin(session::run(stream, gw, peer, kind, deadline)).await
         }
         // Not bound without TLS.
         (TransportKind::Tls, None) => {}
         (TransportKind::Ws, None) => {
             let limit = Instant::now() + gw.config.ws_handshake_timeout();
-            upgrade(stream, gw, peer, kind, deadline, limit).await
+            Box::pin(upgrade(stream, gw, peer, kind, deadline, limit)).await
         }
         (TransportKind::Ws, Some(tls)) => {
             // TLS and the upgrade together get the WebSocket handshake time.
             let limit = Instant::now() + gw.config.ws_handshake_timeout();
             let handshake = timeout_at(limit, tls.web.accept(stream));
-            let Some(stream) = handshake_done(&gw, peer, handshake).await else {
+            let Some(stream) = Box::pin(handshake_done(&gw, peer, handshake)).await else {
                 return;
             };
-            upgrade(stream, gw, peer, kind, deadline, limit).await
+            Box::pin(upgrade(stream, gw, peer, kind, deadline, limit)).await
         }
     }
 }

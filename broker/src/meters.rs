@@ -47,13 +47,16 @@ pub const HTTP_REFUSAL_REASONS: [&str; 2] = ["server_full", "source_limit"];
 
 /// Why the gateway dropped a message, as the `reason` label of
 /// `fleetcast_messages_dropped_total`.
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     "invalid_topic",
     "malformed_packet",
     "policy_denied",
     "invalid_payload",
     // Larger than the subscriber's MQTT 5 Maximum Packet Size (never sent, MQTT 5 3.1.2-25).
     "too_large_for_client",
+    // Overwritten in the router's log before a subscriber that fell behind read it
+    // (`gateway/gaps.rs`).
+    "subscriber_behind",
 ];
 
 /// Every meter the gateway keeps.

@@ -12,9 +12,15 @@
 //!   to pause their socket reads ([`RouterHandle::backlog`]), so the queue stays bounded by
 //!   the high-water mark plus one batch per connection.
 //!
+//! Devices that only publish share a few links (`lanes.rs`) instead of a link each.
+//!
 //! The router's event type is private to rumqttd, so its sender cannot be named: it is
 //! only ever held inside generic functions and closures.
 
+mod lanes;
+
+pub use lanes::LaneGone;
+use lanes::Lanes;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
 use rumqttd::{Notification, Router, RouterConfig};
 use std::sync::mpsc;
@@ -69,6 +75,8 @@ pub struct RouterHandle {
     builds: mpsc::SyncSender<BuildRequest>,
     backlog: Box<dyn Fn() -> usize + Send + Sync>,
     alive: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The shared links of devices that only publish.
+    lanes: Lanes,
 }
 
 impl std::fmt::Debug for RouterHandle {
@@ -136,8 +144,19 @@ impl RouterHandle {
             })
             .map_err(|e| RouterError::Spawn("link builder", e))?;
 
+        // Built here, where the router's sender can be named by inference; the router
+        // answers each at once (nothing else is queued yet).
+        let mut shared = Vec::new();
+        for i in 0..Lanes::wanted() {
+            let (tx, rx, _) = LinkBuilder::new(&format!("fleetcast:lane:{i}"), link_tx.clone())
+                .clean_session(true)
+                .build()
+                .map_err(|e| RouterError::Refused(Box::new(e)))?;
+            shared.push((tx, rx));
+        }
         let depth = link_tx;
         Ok(Arc::new(RouterHandle {
+            lanes: Lanes::new(shared),
             builds,
             backlog: Box::new(move || depth.len()),
             alive: Box::new(move || !router_tx.is_disconnected()),
@@ -165,6 +184,20 @@ impl RouterHandle {
             Ok(Err(e)) => Err(RouterError::Refused(Box::new(e))),
             Err(_) => Err(RouterError::Stopped),
         }
+    }
+
+    /// Hands QoS 0 publishes of a device without a link of its own to the router through
+    /// shared link `lane` (any number: taken modulo the lanes). Returns the packets
+    /// waiting in that lane, for back-pressure.
+    ///
+    /// # Errors
+    /// [`LaneGone`] when the router dropped the lane.
+    pub fn push_shared(
+        &self,
+        lane: usize,
+        batch: Vec<rumqttd::protocol::Packet>,
+    ) -> Result<usize, LaneGone> {
+        self.lanes.push(lane, batch)
     }
 
     /// Events queued for the router that it has not taken yet.

@@ -69,6 +69,10 @@ pub(super) struct Delivery {
     pub(super) held: Option<Forward>,
     /// Publishes not sent for being over the client's Maximum Packet Size, not yet metered.
     pub(super) too_large: u64,
+    /// Where each log this session reads was, to see what the router skipped.
+    pub(super) gaps: super::gaps::Gaps,
+    /// Messages the router skipped for this session, not yet metered.
+    pub(super) behind: u64,
 }
 
 /// What became of a forwarded publish.
@@ -94,6 +98,8 @@ impl Delivery {
             aliases: aliases::Outgoing::new(aliases),
             held: None,
             too_large: 0,
+            gaps: super::gaps::Gaps::default(),
+            behind: 0,
         }
     }
 

@@ -31,11 +31,16 @@ pub struct Lingering {
 }
 
 impl Lingering {
-    /// A connection owns `client_id` again: what lingered for it is called off.
-    pub fn cancel(&self, client_id: &str) {
+    /// A connection owns `client_id` again: what lingered for it is called off. Returns
+    /// whether anything did (then the router holds a session for the id).
+    pub fn cancel(&self, client_id: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, t)) = inner.remove(client_id) {
-            t.cancel();
+        match inner.remove(client_id) {
+            Some((_, t)) => {
+                t.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -119,6 +124,7 @@ pub(super) fn linger(gw: &Arc<Gateway>, client_id: String, expiry: u32, will: Op
         gw.lingering.done(&client_id, generation);
         let kept = gw.persistent_filters.take(&client_id);
         gw.forget_retain_as_published(kept.retain_as_published());
+        gw.held_sessions.release(&client_id);
         discard(&gw.router, &client_id).await;
         if let Some(durable) = &gw.durable {
             durable.forget(&client_id);

@@ -27,7 +27,9 @@ pub mod codec;
 mod connect_rules;
 pub mod decode;
 mod delivery;
+mod footprint;
 pub mod frame;
+mod gaps;
 mod handshake;
 mod hello;
 mod inbound;
@@ -39,6 +41,7 @@ pub mod session;
 mod subscriptions;
 mod tally;
 pub mod transport;
+mod uplink;
 #[cfg(test)]
 mod wire;
 
@@ -112,6 +115,8 @@ pub struct Gateway {
     retain_as_published: std::sync::atomic::AtomicI64,
     /// The cluster this node belongs to (`[cluster]`), set once at start; unset: alone.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Client ids the router keeps a session for between connections.
+    pub(crate) held_sessions: uplink::HeldSessions,
 }
 
 pub use subscriptions::HeldFilters;
@@ -229,6 +234,7 @@ impl Gateway {
             geofences: std::sync::OnceLock::new(),
             retain_as_published: std::sync::atomic::AtomicI64::new(0),
             cluster: std::sync::OnceLock::new(),
+            held_sessions: uplink::HeldSessions::default(),
         }
     }
 
@@ -243,6 +249,7 @@ impl Gateway {
     ) {
         let held = HeldFilters::plain(filters.iter().map(|(f, _)| f.as_str()));
         self.persistent_filters.keep(client_id, held);
+        self.held_sessions.hold(client_id);
         linger::linger(self, client_id.to_owned(), expiry, None);
     }
 

@@ -20,6 +20,8 @@ use tokio::time::timeout;
 
 /// Outgoing bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// A write buffer larger than this is let go once written.
+const WRITE_KEEP: usize = 8 * 1024;
 
 /// What one router notification came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +59,13 @@ pub(super) fn route(
         None => Ok(Routed::Done),
         Some(Notification::Unschedule) => Ok(Routed::Unscheduled),
         Some(Notification::Disconnect(..)) => Ok(Routed::Dropped),
-        Some(Notification::Forward(f)) => Ok(match delivery.deliver(inbound, buf, f)? {
-            Fate::Sent => Routed::Forwarded,
-            Fate::Held => Routed::Held,
-            Fate::Dropped => Routed::Done,
+        Some(Notification::Forward(f)) => Ok({
+            delivery.behind += delivery.gaps.note(&inbound.subscriptions, &f);
+            match delivery.deliver(inbound, buf, f)? {
+                Fate::Sent => Routed::Forwarded,
+                Fate::Held => Routed::Held,
+                Fate::Dropped => Routed::Done,
+            }
         }),
         Some(other) => match Option::<Packet>::from(other) {
             // The gateway answers SUBSCRIBE (once the router has it) and UNSUBSCRIBE.
@@ -113,10 +118,17 @@ impl<T: Transport> Session<T> {
             }
             if self.wbuf.len() < WRITE_BATCH {
                 // Ready at once when the link's cache holds more; otherwise write now.
-                next = self.rx.next().now_or_never();
+                next = self.rx.as_mut().and_then(|rx| rx.next().now_or_never());
             }
         }
         self.gw.meters.messages_delivered.increment(forwarded);
+        let behind = std::mem::take(&mut self.delivery.behind);
+        if behind > 0 {
+            self.gw
+                .meters
+                .drop_for("subscriber_behind")
+                .increment(behind);
+        }
         let too_large = std::mem::take(&mut self.delivery.too_large);
         if too_large > 0 {
             self.gw
@@ -128,7 +140,10 @@ impl<T: Transport> Session<T> {
         self.flush().await?;
         if unscheduled {
             // The router parked this link; tell it we wrote everything and want more.
-            if self.rx.wake().await.is_err() {
+            let Some(rx) = self.rx.as_mut() else {
+                return Ok(());
+            };
+            if rx.wake().await.is_err() {
                 self.router_gone = true;
                 return Err(End::RouterDropped);
             }
@@ -150,16 +165,8 @@ impl<T: Transport> Session<T> {
 
     /// Hands the router the gateway's own acks for publishes the client never saw.
     async fn send_own_acks(&mut self) -> Result<(), End> {
-        let mut acks = self.inbound.acks.take_for_router();
-        let Some(last) = acks.pop() else {
-            return Ok(());
-        };
-        self.tx.buffer().extend(acks);
-        if self.tx.send(last).await.is_err() {
-            self.router_gone = true;
-            return Err(End::RouterDropped);
-        }
-        Ok(())
+        let acks = self.inbound.acks.take_for_router();
+        self.submit(acks).await.map(|_| ())
     }
 
     /// Writes out the buffer within the write time-out.
@@ -172,6 +179,10 @@ impl<T: Transport> Session<T> {
         match timeout(limit, self.io.write_from(&mut self.wbuf)).await {
             Ok(Ok(())) => {
                 self.gw.meters.bytes_sent.increment(bytes);
+                if self.wbuf.capacity() > WRITE_KEEP {
+                    // A batch for a subscriber grows it to WRITE_BATCH: not kept idle.
+                    self.wbuf = BytesMut::new();
+                }
                 Ok(())
             }
             Ok(Err(e)) => Err(End::Io(e)),

@@ -7,7 +7,7 @@
 //! takeover; the CONNECT and its refusals are `handshake.rs`'s. Every way a session ends
 //! is an [`End`].
 
-use super::codec::{Refuse, Version, Violation};
+use super::codec::{Version, Violation};
 use super::delivery::Delivery;
 use super::frame;
 use super::handshake::{self, close_within, REFUSAL_WRITE};
@@ -15,6 +15,7 @@ use super::hello::{connack, Hello, Identity};
 use super::inbound::{Inbound, Tally};
 use super::linger::{self, DelayedWill};
 use super::transport::Transport;
+use super::uplink;
 use super::{Gateway, Stats, TransportKind};
 use crate::cluster::ClusterHook;
 use crate::durable::tap::Tap;
@@ -23,24 +24,37 @@ use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Error as ProtocolError;
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet};
+use rumqttd::protocol::{LastWill, LastWillProperties, Packet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read while frames are coming faster than one a read.
 const READ_CHUNK: usize = 16 * 1024;
+/// A read buffer's size when it holds nothing: enough for a position fix (~100 bytes)
+/// several times over, small beside the socket's own kernel buffers.
+const READ_MIN: usize = 1024;
 /// Router back-log (events) past which sessions pause their reads.
 const ROUTER_HIGH_WATER: usize = 16 * 1024;
+/// Publishes waiting in a shared lane past which its sessions pause their reads.
+const LANE_HIGH_WATER: usize = 16 * 1024;
 /// How long a newcomer waits for the old owner of its client id to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// Grows a read buffer that is nearly full, a chunk at a time.
+/// Makes room in a read buffer that is nearly full. An empty one starts over at
+/// [`READ_MIN`] (dropping a larger allocation a burst or a big packet left), one holding
+/// part of a frame grows a chunk at a time: a device sending a fix a second keeps ~1 KiB,
+/// a flood reads [`READ_CHUNK`] at a time.
 pub(super) fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 512 {
+    if buf.capacity() - buf.len() >= 256 {
+        return;
+    }
+    if buf.is_empty() {
+        *buf = BytesMut::with_capacity(READ_MIN);
+    } else {
         buf.reserve(READ_CHUNK);
     }
 }
@@ -122,12 +136,20 @@ pub async fn run<T: Transport>(
     kind: TransportKind,
     connect_deadline: Instant,
 ) {
-    let mut rbuf = BytesMut::with_capacity(1024);
-    let (hello, identity) =
-        match handshake::handshake(&mut io, &gw, peer, &mut rbuf, connect_deadline).await {
-            Ok(accepted) => accepted,
-            Err(rejected) => return handshake::refuse(io, &gw, peer, kind, rejected).await,
-        };
+    let mut rbuf = BytesMut::with_capacity(READ_MIN);
+    // Boxed, so that the connection's task keeps no room for them once past (the
+    // handshake's checks and a refusal's writes outweigh what a session holds).
+    let handshake = Box::pin(handshake::handshake(
+        &mut io,
+        &gw,
+        peer,
+        &mut rbuf,
+        connect_deadline,
+    ));
+    let (hello, identity) = match handshake.await {
+        Ok(accepted) => accepted,
+        Err(rejected) => return Box::pin(handshake::refuse(io, &gw, peer, kind, rejected)).await,
+    };
     let span = tracing::info_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
     let _enter = span.enter();
     drop(_enter);
@@ -135,14 +157,17 @@ pub async fn run<T: Transport>(
     tracing::Instrument::instrument(session, span).await;
 }
 
-/// A connection past its handshake, with its router link.
+/// A connection past its handshake, with its router link or lane (`uplink.rs`).
 pub(super) struct Session<T> {
     pub(super) io: T,
     pub(super) version: Version,
     pub(super) gw: Arc<Gateway>,
     kind: TransportKind,
-    pub(super) tx: LinkTx,
-    pub(super) rx: LinkRx,
+    /// The session's own router link (both ends), once it has one (`uplink.rs`).
+    pub(super) tx: Option<LinkTx>,
+    pub(super) rx: Option<LinkRx>,
+    /// The shared lane its publishes take while it has no link of its own.
+    pub(super) lane: usize,
     rbuf: BytesMut,
     pub(super) wbuf: BytesMut,
     pacer: Pacer,
@@ -171,6 +196,17 @@ struct Frames {
     packets: usize,
 }
 
+/// What woke a serving session.
+enum Wake {
+    /// A quota pause is over: the frames it held back are due.
+    Resume,
+    /// The router sent something (or the link failed). Boxed: a notification is 816
+    /// bytes, which would otherwise be kept in every connection's task.
+    Router(Box<Result<Option<rumqttd::Notification>, rumqttd::local::LinkError>>),
+    /// The socket read (bytes, end of stream or an error).
+    Read(std::io::Result<usize>),
+}
+
 /// What handling the bytes read came to.
 struct Progress {
     /// How long reads pause for the publish quotas, if they do.
@@ -192,31 +228,73 @@ impl<T: Transport> Session<T> {
         rbuf: BytesMut,
         kind: TransportKind,
     ) {
-        let (claim, took_over) = gw.registry.claim(&hello.client_id, TAKEOVER_WAIT).await;
+        // The steps before and after `serve` are boxed: each is run once, and room for the
+        // largest of them would otherwise sit in every connection's task while it serves
+        // (`footprint.rs`).
+        let (claim, took_over) = Box::pin(gw.registry.claim(&hello.client_id, TAKEOVER_WAIT)).await;
         if took_over {
             info!("client id taken over from an older connection");
         }
         // Back in time: the session and will waiting for this client stay.
-        gw.lingering.cancel(&hello.client_id);
+        let lingered = gw.lingering.cancel(&hello.client_id);
+        let held = gw.held_sessions.release(&hello.client_id) || lingered;
         if gw.shutdown.is_cancelled() {
-            return close_within(&mut io).await;
+            return Box::pin(close_within(&mut io)).await;
         }
-        let Some((tx, rx, session_present)) = link(&mut io, &gw, &hello).await else {
-            return close_within(&mut io).await;
+        let (tx, rx, session_present) = if uplink::starts_shared(&hello, held) {
+            (None, None, false)
+        } else {
+            let Some((tx, rx, present)) = Box::pin(uplink::link(&mut io, &gw, &hello)).await else {
+                return Box::pin(close_within(&mut io)).await;
+            };
+            (Some(tx), Some(rx), present)
         };
+        let mut session = Session::new(io, gw, &hello, identity, rbuf, kind, (tx, rx));
+        Box::pin(session.resume(&hello, session_present)).await;
+        let connack = connack(&hello, session_present, &session.gw.config.limits);
+        let gw = Arc::clone(&session.gw);
+        opened(&gw, kind);
+        let end = match Box::pin(session.answer(connack)).await {
+            Ok(()) => session.serve(hello.keep_alive, claim.kicked()).await,
+            Err(end) => end,
+        };
+        gw.meters.disconnect(end.reason()).increment(1);
+        let expiry = session.inbound.session_expiry;
+        let (will, will_properties) = (hello.will.take(), hello.will_properties.take());
+        let will = Box::pin(session.finish(end, will, will_properties, expiry)).await;
+        session.tap.close(expiry);
+        Box::pin(session.outlive(&hello, expiry, will)).await;
+        closed(&gw, kind);
+        drop(claim);
+    }
+
+    /// The session's state, built outside `start` so that its parts are never held twice
+    /// in the connection's task (an async fn keeps room for every local it moves).
+    fn new(
+        io: T,
+        gw: Arc<Gateway>,
+        hello: &Hello,
+        identity: Identity,
+        rbuf: BytesMut,
+        kind: TransportKind,
+        (tx, rx): (Option<LinkTx>, Option<LinkRx>),
+    ) -> Session<T> {
         let rate = gw.config.limits.publish_rate_per_connection;
         let limits = &gw.config.limits;
         let mut inbound = Inbound::new(hello.version, identity, limits, now_ms);
         inbound.session_expiry = hello.session_expiry;
         inbound.problem_info = hello.takes.problem_info;
-        let mut session = Session {
+        Session {
             io,
             version: hello.version,
             kind,
             tx,
             rx,
+            lane: uplink::next_lane(),
             rbuf,
-            wbuf: BytesMut::with_capacity(1024),
+            // Grown by what is written (most devices are only sent acks), shrunk after a
+            // large write (`outbound.rs`).
+            wbuf: BytesMut::new(),
             // A tenth of a second of burst, as for the global pacer.
             pacer: Pacer::new(rate, (rate / 10).max(1)),
             delivery: Delivery::new(hello.version, hello.takes, limits.topic_alias_maximum),
@@ -225,23 +303,7 @@ impl<T: Transport> Session<T> {
             tap: gw.tap(&hello.client_id, hello.clean_start, hello.session_expiry),
             cluster: gw.cluster_member(&hello.client_id, hello.will.as_ref()),
             gw,
-        };
-        session.resume(&hello, session_present).await;
-        let connack = connack(&hello, session_present, &session.gw.config.limits);
-        let gw = Arc::clone(&session.gw);
-        opened(&gw, kind);
-        let end = match session.answer(connack).await {
-            Ok(()) => session.serve(hello.keep_alive, claim.kicked()).await,
-            Err(end) => end,
-        };
-        gw.meters.disconnect(end.reason()).increment(1);
-        let expiry = session.inbound.session_expiry;
-        let (will, will_properties) = (hello.will.take(), hello.will_properties.take());
-        let will = session.finish(end, will, will_properties, expiry).await;
-        session.tap.close(expiry);
-        session.outlive(&hello, expiry, will).await;
-        closed(&gw, kind);
-        drop(claim);
+        }
     }
 
     /// Takes up what a resumed session held: the router restored its filters, so they
@@ -257,15 +319,12 @@ impl<T: Transport> Session<T> {
         self.cluster.hold(kept.filters());
         self.inbound.subscriptions.restore(kept);
         if hello.version == Version::V5 {
-            let mut again = self.inbound.subscriptions.reidentify();
+            let again = self.inbound.subscriptions.reidentify();
             self.cluster.copy(&again);
             // The router acks these too: nobody is told.
             self.inbound.acks.suback_after(again.len(), None);
-            if let Some(last) = again.pop() {
-                self.tx.buffer().extend(again);
-                // A router gone shows at the first read of the link.
-                let _ = self.tx.send(last).await;
-            }
+            // A router gone shows at the first read of the link.
+            let _ = self.submit(again).await;
         }
     }
 
@@ -274,6 +333,7 @@ impl<T: Transport> Session<T> {
     async fn outlive(&mut self, hello: &Hello, expiry: u32, will: Option<DelayedWill>) {
         let id = &hello.client_id;
         if expiry > 0 {
+            self.gw.held_sessions.hold(id);
             let held = self.inbound.subscriptions.take_all();
             self.gw.persistent_filters.keep(id, held);
             linger::linger(&self.gw, id.clone(), expiry, will);
@@ -322,40 +382,41 @@ impl<T: Transport> Session<T> {
         loop {
             let ka_deadline = keepalive.map_or(far, |k| last_heard + k);
             make_room(&mut self.rbuf);
-            tokio::select! {
+            // What woke the session is handled after the select, once its futures are
+            // dropped: the task then never holds them and a handler's state together.
+            let wake = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
                 _ = kicked.cancelled() => return End::TakenOver,
                 // Before the router's stream: a steady flow of messages out must not keep a
                 // paused client's buffered frames (acks, pings) waiting.
-                _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => {
-                    // Frames held back by the quota go first; the socket is read after.
-                    match self.on_client_bytes().await {
-                        Ok(p) => pause_until = self.heard(p, &mut last_heard),
-                        Err(end) => return end,
-                    }
-                }
+                _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => Wake::Resume,
                 // Not while the client's Receive Maximum holds a publish back.
-                n = self.rx.next(), if self.delivery.held.is_none() => {
-                    if let Err(end) = self.on_router(n).await {
-                        return end;
-                    }
-                }
-                r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() => {
-                    match r {
-                        Ok(0) => return End::PeerClosed,
-                        Err(e) => return End::Io(e),
-                        Ok(n) => self.gw.meters.bytes_received.increment(n as u64),
-                    }
-                    match self.on_client_bytes().await {
-                        Ok(p) => pause_until = self.heard(p, &mut last_heard),
-                        Err(end) => return end,
-                    }
-                }
+                n = uplink::next_from(&mut self.rx), if self.rx.is_some() && self.delivery.held.is_none() => Wake::Router(Box::new(n)),
+                r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() => Wake::Read(r),
                 // Not while paused: the client may be sending, held back by TCP.
                 _ = sleep_until(ka_deadline), if keepalive.is_some() && pause_until.is_none() => {
                     return End::KeepAlive
                 }
+            };
+            match wake {
+                Wake::Router(n) => {
+                    // Boxed: a device that only publishes never comes here, and room for it
+                    // would sit in every connection's task (`footprint.rs`).
+                    if let Err(end) = Box::pin(self.on_router(*n)).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Wake::Read(Ok(0)) => return End::PeerClosed,
+                Wake::Read(Err(e)) => return End::Io(e),
+                Wake::Read(Ok(n)) => self.gw.meters.bytes_received.increment(n as u64),
+                // Frames held back by the quota go first; the socket is read after.
+                Wake::Resume => {}
+            }
+            match self.on_client_bytes().await {
+                Ok(p) => pause_until = self.heard(p, &mut last_heard),
+                Err(end) => return end,
             }
         }
     }
@@ -397,15 +458,8 @@ impl<T: Transport> Session<T> {
         self.gw.count_retain_as_published(tally.retain_as_published);
         self.cluster.copy(&batch);
         // Packets before a violation still go through, as they would have on their own.
-        if let Some(last) = batch.pop() {
-            {
-                let mut buffer = self.tx.buffer();
-                buffer.extend(batch);
-            }
-            if self.tx.send(last).await.is_err() {
-                self.router_gone = true;
-                return Err(End::RouterDropped);
-            }
+        if self.submit(batch).await? > LANE_HIGH_WATER {
+            wait = wait.max(Duration::from_millis(1));
         }
         if !self.wbuf.is_empty() {
             self.flush().await?;
@@ -415,7 +469,8 @@ impl<T: Transport> Session<T> {
         }
         // The client's acks may have made room for what its Receive Maximum held back.
         if self.delivery.held.is_some() {
-            self.release_held().await?;
+            // Boxed: only MQTT 5 clients with a Receive Maximum come here.
+            Box::pin(self.release_held()).await?;
         }
         Ok(Progress {
             pause: (!wait.is_zero()).then_some(wait),
@@ -489,6 +544,7 @@ impl<T: Transport> Session<T> {
             _ => info!(reason = ?end, "session ended"),
         }
         let mut delayed = None;
+        let mut due = None;
         if !self.router_gone {
             if let Some(w) = will.filter(|_| end.fires_will()) {
                 let (delay, publish) = linger::will_publish(w, will_properties);
@@ -497,20 +553,12 @@ impl<T: Transport> Session<T> {
                 } else {
                     self.tap.will(&publish);
                     self.cluster.copy(std::slice::from_ref(&publish));
-                    self.tx.buffer().push_back(publish);
+                    due = Some(publish);
                     self.gw.meters.wills.increment(1);
                 }
             }
-            // Without this the router keeps the link's slot forever.
-            let bye = Packet::Disconnect(
-                Disconnect {
-                    reason_code: DisconnectReasonCode::NormalDisconnection,
-                },
-                None,
-            );
-            let _ = self.tx.send(bye).await;
-            self.router_gone = true;
         }
+        self.release(due).await;
         if let (Version::V5, Some((code, why))) = (self.version, end.notice()) {
             // MQTT 5 4.13: a server SHOULD say why before it closes.
             let bye = super::codec::with_reason_string(&[0xE0], &[code], why);
@@ -525,43 +573,6 @@ impl<T: Transport> Session<T> {
         }
         debug!(transport = self.kind.as_str(), "closed");
         delayed
-    }
-}
-
-/// Builds the client's router link: its two ends and whether the router resumed a session.
-/// When the router cannot take the link, answers CONNACK "server unavailable".
-///
-/// rumqttd has one flag for what MQTT 5 splits in two: its clean session both discards
-/// an old session and keeps none after. A session that starts afresh (Clean Start) but
-/// outlives the connection (an expiry) is therefore a persistent link built after the old
-/// session was discarded; one that resumes but ends with the connection is a persistent
-/// link discarded at the end (`Session::outlive`).
-async fn link<T: Transport>(
-    io: &mut T,
-    gw: &Gateway,
-    hello: &Hello,
-) -> Option<(LinkTx, LinkRx, bool)> {
-    let keep = hello.session_expiry > 0;
-    if hello.clean_start && keep {
-        linger::discard(&gw.router, &hello.client_id).await;
-    }
-    let clean = hello.clean_start && !keep;
-    match gw.router.connect(&hello.client_id, clean).await {
-        Ok((tx, rx, notification)) => {
-            let session_present = match Option::<Packet>::from(notification) {
-                Some(Packet::ConnAck(ack, _)) => ack.session_present,
-                _ => false,
-            };
-            Some((tx, rx, session_present))
-        }
-        Err(e) => {
-            gw.meters.refusal("router_busy").increment(1);
-            warn!(error = %e, "link not built");
-            let refusal = Refuse::Unavailable.connack(hello.version, "router busy");
-            let mut b = BytesMut::from(&refusal[..]);
-            let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
-            None
-        }
     }
 }
 

@@ -158,6 +158,21 @@ impl Subscriptions {
             .map(|(_, h)| h)
     }
 
+    /// The log a forward came from (the gateway's identifier of its filter), when the
+    /// session can tell: by the router identifier on it (MQTT 5), or as the one filter
+    /// held. None for shared subscriptions, whose members read one log in turns.
+    pub(super) fn log_of(&self, router_ids: &[usize]) -> Option<usize> {
+        let (path, held) = match router_ids.first() {
+            Some(id) => self
+                .by_router_id
+                .get(id)
+                .and_then(|p| self.held.get_key_value(p))?,
+            None if self.held.len() == 1 => self.held.iter().next()?,
+            None => return None,
+        };
+        (!path.starts_with("$share/")).then_some(held.router_id)
+    }
+
     /// Whether a filter with No Local is held (the session then marks its publishes).
     pub(super) fn any_no_local(&self) -> bool {
         self.held.values().any(|h| h.no_local)

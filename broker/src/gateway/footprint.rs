@@ -1,0 +1,54 @@
+//! What one connection costs in memory, measured, and kept within budget by its tests.
+//!
+//! An idle connection holds its task (the session's future: its state and the room its
+//! deepest await needs), a read buffer of 1 KiB and its socket; an idle device has no
+//! router link (`uplink.rs`). Measured in this (debug) build: the session's state is
+//! 1,216 bytes and the whole task's future 4,088 (of which `serve`'s awaits ~1,660, the
+//! CONNECT's outcome and the session's other locals the rest). Rarely taken steps are
+//! boxed, and so is a router notification (816 bytes), so that their room is not kept by
+//! every connection. The bounds are these figures with a margin, so that a change making
+//! every connection heavier shows up here first.
+
+#[cfg(test)]
+mod tests {
+    use crate::gateway::session::{run, Session};
+    use crate::gateway::{Gateway, TransportKind};
+    use crate::router::{RouterHandle, RouterSettings};
+    use std::sync::Arc;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_session_state_stays_small() {
+        let size = std::mem::size_of::<Session<TcpStream>>();
+        eprintln!("size_of::<Session<TcpStream>>() = {size}");
+        assert!(size <= 1_536, "{size} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let router = RouterHandle::spawn(&RouterSettings {
+            max_connections: 10,
+            max_outgoing_packet_count: 10,
+            max_segment_size: 1024,
+            max_segment_count: 1,
+        })
+        .expect("router");
+        let gw = Arc::new(Gateway::new(
+            crate::config::Config::default(),
+            router,
+            tokio_util::sync::CancellationToken::new(),
+            &metrics::NoopRecorder,
+            None,
+            None,
+            None,
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let deadline = tokio::time::Instant::now();
+        let task = run(stream, gw, addr, TransportKind::Tcp, deadline);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("session::run::<TcpStream> future = {size} bytes");
+        assert!(size <= 5_120, "{size} bytes");
+    }
+}

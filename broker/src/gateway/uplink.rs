@@ -1,0 +1,230 @@
+//! The way from a session to the router: its own link, or a shared one until it needs its
+//! own.
+//!
+//! A rumqttd link costs ~27 KB and a router wake-up per notification; most devices (a
+//! driver's phone) only publish positions at QoS 0 on a clean session, for which the
+//! router answers nothing. Such a session starts without a link: its publishes go
+//! through one of the shared lanes (`router/lanes.rs`), batched with other devices'. It
+//! builds its own link when it first sends anything else (SUBSCRIBE, UNSUBSCRIBE, a
+//! QoS 1/2 PUBLISH): then it needs the router's answers. A session the router keeps
+//! (Clean Start 0, an expiry, or an id the router still holds a session for) gets its
+//! link at CONNECT as before. Ordering holds across the switch: the lane's
+//! notifications and the link build go through the same FIFO channel into the router.
+//!
+//! What a link-less session does not need: client-id takeover is the gateway's registry
+//! (no router link to drop), its will is published through its lane, it has no acks due
+//! and nothing to release at the end.
+
+use super::codec::Refuse;
+use super::frame;
+use super::handshake::REFUSAL_WRITE;
+use super::hello::Hello;
+use super::linger;
+use super::session::{End, Session};
+use super::transport::Transport;
+use super::Gateway;
+use bytes::BytesMut;
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::Packet;
+use rumqttd::Notification;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tokio::time::timeout;
+use tracing::warn;
+
+/// Lanes are given out round-robin; a session keeps its lane for its life.
+static NEXT_LANE: AtomicUsize = AtomicUsize::new(0);
+
+/// The lane for a new session.
+pub(super) fn next_lane() -> usize {
+    NEXT_LANE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Client ids the router keeps a session for between connections (persistent sessions
+/// that ended, restored ones). A clean session with such an id needs a link at CONNECT,
+/// because building it is what discards the router's old session. One entry per session
+/// the router keeps, so bounded as the router's sessions are.
+#[derive(Debug, Default)]
+pub struct HeldSessions {
+    inner: Mutex<HashSet<String>>,
+}
+
+impl HeldSessions {
+    /// The router keeps a session for `client_id` after its connection.
+    pub(crate) fn hold(&self, client_id: &str) {
+        self.lock().insert(client_id.to_owned());
+    }
+
+    /// A connection takes `client_id` (or its session was discarded); returns whether the
+    /// router held a session for it.
+    pub(crate) fn release(&self, client_id: &str) -> bool {
+        self.lock().remove(client_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether a new session starts on a shared lane: it starts clean, ends with its
+/// connection, and the router keeps nothing for its id (`held`).
+pub(super) fn starts_shared(hello: &Hello, held: bool) -> bool {
+    hello.clean_start && hello.session_expiry == 0 && !held
+}
+
+/// Whether `batch` holds anything but QoS 0 publishes: what only a link of its own can
+/// carry, because the router answers it.
+fn needs_own_link(batch: &[Packet]) -> bool {
+    batch
+        .iter()
+        .any(|p| !matches!(p, Packet::Publish(p, _) if !frame::above_qos0(p)))
+}
+
+/// The next notification of the session's own link; pending for ever without one.
+pub(super) async fn next_from(rx: &mut Option<LinkRx>) -> Result<Option<Notification>, LinkError> {
+    match rx {
+        Some(rx) => rx.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<T: Transport> Session<T> {
+    /// Submits checked packets to the router: through the session's own link, or its lane
+    /// while it has none and needs none (building one when `batch` needs it). Returns the
+    /// packets waiting in the lane (0 on an own link), which the caller reads as
+    /// back-pressure.
+    pub(super) async fn submit(&mut self, mut batch: Vec<Packet>) -> Result<usize, End> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if self.tx.is_none() && needs_own_link(&batch) {
+            // Boxed: once per session at most, not worth room in every session's task.
+            Box::pin(self.own_link()).await?;
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return self.gw.router.push_shared(self.lane, batch).map_err(|_| {
+                self.router_gone = true;
+                End::RouterDropped
+            });
+        };
+        let Some(last) = batch.pop() else {
+            return Ok(0);
+        };
+        tx.buffer().extend(batch);
+        if tx.send(last).await.is_err() {
+            self.router_gone = true;
+            return Err(End::RouterDropped);
+        }
+        Ok(0)
+    }
+
+    /// Builds the session's own link, mid-connection (clean: the session had none).
+    async fn own_link(&mut self) -> Result<(), End> {
+        let id = self.inbound.identity.client_id();
+        match self.gw.router.connect(id, true).await {
+            Ok((tx, rx, _)) => {
+                self.tx = Some(tx);
+                self.rx = Some(rx);
+                Ok(())
+            }
+            Err(e) => {
+                self.gw.meters.refusal("router_busy").increment(1);
+                warn!(error = %e, "link not built");
+                // Nothing may touch the router for this session now: no link, and the
+                // lane must not carry what follows out of order.
+                self.router_gone = true;
+                Err(End::RouterDropped)
+            }
+        }
+    }
+
+    /// Releases the session's way to the router, after `will` if one is due.
+    pub(super) async fn release(&mut self, will: Option<Packet>) {
+        if self.router_gone {
+            return;
+        }
+        self.router_gone = true;
+        let Some(tx) = self.tx.as_mut() else {
+            // A will is a QoS 0 publish (`linger::will_publish`): a lane carries it.
+            if let Some(w) = will {
+                let _ = self.gw.router.push_shared(self.lane, vec![w]);
+            }
+            return;
+        };
+        if let Some(w) = will {
+            tx.buffer().push_back(w);
+        }
+        // Without this the router keeps the link's slot forever.
+        let _ = tx.send(crate::router::disconnect_packet()).await;
+    }
+}
+
+/// Builds the client's router link at CONNECT: its two ends and whether the router resumed
+/// a session. When the router cannot take the link, answers CONNACK "server unavailable".
+///
+/// rumqttd has one flag for what MQTT 5 splits in two: its clean session both discards
+/// an old session and keeps none after. A session that starts afresh (Clean Start) but
+/// outlives the connection (an expiry) is therefore a persistent link built after the old
+/// session was discarded; one that resumes but ends with the connection is a persistent
+/// link discarded at the end (`Session::outlive`).
+pub(super) async fn link<T: Transport>(
+    io: &mut T,
+    gw: &Gateway,
+    hello: &Hello,
+) -> Option<(LinkTx, LinkRx, bool)> {
+    let keep = hello.session_expiry > 0;
+    if hello.clean_start && keep {
+        linger::discard(&gw.router, &hello.client_id).await;
+    }
+    let clean = hello.clean_start && !keep;
+    match gw.router.connect(&hello.client_id, clean).await {
+        Ok((tx, rx, notification)) => {
+            let session_present = match Option::<Packet>::from(notification) {
+                Some(Packet::ConnAck(ack, _)) => ack.session_present,
+                _ => false,
+            };
+            Some((tx, rx, session_present))
+        }
+        Err(e) => {
+            gw.meters.refusal("router_busy").increment(1);
+            warn!(error = %e, "link not built");
+            let refusal = Refuse::Unavailable.connack(hello.version, "router busy");
+            let mut b = BytesMut::from(&refusal[..]);
+            let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttd::protocol::{Publish, Subscribe};
+
+    /// A QoS 1 publish, through rumqttd's serialized form (its QoS is private).
+    fn qos1() -> Packet {
+        let b = bytes::Bytes::from_static(&[0x32, 0, 1, 0, 3, b'a', b'/', b'b', b'x']);
+        Packet::Publish(Publish::deserialize(b), None)
+    }
+
+    #[test]
+    fn only_qos0_publishes_go_without_a_link() {
+        let p0 = Packet::Publish(Publish::new("a/b", "x", true), None);
+        assert!(!needs_own_link(&[p0.clone(), p0.clone()]));
+        assert!(needs_own_link(&[p0.clone(), qos1()]));
+        let sub = Subscribe {
+            pkid: 1,
+            filters: Vec::new(),
+        };
+        assert!(needs_own_link(&[p0, Packet::Subscribe(sub, None)]));
+    }
+
+    #[test]
+    fn held_sessions_are_released_once() {
+        let held = HeldSessions::default();
+        held.hold("a");
+        assert!(held.release("a"));
+        assert!(!held.release("a"));
+    }
+}
