@@ -76,7 +76,7 @@ pub struct RouterHandle {
     backlog: Box<dyn Fn() -> usize + Send + Sync>,
     alive: Box<dyn Fn() -> bool + Send + Sync>,
     /// The shared links of devices that only publish.
-    lanes: Lanes,
+    lanes: Arc<Lanes>,
 }
 
 impl std::fmt::Debug for RouterHandle {
@@ -156,7 +156,7 @@ impl RouterHandle {
         }
         let depth = link_tx;
         Ok(Arc::new(RouterHandle {
-            lanes: Lanes::new(shared),
+            lanes: Lanes::new(shared).map_err(|e| RouterError::Spawn("lanes", e))?,
             builds,
             backlog: Box::new(move || depth.len()),
             alive: Box::new(move || !router_tx.is_disconnected()),
@@ -198,6 +198,15 @@ impl RouterHandle {
         batch: Vec<rumqttd::protocol::Packet>,
     ) -> Result<usize, LaneGone> {
         self.lanes.push(lane, batch)
+    }
+
+    /// Sends the router what waits in shared link `lane`, before a device that used it
+    /// builds a link of its own (so its earlier publishes stay ahead of its later ones).
+    ///
+    /// # Errors
+    /// [`LaneGone`] when the router dropped the lane.
+    pub fn flush_shared(&self, lane: usize) -> Result<(), LaneGone> {
+        self.lanes.flush_one(lane).map(|_| ())
     }
 
     /// Events queued for the router that it has not taken yet.

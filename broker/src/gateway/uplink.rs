@@ -121,6 +121,12 @@ impl<T: Transport> Session<T> {
 
     /// Builds the session's own link, mid-connection (clean: the session had none).
     async fn own_link(&mut self) -> Result<(), End> {
+        // The lane may hold this session's publishes for up to its coalescing window:
+        // they go to the router first, ahead of the link build on the same channel.
+        if self.gw.router.flush_shared(self.lane).is_err() {
+            self.router_gone = true;
+            return Err(End::RouterDropped);
+        }
         let id = self.inbound.identity.client_id();
         match self.gw.router.connect(id, true).await {
             Ok((tx, rx, _)) => {

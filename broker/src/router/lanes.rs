@@ -18,17 +18,37 @@
 //! order; they also stay in order with a link it builds later, because link builds and
 //! notifications go through the same FIFO channel.
 //!
+//! Batching in time: a fleet at 1 Hz per device spreads its publishes evenly, so a push
+//! nearly always finds its lane empty and every message would still cost a wake-up of the
+//! forwarder and router threads. Under load (more than [`BUSY_PER_S`] notifications a
+//! second) the lanes therefore switch to a coalescing window: pushes only fill the buffer,
+//! and a flusher thread notifies each non-empty lane once every [`WINDOW`], so one
+//! router wake-up carries everything that came in that window, at the cost of at most
+//! [`WINDOW`] of latency. Below that rate a push notifies at once, as before, and the
+//! flusher only looks in every [`IDLE_TICK`] (it also sends anything a push left behind
+//! while the mode changed, so nothing waits longer than that).
+//!
 //! Only QoS 0 publishes may go through a lane: they are the only packets the router
 //! answers with nothing, so nobody needs to read the lane's receiving end.
 
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Packet;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 /// Lanes built at most (one per core is plenty: a push holds its lane's lock for
 /// a few hundred nanoseconds).
 const MAX_LANES: usize = 8;
+/// The coalescing window under load: the most a publish waits for its router wake-up.
+const WINDOW: Duration = Duration::from_millis(1);
+/// How often the flusher looks while pushes notify on their own.
+const IDLE_TICK: Duration = Duration::from_millis(10);
+/// Notifications a second above which the window is worth its latency.
+const BUSY_PER_S: u64 = 2_000;
+/// Windows in a row with nothing to send before pushes notify on their own again.
+const QUIET_WINDOWS: u32 = 50;
 
 /// One shared link: the sending end, and the receiving end kept open (the router drops
 /// a link whose receiver is gone).
@@ -40,6 +60,10 @@ struct Lane {
 /// The shared ingest links.
 pub(crate) struct Lanes {
     lanes: Vec<Lane>,
+    /// The coalescing window is on: pushes leave the notification to the flusher.
+    busy: AtomicBool,
+    /// Notifications pushes sent since the flusher last looked.
+    direct: AtomicU64,
 }
 
 /// A lane's router link is gone: the router dropped it or stopped.
@@ -50,7 +74,11 @@ pub struct LaneGone;
 impl Lanes {
     /// The lanes over links already built (the router's event type is private, so the
     /// links are built where its sender is: `RouterHandle::spawn`).
-    pub(crate) fn new(links: Vec<(LinkTx, LinkRx)>) -> Lanes {
+    /// Starts their flusher thread, which ends once the lanes are dropped.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub(crate) fn new(links: Vec<(LinkTx, LinkRx)>) -> std::io::Result<Arc<Lanes>> {
         let lanes = links
             .into_iter()
             .map(|(tx, rx)| Lane {
@@ -58,7 +86,41 @@ impl Lanes {
                 _rx: rx,
             })
             .collect();
-        Lanes { lanes }
+        let lanes = Arc::new(Lanes {
+            lanes,
+            busy: AtomicBool::new(false),
+            direct: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&lanes);
+        std::thread::Builder::new()
+            .name("fleetcast-lanes".into())
+            .spawn(move || flusher(&weak))?;
+        Ok(lanes)
+    }
+
+    /// Notifies the router of every non-empty lane; how many there were.
+    fn flush(&self) -> Result<usize, LaneGone> {
+        let mut sent = 0;
+        for lane in 0..self.lanes.len() {
+            sent += usize::from(self.flush_one(lane)?);
+        }
+        Ok(sent)
+    }
+
+    /// Notifies the router of lane `lane` (modulo the lanes) if anything waits in it, so
+    /// that what a device pushed there is ahead of anything it sends another way next.
+    /// Whether there was.
+    ///
+    /// # Errors
+    /// [`LaneGone`] when the lane's link is gone.
+    pub(crate) fn flush_one(&self, lane: usize) -> Result<bool, LaneGone> {
+        let lane = &self.lanes[lane % self.lanes.len()];
+        let mut tx = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let last = tx.buffer().pop_back();
+        match last {
+            Some(last) => notify(&mut tx, last).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// How many lanes to build: one per core, at most [`MAX_LANES`].
@@ -87,17 +149,119 @@ impl Lanes {
             let mut buffer = tx.buffer();
             let was_empty = buffer.is_empty();
             buffer.extend(batch);
-            if !was_empty {
-                // A notification is on its way for what is there: it takes this too.
+            // Either a notification is on its way for what is there, which takes this
+            // too, or the flusher sends one within the window.
+            if !was_empty || self.busy.load(Ordering::Relaxed) {
                 buffer.push_back(last);
                 return Ok(buffer.len());
             }
             buffer.len()
         };
-        // Our sender is unbounded (the forwarder drains it), so this is ready at once.
-        match tx.send(last).now_or_never() {
-            Some(Ok(_)) => Ok(waiting + 1),
-            _ => Err(LaneGone),
+        self.direct.fetch_add(1, Ordering::Relaxed);
+        notify(&mut tx, last).map(|()| waiting + 1)
+    }
+}
+
+/// Pushes `last` into the lane and notifies the router.
+fn notify(tx: &mut LinkTx, last: Packet) -> Result<(), LaneGone> {
+    // Our sender is unbounded (the forwarder drains it), so this is ready at once.
+    match tx.send(last).now_or_never() {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(LaneGone),
+    }
+}
+
+/// The flusher: every window under load, every idle tick otherwise, until the lanes are
+/// dropped or their router is gone.
+fn flusher(lanes: &Weak<Lanes>) {
+    let mut quiet = 0u32;
+    loop {
+        let busy = match lanes.upgrade() {
+            Some(l) => l.busy.load(Ordering::Relaxed),
+            None => return,
+        };
+        std::thread::sleep(if busy { WINDOW } else { IDLE_TICK });
+        let Some(l) = lanes.upgrade() else { return };
+        let Ok(sent) = l.flush() else { return };
+        if busy {
+            quiet = if sent == 0 { quiet + 1 } else { 0 };
+            if quiet >= QUIET_WINDOWS {
+                l.busy.store(false, Ordering::Relaxed);
+                quiet = 0;
+            }
+        } else {
+            let per_tick = BUSY_PER_S * IDLE_TICK.as_millis() as u64 / 1_000;
+            if l.direct.swap(0, Ordering::Relaxed) > per_tick {
+                l.busy.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::local::LocalSubscriber;
+    use crate::router::{RouterHandle, RouterSettings};
+    use rumqttd::protocol::{Packet, Publish};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    fn publish(n: u32) -> Packet {
+        let payload = bytes::Bytes::from(n.to_string());
+        Packet::Publish(
+            Publish::new(bytes::Bytes::from_static(b"lanes/test"), payload, false),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn under_load_the_window_sends_everything_and_then_goes_quiet() {
+        let router = RouterHandle::spawn(&RouterSettings {
+            max_connections: 10,
+            max_outgoing_packet_count: 10_000,
+            max_segment_size: 1 << 20,
+            max_segment_count: 4,
+        })
+        .expect("router");
+        let mut sub = LocalSubscriber::new(&router, "lanes-test", &["lanes/test"])
+            .await
+            .expect("subscriber");
+        // Enough single pushes, one message each, to switch the window on.
+        let n = 3_000u32;
+        for i in 0..n {
+            router.push_shared(0, vec![publish(i)]).expect("lane");
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let mut got = 0u32;
+        while got < n {
+            let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+            let (_, payload) = next.expect("every message arrives").expect("link");
+            assert_eq!(payload, got.to_string(), "in order");
+            got += 1;
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !router.lanes.busy.load(Ordering::Relaxed) {
+            assert!(
+                std::time::Instant::now() < until,
+                "the window never came on"
+            );
+            router.push_shared(0, vec![publish(0)]).expect("lane");
+            let _ = sub.next().await;
+        }
+        // With the window on, a lone push is sent by the flusher, not left waiting.
+        router.push_shared(1, vec![publish(7)]).expect("lane");
+        let last = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+        assert_eq!(last.expect("sent within the window").expect("link").1, "7");
+        // Quiet for QUIET_WINDOWS windows: pushes notify on their own again.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while router.lanes.busy.load(Ordering::Relaxed) {
+            assert!(
+                std::time::Instant::now() < until,
+                "the window never went off"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
