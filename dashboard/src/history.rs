@@ -6,21 +6,23 @@
 //! point before: time in milliseconds (`u16`, up to 65 s), latitude and longitude in
 //! micro-degrees (`i16`, about 3.6 km), status and heading. A gap or jump too large for one
 //! step is split into hidden steps that are never returned, so a time is exact and a
-//! position exact to 1e-6 degree (0.11 m) whatever the history's length. Points closer than `min_step` to the
-//! one before are not kept (unless the status changed). Points older than `thin_after`
-//! (10 min) are thinned to one per `thin_step` (5 s): a dropped point's step is merged into
-//! the next one, so what stays is still exact; the points on either side of a status change
-//! and the carriers of a gap are always kept. Recent points sit in one ring, thinned ones in
-//! another, so thinning only ever touches the front of the recent ring (`history_memory_per_driver_hour`
-//! prints the measured bytes per driver-hour).
+//! position exact to 1e-6 degree (0.11 m) whatever the history's length. Points closer than
+//! `min_step` to the one before are not kept (unless the status changed). Points older than
+//! `thin_after` (10 min) are thinned to one per `thin_step` (5 s): a dropped point's step is
+//! merged into the next one, so what stays is still exact; the points on either side of a
+//! status change and the carriers of a gap are always kept. Recent points sit in one ring,
+//! thinned ones in another, so thinning only ever touches the front of the recent ring
+//! (`history_memory_per_driver_hour` prints the measured bytes per driver-hour).
 //!
 //! Bounds: `window` (older steps are dropped as new ones come), `max_points_per_driver`,
 //! `max_drivers` and `max_points` over all drivers (past it, the driver being written gives
-//! up its own oldest point, so the total never grows).
+//! up its own oldest point, so the total never grows). With a store (`serve --data`) each
+//! point kept is also queued for [`crate::archive`], which keeps the whole retention.
 
+use crate::archive::Archiver;
 use fleetcast_proto::{Location, Status};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How much history is kept.
@@ -82,15 +84,16 @@ const TICK_MS: u64 = 1;
 /// A step that only carries the track across a gap or jump: not a fix.
 const HIDDEN: u8 = 0x80;
 
+/// A point in the stored units (also what the archive writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Abs {
+pub(crate) struct Abs {
     /// Milliseconds since the epoch, rounded down to [`TICK_MS`].
-    t: u64,
-    lat: i32,
-    lon: i32,
+    pub(crate) t: u64,
+    pub(crate) lat: i32,
+    pub(crate) lon: i32,
     /// Status code, [`HIDDEN`] for a carrier step.
-    tag: u8,
-    heading: u8,
+    pub(crate) tag: u8,
+    pub(crate) heading: u8,
 }
 
 /// The difference to the point before: 8 bytes.
@@ -165,7 +168,7 @@ impl Abs {
         }
     }
 
-    fn point(self) -> Point {
+    pub(crate) fn point(self) -> Point {
         Point {
             t: self.t,
             lat: f64::from(self.lat) / SCALE,
@@ -316,6 +319,8 @@ struct Inner {
 pub struct History {
     config: HistoryConfig,
     inner: Mutex<Inner>,
+    /// With a store (`--data`), every point kept is also queued for it.
+    archive: OnceLock<Arc<Archiver>>,
 }
 
 /// One driver's points in a time range.
@@ -335,6 +340,7 @@ impl History {
         History {
             config,
             inner: Mutex::new(Inner::default()),
+            archive: OnceLock::new(),
         }
     }
 
@@ -343,26 +349,52 @@ impl History {
         &self.config
     }
 
+    /// From now on every point kept is also written to `archive` (once; later calls are
+    /// ignored).
+    pub fn archive_to(&self, archive: Arc<Archiver>) {
+        let _ = self.archive.set(archive);
+    }
+
+    /// The store side, when there is one.
+    pub fn archive(&self) -> Option<&Arc<Archiver>> {
+        self.archive.get()
+    }
+
     /// Records a fix the board accepted on `topic`. Fixes older than the driver's last are
     /// not history (a late retransmission): skipped.
     pub fn record(&self, topic: &str, loc: &Location) {
+        if let Some(kept) = self.keep(topic, loc) {
+            if let Some(a) = self.archive.get() {
+                a.offer(&loc.id, topic, kept);
+            }
+        }
+    }
+
+    /// The time of driver `id`'s oldest point held in memory.
+    pub fn oldest(&self, id: &str) -> Option<u64> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.tracks.get(id).map(|t| t.first.t)
+    }
+
+    fn keep(&self, topic: &str, loc: &Location) -> Option<Abs> {
         if self.config.window.is_zero() || self.config.max_points_per_driver == 0 {
-            return;
+            return None;
         }
         let next = Abs::of(loc);
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
         let full = inner.tracks.len() >= self.config.max_drivers;
         let Some(track) = inner.tracks.get_mut(&loc.id) else {
-            if !full {
-                inner.tracks.insert(loc.id.clone(), Track::new(topic, next));
+            if full {
+                return None;
             }
-            return;
+            inner.tracks.insert(loc.id.clone(), Track::new(topic, next));
+            return Some(next);
         };
         let min_step = u64::try_from(self.config.min_step.as_millis()).unwrap_or(u64::MAX);
         let same_status = track.last.tag & !HIDDEN == next.tag;
         if next.t < track.last.t || (next.t - track.last.t < min_step && same_status) {
-            return;
+            return None;
         }
         inner.steps += track.push(next);
         let thin_after = u64::try_from(self.config.thin_after.as_millis()).unwrap_or(u64::MAX);
@@ -379,6 +411,7 @@ impl History {
                 n => inner.steps -= n,
             }
         }
+        Some(next)
     }
 
     /// The points of driver `id` with `since <= t <= until` (ms), oldest first; None for
