@@ -6,3 +6,4 @@ pub mod certs;
 pub mod feed;
 pub mod stack;
 pub mod standalone;
+pub mod tracks;

@@ -39,6 +39,9 @@ pub enum StackError {
     /// The node did not join its cluster in time.
     #[error(transparent)]
     Cluster(#[from] fleetcast_broker::cluster::ClusterError),
+    /// The history writer thread could not be started.
+    #[error("cannot start the history writer")]
+    HistoryWriter(#[source] std::io::Error),
     /// The metrics exporter rejected its settings.
     #[error("cannot set up metrics")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
@@ -296,6 +299,7 @@ impl Stack {
                 Metering::Off => dashboard_routes,
             }
         };
+        let retention_s = config.map.history_retention_s;
         let broker = Broker::start_with(
             listeners,
             config,
@@ -306,6 +310,10 @@ impl Stack {
             },
         )
         .await?;
+        // Before the feed: the refilled window must hold what came before the first fix.
+        crate::tracks::attach(&broker, &dashboard, retention_s, r)
+            .await
+            .map_err(StackError::HistoryWriter)?;
         // In process the map also follows the geofences (their shapes, counts and events).
         let mut filters = FEED_FILTERS.to_vec();
         filters.push("geofences/#");
@@ -333,6 +341,7 @@ impl Stack {
     /// Connections were still open at the end of the grace time.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         self.dashboard.shutdown().await;
+        crate::tracks::close(&self.dashboard).await;
         self.broker.shutdown().await
     }
 }

@@ -163,6 +163,8 @@ pub struct Broker {
     tracker: TaskTracker,
     grace: Duration,
     durable: Option<Arc<Durable>>,
+    /// The store's tracks table, for the map's history (with a data directory).
+    tracks: Option<crate::store::TrackStore>,
 }
 
 impl Broker {
@@ -240,6 +242,7 @@ impl Broker {
             restored.as_ref().map(|r| Arc::clone(&r.durable)),
         ));
         let mut kept_fences = Vec::new();
+        let tracks = restored.as_ref().map(|r| r.tracks.clone());
         let durable = restored.map(|restored| {
             for (client_id, filters, expiry) in restored.sessions {
                 gateway.restored_session(&client_id, &filters, expiry);
@@ -326,7 +329,15 @@ impl Broker {
             tracker,
             grace,
             durable,
+            tracks,
         })
+    }
+
+    /// The data directory's tracks table (None without one): the map's history writes
+    /// and reads it. The store file stays open while a handle exists, so the holder drops
+    /// it before the broker is started again on the same directory.
+    pub fn track_store(&self) -> Option<crate::store::TrackStore> {
+        self.tracks.clone()
     }
 
     /// Where the broker listens.
@@ -386,6 +397,7 @@ impl Broker {
         if let Some(durable) = self.durable.take() {
             let _ = tokio::task::spawn_blocking(move || durable.close()).await;
         }
+        self.tracks = None;
         if drained.is_err() {
             return Err(BrokerError::ShutdownTimeout(self.tracker.len()));
         }
@@ -410,6 +422,7 @@ type RestoredSessions = Vec<(String, Vec<(String, u8)>, u32)>;
 /// What a data directory gave back at start.
 struct Restored {
     durable: Arc<Durable>,
+    tracks: crate::store::TrackStore,
     sessions: RestoredSessions,
     /// Fences changed over the API: name -> Feature, empty when deleted.
     geofences: Vec<(String, Vec<u8>)>,
@@ -445,6 +458,7 @@ async fn restore_state(
         })
         .collect();
     let expired = expired.into_iter().map(|s| s.client_id).collect();
+    let tracks = store.tracks();
     let meters = StoreMeters::new(recorder);
     let settings = config.storage.settings();
     let durable =
@@ -452,6 +466,7 @@ async fn restore_state(
     durable.loaded(retained);
     Ok(Restored {
         durable,
+        tracks,
         sessions,
         geofences: loaded.geofences,
         revoked: loaded.revoked,

@@ -42,6 +42,9 @@ pub struct Config {
 pub struct Map {
     /// Seconds of each driver's track kept in memory (`--history-window`); 0: none.
     pub history_window_s: u64,
+    /// Seconds of each driver's track kept in the store with a data directory (`--data`),
+    /// older records pruned; 0: none written.
+    pub history_retention_s: u64,
     /// A browser whose view holds more drivers gets per-cell counts (`--aggregate-above`);
     /// 0: never.
     pub aggregate_above: usize,
@@ -51,6 +54,7 @@ impl Default for Map {
     fn default() -> Self {
         Map {
             history_window_s: 3_600,
+            history_retention_s: 86_400,
             aggregate_above: 2_000,
         }
     }

@@ -13,11 +13,13 @@
 
 mod codec;
 mod props;
+mod tracks;
 
 pub use codec::{Queued, Retained, SavedSession};
 pub use props::Props;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
+pub use tracks::{TrackAppend, TrackStore};
 
 /// The store's file name inside the data directory.
 pub const FILE_NAME: &str = "fleetcast.redb";
@@ -129,7 +131,8 @@ impl Batch {
 
 /// The open store; one per data directory and process.
 pub struct Store {
-    db: Database,
+    /// Shared with the map's [`TrackStore`], which writes its own table from its own thread.
+    db: std::sync::Arc<Database>,
     path: PathBuf,
 }
 
@@ -186,13 +189,21 @@ impl Store {
             }
             Err(e) => return Err(corrupt(e.to_string())),
         };
-        let store = Store { db, path };
+        let store = Store {
+            db: std::sync::Arc::new(db),
+            path,
+        };
         if fresh {
             store.init()?;
         } else {
             store.check_format()?;
         }
         Ok(store)
+    }
+
+    /// A handle on the drivers' tracks table of this file, for the map's history writer.
+    pub fn tracks(&self) -> TrackStore {
+        TrackStore::new(std::sync::Arc::clone(&self.db), self.path.clone())
     }
 
     /// The store file.
@@ -366,7 +377,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn temp_dir(tag: &str) -> PathBuf {
+    pub(super) fn temp_dir(tag: &str) -> PathBuf {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =

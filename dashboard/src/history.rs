@@ -6,17 +6,23 @@
 //! point before: time in milliseconds (`u16`, up to 65 s), latitude and longitude in
 //! micro-degrees (`i16`, about 3.6 km), status and heading. A gap or jump too large for one
 //! step is split into hidden steps that are never returned, so a time is exact and a
-//! position exact to 1e-6 degree (0.11 m) whatever the history's length. Points closer than `min_step` to the
-//! one before are not kept (unless the status changed): the simulator's 1 Hz fixes cost
-//! 28.8 KB per driver-hour (`history_memory_per_driver_hour` prints the measured figure).
+//! position exact to 1e-6 degree (0.11 m) whatever the history's length. Points closer than
+//! `min_step` to the one before are not kept (unless the status changed). Points older than
+//! `thin_after` (10 min) are thinned to one per `thin_step` (5 s): a dropped point's step is
+//! merged into the next one, so what stays is still exact; the points on either side of a
+//! status change and the carriers of a gap are always kept. Recent points sit in one ring,
+//! thinned ones in another, so thinning only ever touches the front of the recent ring
+//! (`history_memory_per_driver_hour` prints the measured bytes per driver-hour).
 //!
 //! Bounds: `window` (older steps are dropped as new ones come), `max_points_per_driver`,
 //! `max_drivers` and `max_points` over all drivers (past it, the driver being written gives
-//! up its own oldest point, so the total never grows).
+//! up its own oldest point, so the total never grows). With a store (`serve --data`) each
+//! point kept is also queued for [`crate::archive`], which keeps the whole retention.
 
+use crate::archive::Archiver;
 use fleetcast_proto::{Location, Status};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How much history is kept.
@@ -32,6 +38,11 @@ pub struct HistoryConfig {
     pub max_drivers: usize,
     /// Most steps over all drivers.
     pub max_points: usize,
+    /// Points older than this (behind a driver's latest) are thinned; at least `window`
+    /// keeps every point.
+    pub thin_after: Duration,
+    /// Thinned points keep one per this span (unless the status changes).
+    pub thin_step: Duration,
 }
 
 impl Default for HistoryConfig {
@@ -43,6 +54,10 @@ impl Default for HistoryConfig {
             max_drivers: 100_000,
             // 320 MB of steps: 20,000 drivers at one fix every 2 s for an hour.
             max_points: 40_000_000,
+            // With these an hour at 1 fix/s is 600 + 600 steps: 20,000 drivers fit the
+            // 40 million points whole (24 million).
+            thin_after: Duration::from_secs(600),
+            thin_step: Duration::from_secs(5),
         }
     }
 }
@@ -69,15 +84,16 @@ const TICK_MS: u64 = 1;
 /// A step that only carries the track across a gap or jump: not a fix.
 const HIDDEN: u8 = 0x80;
 
+/// A point in the stored units (also what the archive writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Abs {
+pub(crate) struct Abs {
     /// Milliseconds since the epoch, rounded down to [`TICK_MS`].
-    t: u64,
-    lat: i32,
-    lon: i32,
+    pub(crate) t: u64,
+    pub(crate) lat: i32,
+    pub(crate) lon: i32,
     /// Status code, [`HIDDEN`] for a carrier step.
-    tag: u8,
-    heading: u8,
+    pub(crate) tag: u8,
+    pub(crate) heading: u8,
 }
 
 /// The difference to the point before: 8 bytes.
@@ -95,7 +111,12 @@ struct Track {
     topic: Box<str>,
     /// The oldest point; its own tag says whether it is hidden.
     first: Abs,
+    /// Thinned steps, from `first` to `mid`.
+    old: VecDeque<Step>,
+    /// The newest thinned point (`first` while `old` is empty).
+    mid: Abs,
     last: Abs,
+    /// Recent steps, from `mid` to `last`.
     steps: VecDeque<Step>,
     /// Points that are not hidden (first included).
     shown: usize,
@@ -147,7 +168,7 @@ impl Abs {
         }
     }
 
-    fn point(self) -> Point {
+    pub(crate) fn point(self) -> Point {
         Point {
             t: self.t,
             lat: f64::from(self.lat) / SCALE,
@@ -185,6 +206,8 @@ impl Track {
         Track {
             topic: topic.into(),
             first,
+            old: VecDeque::new(),
+            mid: first,
             last: first,
             steps: VecDeque::new(),
             shown: 1,
@@ -208,24 +231,79 @@ impl Track {
 
     /// Drops the oldest point; returns the steps removed (0 when only one point is left).
     fn pop_front(&mut self) -> usize {
-        let Some(s) = self.steps.pop_front() else {
-            return 0;
+        let (s, recent) = match self.old.pop_front() {
+            Some(s) => (s, false),
+            None => match self.steps.pop_front() {
+                Some(s) => (s, true),
+                None => return 0,
+            },
         };
         if !self.first.hidden() {
             self.shown -= 1;
         }
         self.first = self.first.after(s);
+        if recent {
+            self.mid = self.first;
+        }
         1
+    }
+
+    /// Moves recent points older than `horizon` into the thinned ring, dropping those
+    /// within `step_ms` of the thinned point before (same status, no gap carried); returns
+    /// the steps removed.
+    fn thin(&mut self, horizon: u64, step_ms: u64) -> usize {
+        let mut removed = 0;
+        while self.steps.len() >= 2 {
+            let (c, d) = (self.steps[0], self.steps[1]);
+            let at = self.mid.after(c);
+            if at.t >= horizon {
+                break;
+            }
+            let status = |tag: u8| tag & !HIDDEN;
+            let droppable = !at.hidden()
+                && at.t - self.mid.t < step_ms
+                && status(self.mid.tag) == at.tag
+                && status(d.tag) == at.tag;
+            // The merged step must still fit one step: else the point stays.
+            let merged = droppable
+                .then(|| {
+                    Some(Step {
+                        dt: c.dt.checked_add(d.dt)?,
+                        dlat: c.dlat.checked_add(d.dlat)?,
+                        dlon: c.dlon.checked_add(d.dlon)?,
+                        tag: d.tag,
+                        heading: d.heading,
+                    })
+                })
+                .flatten();
+            self.steps.pop_front();
+            match merged {
+                Some(m) => {
+                    self.steps[0] = m;
+                    self.shown -= 1;
+                    removed += 1;
+                }
+                None => {
+                    self.old.push_back(c);
+                    self.mid = at;
+                }
+            }
+        }
+        removed
     }
 
     fn points(&self) -> impl Iterator<Item = Abs> + '_ {
         let mut at = self.first;
         std::iter::once(self.first)
-            .chain(self.steps.iter().map(move |s| {
+            .chain(self.old.iter().chain(self.steps.iter()).map(move |s| {
                 at = at.after(*s);
                 at
             }))
             .filter(|a| !a.hidden())
+    }
+
+    fn len(&self) -> usize {
+        self.old.len() + self.steps.len()
     }
 }
 
@@ -241,6 +319,8 @@ struct Inner {
 pub struct History {
     config: HistoryConfig,
     inner: Mutex<Inner>,
+    /// With a store (`--data`), every point kept is also queued for it.
+    archive: OnceLock<Arc<Archiver>>,
 }
 
 /// One driver's points in a time range.
@@ -260,6 +340,7 @@ impl History {
         History {
             config,
             inner: Mutex::new(Inner::default()),
+            archive: OnceLock::new(),
         }
     }
 
@@ -268,28 +349,57 @@ impl History {
         &self.config
     }
 
+    /// From now on every point kept is also written to `archive` (once; later calls are
+    /// ignored).
+    pub fn archive_to(&self, archive: Arc<Archiver>) {
+        let _ = self.archive.set(archive);
+    }
+
+    /// The store side, when there is one.
+    pub fn archive(&self) -> Option<&Arc<Archiver>> {
+        self.archive.get()
+    }
+
     /// Records a fix the board accepted on `topic`. Fixes older than the driver's last are
     /// not history (a late retransmission): skipped.
     pub fn record(&self, topic: &str, loc: &Location) {
+        if let Some(kept) = self.keep(topic, loc) {
+            if let Some(a) = self.archive.get() {
+                a.offer(&loc.id, topic, kept);
+            }
+        }
+    }
+
+    /// The time of driver `id`'s oldest point held in memory.
+    pub fn oldest(&self, id: &str) -> Option<u64> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.tracks.get(id).map(|t| t.first.t)
+    }
+
+    fn keep(&self, topic: &str, loc: &Location) -> Option<Abs> {
         if self.config.window.is_zero() || self.config.max_points_per_driver == 0 {
-            return;
+            return None;
         }
         let next = Abs::of(loc);
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
         let full = inner.tracks.len() >= self.config.max_drivers;
         let Some(track) = inner.tracks.get_mut(&loc.id) else {
-            if !full {
-                inner.tracks.insert(loc.id.clone(), Track::new(topic, next));
+            if full {
+                return None;
             }
-            return;
+            inner.tracks.insert(loc.id.clone(), Track::new(topic, next));
+            return Some(next);
         };
         let min_step = u64::try_from(self.config.min_step.as_millis()).unwrap_or(u64::MAX);
         let same_status = track.last.tag & !HIDDEN == next.tag;
         if next.t < track.last.t || (next.t - track.last.t < min_step && same_status) {
-            return;
+            return None;
         }
         inner.steps += track.push(next);
+        let thin_after = u64::try_from(self.config.thin_after.as_millis()).unwrap_or(u64::MAX);
+        let thin_step = u64::try_from(self.config.thin_step.as_millis()).unwrap_or(u64::MAX);
+        inner.steps -= track.thin(next.t.saturating_sub(thin_after), thin_step);
         let window = u64::try_from(self.config.window.as_millis()).unwrap_or(u64::MAX);
         let horizon = next.t.saturating_sub(window);
         while track.first.t < horizon
@@ -301,6 +411,7 @@ impl History {
                 n => inner.steps -= n,
             }
         }
+        Some(next)
     }
 
     /// The points of driver `id` with `since <= t <= until` (ms), oldest first; None for
@@ -377,7 +488,9 @@ impl History {
                 .tracks
                 .iter()
                 .map(|(id, t)| {
-                    id.capacity() + t.topic.len() + t.steps.capacity() * std::mem::size_of::<Step>()
+                    id.capacity()
+                        + t.topic.len()
+                        + (t.old.capacity() + t.steps.capacity()) * std::mem::size_of::<Step>()
                 })
                 .sum::<usize>()
     }
@@ -391,7 +504,7 @@ impl History {
         inner.tracks.retain(|_, t| {
             let keep = t.last.t >= horizon;
             if !keep {
-                dropped += t.steps.len();
+                dropped += t.len();
             }
             keep
         });

@@ -241,8 +241,27 @@ async fn track(
         Ok(r) => r,
         Err(why) => return answer(StatusCode::BAD_REQUEST, &why),
     };
-    let Some(trace) = state.history.trace(&id, range.0, range.1) else {
-        return answer(StatusCode::NOT_FOUND, "no history for this driver");
+    let memory = state.history.trace(&id, range.0, range.1);
+    let stored = match older_from_store(&state, &id, range).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "history store read failed");
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "history store unreadable",
+            );
+        }
+    };
+    let trace = match (stored, memory) {
+        (None, None) => return answer(StatusCode::NOT_FOUND, "no history for this driver"),
+        (Some(t), None) | (None, Some(t)) => t,
+        (Some(mut older), Some(recent)) => {
+            older.points.extend(recent.points);
+            Trace {
+                topic: recent.topic,
+                ..older
+            }
+        }
     };
     // The same answer as an unknown driver: an account learns nothing of others' drivers.
     if !viewer.as_ref().is_none_or(|v| v.may_see(&trace.topic)) {
@@ -254,6 +273,27 @@ async fn track(
         HeaderValue::from_static("application/geo+json"),
     );
     r
+}
+
+/// With a store: the part of `range` older than what memory holds of driver `id`.
+async fn older_from_store(
+    state: &TrackState,
+    id: &str,
+    (since, until): (u64, u64),
+) -> Result<Option<Trace>, crate::archive::ArchiveError> {
+    let Some(archive) = state.history.archive().cloned() else {
+        return Ok(None);
+    };
+    let until = match state.history.oldest(id) {
+        Some(oldest) if oldest <= since => return Ok(None),
+        Some(oldest) => until.min(oldest - 1),
+        None => until,
+    };
+    let id = id.to_owned();
+    // The store's reads block on the disk.
+    tokio::task::spawn_blocking(move || archive.trace(&id, (since, until), now_ms()))
+        .await
+        .map_err(|e| crate::archive::ArchiveError(e.to_string()))?
 }
 
 async fn replay(

@@ -135,11 +135,21 @@ pub(super) fn say(line: &str) -> Result<()> {
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub(super) async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+    signals()?.await
+}
+
+/// Installs the Ctrl-C and SIGTERM handlers now and returns what waits for either: a
+/// command installs them before its ready line, so a signal sent as soon as the line is
+/// read ends it cleanly instead of by the signal's default action.
+pub(super) fn signals() -> Result<impl std::future::Future<Output = Result<()>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
+    })
 }

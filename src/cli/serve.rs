@@ -2,7 +2,7 @@
 //! fleet driving on it) until Ctrl-C or SIGTERM. Prints the ready line scripts and tests
 //! wait for: `fleetcast ready mqtt=... ws=... http=...`.
 
-use super::common::{map_bytes, map_name, say, wait_for_signal, MapArgs};
+use super::common::{map_bytes, map_name, say, signals, MapArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use fleetcast::stack::{self, Metering, Stack};
@@ -182,6 +182,8 @@ async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
         refuse_public_anonymous(listeners.addrs())?;
     }
     let stack = Stack::start(listeners, config, dashboard, metering, auth).await?;
+    // Before the ready line: a script may send SIGTERM as soon as it reads it.
+    let signal = signals()?;
     let addrs = stack.addrs();
     match stack.broker.node() {
         Some(node) => say(&format!("fleetcast ready {addrs} node={node}"))?,
@@ -192,7 +194,7 @@ async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
         None => None,
     };
 
-    wait_for_signal().await?;
+    signal.await?;
     tracing::info!("shutting down");
     if let Some(fleet) = fleet {
         fleet.stop().await;

@@ -214,11 +214,57 @@ fn history_memory_per_driver_hour() {
     }
     let (n, steps) = h.size();
     assert_eq!(n, 200);
-    assert_eq!(steps, 200 * 3_599);
+    // The last 10 minutes whole (600 steps), the 50 before them one per 5 s (600 steps).
+    let per_driver = steps / 200;
+    assert!((1_195..=1_205).contains(&per_driver), "{per_driver}");
     let per = h.memory_bytes() as f64 / drivers as f64;
     eprintln!(
-        "history: {per:.0} bytes per driver-hour at 1 fix/s ({} bytes a step)",
+        "history: {per:.0} bytes per driver-hour at 1 fix/s ({} bytes a step, {per_driver} steps)",
         std::mem::size_of::<Step>()
     );
-    assert!(per < 40_000.0, "{per}");
+    // 20,000 drivers' hour must fit the 40 million points.
+    assert!(per_driver * 20_000 < HistoryConfig::default().max_points);
+    assert!(per < 20_000.0, "{per}");
+}
+
+#[test]
+fn older_points_are_thinned_but_status_changes_and_exactness_stay() {
+    let h = history(3_600);
+    // 20 minutes at 1 fix/s; the status changes at 200 s and back at 203 s.
+    for i in 0..1_200u64 {
+        let status = if (200..203).contains(&i) {
+            Status::ToPickup
+        } else {
+            Status::Available
+        };
+        let l = loc("a", T0 + i * 1_000, 60.1 + i as f64 * 1e-5, 24.9, status);
+        h.record("drivers/a/location", &l);
+    }
+    let t = h.trace("a", 0, u64::MAX).expect("a track").points;
+    let horizon = T0 + 1_199_000 - 600_000;
+    let (old, recent): (Vec<Point>, Vec<Point>) = t.iter().partition(|p| p.t < horizon);
+    // Recent points whole (599 s to 1,199 s).
+    assert_eq!(recent.len(), 601);
+    // Older ones one per 5 s, plus the points around the status changes.
+    assert!((120..=130).contains(&old.len()), "{}", old.len());
+    for w in old.windows(2) {
+        let changed = w[0].status != w[1].status;
+        assert!(w[1].t - w[0].t <= 5_000, "{w:?}");
+        assert!(changed || w[1].t - w[0].t >= 1_000);
+    }
+    let picks: Vec<u64> = t
+        .iter()
+        .filter(|p| p.status == Status::ToPickup)
+        .map(|p| (p.t - T0) / 1_000)
+        .collect();
+    assert_eq!(picks.first(), Some(&200));
+    assert_eq!(picks.last(), Some(&202));
+    // Whatever was kept is exact.
+    for p in &t {
+        let i = (p.t - T0) / 1_000;
+        assert_eq!(p.t, T0 + i * 1_000);
+        assert!((p.lat - (60.1 + i as f64 * 1e-5)).abs() < 1e-6, "{p:?}");
+    }
+    let (_, steps) = h.size();
+    assert_eq!(steps, t.len() - 1);
 }
