@@ -5,12 +5,17 @@ use super::*;
 use fleetcast_proto::Status;
 use std::collections::BTreeMap;
 
-/// (id, start) -> record, as the broker's table keeps them.
+/// (id, start) -> record, as the broker's table keeps them; and the records written.
 #[derive(Debug, Default)]
-struct MemArchive(Mutex<BTreeMap<(String, u64), Vec<u8>>>);
+struct MemArchive(
+    Mutex<BTreeMap<(String, u64), Vec<u8>>>,
+    std::sync::atomic::AtomicUsize,
+);
 
 impl TrackArchive for MemArchive {
     fn append(&self, appends: &[Append]) -> Result<(), ArchiveError> {
+        self.1
+            .fetch_add(appends.len(), std::sync::atomic::Ordering::Relaxed);
         let mut m = self.0.lock().expect("lock");
         for a in appends {
             m.entry((a.id.clone(), a.start))
@@ -100,10 +105,10 @@ fn points_round_trip_across_flushes_and_chunks_compactly() {
         w.add(entry("a", a));
         sent.push(a);
         if i % 5 == 4 {
-            w.flush();
+            w.flush(true);
         }
     }
-    w.flush();
+    w.flush(true);
     let m = store.0.lock().expect("lock");
     // One record a minute.
     assert_eq!(m.len(), 5);
@@ -126,6 +131,38 @@ fn points_round_trip_across_flushes_and_chunks_compactly() {
 }
 
 #[test]
+fn a_minute_is_written_once_when_it_is_over() {
+    let store = Arc::new(MemArchive::default());
+    let mut w = writer(&store, 86_400);
+    let writes = || store.1.load(std::sync::atomic::Ordering::Relaxed);
+    // A minute two ahead of the wall clock (fixes may run ahead): over only once the
+    // driver's own fixes have gone past it.
+    let now = fleetcast_proto::time::now_ms();
+    let minute = now - now % CHUNK_MS + 2 * CHUNK_MS;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let a = at(minute + i * 2_000, i as i32, 0);
+        w.add(entry("a", a));
+        sent.push(a);
+        if i % 5 == 4 {
+            w.flush(false);
+        }
+    }
+    assert_eq!(writes(), 0, "the minute under way waits");
+    w.add(entry("a", at(minute + CHUNK_MS, 30, 0)));
+    w.flush(false);
+    w.flush(false);
+    assert_eq!(writes(), 1, "written once, when over");
+    let m = store.0.lock().expect("lock");
+    let (_, back) = codec::decode(&m[&("a".to_owned(), minute)]);
+    assert_eq!(back, sent);
+    drop(m);
+    // A clean stop writes the minute under way.
+    w.flush(true);
+    assert_eq!(writes(), 2);
+}
+
+#[test]
 fn records_older_than_the_retention_are_pruned() {
     let store = Arc::new(MemArchive::default());
     let mut w = writer(&store, 3_600);
@@ -135,7 +172,7 @@ fn records_older_than_the_retention_are_pruned() {
             w.add(entry(id, at(T0 + i * 60_000, i as i32, 0)));
         }
     }
-    w.flush();
+    w.flush(true);
     assert_eq!(store.0.lock().expect("lock").len(), 240);
     let now = T0 + 120 * 60_000;
     w.prune_step(now);
@@ -155,7 +192,7 @@ fn a_history_is_refilled_from_the_store_and_older_ranges_read_from_it() {
     for i in 0..=120u64 {
         w.add(entry("a", at(first + i * 60_000, i as i32, 2)));
     }
-    w.flush();
+    w.flush(true);
     let archiver = Archiver::start(
         Arc::clone(&store) as _,
         ArchiveConfig::default(),

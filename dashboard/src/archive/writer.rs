@@ -1,6 +1,11 @@
-//! The writer thread: collects queued fixes per driver, appends them as one commit every
-//! `flush_every`, then prunes one bounded step of old records. A thread of its own because
-//! a commit blocks on the disk (fsync), which no tokio worker may do.
+//! The writer thread: collects queued fixes per driver, appends the minutes that are over
+//! as one commit every `flush_every`, then prunes one bounded step of old records. A thread
+//! of its own because a commit blocks on the disk (fsync), which no tokio worker may do.
+//!
+//! A minute is written once, when it is over (the wall clock or the driver's own later
+//! fixes are past it), not every flush while it fills: redb copies a record's pages on
+//! each write, so rewriting the current minute every 5 s grew the file about 4x what it
+//! held. The price: a `kill -9` loses the minute under way (a clean stop writes it).
 
 use super::{codec, Append, ArchiveConfig, Entry, Meters, TrackArchive, CHUNK_MS};
 use crate::history::Abs;
@@ -51,12 +56,12 @@ impl Writer {
             match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
                 Ok(e) => self.add(e),
                 Err(RecvTimeoutError::Timeout) => {
-                    self.flush();
+                    self.flush(false);
                     self.prune_step(now_ms());
                     next = Instant::now() + self.config.flush_every;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
+                    self.flush(true);
                     return;
                 }
             }
@@ -76,13 +81,30 @@ impl Writer {
             .push(e.at);
     }
 
-    /// Appends every pending point in one commit.
-    pub(super) fn flush(&mut self) {
+    /// Appends the pending points of minutes that are over (`all`: every pending point)
+    /// in one commit; the rest wait.
+    pub(super) fn flush(&mut self, all: bool) {
         if self.written.len() > MAX_REMEMBERED {
             self.written.clear();
         }
+        let now = now_ms();
         let mut appends = Vec::new();
-        for (id, (topic, points)) in self.pending.drain() {
+        let mut waiting = HashMap::new();
+        let mut points_done = 0;
+        for (id, (topic, all_points)) in self.pending.drain() {
+            let points: Vec<Abs> = if all {
+                all_points
+            } else {
+                let newest = all_points.iter().map(|p| p.t).max().unwrap_or(0).max(now);
+                let open = newest - newest % CHUNK_MS;
+                let (done, open_points): (Vec<Abs>, Vec<Abs>) =
+                    all_points.into_iter().partition(|p| p.t < open);
+                if !open_points.is_empty() {
+                    waiting.insert(id.clone(), (topic.clone(), open_points));
+                }
+                done
+            };
+            points_done += points.len();
             let mut rest = &points[..];
             while let Some(first) = rest.first() {
                 let start = first.t - first.t % CHUNK_MS;
@@ -108,7 +130,9 @@ impl Writer {
                 rest = after;
             }
         }
-        let points = std::mem::take(&mut self.pending_points);
+        self.pending = waiting;
+        self.pending_points -= points_done;
+        let points = points_done;
         if appends.is_empty() {
             return;
         }
