@@ -252,24 +252,6 @@ async fn a_zoomed_out_browser_gets_cells_not_20000_positions() {
     off.shutdown().await;
 }
 
-/// CPU time of this process's threads whose name starts with `prefix`.
-fn threads_cpu(prefix: &str) -> Duration {
-    let mut ticks = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the ")" closing the name: state is the 1st, utime the 12th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    Duration::from_millis(ticks * 10)
-}
-
 /// 20 zoomed-out browsers over 20,000 drivers, aggregation off, then on: the bridge's CPU
 /// (its runtime's one worker thread) and the bytes each browser gets.
 #[test]
@@ -311,16 +293,19 @@ fn bench_20_browsers_over_20000_drivers() {
         filled(&off).await;
     });
     println!("bench: {BROWSERS} zoomed-out browsers over {DRIVERS} drivers (1 fix/s each), {secs} s per phase");
-    let idle0 = threads_cpu("fc-bridge");
+    let idle0 = common::threads_cpu("fc-bridge");
     std::thread::sleep(Duration::from_secs(2));
-    let idle = threads_cpu("fc-bridge").saturating_sub(idle0).as_secs_f64() / 2.0;
+    let idle = common::threads_cpu("fc-bridge")
+        .saturating_sub(idle0)
+        .as_secs_f64()
+        / 2.0;
     println!("  no browser:        bridge CPU {:5.1} %", idle * 100.0);
     for (name, addr, bridge) in [
         ("aggregation off", off_addr, &off.bridge),
         ("aggregation on ", on_addr, &on.bridge),
     ] {
         let total = Arc::new(AtomicU64::new(0));
-        let cpu0 = threads_cpu("fc-bridge");
+        let cpu0 = common::threads_cpu("fc-bridge");
         let sent0 = bridge.stats.bytes.load(Ordering::Relaxed);
         let wall = std::time::Instant::now();
         clients.block_on(async {
@@ -337,7 +322,9 @@ fn bench_20_browsers_over_20000_drivers() {
             }
         });
         let wall = wall.elapsed().as_secs_f64();
-        let cpu = threads_cpu("fc-bridge").saturating_sub(cpu0).as_secs_f64();
+        let cpu = common::threads_cpu("fc-bridge")
+            .saturating_sub(cpu0)
+            .as_secs_f64();
         let sent = bridge.stats.bytes.load(Ordering::Relaxed) - sent0;
         let per_browser = total.load(Ordering::Relaxed) as f64 / BROWSERS as f64 / wall;
         println!(

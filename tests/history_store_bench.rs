@@ -16,24 +16,6 @@ use fleetcast_proto::{Location, Status};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// CPU time of this process's threads whose name starts with `prefix`.
-fn threads_cpu(prefix: &str) -> Duration {
-    let mut ticks = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the ")" closing the name: state is the 1st, utime the 12th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    Duration::from_millis(ticks * 10)
-}
-
 fn fix(d: usize, s: u64, t0: u64) -> Location {
     // About 10 m/s north-east, each driver from its own corner of the city.
     let (lat, lon) = (
@@ -135,7 +117,7 @@ fn bench_history_store_cost() {
     let r = run("history-bench-fleet");
     let empty = r.store.size_bytes();
     let start = Instant::now();
-    let cpu0 = threads_cpu("history-writer");
+    let cpu0 = common::threads_cpu("history-writer");
     for s in 0..secs {
         for d in 0..FLEET {
             let l = fix(d, s, now);
@@ -145,7 +127,7 @@ fn bench_history_store_cost() {
             (start + Duration::from_secs(s + 1)).saturating_duration_since(Instant::now()),
         );
     }
-    let cpu = threads_cpu("history-writer") - cpu0;
+    let cpu = common::threads_cpu("history-writer") - cpu0;
     let wall = start.elapsed();
     r.archiver.close();
     let written = counter(&r, "fleetcast_history_store_points_total");

@@ -98,6 +98,20 @@ fn answer(status: StatusCode, message: &str) -> Response {
 }
 
 impl TrackState {
+    /// Who is asking and for what range: both endpoints' checks, in their order.
+    async fn admit(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+        q: &Range,
+    ) -> Result<(Option<Visibility>, (u64, u64)), Response> {
+        let viewer = self.viewer(peer, headers, q.token.as_deref()).await?;
+        let range = self
+            .range(q)
+            .map_err(|why| answer(StatusCode::BAD_REQUEST, &why))?;
+        Ok((viewer, range))
+    }
+
     /// Who is asking: Ok(None) when the map has no accounts (everything visible).
     async fn viewer(
         &self,
@@ -233,13 +247,9 @@ async fn track(
     Query(q): Query<Range>,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = match state.viewer(peer.ip(), &headers, q.token.as_deref()).await {
-        Ok(v) => v,
+    let (viewer, range) = match state.admit(peer.ip(), &headers, &q).await {
+        Ok(admitted) => admitted,
         Err(r) => return r,
-    };
-    let range = match state.range(&q) {
-        Ok(r) => r,
-        Err(why) => return answer(StatusCode::BAD_REQUEST, &why),
     };
     let memory = state.history.trace(&id, range.0, range.1);
     let stored = match older_from_store(&state, &id, range).await {
@@ -302,13 +312,9 @@ async fn replay(
     Query(q): Query<Range>,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = match state.viewer(peer.ip(), &headers, q.token.as_deref()).await {
-        Ok(v) => v,
+    let (viewer, range) = match state.admit(peer.ip(), &headers, &q).await {
+        Ok(admitted) => admitted,
         Err(r) => return r,
-    };
-    let range = match state.range(&q) {
-        Ok(r) => r,
-        Err(why) => return answer(StatusCode::BAD_REQUEST, &why),
     };
     let bbox = match q.bbox.as_deref().map(parse_bbox) {
         None => None,

@@ -627,3 +627,21 @@ pub async fn v5_error(events: &mut rumqttc::v5::EventLoop) -> rumqttc::v5::Conne
     .await
     .expect("an MQTT 5 error in time")
 }
+
+/// CPU time of this process's threads whose name starts with `prefix`.
+pub fn threads_cpu(prefix: &str) -> Duration {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" closing the name: state is the 1st, utime the 12th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_millis(ticks * 10)
+}
