@@ -205,6 +205,9 @@ enum Wake {
     Router(Box<Result<Option<rumqttd::Notification>, rumqttd::local::LinkError>>),
     /// The socket read (bytes, end of stream or an error).
     Read(std::io::Result<usize>),
+    /// The keep-alive timer went off: the session ends unless a packet came since it was
+    /// set.
+    KeepAlive,
 }
 
 /// What handling the bytes read came to.
@@ -371,6 +374,16 @@ impl<T: Transport> Session<T> {
         let mut last_heard = Instant::now();
         let mut pause_until: Option<Instant> = None;
         let shutdown = self.gw.shutdown.clone();
+        // Made once, not at every wake-up: a fresh cancellation future joins its token's
+        // waiter list (a lock) and a fresh sleep the timer wheel (another), then both
+        // leave again when the select drops them; at one fix a second per device that was
+        // four locked list operations per message. The keep-alive timer is not moved when
+        // a packet is heard: when it fires it checks the last one heard and re-arms, so it
+        // goes off once per keep-alive period, not once per message.
+        let mut stopping = std::pin::pin!(shutdown.cancelled());
+        let mut taken_over = std::pin::pin!(kicked.cancelled());
+        let mut ka_timer = std::pin::pin!(sleep_until(keepalive.map_or(far, |k| last_heard + k)));
+        let mut resume = std::pin::pin!(sleep_until(far));
         // Packets read along with the CONNECT (3.1.1 3.1.4 lets a client send them before
         // the CONNACK) are served now: no more bytes may ever come to wake the loop.
         if !self.rbuf.is_empty() {
@@ -380,24 +393,26 @@ impl<T: Transport> Session<T> {
             }
         }
         loop {
-            let ka_deadline = keepalive.map_or(far, |k| last_heard + k);
+            if let Some(at) = pause_until {
+                if resume.deadline() != at {
+                    resume.as_mut().reset(at);
+                }
+            }
             make_room(&mut self.rbuf);
             // What woke the session is handled after the select, once its futures are
             // dropped: the task then never holds them and a handler's state together.
             let wake = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return End::Shutdown,
-                _ = kicked.cancelled() => return End::TakenOver,
+                () = &mut stopping => return End::Shutdown,
+                () = &mut taken_over => return End::TakenOver,
                 // Before the router's stream: a steady flow of messages out must not keep a
                 // paused client's buffered frames (acks, pings) waiting.
-                _ = sleep_until(pause_until.unwrap_or(far)), if pause_until.is_some() => Wake::Resume,
+                () = &mut resume, if pause_until.is_some() => Wake::Resume,
                 // Not while the client's Receive Maximum holds a publish back.
                 n = uplink::next_from(&mut self.rx), if self.rx.is_some() && self.delivery.held.is_none() => Wake::Router(Box::new(n)),
                 r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() => Wake::Read(r),
                 // Not while paused: the client may be sending, held back by TCP.
-                _ = sleep_until(ka_deadline), if keepalive.is_some() && pause_until.is_none() => {
-                    return End::KeepAlive
-                }
+                () = &mut ka_timer, if keepalive.is_some() && pause_until.is_none() => Wake::KeepAlive,
             };
             match wake {
                 Wake::Router(n) => {
@@ -406,6 +421,14 @@ impl<T: Transport> Session<T> {
                     if let Err(end) = Box::pin(self.on_router(*n)).await {
                         return end;
                     }
+                    continue;
+                }
+                Wake::KeepAlive => {
+                    let due = keepalive.map_or(far, |k| last_heard + k);
+                    if due <= Instant::now() {
+                        return End::KeepAlive;
+                    }
+                    ka_timer.as_mut().reset(due);
                     continue;
                 }
                 Wake::Read(Ok(0)) => return End::PeerClosed,
