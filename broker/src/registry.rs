@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// The parent of every claim's kick token: cancelling it (the server shutting down)
+    /// kicks every owner. A session then waits on its own token alone, whose lock no other
+    /// session shares, instead of also on one token every session polls.
+    parent: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -46,18 +50,27 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// Cancelled when a newer connection takes this client id over.
+    /// Cancelled when a newer connection takes this client id over, or the server shuts
+    /// down (the registry's parent token; tell them apart by that token).
     pub fn kicked(&self) -> &CancellationToken {
         &self.kick
     }
 }
 
 impl Registry {
+    /// A registry whose claims are all kicked when `shutdown` is cancelled.
+    pub fn new(shutdown: &CancellationToken) -> Registry {
+        Registry {
+            inner: Mutex::default(),
+            parent: shutdown.child_token(),
+        }
+    }
+
     /// Takes ownership of `client_id`, first asking a current owner to finish and waiting
     /// up to `wait` for it. Returns whether an older connection was taken over.
     pub async fn claim(self: &Arc<Self>, client_id: &str, wait: Duration) -> (Claim, bool) {
         let (tx, rx) = oneshot::channel();
-        let kick = CancellationToken::new();
+        let kick = self.parent.child_token();
         let previous = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             inner.next_generation += 1;
@@ -103,7 +116,7 @@ impl Registry {
         inner.next_generation += 1;
         let generation = inner.next_generation;
         let (tx, rx) = oneshot::channel();
-        let kick = CancellationToken::new();
+        let kick = self.parent.child_token();
         let owner = Owner {
             generation,
             since_ms: fleetcast_proto::time::now_ms(),

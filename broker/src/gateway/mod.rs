@@ -222,7 +222,7 @@ impl Gateway {
             )),
             config,
             router,
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Registry::new(&shutdown)),
             shutdown,
             stats: Stats::default(),
             meters: GatewayMeters::new(recorder),

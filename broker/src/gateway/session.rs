@@ -373,15 +373,14 @@ impl<T: Transport> Session<T> {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut last_heard = Instant::now();
         let mut pause_until: Option<Instant> = None;
-        let shutdown = self.gw.shutdown.clone();
         // Made once, not at every wake-up: a fresh cancellation future joins its token's
         // waiter list (a lock) and a fresh sleep the timer wheel (another), then both
-        // leave again when the select drops them; at one fix a second per device that was
-        // four locked list operations per message. The keep-alive timer is not moved when
+        // leave again when the select drops them. The keep-alive timer is not moved when
         // a packet is heard: when it fires it checks the last one heard and re-arms, so it
-        // goes off once per keep-alive period, not once per message.
-        let mut stopping = std::pin::pin!(shutdown.cancelled());
-        let mut taken_over = std::pin::pin!(kicked.cancelled());
+        // goes off once per keep-alive period, not once per message. One token for both
+        // ways of being stopped (it is a child of the shutdown token, `registry.rs`): its
+        // lock is this session's alone, where the shutdown token's is every session's.
+        let mut stopped = std::pin::pin!(kicked.cancelled());
         let mut ka_timer = std::pin::pin!(sleep_until(keepalive.map_or(far, |k| last_heard + k)));
         let mut resume = std::pin::pin!(sleep_until(far));
         // Packets read along with the CONNECT (3.1.1 3.1.4 lets a client send them before
@@ -403,8 +402,9 @@ impl<T: Transport> Session<T> {
             // dropped: the task then never holds them and a handler's state together.
             let wake = tokio::select! {
                 biased;
-                () = &mut stopping => return End::Shutdown,
-                () = &mut taken_over => return End::TakenOver,
+                () = &mut stopped => {
+                    return if self.gw.shutdown.is_cancelled() { End::Shutdown } else { End::TakenOver };
+                }
                 // Before the router's stream: a steady flow of messages out must not keep a
                 // paused client's buffered frames (acks, pings) waiting.
                 () = &mut resume, if pause_until.is_some() => Wake::Resume,
