@@ -162,17 +162,19 @@ impl<T: Transport> Session<T> {
     /// `skipped` messages for it, told what it took, dropped once it has caught up.
     fn note_backlog(&mut self, taken: i64, parked: bool, skipped: bool) {
         let board = &self.gw.backlogs;
-        match &mut self.delivery.marked {
-            Some(m) => {
-                if !board.took(m, taken, parked, tokio::time::Instant::now()) {
-                    self.delivery.marked = None;
+        let now = tokio::time::Instant::now();
+        let caught_up = match &mut self.delivery.marked {
+            Some(m) => !board.took(m, taken, parked, now),
+            None => {
+                if parked || skipped {
+                    let filters = self.inbound.subscriptions.own_filters();
+                    self.delivery.marked = board.mark(filters).map(Box::new);
                 }
+                false
             }
-            None if parked || skipped => {
-                let filters = self.inbound.subscriptions.own_filters();
-                self.delivery.marked = board.mark(filters).map(Box::new);
-            }
-            None => {}
+        };
+        if caught_up {
+            self.delivery.marked = None;
         }
     }
 
