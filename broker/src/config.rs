@@ -229,6 +229,9 @@ pub struct Limits {
     pub publish_rate_per_connection: u32,
     /// PUBLISH packets per second read from all connections together.
     pub publish_rate_global: u32,
+    /// Longest a publisher's reads hold for a subscriber of its topics that fell behind
+    /// in the router's log (ms); 0 turns holding off (`gateway/backlog.rs`).
+    pub behind_hold_ms: u64,
     /// Connections over the limit accepted at once only to be refused with a CONNACK.
     pub reject_slots: usize,
     /// Check `drivers/{id}/location` payloads and drop invalid ones.
@@ -350,6 +353,7 @@ impl Default for Limits {
             max_client_id_len: 128,
             publish_rate_per_connection: 100,
             publish_rate_global: 200_000,
+            behind_hold_ms: 500,
             reject_slots: 64,
             validate_locations: true,
             max_subscriptions_per_connection: 50,

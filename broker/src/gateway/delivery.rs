@@ -73,6 +73,11 @@ pub(super) struct Delivery {
     pub(super) gaps: super::gaps::Gaps,
     /// Messages the router skipped for this session, not yet metered.
     pub(super) behind: u64,
+    /// Log bytes read (or skipped) since the last batch, for the mark below.
+    pub(super) taken: i64,
+    /// This session's mark as a subscriber behind (`backlog.rs`), while it is one. Boxed:
+    /// most sessions never have one.
+    pub(super) marked: Option<Box<super::backlog::Marked>>,
 }
 
 /// What became of a forwarded publish.
@@ -100,6 +105,8 @@ impl Delivery {
             too_large: 0,
             gaps: super::gaps::Gaps::default(),
             behind: 0,
+            taken: 0,
+            marked: None,
         }
     }
 

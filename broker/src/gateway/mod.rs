@@ -23,6 +23,7 @@
 
 mod acks;
 mod aliases;
+mod backlog;
 pub mod codec;
 mod connect_rules;
 pub mod decode;
@@ -88,6 +89,8 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     /// Ingest pacing over all connections.
     pub global_pacer: Pacer,
+    /// Subscribers behind in the router's log, which their topics' publishers wait for.
+    pub(crate) backlogs: Arc<backlog::Backlogs>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Connection counts read back by health checks.
@@ -208,6 +211,12 @@ impl Gateway {
         Gateway {
             // A tenth of a second of burst keeps the global rate smooth.
             global_pacer: Pacer::new(rate, (rate / 10).max(1)),
+            backlogs: Arc::new(backlog::Backlogs::new(
+                config.router.max_segment_size,
+                config.router.max_segment_count,
+                std::time::Duration::from_millis(config.limits.behind_hold_ms),
+                backlog::MAX_MARKS,
+            )),
             connects: crate::quota::ConnectQuota::new(
                 crate::quota::IdRules::new(
                     config.limits.connect_rate_per_client_id,

@@ -60,7 +60,9 @@ pub(super) fn route(
         Some(Notification::Unschedule) => Ok(Routed::Unscheduled),
         Some(Notification::Disconnect(..)) => Ok(Routed::Dropped),
         Some(Notification::Forward(f)) => Ok({
-            delivery.behind += delivery.gaps.note(&inbound.subscriptions, &f);
+            let skipped = delivery.gaps.note(&inbound.subscriptions, &f);
+            delivery.behind += skipped;
+            delivery.taken += super::backlog::forward_bytes(&f, skipped);
             match delivery.deliver(inbound, buf, f)? {
                 Fate::Sent => Routed::Forwarded,
                 Fate::Held => Routed::Held,
@@ -129,6 +131,10 @@ impl<T: Transport> Session<T> {
                 .drop_for("subscriber_behind")
                 .increment(behind);
         }
+        let taken = std::mem::take(&mut self.delivery.taken);
+        if unscheduled || behind > 0 || self.delivery.marked.is_some() {
+            self.note_backlog(taken, unscheduled, behind > 0);
+        }
         let too_large = std::mem::take(&mut self.delivery.too_large);
         if too_large > 0 {
             self.gw
@@ -149,6 +155,27 @@ impl<T: Transport> Session<T> {
             }
         }
         Ok(())
+    }
+
+    /// Keeps this session's mark as a subscriber behind (`backlog.rs`) up to date: made
+    /// when the router `parked` it (it filled the link's buffer, so it had more) or
+    /// `skipped` messages for it, told what it took, dropped once it has caught up.
+    fn note_backlog(&mut self, taken: i64, parked: bool, skipped: bool) {
+        let board = &self.gw.backlogs;
+        let now = tokio::time::Instant::now();
+        let caught_up = match &mut self.delivery.marked {
+            Some(m) => !board.took(m, taken, parked, now),
+            None => {
+                if parked || skipped {
+                    let filters = self.inbound.subscriptions.own_filters();
+                    self.delivery.marked = board.mark(filters).map(Box::new);
+                }
+                false
+            }
+        };
+        if caught_up {
+            self.delivery.marked = None;
+        }
     }
 
     /// Sends the publish the client's Receive Maximum held back, once its acks allow,

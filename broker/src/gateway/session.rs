@@ -7,6 +7,7 @@
 //! takeover; the CONNECT and its refusals are `handshake.rs`'s. Every way a session ends
 //! is an [`End`].
 
+use super::backlog::Mark;
 use super::codec::{Version, Violation};
 use super::delivery::Delivery;
 use super::frame;
@@ -200,6 +201,8 @@ struct Frames {
 enum Wake {
     /// A quota pause is over: the frames it held back are due.
     Resume,
+    /// The subscriber held for made room, or the hold reached its bound (`backlog.rs`).
+    Room,
     /// The router sent something (or the link failed). Boxed: a notification is 816
     /// bytes, which would otherwise be kept in every connection's task.
     Router(Box<Result<Option<rumqttd::Notification>, rumqttd::local::LinkError>>),
@@ -214,6 +217,9 @@ enum Wake {
 struct Progress {
     /// How long reads pause for the publish quotas, if they do.
     pause: Option<Duration>,
+    /// The subscriber behind that reads hold for, if one is too far behind
+    /// (`backlog.rs`).
+    hold: Option<Arc<Mark>>,
     /// Whether a whole packet was among them: only that counts as hearing from the client
     /// (MQTT: "a Control Packet"), or a PUBLISH dripped a byte at a time would keep a
     /// connection alive forever.
@@ -383,11 +389,12 @@ impl<T: Transport> Session<T> {
         let mut stopped = std::pin::pin!(kicked.cancelled());
         let mut ka_timer = std::pin::pin!(sleep_until(keepalive.map_or(far, |k| last_heard + k)));
         let mut resume = std::pin::pin!(sleep_until(far));
+        let mut hold: Option<Arc<Mark>> = None;
         // Packets read along with the CONNECT (3.1.1 3.1.4 lets a client send them before
         // the CONNACK) are served now: no more bytes may ever come to wake the loop.
         if !self.rbuf.is_empty() {
             match self.on_client_bytes().await {
-                Ok(p) => pause_until = self.heard(p, &mut last_heard),
+                Ok(p) => (pause_until, hold) = self.heard(p, &mut last_heard),
                 Err(end) => return end,
             }
         }
@@ -408,11 +415,12 @@ impl<T: Transport> Session<T> {
                 // Before the router's stream: a steady flow of messages out must not keep a
                 // paused client's buffered frames (acks, pings) waiting.
                 () = &mut resume, if pause_until.is_some() => Wake::Resume,
+                () = room(&self.gw, hold.as_deref()), if hold.is_some() => Wake::Room,
                 // Not while the client's Receive Maximum holds a publish back.
                 n = uplink::next_from(&mut self.rx), if self.rx.is_some() && self.delivery.held.is_none() => Wake::Router(Box::new(n)),
-                r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() => Wake::Read(r),
+                r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() && hold.is_none() => Wake::Read(r),
                 // Not while paused: the client may be sending, held back by TCP.
-                () = &mut ka_timer, if keepalive.is_some() && pause_until.is_none() => Wake::KeepAlive,
+                () = &mut ka_timer, if keepalive.is_some() && pause_until.is_none() && hold.is_none() => Wake::KeepAlive,
             };
             match wake {
                 Wake::Router(n) => {
@@ -436,23 +444,44 @@ impl<T: Transport> Session<T> {
                 Wake::Read(Ok(n)) => self.gw.meters.bytes_received.increment(n as u64),
                 // Frames held back by the quota go first; the socket is read after.
                 Wake::Resume => {}
+                Wake::Room => {
+                    if hold
+                        .as_deref()
+                        .is_some_and(|m| self.gw.backlogs.still_holds(m, Instant::now()))
+                    {
+                        continue;
+                    }
+                    hold = None;
+                    // The client was not read while held: its silence was ours.
+                    last_heard = last_heard.max(Instant::now());
+                    continue;
+                }
             }
             match self.on_client_bytes().await {
-                Ok(p) => pause_until = self.heard(p, &mut last_heard),
+                Ok(p) => (pause_until, hold) = self.heard(p, &mut last_heard),
                 Err(end) => return end,
             }
         }
     }
 
-    /// Notes a whole packet as heard; returns when reads may resume after the pause due,
-    /// counting the pause.
-    fn heard(&self, progress: Progress, last_heard: &mut Instant) -> Option<Instant> {
+    /// Notes a whole packet as heard; returns when reads may resume after the pause due
+    /// and the subscriber they hold for, counting the pause and the hold.
+    fn heard(
+        &self,
+        progress: Progress,
+        last_heard: &mut Instant,
+    ) -> (Option<Instant>, Option<Arc<Mark>>) {
         if progress.heard {
             *last_heard = Instant::now();
         }
-        let wait = progress.pause?;
-        self.gw.meters.pacing_pauses.increment(1);
-        Some(Instant::now() + wait)
+        let paused = progress.pause.is_some() as u64 + progress.hold.is_some() as u64;
+        if paused > 0 {
+            self.gw.meters.pacing_pauses.increment(paused);
+        }
+        (
+            progress.pause.map(|wait| Instant::now() + wait),
+            progress.hold,
+        )
     }
 
     /// Parses the complete frames read, checks them, and hands the batch to the router.
@@ -480,6 +509,12 @@ impl<T: Transport> Session<T> {
         tally.record(&self.gw.meters);
         self.gw.count_retain_as_published(tally.retain_as_published);
         self.cluster.copy(&batch);
+        // Counted as pushed on the marks of subscribers behind, if there are any.
+        let hold = if tally.publishes > 0 {
+            self.gw.backlogs.pushed(&batch, now)
+        } else {
+            None
+        };
         // Packets before a violation still go through, as they would have on their own.
         if self.submit(batch).await? > LANE_HIGH_WATER {
             wait = wait.max(Duration::from_millis(1));
@@ -497,6 +532,7 @@ impl<T: Transport> Session<T> {
         }
         Ok(Progress {
             pause: (!wait.is_zero()).then_some(wait),
+            hold,
             heard: packets > 0,
         })
     }
@@ -611,4 +647,15 @@ fn opened(gw: &Gateway, kind: TransportKind) {
 fn closed(gw: &Gateway, kind: TransportKind) {
     gw.stats.open(kind).fetch_sub(1, Ordering::Relaxed);
     Stats::kind_meters(&gw.meters, kind).0.decrement(1.0);
+}
+
+/// Waits for the subscriber `hold` is for to make room, or for the hold's bound
+/// (`backlog.rs`).
+///
+/// # Cancel safety
+/// Cancel safe: it only waits.
+async fn room(gw: &Gateway, hold: Option<&Mark>) {
+    if let Some(m) = hold {
+        gw.backlogs.room(m).await;
+    }
 }

@@ -173,6 +173,16 @@ impl Subscriptions {
         (!path.starts_with("$share/")).then_some(held.router_id)
     }
 
+    /// The filters whose logs this session reads on its own (shared subscriptions, read in
+    /// turns, left out), for a mark of it behind (`backlog.rs`).
+    pub(super) fn own_filters(&self) -> Vec<String> {
+        self.held
+            .keys()
+            .filter(|p| !p.starts_with("$share/"))
+            .cloned()
+            .collect()
+    }
+
     /// Whether a filter with No Local is held (the session then marks its publishes).
     pub(super) fn any_no_local(&self) -> bool {
         self.held.values().any(|h| h.no_local)
