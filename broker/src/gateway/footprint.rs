@@ -11,11 +11,46 @@
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::session::{run, Session};
+    use crate::gateway::session::{make_room, run, Session};
+    use crate::gateway::transport::Transport;
     use crate::gateway::{Gateway, TransportKind};
     use crate::router::{RouterHandle, RouterSettings};
+    use bytes::BytesMut;
     use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn an_empty_read_buffer_is_let_go() {
+        let mut buf = BytesMut::with_capacity(1024);
+        make_room(&mut buf);
+        assert_eq!(buf.capacity(), 0, "an idle connection holds no read buffer");
+    }
+
+    #[test]
+    fn a_buffer_holding_part_of_a_frame_grows_to_a_kib_first() {
+        let mut buf = BytesMut::from(&[0x30u8, 0x7f][..]);
+        make_room(&mut buf);
+        assert!((1024..4096).contains(&buf.capacity()), "{}", buf.capacity());
+        assert_eq!(&buf[..], &[0x30, 0x7f]);
+        let mut big = BytesMut::from(&vec![0u8; 2000][..]);
+        make_room(&mut big);
+        assert!(big.capacity() >= 2000 + 16 * 1024, "{}", big.capacity());
+    }
+
+    #[tokio::test]
+    async fn a_read_into_no_buffer_allocates_what_came() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        client.write_all(&[0xC0, 0x00]).await.expect("write");
+        let mut buf = BytesMut::new();
+        let n = server.read_into(&mut buf).await.expect("read");
+        assert_eq!((n, &buf[..]), (2, &[0xC0, 0x00][..]));
+        assert!(buf.capacity() < 64, "{}", buf.capacity());
+    }
 
     #[test]
     fn a_session_state_stays_small() {

@@ -34,9 +34,11 @@ use tracing::{debug, info};
 
 /// Bytes asked of the socket per read while frames are coming faster than one a read.
 const READ_CHUNK: usize = 16 * 1024;
-/// A read buffer's size when it holds nothing: enough for a position fix (~100 bytes)
-/// several times over, small beside the socket's own kernel buffers.
+/// What a read buffer holding part of a frame is grown to first: enough for a position
+/// fix (~100 bytes) several times over, small beside the socket's own kernel buffers.
 const READ_MIN: usize = 1024;
+/// Spare room below which a buffer holding part of a frame is grown before a read.
+const READ_ROOM: usize = 256;
 /// Router back-log (events) past which sessions pause their reads.
 const ROUTER_HIGH_WATER: usize = 16 * 1024;
 /// Publishes waiting in a shared lane past which its sessions pause their reads.
@@ -44,19 +46,27 @@ const LANE_HIGH_WATER: usize = 16 * 1024;
 /// How long a newcomer waits for the old owner of its client id to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// Makes room in a read buffer that is nearly full. An empty one starts over at
-/// [`READ_MIN`] (dropping a larger allocation a burst or a big packet left), one holding
-/// part of a frame grows a chunk at a time: a device sending a fix a second keeps ~1 KiB,
-/// a flood reads [`READ_CHUNK`] at a time.
+/// Readies a read buffer for the next read. An empty one is let go: the transport reads
+/// into an allocation of the size that came (`transport.rs`), so that a connection waiting
+/// for its next packet holds no buffer (a device sending a fix a second waits nearly all
+/// the time). One holding part of a frame keeps it and grows, to [`READ_MIN`] first, then a
+/// chunk at a time: a flood reads [`READ_CHUNK`] at a time.
 pub(super) fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() >= 256 {
+    if buf.is_empty() {
+        if buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
         return;
     }
-    if buf.is_empty() {
-        *buf = BytesMut::with_capacity(READ_MIN);
-    } else {
-        buf.reserve(READ_CHUNK);
+    if buf.capacity() - buf.len() >= READ_ROOM {
+        return;
     }
+    let grow = if buf.len() < READ_MIN {
+        READ_MIN - buf.len()
+    } else {
+        READ_CHUNK
+    };
+    buf.reserve(grow.max(READ_ROOM));
 }
 
 /// Why a session ended.
@@ -136,7 +146,7 @@ pub async fn run<T: Transport>(
     kind: TransportKind,
     connect_deadline: Instant,
 ) {
-    let mut rbuf = BytesMut::with_capacity(READ_MIN);
+    let mut rbuf = BytesMut::new();
     // Boxed, so that the connection's task keeps no room for them once past (the
     // handshake's checks and a refusal's writes outweigh what a session holds).
     let handshake = Box::pin(handshake::handshake(
@@ -150,7 +160,10 @@ pub async fn run<T: Transport>(
         Ok(accepted) => accepted,
         Err(rejected) => return Box::pin(handshake::refuse(io, &gw, peer, kind, rejected)).await,
     };
-    let span = tracing::info_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
+    // At DEBUG: a span lives as long as its connection, and the log's record of one (its
+    // fields, formatted, in the subscriber's slab) costs ~400 bytes a connection. The
+    // session's own INFO and WARN lines name the client id themselves.
+    let span = tracing::debug_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
     let _enter = span.enter();
     drop(_enter);
     let session = Session::start(io, gw, hello, identity, rbuf, kind);
@@ -226,7 +239,7 @@ impl<T: Transport> Session<T> {
     async fn start(
         mut io: T,
         gw: Arc<Gateway>,
-        mut hello: Hello,
+        mut hello: Box<Hello>,
         identity: Identity,
         rbuf: BytesMut,
         kind: TransportKind,
@@ -236,7 +249,7 @@ impl<T: Transport> Session<T> {
         // (`footprint.rs`).
         let (claim, took_over) = Box::pin(gw.registry.claim(&hello.client_id, TAKEOVER_WAIT)).await;
         if took_over {
-            info!("client id taken over from an older connection");
+            info!(client_id = %hello.client_id, transport = kind.as_str(), "client id taken over from an older connection");
         }
         // Back in time: the session and will waiting for this client stay.
         let lingered = gw.lingering.cancel(&hello.client_id);
@@ -398,6 +411,11 @@ impl<T: Transport> Session<T> {
                 }
             }
             make_room(&mut self.rbuf);
+            if self.rx.is_none() && self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+                // A session without a link is only ever written acks and PINGRESPs: its
+                // write buffer is let go between them, as the read buffer is.
+                self.wbuf = BytesMut::new();
+            }
             // What woke the session is handled after the select, once its futures are
             // dropped: the task then never holds them and a handler's state together.
             let wake = tokio::select! {
@@ -564,7 +582,9 @@ impl<T: Transport> Session<T> {
             | End::Shutdown => {
                 debug!(reason = ?end, "session ended")
             }
-            _ => info!(reason = ?end, "session ended"),
+            _ => {
+                info!(client_id = %self.inbound.identity.client_id(), transport = self.kind.as_str(), reason = ?end, "session ended")
+            }
         }
         let mut delayed = None;
         let mut due = None;
