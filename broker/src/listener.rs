@@ -16,6 +16,7 @@ use crate::gateway::transport::{accept_ws, Transport};
 use crate::gateway::{Gateway, TransportKind};
 use crate::sources::PerSource;
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -75,6 +76,12 @@ pub async fn run(
         };
         let deadline = Instant::now() + gw.config.connect_timeout();
         match Arc::clone(&slots.connections).try_acquire_owned() {
+            Ok(permit) if kind == TransportKind::Tcp => {
+                // A plain TCP session is the task itself: one allocation per connection,
+                // and no wrapper future copying its arguments (`gateway/footprint.rs`).
+                let session = session::run(stream, Arc::clone(&gw), peer, kind, deadline);
+                tracker.spawn(session.map(move |()| drop((permit, hold))));
+            }
             Ok(permit) => {
                 let gw = Arc::clone(&gw);
                 tracker.spawn(async move {

@@ -65,8 +65,9 @@ pub(super) struct Delivery {
     pub(super) takes: Takes,
     aliases: aliases::Outgoing,
     /// A publish the client's Receive Maximum holds back: nothing more is read from the
-    /// router until the client acks enough for it.
-    pub(super) held: Option<Forward>,
+    /// router until the client acks enough for it. Boxed: a `Forward` is ~250 bytes that
+    /// every session would carry for what only MQTT 5 clients with a Receive Maximum hold.
+    pub(super) held: Option<Box<Forward>>,
     /// Publishes not sent for being over the client's Maximum Packet Size, not yet metered.
     pub(super) too_large: u64,
     /// Where each log this session reads was, to see what the router skipped.
@@ -124,7 +125,7 @@ impl Delivery {
     ) -> Result<Fate, End> {
         let version = inbound.version;
         if version == Version::V5 && frame::above_qos0(&f.publish) && !self.may_send(inbound) {
-            self.held = Some(f);
+            self.held = Some(Box::new(f));
             return Ok(Fate::Held);
         }
         let Forward {

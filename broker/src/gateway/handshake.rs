@@ -50,7 +50,7 @@ pub(super) async fn handshake<T: Transport>(
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     connect_deadline: Instant,
-) -> Result<(Hello, Identity), Rejected> {
+) -> Result<(Box<Hello>, Identity), Rejected> {
     let max = gw.config.limits.max_packet_size;
     let hello = match timeout_at(connect_deadline, read_connect(io, rbuf, max)).await {
         Err(_) => Err(Refusal::Close(
@@ -67,7 +67,9 @@ pub(super) async fn handshake<T: Transport>(
     })?;
     let certificate = io.peer_common_name();
     match admit_hello(gw, &hello, peer, certificate.as_deref(), connect_deadline).await {
-        Ok(identity) => Ok((hello, identity)),
+        // Boxed: a CONNECT's will and properties are ~300 bytes that every connection's task
+        // would otherwise keep room for (several times, as it is moved down the calls).
+        Ok(identity) => Ok((Box::new(hello), identity)),
         Err(refusal) => Err(Rejected {
             refusal,
             client_id: Some(hello.client_id),

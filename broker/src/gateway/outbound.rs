@@ -185,7 +185,7 @@ impl<T: Transport> Session<T> {
             return Ok(());
         }
         match self.delivery.held.take() {
-            Some(f) => self.on_router(Ok(Some(Notification::Forward(f)))).await,
+            Some(f) => self.on_router(Ok(Some(Notification::Forward(*f)))).await,
             None => Ok(()),
         }
     }
@@ -412,7 +412,7 @@ mod tests {
         };
         buf.clear();
         assert_eq!(
-            route(&mut i, &mut d, &mut buf, Some(Notification::Forward(f))).ok(),
+            route(&mut i, &mut d, &mut buf, Some(Notification::Forward(*f))).ok(),
             Some(Routed::Forwarded)
         );
         match wire::read(Version::V5, &buf) {

@@ -21,23 +21,28 @@ use super::{Gateway, Stats, TransportKind};
 use crate::cluster::ClusterHook;
 use crate::durable::tap::Tap;
 use crate::pacing::Pacer;
+use crate::registry::Claim;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
+use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Error as ProtocolError;
 use rumqttd::protocol::{LastWill, LastWillProperties, Packet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, Instrument};
 
 /// Bytes asked of the socket per read while frames are coming faster than one a read.
 const READ_CHUNK: usize = 16 * 1024;
-/// A read buffer's size when it holds nothing: enough for a position fix (~100 bytes)
-/// several times over, small beside the socket's own kernel buffers.
+/// What a read buffer holding part of a frame is grown to first: enough for a position
+/// fix (~100 bytes) several times over, small beside the socket's own kernel buffers.
 const READ_MIN: usize = 1024;
+/// Spare room below which a buffer holding part of a frame is grown before a read.
+const READ_ROOM: usize = 256;
 /// Router back-log (events) past which sessions pause their reads.
 const ROUTER_HIGH_WATER: usize = 16 * 1024;
 /// Publishes waiting in a shared lane past which its sessions pause their reads.
@@ -45,19 +50,27 @@ const LANE_HIGH_WATER: usize = 16 * 1024;
 /// How long a newcomer waits for the old owner of its client id to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// Makes room in a read buffer that is nearly full. An empty one starts over at
-/// [`READ_MIN`] (dropping a larger allocation a burst or a big packet left), one holding
-/// part of a frame grows a chunk at a time: a device sending a fix a second keeps ~1 KiB,
-/// a flood reads [`READ_CHUNK`] at a time.
+/// Readies a read buffer for the next read. An empty one is let go: the transport reads
+/// into an allocation of the size that came (`transport.rs`), so that a connection waiting
+/// for its next packet holds no buffer (a device sending a fix a second waits nearly all
+/// the time). One holding part of a frame keeps it and grows, to [`READ_MIN`] first, then a
+/// chunk at a time: a flood reads [`READ_CHUNK`] at a time.
 pub(super) fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() >= 256 {
+    if buf.is_empty() {
+        // Even without spare room: an emptied buffer may still hold the allocation (and
+        // the shared header) that the frames split off it were read into.
+        *buf = BytesMut::new();
         return;
     }
-    if buf.is_empty() {
-        *buf = BytesMut::with_capacity(READ_MIN);
-    } else {
-        buf.reserve(READ_CHUNK);
+    if buf.capacity() - buf.len() >= READ_ROOM {
+        return;
     }
+    let grow = if buf.len() < READ_MIN {
+        READ_MIN - buf.len()
+    } else {
+        READ_CHUNK
+    };
+    buf.reserve(grow.max(READ_ROOM));
 }
 
 /// Why a session ended.
@@ -130,15 +143,45 @@ impl End {
 }
 
 /// Serves one connection until it ends; logs inside, returns nothing.
-pub async fn run<T: Transport>(
+///
+/// The steps before serving (handshake, claim, link, CONNACK) and after (will, link
+/// released, close) are boxed, each run once: room for them would otherwise sit in every
+/// connection's task while it serves. What the task keeps is then the session's state and
+/// its wait (`footprint.rs`), and no copies of the arguments an `async fn` would keep.
+pub fn run<T: Transport>(
+    io: T,
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    kind: TransportKind,
+    connect_deadline: Instant,
+) -> impl Future<Output = ()> + Send {
+    Box::pin(open(io, gw, peer, kind, connect_deadline)).then(|mut live| async move {
+        // Borrowed in place, never moved: a move would keep room for a second copy.
+        let Some(live) = live.as_mut() else { return };
+        let end = match live.unanswered.take() {
+            Some(end) => end,
+            None => {
+                let serving = live
+                    .session
+                    .serve(live.ending.keep_alive, live.claim.kicked());
+                serving.instrument(live.span.clone()).await
+            }
+        };
+        let span = live.span.clone();
+        Box::pin(live.close(end).instrument(span)).await;
+    })
+}
+
+/// The handshake, then the session's start; None once a refusal or a close is done.
+async fn open<T: Transport>(
     mut io: T,
     gw: Arc<Gateway>,
     peer: SocketAddr,
     kind: TransportKind,
     connect_deadline: Instant,
-) {
-    let mut rbuf = BytesMut::with_capacity(READ_MIN);
-    // Boxed, so that the connection's task keeps no room for them once past (the
+) -> Option<Live<T>> {
+    let mut rbuf = BytesMut::new();
+    // Boxed, so that the session's start keeps no room for them once past (the
     // handshake's checks and a refusal's writes outweigh what a session holds).
     let handshake = Box::pin(handshake::handshake(
         &mut io,
@@ -149,13 +192,82 @@ pub async fn run<T: Transport>(
     ));
     let (hello, identity) = match handshake.await {
         Ok(accepted) => accepted,
-        Err(rejected) => return Box::pin(handshake::refuse(io, &gw, peer, kind, rejected)).await,
+        Err(rejected) => {
+            Box::pin(handshake::refuse(io, &gw, peer, kind, rejected)).await;
+            return None;
+        }
     };
-    let span = tracing::info_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
-    let _enter = span.enter();
-    drop(_enter);
-    let session = Session::start(io, gw, hello, identity, rbuf, kind);
-    tracing::Instrument::instrument(session, span).await;
+    // At DEBUG: a span lives as long as its connection, and the log's record of one (its
+    // fields, formatted, in the subscriber's slab) costs ~400 bytes a connection. The
+    // session's own INFO and WARN lines name the client id themselves.
+    let span = tracing::debug_span!("session", client_id = %hello.client_id, %peer, transport = kind.as_str());
+    let start = Session::start(io, gw, hello, identity, rbuf, kind);
+    let mut live = start.instrument(span.clone()).await?;
+    live.span = span;
+    Some(live)
+}
+
+/// What a session's end needs of its CONNECT; the rest of it (~300 bytes) is let go once
+/// answered.
+struct Ending {
+    client_id: String,
+    /// The will and its properties, boxed: few clients leave one, and it is ~200 bytes.
+    will: Option<Box<(LastWill, Option<LastWillProperties>)>>,
+    keep_alive: u16,
+    clean_start: bool,
+    session_expiry: u32,
+}
+
+impl Ending {
+    fn of(hello: Box<Hello>) -> Ending {
+        let Hello {
+            client_id,
+            will,
+            will_properties,
+            keep_alive,
+            clean_start,
+            session_expiry,
+            ..
+        } = *hello;
+        Ending {
+            client_id,
+            will: will.map(|w| Box::new((w, will_properties))),
+            keep_alive,
+            clean_start,
+            session_expiry,
+        }
+    }
+}
+
+/// A session being served, and what its end needs.
+struct Live<T> {
+    session: Session<T>,
+    /// What the end needs of the CONNECT.
+    ending: Ending,
+    /// The client id, held until the task ends.
+    claim: Claim,
+    span: tracing::Span,
+    /// What ended the session before it was served (the CONNACK could not be written).
+    unanswered: Option<End>,
+}
+
+impl<T: Transport> Live<T> {
+    /// Counts the end, fires the will when due, releases the link, closes the socket, and
+    /// keeps what outlives the connection.
+    async fn close(&mut self, end: End) {
+        let gw = Arc::clone(&self.session.gw);
+        gw.meters.disconnect(end.reason()).increment(1);
+        let session = &mut self.session;
+        let expiry = session.inbound.session_expiry;
+        let (will, will_properties) = match self.ending.will.take() {
+            Some(will) => (Some(will.0), will.1),
+            None => (None, None),
+        };
+        let will = session.finish(end, will, will_properties, expiry).await;
+        session.tap.close(expiry);
+        session.outlive(&self.ending, expiry, will).await;
+        closed(&gw, session.kind);
+    }
 }
 
 /// A connection past its handshake, with its router link or lane (`uplink.rs`).
@@ -227,54 +339,48 @@ struct Progress {
 }
 
 impl<T: Transport> Session<T> {
-    /// Takes the client id over, builds the link, answers the CONNECT and serves the
-    /// connection; then fires the will, keeps a persistent session's filters, and counts.
+    /// Takes the client id over, builds the link and answers the CONNECT; None when the
+    /// session ends before (shutdown, no link), its socket closed.
     async fn start(
         mut io: T,
         gw: Arc<Gateway>,
-        mut hello: Hello,
+        hello: Box<Hello>,
         identity: Identity,
         rbuf: BytesMut,
         kind: TransportKind,
-    ) {
-        // The steps before and after `serve` are boxed: each is run once, and room for the
-        // largest of them would otherwise sit in every connection's task while it serves
-        // (`footprint.rs`).
-        let (claim, took_over) = Box::pin(gw.registry.claim(&hello.client_id, TAKEOVER_WAIT)).await;
+    ) -> Option<Live<T>> {
+        let (claim, took_over) = gw.registry.claim(&hello.client_id, TAKEOVER_WAIT).await;
         if took_over {
-            info!("client id taken over from an older connection");
+            info!(client_id = %hello.client_id, transport = kind.as_str(), "client id taken over from an older connection");
         }
         // Back in time: the session and will waiting for this client stay.
         let lingered = gw.lingering.cancel(&hello.client_id);
         let held = gw.held_sessions.release(&hello.client_id) || lingered;
         if gw.shutdown.is_cancelled() {
-            return Box::pin(close_within(&mut io)).await;
+            close_within(&mut io).await;
+            return None;
         }
         let (tx, rx, session_present) = if uplink::starts_shared(&hello, held) {
             (None, None, false)
         } else {
-            let Some((tx, rx, present)) = Box::pin(uplink::link(&mut io, &gw, &hello)).await else {
-                return Box::pin(close_within(&mut io)).await;
+            let Some((tx, rx, present)) = uplink::link(&mut io, &gw, &hello).await else {
+                close_within(&mut io).await;
+                return None;
             };
             (Some(tx), Some(rx), present)
         };
         let mut session = Session::new(io, gw, &hello, identity, rbuf, kind, (tx, rx));
-        Box::pin(session.resume(&hello, session_present)).await;
+        session.resume(&hello, session_present).await;
         let connack = connack(&hello, session_present, &session.gw.config.limits);
-        let gw = Arc::clone(&session.gw);
-        opened(&gw, kind);
-        let end = match Box::pin(session.answer(connack)).await {
-            Ok(()) => session.serve(hello.keep_alive, claim.kicked()).await,
-            Err(end) => end,
-        };
-        gw.meters.disconnect(end.reason()).increment(1);
-        let expiry = session.inbound.session_expiry;
-        let (will, will_properties) = (hello.will.take(), hello.will_properties.take());
-        let will = Box::pin(session.finish(end, will, will_properties, expiry)).await;
-        session.tap.close(expiry);
-        Box::pin(session.outlive(&hello, expiry, will)).await;
-        closed(&gw, kind);
-        drop(claim);
+        opened(&session.gw, kind);
+        let unanswered = session.answer(connack).await.err();
+        Some(Live {
+            session,
+            ending: Ending::of(hello),
+            claim,
+            span: tracing::Span::none(),
+            unanswered,
+        })
     }
 
     /// The session's state, built outside `start` so that its parts are never held twice
@@ -339,8 +445,8 @@ impl<T: Transport> Session<T> {
 
     /// What outlives the connection: the session for `expiry` seconds with its filters,
     /// and a delayed will; or, for a session that ends now, nothing the router kept.
-    async fn outlive(&mut self, hello: &Hello, expiry: u32, will: Option<DelayedWill>) {
-        let id = &hello.client_id;
+    async fn outlive(&mut self, ending: &Ending, expiry: u32, will: Option<DelayedWill>) {
+        let id = &ending.client_id;
         if expiry > 0 {
             self.gw.held_sessions.hold(id);
             let held = self.inbound.subscriptions.take_all();
@@ -353,7 +459,7 @@ impl<T: Transport> Session<T> {
             .forget_retain_as_published(held.retain_as_published());
         // A session resumed (Clean Start 0) with expiry 0, or whose DISCONNECT set 0: the
         // router was told to keep it, so it is discarded now, while the id is ours.
-        if !hello.clean_start || hello.session_expiry > 0 {
+        if !ending.clean_start || ending.session_expiry > 0 {
             linger::discard(&self.gw.router, id).await;
         }
     }
@@ -405,6 +511,11 @@ impl<T: Transport> Session<T> {
                 }
             }
             make_room(&mut self.rbuf);
+            if self.rx.is_none() && self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+                // A session without a link is only ever written acks and PINGRESPs: its
+                // write buffer is let go between them, as the read buffer is.
+                self.wbuf = BytesMut::new();
+            }
             // What woke the session is handled after the select, once its futures are
             // dropped: the task then never holds them and a handler's state together.
             let wake = tokio::select! {
@@ -600,7 +711,9 @@ impl<T: Transport> Session<T> {
             | End::Shutdown => {
                 debug!(reason = ?end, "session ended")
             }
-            _ => info!(reason = ?end, "session ended"),
+            _ => {
+                info!(client_id = %self.inbound.identity.client_id(), transport = self.kind.as_str(), reason = ?end, "session ended")
+            }
         }
         let mut delayed = None;
         let mut due = None;

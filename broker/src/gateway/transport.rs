@@ -11,12 +11,20 @@
 //! pong to be written before it reads on, as TCP would make a peer wait, caps tungstenite's
 //! write buffer, and lets a caller give a connection a budget for such frames: the
 //! handshake gives one that has not sent its CONNECT [`PRE_CONNECT_BUDGET`].
+//!
+//! A byte stream is read without a buffer of the connection's own while nothing comes:
+//! into room the caller made for a frame under way, or else into a scratch array on the
+//! stack of the poll that finds bytes, copied into a buffer of their size. An idle
+//! connection (most devices, most of the time) then holds no read buffer at all.
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::io;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -37,10 +45,15 @@ pub const PRE_CONNECT_BUDGET: usize = 16 * 1024;
 const CONTROL_FRAME_OVERHEAD: usize = 6;
 /// tungstenite's default write buffer, which it writes out once full.
 const WS_WRITE_BUFFER: usize = 128 * 1024;
+/// The stack array a byte stream is read into when the caller's buffer has no room: as
+/// much as a read into a growing buffer takes at once (`session::READ_CHUNK`).
+const SCRATCH: usize = 16 * 1024;
 
 /// A client byte stream.
 pub trait Transport: Send {
-    /// Reads more bytes into `buf`; `Ok(0)` means the peer closed.
+    /// Reads more bytes into `buf`; `Ok(0)` means the peer closed. A byte stream reads
+    /// into `buf`'s spare room if it has any, or else allocates what it read (an empty
+    /// buffer without capacity costs nothing while the read waits).
     ///
     /// # Cancel safety
     /// Cancel safe: no bytes are lost if the future is dropped before it completes.
@@ -78,7 +91,7 @@ macro_rules! byte_stream_transport {
     ($t:ty) => {
         impl Transport for $t {
             async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-                self.read_buf(buf).await
+                read_sparing(self, buf).await
             }
 
             async fn write_from(&mut self, buf: &mut BytesMut) -> io::Result<()> {
@@ -100,6 +113,25 @@ macro_rules! byte_stream_transport {
 
 byte_stream_transport!(TcpStream);
 byte_stream_transport!(TlsStream<TcpStream>);
+
+/// Reads into `buf`'s spare room, or, when it has none, into a stack array first: the
+/// array lives only during a poll, so a read that waits holds no buffer.
+async fn read_sparing<S>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize>
+where
+    S: AsyncRead + Unpin,
+{
+    if buf.capacity() > buf.len() {
+        return stream.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+        let mut read = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    })
+    .await
+}
 
 /// What a stream can say about its peer's certificate.
 trait PeerCertificate {

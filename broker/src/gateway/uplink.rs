@@ -28,6 +28,7 @@ use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::Packet;
 use rumqttd::Notification;
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::time::timeout;
@@ -82,10 +83,19 @@ fn needs_own_link(batch: &[Packet]) -> bool {
 }
 
 /// The next notification of the session's own link; pending for ever without one.
-pub(super) async fn next_from(rx: &mut Option<LinkRx>) -> Result<Option<Notification>, LinkError> {
-    match rx {
-        Some(rx) => rx.next().await,
-        None => std::future::pending().await,
+///
+/// The link's own wait (~300 bytes) is boxed, once per wait and only with a link: the
+/// session's wait is in every connection's task, and most devices have no link to wait on
+/// (`footprint.rs`).
+pub(super) fn next_from(
+    rx: &mut Option<LinkRx>,
+) -> impl Future<Output = Result<Option<Notification>, LinkError>> + Send + '_ {
+    let next = rx.as_mut().map(|rx| Box::pin(rx.next()));
+    async move {
+        match next {
+            Some(next) => next.await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -112,7 +122,9 @@ impl<T: Transport> Session<T> {
             return Ok(0);
         };
         tx.buffer().extend(batch);
-        if tx.send(last).await.is_err() {
+        // Boxed: the send's ~450 bytes would otherwise be room in every connection's task,
+        // most of which send through a lane, never here (`footprint.rs`).
+        if Box::pin(tx.send(last)).await.is_err() {
             self.router_gone = true;
             return Err(End::RouterDropped);
         }
@@ -136,7 +148,7 @@ impl<T: Transport> Session<T> {
             }
             Err(e) => {
                 self.gw.meters.refusal("router_busy").increment(1);
-                warn!(error = %e, "link not built");
+                warn!(client_id = %id, error = %e, "link not built");
                 // Nothing may touch the router for this session now: no link, and the
                 // lane must not carry what follows out of order.
                 self.router_gone = true;
@@ -194,7 +206,7 @@ pub(super) async fn link<T: Transport>(
         }
         Err(e) => {
             gw.meters.refusal("router_busy").increment(1);
-            warn!(error = %e, "link not built");
+            warn!(client_id = %hello.client_id, error = %e, "link not built");
             let refusal = Refuse::Unavailable.connack(hello.version, "router busy");
             let mut b = BytesMut::from(&refusal[..]);
             let _ = timeout(REFUSAL_WRITE, io.write_from(&mut b)).await;
