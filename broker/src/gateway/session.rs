@@ -487,14 +487,15 @@ impl<T: Transport> Session<T> {
         let mut pause_until: Option<Instant> = None;
         // Made once, not at every wake-up: a fresh cancellation future joins its token's
         // waiter list (a lock) and a fresh sleep the timer wheel (another), then both
-        // leave again when the select drops them. The keep-alive timer is not moved when
-        // a packet is heard: when it fires it checks the last one heard and re-arms, so it
-        // goes off once per keep-alive period, not once per message. One token for both
-        // ways of being stopped (it is a child of the shutdown token, `registry.rs`): its
-        // lock is this session's alone, where the shutdown token's is every session's.
+        // leave again when the select drops them. One token for both ways of being
+        // stopped (it is a child of the shutdown token, `registry.rs`): its lock is this
+        // session's alone, where the shutdown token's is every session's. One timer for
+        // both deadlines (a sleep is ~100 bytes of every connection's task): the end of a
+        // quota pause while paused, else the keep-alive's, which is not moved when a
+        // packet is heard: when it goes off it checks the last one heard and re-arms, so
+        // it fires once per keep-alive period, not once per message.
         let mut stopped = std::pin::pin!(kicked.cancelled());
-        let mut ka_timer = std::pin::pin!(sleep_until(keepalive.map_or(far, |k| last_heard + k)));
-        let mut resume = std::pin::pin!(sleep_until(far));
+        let mut timer = std::pin::pin!(sleep_until(keepalive.map_or(far, |k| last_heard + k)));
         let mut hold: Option<Arc<Mark>> = None;
         // Packets read along with the CONNECT (3.1.1 3.1.4 lets a client send them before
         // the CONNACK) are served now: no more bytes may ever come to wake the loop.
@@ -506,8 +507,8 @@ impl<T: Transport> Session<T> {
         }
         loop {
             if let Some(at) = pause_until {
-                if resume.deadline() != at {
-                    resume.as_mut().reset(at);
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
                 }
             }
             make_room(&mut self.rbuf);
@@ -524,14 +525,16 @@ impl<T: Transport> Session<T> {
                     return if self.gw.shutdown.is_cancelled() { End::Shutdown } else { End::TakenOver };
                 }
                 // Before the router's stream: a steady flow of messages out must not keep a
-                // paused client's buffered frames (acks, pings) waiting.
-                () = &mut resume, if pause_until.is_some() => Wake::Resume,
+                // paused client's buffered frames (acks, pings) waiting. The keep-alive is
+                // not checked while paused or held: the client may be sending, held back by
+                // TCP.
+                () = &mut timer, if pause_until.is_some() || (keepalive.is_some() && hold.is_none()) => {
+                    if pause_until.is_some_and(|at| at <= Instant::now()) { Wake::Resume } else { Wake::KeepAlive }
+                }
                 () = room(&self.gw, hold.as_deref()), if hold.is_some() => Wake::Room,
                 // Not while the client's Receive Maximum holds a publish back.
                 n = uplink::next_from(&mut self.rx), if self.rx.is_some() && self.delivery.held.is_none() => Wake::Router(Box::new(n)),
                 r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() && hold.is_none() => Wake::Read(r),
-                // Not while paused: the client may be sending, held back by TCP.
-                () = &mut ka_timer, if keepalive.is_some() && pause_until.is_none() && hold.is_none() => Wake::KeepAlive,
             };
             match wake {
                 Wake::Router(n) => {
@@ -544,17 +547,20 @@ impl<T: Transport> Session<T> {
                 }
                 Wake::KeepAlive => {
                     let due = keepalive.map_or(far, |k| last_heard + k);
-                    if due <= Instant::now() {
+                    if due <= Instant::now() && pause_until.is_none() && hold.is_none() {
                         return End::KeepAlive;
                     }
-                    ka_timer.as_mut().reset(due);
+                    timer.as_mut().reset(due);
                     continue;
                 }
                 Wake::Read(Ok(0)) => return End::PeerClosed,
                 Wake::Read(Err(e)) => return End::Io(e),
                 Wake::Read(Ok(n)) => self.gw.meters.bytes_received.increment(n as u64),
                 // Frames held back by the quota go first; the socket is read after.
-                Wake::Resume => {}
+                Wake::Resume => {
+                    // The client was not read while paused: its silence was ours.
+                    last_heard = last_heard.max(Instant::now());
+                }
                 Wake::Room => {
                     if hold
                         .as_deref()
