@@ -20,6 +20,7 @@
 //! - [`workers`]: one run over several processes.
 
 pub mod accounting;
+mod apart;
 pub mod config;
 pub mod conn;
 mod dial;

@@ -2,6 +2,7 @@
 //! load until `--duration` (or, in a storm, until every connection is back), a drain of
 //! what is still in flight, and the report.
 
+use crate::apart::Apart;
 use crate::config::{LoadConfig, Scenario};
 use crate::conn;
 use crate::publisher::{publisher, Signals};
@@ -38,6 +39,9 @@ pub enum LoadError {
     /// The broker's address did not resolve.
     #[error("cannot resolve the broker")]
     Resolve(#[source] std::io::Error),
+    /// The subscribers' thread could not be started.
+    #[error("cannot start the subscribers' thread")]
+    Thread(#[source] std::io::Error),
     /// A subscriber could not connect or subscribe, so nothing could be measured.
     #[error("subscriber {0} could not subscribe: {1}")]
     Subscriber(usize, String),
@@ -61,7 +65,9 @@ pub async fn run(cfg: LoadConfig, progress: impl FnMut(Progress)) -> Result<Repo
     let shared = Arc::new(Shared::new(cfg, addrs, subscribers));
     let baseline = Baseline::now(shared.cfg.broker_pid);
     let stop_subs = CancellationToken::new();
-    let sub_tasks = match subscribe_all(&shared, subscribers, &stop_subs).await {
+    // Kept until the subscribers are done (`apart.rs`: publishers must not starve them).
+    let apart = Apart::start("loadtest-subscribers").map_err(LoadError::Thread)?;
+    let sub_tasks = match subscribe_all(&shared, subscribers, &stop_subs, &apart).await {
         Ok(tasks) => tasks,
         Err(e) => {
             stop_subs.cancel();
@@ -89,6 +95,7 @@ pub async fn run(cfg: LoadConfig, progress: impl FnMut(Progress)) -> Result<Repo
     for t in sub_tasks {
         let _ = t.await;
     }
+    drop(apart);
     let timeline = Timeline {
         load_start: schedule.load_start,
         load_end: loaded.end,
@@ -100,21 +107,22 @@ pub async fn run(cfg: LoadConfig, progress: impl FnMut(Progress)) -> Result<Repo
     Ok(report)
 }
 
-/// Starts the subscribers one by one, each subscribed before the next starts.
+/// Starts the subscribers one by one, each subscribed before the next starts, on their
+/// own thread.
 async fn subscribe_all(
     shared: &Arc<Shared>,
     subscribers: usize,
     stop: &CancellationToken,
+    apart: &Apart,
 ) -> Result<Vec<JoinHandle<()>>, LoadError> {
     let mut tasks = Vec::with_capacity(subscribers);
     for n in 0..subscribers {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tasks.push(tokio::spawn(subscriber(
-            Arc::clone(shared),
-            n,
-            tx,
-            stop.clone(),
-        )));
+        tasks.push(
+            apart
+                .handle()
+                .spawn(subscriber(Arc::clone(shared), n, tx, stop.clone())),
+        );
         match timeout(SUBSCRIBE_TIMEOUT, rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => return Err(LoadError::Subscriber(n, e)),
