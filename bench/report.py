@@ -61,3 +61,8 @@ for name, by in reports.items():
             ratio = f" {a / b:.2f} |" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else " - |"
         print(f"| {label} | " + " | ".join(cells) + " |" + ratio)
     print()
+# Sections written by hand for the other bench scripts (geofences, cluster, map), kept
+# across reruns of this one.
+others = os.path.join(os.path.dirname(__file__), "OTHERS.md")
+if os.path.exists(others):
+    print(open(others).read())

@@ -9,14 +9,15 @@
 //! serving are boxed and freed once run, the CONNECT is kept only for what the end needs
 //! (client id, will, flags), and the link's wait and send and a publish held back by a
 //! Receive Maximum are boxed too. Measured in this (debug) build: the session's state is
-//! 976 bytes and the whole task's future 2,032 (4,088 before; of it, the serve loop's
-//! cancellation future and two timers, made once per session, ~300). In release, before
-//! the serve loop kept its timers (at 7c970f2 plus these changes), the task was one
-//! allocation of 1,920 bytes with tokio's header (heaptrack, 10,000 idle clients; before:
-//! 4,048 for the future, 512 for the task, 1,024 for the read buffer, ~400 for the log's
-//! span). `bench/run.sh`'s `idle` scenario, this build: 3.17 KiB of RSS per idle
-//! connection, 19,900 at 95.7 MiB (6.91 KiB and 166.2 MiB before; mosquitto 0.72 KiB and
-//! 22.5 MiB in the same run). The bounds are the debug figures with a margin, so that a
+//! 992 bytes and the whole task's future 1,944 (4,088 before; of it, the serve loop's
+//! stop future and its one timer, made once per session rather than at every wake-up).
+//! In release, before the serve loop kept its timer (at 7c970f2 plus these changes), the
+//! task was one allocation of 1,920 bytes with tokio's header (heaptrack, 10,000 idle
+//! clients; before: 4,048 for the future, 512 for the task, 1,024 for the read buffer,
+//! ~400 for the log's span). `bench/run.sh`'s `idle` scenario, this build: 3.07 KiB of
+//! RSS per idle connection, 19,900 at 91.3 MiB (6.91 KiB and 166.2 MiB before; mosquitto
+//! 0.72 KiB and 22.5 MiB in the same run). The bounds are the debug figures with a
+//! margin, so that a
 //! change making every connection heavier shows up here first.
 
 #[cfg(test)]
