@@ -13,11 +13,11 @@
 
 use super::aliases::{self, Naming};
 use super::codec::Version;
+use super::end::End;
 use super::frame;
 use super::inbound::Inbound;
 use super::marks;
 use super::outbound::encode;
-use super::session::End;
 use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::{ConnectProperties, Packet, Publish, PublishProperties};
 use rumqttd::Forward;

@@ -3,7 +3,7 @@
 //! An idle plain TCP connection holds one allocation for its task (the session's future:
 //! its state and the room its wait needs, `session::run`), tokio's registration of its
 //! socket, its entries in the registries (client id, connect quota) and no buffer: the
-//! read buffer is let go whenever it is empty (`session::make_room`; a read lands in a
+//! read buffer is let go whenever it is empty (`intake::make_room`; a read lands in a
 //! stack array, `transport.rs`) and so is an empty write buffer of a session without a
 //! router link; an idle device has no router link (`uplink.rs`). The steps before and after
 //! serving are boxed and freed once run, the CONNECT is kept only for what the end needs
@@ -22,7 +22,8 @@
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::session::{make_room, run, Session};
+    use crate::gateway::intake::make_room;
+    use crate::gateway::session::{run, Session};
     use crate::gateway::transport::Transport;
     use crate::gateway::{Gateway, TransportKind};
     use crate::router::{RouterHandle, RouterSettings};

@@ -12,7 +12,7 @@
 use super::codec::{Refuse, Version};
 use super::frame::{self, ConnectKind};
 use super::hello::{admit, check_hello, denied, username, Hello, Identity, Refusal};
-use super::session::make_room;
+use super::intake::make_room;
 use super::transport::{Transport, PRE_CONNECT_BUDGET};
 use super::{Gateway, TransportKind};
 use crate::auth::Refused;

@@ -13,10 +13,10 @@
 use super::acks::AckTracker;
 use super::aliases;
 use super::codec::{Version, Violation};
+use super::end::End;
 use super::frame;
 use super::hello::{Identity, Takes};
 use super::outbound::encode;
-use super::session::End;
 use super::subscriptions::Subscriptions;
 pub(super) use super::tally::Tally;
 use crate::config::Limits;

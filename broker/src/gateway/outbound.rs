@@ -9,8 +9,9 @@
 
 use super::codec::{Version, Violation};
 use super::delivery::{Delivery, Fate};
+use super::end::End;
 use super::inbound::Inbound;
-use super::session::{End, Session};
+use super::session::Session;
 use super::transport::Transport;
 use bytes::BytesMut;
 use futures_util::FutureExt;

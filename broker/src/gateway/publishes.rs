@@ -12,11 +12,11 @@
 
 use super::aliases::AliasError;
 use super::codec::{Version, Violation};
+use super::end::End;
 use super::frame::{self, TopicError};
 use super::inbound::{Inbound, Tally};
 use super::marks;
 use super::outbound::encode;
-use super::session::End;
 use crate::throttle::Throttle;
 use bytes::{Bytes, BytesMut};
 use fleetcast_proto::location as validation;

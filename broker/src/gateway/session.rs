@@ -1,146 +1,41 @@
 //! One client connection, from CONNECT to close: the connection loop.
 //!
-//! A session reads frames from its [`Transport`], has them checked (`inbound.rs`), and
-//! pushes them into its rumqttd link; it writes what the router sends back
-//! (`outbound.rs`). It owns what the router cannot do for a local link: the will (the
+//! A session reads frames from its [`Transport`], has them checked (`intake.rs`,
+//! `inbound.rs`), and pushes them into its rumqttd link or lane (`uplink.rs`); it writes
+//! what the router sends back (`outbound.rs`). It owns what the router cannot do for a local link: the will (the
 //! router never fires wills of local links), keepalive, pacing of publishers and client-id
 //! takeover; the CONNECT and its refusals are `handshake.rs`'s. Every way a session ends
-//! is an [`End`].
+//! is an [`End`], and the closing steps are `end.rs`'s.
 
 use super::backlog::Mark;
-use super::codec::{Version, Violation};
+use super::codec::Version;
 use super::delivery::Delivery;
-use super::frame;
-use super::handshake::{self, close_within, REFUSAL_WRITE};
+use super::end::{End, Ending, Live};
+use super::handshake::{self, close_within};
 use super::hello::{connack, Hello, Identity};
-use super::inbound::{Inbound, Tally};
-use super::linger::{self, DelayedWill};
+use super::inbound::Inbound;
+use super::intake::{make_room, room};
 use super::transport::Transport;
 use super::uplink;
 use super::{Gateway, Stats, TransportKind};
 use crate::cluster::ClusterHook;
 use crate::durable::tap::Tap;
 use crate::pacing::Pacer;
-use crate::registry::Claim;
 use bytes::BytesMut;
 use fleetcast_proto::time::now_ms;
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::Error as ProtocolError;
-use rumqttd::protocol::{LastWill, LastWillProperties, Packet};
+use rumqttd::protocol::Packet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, info, Instrument};
+use tokio::time::{sleep_until, Instant};
+use tracing::{info, Instrument};
 
-/// Bytes asked of the socket per read while frames are coming faster than one a read.
-const READ_CHUNK: usize = 16 * 1024;
-/// What a read buffer holding part of a frame is grown to first: enough for a position
-/// fix (~100 bytes) several times over, small beside the socket's own kernel buffers.
-const READ_MIN: usize = 1024;
-/// Spare room below which a buffer holding part of a frame is grown before a read.
-const READ_ROOM: usize = 256;
-/// Router back-log (events) past which sessions pause their reads.
-const ROUTER_HIGH_WATER: usize = 16 * 1024;
-/// Publishes waiting in a shared lane past which its sessions pause their reads.
-const LANE_HIGH_WATER: usize = 16 * 1024;
 /// How long a newcomer waits for the old owner of its client id to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-
-/// Readies a read buffer for the next read. An empty one is let go: the transport reads
-/// into an allocation of the size that came (`transport.rs`), so that a connection waiting
-/// for its next packet holds no buffer (a device sending a fix a second waits nearly all
-/// the time). One holding part of a frame keeps it and grows, to [`READ_MIN`] first, then a
-/// chunk at a time: a flood reads [`READ_CHUNK`] at a time.
-pub(super) fn make_room(buf: &mut BytesMut) {
-    if buf.is_empty() {
-        // Even without spare room: an emptied buffer may still hold the allocation (and
-        // the shared header) that the frames split off it were read into.
-        *buf = BytesMut::new();
-        return;
-    }
-    if buf.capacity() - buf.len() >= READ_ROOM {
-        return;
-    }
-    let grow = if buf.len() < READ_MIN {
-        READ_MIN - buf.len()
-    } else {
-        READ_CHUNK
-    };
-    buf.reserve(grow.max(READ_ROOM));
-}
-
-/// Why a session ended.
-#[derive(Debug)]
-pub enum End {
-    /// The client sent DISCONNECT.
-    ClientDisconnect,
-    /// The client sent an MQTT 5 DISCONNECT with a reason other than 0x00 (0x04 asks for
-    /// the will; errors keep it too): close, and publish the will.
-    ClientDisconnectWithWill,
-    /// The client closed the socket without DISCONNECT.
-    PeerClosed,
-    /// Nothing heard for 1.5 x the keepalive.
-    KeepAlive,
-    /// The client broke the protocol: what an MQTT 5 client is told (DISCONNECT), and why.
-    Protocol(Violation, String),
-    /// The client published to a topic its policy does not grant.
-    PolicyViolation(String),
-    /// A newer connection took the client id over.
-    TakenOver,
-    /// The server is shutting down.
-    Shutdown,
-    /// The router dropped the link.
-    RouterDropped,
-    /// A write did not finish within the write time-out.
-    WriteTimeout,
-    /// The socket failed.
-    Io(std::io::Error),
-}
-
-impl End {
-    /// The `reason` label of `fleetcast_disconnects_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            End::ClientDisconnect => "clean",
-            End::ClientDisconnectWithWill => "disconnect_with_will",
-            End::PeerClosed => "peer_closed",
-            End::KeepAlive => "keepalive_timeout",
-            End::Protocol(..) => "protocol_error",
-            End::PolicyViolation(_) => "policy_violation",
-            End::TakenOver => "taken_over",
-            End::Shutdown => "shutdown",
-            End::RouterDropped => "router_dropped",
-            End::WriteTimeout => "write_timeout",
-            End::Io(_) => "io_error",
-        }
-    }
-
-    /// The reason code and Reason String of the DISCONNECT an MQTT 5 client gets before
-    /// the server closes: none when the client closed, or the socket is gone.
-    fn notice(&self) -> Option<(u8, &str)> {
-        match self {
-            End::Protocol(violation, why) => Some((violation.code(), why)),
-            End::TakenOver => Some((0x8E, "session taken over by a newer connection")),
-            End::Shutdown => Some((0x8B, "server shutting down")),
-            End::KeepAlive => Some((0x8D, "keep alive timeout")),
-            End::RouterDropped => Some((0x83, "the router dropped the session")),
-            _ => None,
-        }
-    }
-
-    /// MQTT publishes the will when the network connection closes without DISCONNECT. On
-    /// shutdown the router is going away with the process, so there is no one to tell.
-    fn fires_will(&self) -> bool {
-        !matches!(
-            self,
-            End::ClientDisconnect | End::Shutdown | End::RouterDropped
-        )
-    }
-}
 
 /// Serves one connection until it ends; logs inside, returns nothing.
 ///
@@ -207,83 +102,20 @@ async fn open<T: Transport>(
     Some(live)
 }
 
-/// What a session's end needs of its CONNECT; the rest of it (~300 bytes) is let go once
-/// answered.
-struct Ending {
-    client_id: String,
-    /// The will and its properties, boxed: few clients leave one, and it is ~200 bytes.
-    will: Option<Box<(LastWill, Option<LastWillProperties>)>>,
-    keep_alive: u16,
-    clean_start: bool,
-    session_expiry: u32,
-}
-
-impl Ending {
-    fn of(hello: Box<Hello>) -> Ending {
-        let Hello {
-            client_id,
-            will,
-            will_properties,
-            keep_alive,
-            clean_start,
-            session_expiry,
-            ..
-        } = *hello;
-        Ending {
-            client_id,
-            will: will.map(|w| Box::new((w, will_properties))),
-            keep_alive,
-            clean_start,
-            session_expiry,
-        }
-    }
-}
-
-/// A session being served, and what its end needs.
-struct Live<T> {
-    session: Session<T>,
-    /// What the end needs of the CONNECT.
-    ending: Ending,
-    /// The client id, held until the task ends.
-    claim: Claim,
-    span: tracing::Span,
-    /// What ended the session before it was served (the CONNACK could not be written).
-    unanswered: Option<End>,
-}
-
-impl<T: Transport> Live<T> {
-    /// Counts the end, fires the will when due, releases the link, closes the socket, and
-    /// keeps what outlives the connection.
-    async fn close(&mut self, end: End) {
-        let gw = Arc::clone(&self.session.gw);
-        gw.meters.disconnect(end.reason()).increment(1);
-        let session = &mut self.session;
-        let expiry = session.inbound.session_expiry;
-        let (will, will_properties) = match self.ending.will.take() {
-            Some(will) => (Some(will.0), will.1),
-            None => (None, None),
-        };
-        let will = session.finish(end, will, will_properties, expiry).await;
-        session.tap.close(expiry);
-        session.outlive(&self.ending, expiry, will).await;
-        closed(&gw, session.kind);
-    }
-}
-
 /// A connection past its handshake, with its router link or lane (`uplink.rs`).
 pub(super) struct Session<T> {
     pub(super) io: T,
     pub(super) version: Version,
     pub(super) gw: Arc<Gateway>,
-    kind: TransportKind,
+    pub(super) kind: TransportKind,
     /// The session's own router link (both ends), once it has one (`uplink.rs`).
     pub(super) tx: Option<LinkTx>,
     pub(super) rx: Option<LinkRx>,
     /// The shared lane its publishes take while it has no link of its own.
     pub(super) lane: usize,
-    rbuf: BytesMut,
+    pub(super) rbuf: BytesMut,
     pub(super) wbuf: BytesMut,
-    pacer: Pacer,
+    pub(super) pacer: Pacer,
     /// The client's side: identity, subscriptions, acks due.
     pub(super) inbound: Inbound,
     /// What the client takes of what the router sends.
@@ -293,20 +125,7 @@ pub(super) struct Session<T> {
     pub(super) tap: Tap,
     /// Cluster hook: publishes and filter changes for the router go to the other nodes
     /// too (`ClusterHook::copy`); None without a cluster.
-    cluster: Option<crate::cluster::Member>,
-}
-
-/// What the frames of one read came to.
-struct Frames {
-    /// Checked packets for the router, in order.
-    batch: Vec<Packet>,
-    tally: Tally,
-    /// What ended the session, if a frame did; the frames before it still count.
-    end: Option<End>,
-    /// How long reads pause for the publish quotas (zero: no pause).
-    wait: Duration,
-    /// Whole packets parsed (keepalive counts packets, not bytes).
-    packets: usize,
+    pub(super) cluster: Option<crate::cluster::Member>,
 }
 
 /// What woke a serving session.
@@ -323,19 +142,6 @@ enum Wake {
     /// The keep-alive timer went off: the session ends unless a packet came since it was
     /// set.
     KeepAlive,
-}
-
-/// What handling the bytes read came to.
-struct Progress {
-    /// How long reads pause for the publish quotas, if they do.
-    pause: Option<Duration>,
-    /// The subscriber behind that reads hold for, if one is too far behind
-    /// (`backlog.rs`).
-    hold: Option<Arc<Mark>>,
-    /// Whether a whole packet was among them: only that counts as hearing from the client
-    /// (MQTT: "a Control Packet"), or a PUBLISH dripped a byte at a time would keep a
-    /// connection alive forever.
-    heard: bool,
 }
 
 impl<T: Transport> Session<T> {
@@ -440,27 +246,6 @@ impl<T: Transport> Session<T> {
             self.inbound.acks.suback_after(again.len(), None);
             // A router gone shows at the first read of the link.
             let _ = self.submit(again).await;
-        }
-    }
-
-    /// What outlives the connection: the session for `expiry` seconds with its filters,
-    /// and a delayed will; or, for a session that ends now, nothing the router kept.
-    async fn outlive(&mut self, ending: &Ending, expiry: u32, will: Option<DelayedWill>) {
-        let id = &ending.client_id;
-        if expiry > 0 {
-            self.gw.held_sessions.hold(id);
-            let held = self.inbound.subscriptions.take_all();
-            self.gw.persistent_filters.keep(id, held);
-            linger::linger(&self.gw, id.clone(), expiry, will);
-            return;
-        }
-        let held = self.inbound.subscriptions.take_all();
-        self.gw
-            .forget_retain_as_published(held.retain_as_published());
-        // A session resumed (Clean Start 0) with expiry 0, or whose DISCONNECT set 0: the
-        // router was told to keep it, so it is discarded now, while the id is ours.
-        if !ending.clean_start || ending.session_expiry > 0 {
-            linger::discard(&self.gw.router, id).await;
         }
     }
 
@@ -580,178 +365,6 @@ impl<T: Transport> Session<T> {
             }
         }
     }
-
-    /// Notes a whole packet as heard; returns when reads may resume after the pause due
-    /// and the subscriber they hold for, counting the pause and the hold.
-    fn heard(
-        &self,
-        progress: Progress,
-        last_heard: &mut Instant,
-    ) -> (Option<Instant>, Option<Arc<Mark>>) {
-        if progress.heard {
-            *last_heard = Instant::now();
-        }
-        let paused = progress.pause.is_some() as u64 + progress.hold.is_some() as u64;
-        if paused > 0 {
-            self.gw.meters.pacing_pauses.increment(paused);
-        }
-        (
-            progress.pause.map(|wait| Instant::now() + wait),
-            progress.hold,
-        )
-    }
-
-    /// Parses the complete frames read, checks them, and hands the batch to the router.
-    /// Stops early when this connection's publish quota is used up: the rest stays in the
-    /// read buffer until the returned pause is over.
-    async fn on_client_bytes(&mut self) -> Result<Progress, End> {
-        let now = Instant::now();
-        let Frames {
-            mut batch,
-            tally,
-            end,
-            mut wait,
-            packets,
-        } = self.take_frames(now);
-        self.tap.inbound(&mut batch);
-        if tally.publishes > 0 {
-            // The shared pacer is charged once per read: an atomic per message would be
-            // contended by every connection.
-            wait = wait.max(self.gw.global_pacer.charge(tally.publishes, now));
-            // The back-log read takes the channel's lock: only reads with publishes pay.
-            if self.gw.router.backlog() > ROUTER_HIGH_WATER {
-                wait = wait.max(Duration::from_millis(1));
-            }
-        }
-        tally.record(&self.gw.meters);
-        self.gw.count_retain_as_published(tally.retain_as_published);
-        self.cluster.copy(&batch);
-        // Counted as pushed on the marks of subscribers behind, if there are any.
-        let hold = if tally.publishes > 0 {
-            self.gw.backlogs.pushed(&batch, now)
-        } else {
-            None
-        };
-        // Packets before a violation still go through, as they would have on their own.
-        if self.submit(batch).await? > LANE_HIGH_WATER {
-            wait = wait.max(Duration::from_millis(1));
-        }
-        if !self.wbuf.is_empty() {
-            self.flush().await?;
-        }
-        if let Some(e) = end {
-            return Err(e);
-        }
-        // The client's acks may have made room for what its Receive Maximum held back.
-        if self.delivery.held.is_some() {
-            // Boxed: only MQTT 5 clients with a Receive Maximum come here.
-            Box::pin(self.release_held()).await?;
-        }
-        Ok(Progress {
-            pause: (!wait.is_zero()).then_some(wait),
-            hold,
-            heard: packets > 0,
-        })
-    }
-
-    /// Parses and checks frames off the read buffer until it holds no whole frame, one
-    /// ends the session, or this connection's publish quota asks for a pause.
-    fn take_frames(&mut self, now: Instant) -> Frames {
-        let max = self.gw.config.limits.max_packet_size;
-        self.inbound.mark_retained = self.gw.wants_retain_marks();
-        let mut frames = Frames {
-            batch: Vec::new(),
-            tally: Tally::default(),
-            end: None,
-            wait: Duration::ZERO,
-            packets: 0,
-        };
-        while frames.wait.is_zero() {
-            let header = frame::publish_qos_pkid(&self.rbuf);
-            let packet = match self.version.read(&mut self.rbuf, max) {
-                Ok(p) => p,
-                Err(ProtocolError::InsufficientBytes(_)) => break,
-                Err(e) => {
-                    self.gw.meters.drop_for("malformed_packet").increment(1);
-                    let violation = match e {
-                        ProtocolError::PayloadSizeLimitExceeded(_) => Violation::PacketTooLarge,
-                        _ => Violation::Malformed,
-                    };
-                    frames.end = Some(End::Protocol(violation, e.to_string()));
-                    break;
-                }
-            };
-            frames.packets += 1;
-            let before = frames.tally.publishes;
-            let tally = &mut frames.tally;
-            let batch = &mut frames.batch;
-            if let Err(e) = self
-                .inbound
-                .check(packet, header, &mut self.wbuf, tally, batch)
-            {
-                frames.end = Some(e);
-                break;
-            }
-            if frames.tally.publishes > before {
-                // Charged one by one so that a burst read at once cannot pass the quota.
-                frames.wait = self.pacer.charge(1, now);
-            }
-        }
-        frames
-    }
-
-    /// Publishes the will when due, releases the link, closes the socket.
-    /// Returns the will when it must wait for its delay (or for the end of the session,
-    /// `expiry` seconds from now, if sooner).
-    async fn finish(
-        &mut self,
-        end: End,
-        will: Option<LastWill>,
-        will_properties: Option<LastWillProperties>,
-        expiry: u32,
-    ) -> Option<DelayedWill> {
-        match &end {
-            End::ClientDisconnect
-            | End::ClientDisconnectWithWill
-            | End::PeerClosed
-            | End::Shutdown => {
-                debug!(reason = ?end, "session ended")
-            }
-            _ => {
-                info!(client_id = %self.inbound.identity.client_id(), transport = self.kind.as_str(), reason = ?end, "session ended")
-            }
-        }
-        let mut delayed = None;
-        let mut due = None;
-        if !self.router_gone {
-            if let Some(w) = will.filter(|_| end.fires_will()) {
-                let (delay, publish) = linger::will_publish(w, will_properties);
-                if delay > 0 && expiry > 0 {
-                    delayed = Some(DelayedWill { publish, delay });
-                } else {
-                    self.tap.will(&publish);
-                    self.cluster.copy(std::slice::from_ref(&publish));
-                    due = Some(publish);
-                    self.gw.meters.wills.increment(1);
-                }
-            }
-        }
-        self.release(due).await;
-        if let (Version::V5, Some((code, why))) = (self.version, end.notice()) {
-            // MQTT 5 4.13: a server SHOULD say why before it closes.
-            let bye = super::codec::with_reason_string(&[0xE0], &[code], why);
-            self.wbuf.extend_from_slice(&bye);
-        }
-        if !self.wbuf.is_empty() && !matches!(end, End::WriteTimeout | End::Io(_)) {
-            let _ = timeout(REFUSAL_WRITE, self.io.write_from(&mut self.wbuf)).await;
-        }
-        // A peer that reads nothing would hold a TLS or WebSocket close (it flushes) forever.
-        if !matches!(end, End::WriteTimeout | End::Io(_)) {
-            close_within(&mut self.io).await;
-        }
-        debug!(transport = self.kind.as_str(), "closed");
-        delayed
-    }
 }
 
 /// Counts a connection open, where health checks read it and in the meters.
@@ -760,21 +373,4 @@ fn opened(gw: &Gateway, kind: TransportKind) {
     let (gauge, connects) = Stats::kind_meters(&gw.meters, kind);
     gauge.increment(1.0);
     connects.increment(1);
-}
-
-/// Counts a connection closed.
-fn closed(gw: &Gateway, kind: TransportKind) {
-    gw.stats.open(kind).fetch_sub(1, Ordering::Relaxed);
-    Stats::kind_meters(&gw.meters, kind).0.decrement(1.0);
-}
-
-/// Waits for the subscriber `hold` is for to make room, or for the hold's bound
-/// (`backlog.rs`).
-///
-/// # Cancel safety
-/// Cancel safe: it only waits.
-async fn room(gw: &Gateway, hold: Option<&Mark>) {
-    if let Some(m) = hold {
-        gw.backlogs.room(m).await;
-    }
 }

@@ -16,11 +16,12 @@
 //! and nothing to release at the end.
 
 use super::codec::Refuse;
+use super::end::End;
 use super::frame;
 use super::handshake::REFUSAL_WRITE;
 use super::hello::Hello;
 use super::linger;
-use super::session::{End, Session};
+use super::session::Session;
 use super::transport::Transport;
 use super::Gateway;
 use bytes::BytesMut;

@@ -1,0 +1,212 @@
+//! What a session does with the bytes it reads: room in the read buffer, the frames
+//! parsed and checked, the quotas and back-pressure they meet, and the batch handed to
+//! the router.
+
+use super::backlog::Mark;
+use super::codec::Violation;
+use super::end::End;
+use super::frame;
+use super::inbound::Tally;
+use super::session::Session;
+use super::transport::Transport;
+use super::Gateway;
+use crate::cluster::ClusterHook;
+use bytes::BytesMut;
+use rumqttd::protocol::Error as ProtocolError;
+use rumqttd::protocol::Packet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Bytes asked of the socket per read while frames are coming faster than one a read.
+const READ_CHUNK: usize = 16 * 1024;
+/// What a read buffer holding part of a frame is grown to first: enough for a position
+/// fix (~100 bytes) several times over, small beside the socket's own kernel buffers.
+const READ_MIN: usize = 1024;
+/// Spare room below which a buffer holding part of a frame is grown before a read.
+const READ_ROOM: usize = 256;
+/// Router back-log (events) past which sessions pause their reads.
+const ROUTER_HIGH_WATER: usize = 16 * 1024;
+/// Publishes waiting in a shared lane past which its sessions pause their reads.
+const LANE_HIGH_WATER: usize = 16 * 1024;
+
+/// Readies a read buffer for the next read. An empty one is let go: the transport reads
+/// into an allocation of the size that came (`transport.rs`), so that a connection waiting
+/// for its next packet holds no buffer (a device sending a fix a second waits nearly all
+/// the time). One holding part of a frame keeps it and grows, to [`READ_MIN`] first, then a
+/// chunk at a time: a flood reads [`READ_CHUNK`] at a time.
+pub(super) fn make_room(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        // Even without spare room: an emptied buffer may still hold the allocation (and
+        // the shared header) that the frames split off it were read into.
+        *buf = BytesMut::new();
+        return;
+    }
+    if buf.capacity() - buf.len() >= READ_ROOM {
+        return;
+    }
+    let grow = if buf.len() < READ_MIN {
+        READ_MIN - buf.len()
+    } else {
+        READ_CHUNK
+    };
+    buf.reserve(grow.max(READ_ROOM));
+}
+
+/// What the frames of one read came to.
+struct Frames {
+    /// Checked packets for the router, in order.
+    batch: Vec<Packet>,
+    tally: Tally,
+    /// What ended the session, if a frame did; the frames before it still count.
+    end: Option<End>,
+    /// How long reads pause for the publish quotas (zero: no pause).
+    wait: Duration,
+    /// Whole packets parsed (keepalive counts packets, not bytes).
+    packets: usize,
+}
+
+/// What handling the bytes read came to.
+pub(super) struct Progress {
+    /// How long reads pause for the publish quotas, if they do.
+    pause: Option<Duration>,
+    /// The subscriber behind that reads hold for, if one is too far behind
+    /// (`backlog.rs`).
+    hold: Option<Arc<Mark>>,
+    /// Whether a whole packet was among them: only that counts as hearing from the client
+    /// (MQTT: "a Control Packet"), or a PUBLISH dripped a byte at a time would keep a
+    /// connection alive forever.
+    heard: bool,
+}
+
+impl<T: Transport> Session<T> {
+    /// Notes a whole packet as heard; returns when reads may resume after the pause due
+    /// and the subscriber they hold for, counting the pause and the hold.
+    pub(super) fn heard(
+        &self,
+        progress: Progress,
+        last_heard: &mut Instant,
+    ) -> (Option<Instant>, Option<Arc<Mark>>) {
+        if progress.heard {
+            *last_heard = Instant::now();
+        }
+        let paused = progress.pause.is_some() as u64 + progress.hold.is_some() as u64;
+        if paused > 0 {
+            self.gw.meters.pacing_pauses.increment(paused);
+        }
+        (
+            progress.pause.map(|wait| Instant::now() + wait),
+            progress.hold,
+        )
+    }
+
+    /// Parses the complete frames read, checks them, and hands the batch to the router.
+    /// Stops early when this connection's publish quota is used up: the rest stays in the
+    /// read buffer until the returned pause is over.
+    pub(super) async fn on_client_bytes(&mut self) -> Result<Progress, End> {
+        let now = Instant::now();
+        let Frames {
+            mut batch,
+            tally,
+            end,
+            mut wait,
+            packets,
+        } = self.take_frames(now);
+        self.tap.inbound(&mut batch);
+        if tally.publishes > 0 {
+            // The shared pacer is charged once per read: an atomic per message would be
+            // contended by every connection.
+            wait = wait.max(self.gw.global_pacer.charge(tally.publishes, now));
+            // The back-log read takes the channel's lock: only reads with publishes pay.
+            if self.gw.router.backlog() > ROUTER_HIGH_WATER {
+                wait = wait.max(Duration::from_millis(1));
+            }
+        }
+        tally.record(&self.gw.meters);
+        self.gw.count_retain_as_published(tally.retain_as_published);
+        self.cluster.copy(&batch);
+        // Counted as pushed on the marks of subscribers behind, if there are any.
+        let hold = if tally.publishes > 0 {
+            self.gw.backlogs.pushed(&batch, now)
+        } else {
+            None
+        };
+        // Packets before a violation still go through, as they would have on their own.
+        if self.submit(batch).await? > LANE_HIGH_WATER {
+            wait = wait.max(Duration::from_millis(1));
+        }
+        if !self.wbuf.is_empty() {
+            self.flush().await?;
+        }
+        if let Some(e) = end {
+            return Err(e);
+        }
+        // The client's acks may have made room for what its Receive Maximum held back.
+        if self.delivery.held.is_some() {
+            // Boxed: only MQTT 5 clients with a Receive Maximum come here.
+            Box::pin(self.release_held()).await?;
+        }
+        Ok(Progress {
+            pause: (!wait.is_zero()).then_some(wait),
+            hold,
+            heard: packets > 0,
+        })
+    }
+
+    /// Parses and checks frames off the read buffer until it holds no whole frame, one
+    /// ends the session, or this connection's publish quota asks for a pause.
+    fn take_frames(&mut self, now: Instant) -> Frames {
+        let max = self.gw.config.limits.max_packet_size;
+        self.inbound.mark_retained = self.gw.wants_retain_marks();
+        let mut frames = Frames {
+            batch: Vec::new(),
+            tally: Tally::default(),
+            end: None,
+            wait: Duration::ZERO,
+            packets: 0,
+        };
+        while frames.wait.is_zero() {
+            let header = frame::publish_qos_pkid(&self.rbuf);
+            let packet = match self.version.read(&mut self.rbuf, max) {
+                Ok(p) => p,
+                Err(ProtocolError::InsufficientBytes(_)) => break,
+                Err(e) => {
+                    self.gw.meters.drop_for("malformed_packet").increment(1);
+                    let violation = match e {
+                        ProtocolError::PayloadSizeLimitExceeded(_) => Violation::PacketTooLarge,
+                        _ => Violation::Malformed,
+                    };
+                    frames.end = Some(End::Protocol(violation, e.to_string()));
+                    break;
+                }
+            };
+            frames.packets += 1;
+            let before = frames.tally.publishes;
+            let tally = &mut frames.tally;
+            let batch = &mut frames.batch;
+            if let Err(e) = self
+                .inbound
+                .check(packet, header, &mut self.wbuf, tally, batch)
+            {
+                frames.end = Some(e);
+                break;
+            }
+            if frames.tally.publishes > before {
+                // Charged one by one so that a burst read at once cannot pass the quota.
+                frames.wait = self.pacer.charge(1, now);
+            }
+        }
+        frames
+    }
+}
+
+/// Waits for the subscriber `hold` is for to make room, or for the hold's bound
+/// (`backlog.rs`).
+///
+/// # Cancel safety
+/// Cancel safe: it only waits.
+pub(super) async fn room(gw: &Gateway, hold: Option<&Mark>) {
+    if let Some(m) = hold {
+        gw.backlogs.room(m).await;
+    }
+}
