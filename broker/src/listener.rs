@@ -115,6 +115,7 @@ pub fn prepare_socket(stream: &TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)
 }
 
+/// Serves a TLS or WebSocket connection: its handshake, then its session.
 async fn serve(
     stream: TcpStream,
     gw: Arc<Gateway>,
@@ -123,10 +124,11 @@ async fn serve(
     deadline: Instant,
 ) {
     let tls = gw.tls.clone();
-    // Each transport's session is boxed: one future for all four would be as large as the
-    // largest (TLS and WebSocket state), ~17 KB for every plain TCP client too.
+    // Each transport's session is boxed: one future for all of them would be as large as
+    // the largest (TLS and WebSocket state).
     match (kind, tls) {
-        (TransportKind::Tcp, _) => Box::pin(session::run(stream, gw, peer, kind, deadline)).await,
+        // The accept loop spawns a plain TCP session as the task itself.
+        (TransportKind::Tcp, _) => unreachable!("plain TCP is not served through here"),
         (TransportKind::Tls, Some(tls)) => {
             // The TLS handshake counts against the CONNECT time-out.
             let handshake = timeout_at(deadline, tls.mqtt.accept(stream));

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// Who owns which client id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     inner: Mutex<Inner>,
     /// The parent of every claim's kick token: cancelling it (the server shutting down)
@@ -185,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn newcomer_kicks_and_waits_for_the_owner() {
-        let reg = Arc::new(Registry::default());
+        let reg = Arc::new(Registry::new(&CancellationToken::new()));
         let (first, took) = reg.claim("drv-1", Duration::from_secs(5)).await;
         assert!(!took);
         let kicked = first.kicked().clone();
@@ -206,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_try_claim_never_kicks() {
-        let reg = Arc::new(Registry::default());
+        let reg = Arc::new(Registry::new(&CancellationToken::new()));
         let (live, _) = reg.claim("a", Duration::from_millis(1)).await;
         assert!(reg.try_claim("a").is_none());
         assert!(!live.kicked().is_cancelled());
@@ -219,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_connect_elsewhere_kicks_an_older_owner_only() {
-        let reg = Arc::new(Registry::default());
+        let reg = Arc::new(Registry::new(&CancellationToken::new()));
         let (owner, _) = reg.claim("a", Duration::from_millis(1)).await;
         let since = fleetcast_proto::time::now_ms();
         assert!(
@@ -234,7 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_release_keeps_the_new_owner() {
-        let reg = Arc::new(Registry::default());
+        let reg = Arc::new(Registry::new(&CancellationToken::new()));
         let (first, _) = reg.claim("a", Duration::from_millis(1)).await;
         // Times out waiting (first is still held), then owns the id.
         let (second, took) = reg.claim("a", Duration::from_millis(1)).await;

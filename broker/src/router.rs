@@ -220,6 +220,17 @@ impl RouterHandle {
     }
 }
 
+/// Pushes `last` into a link built on our unbounded channel and notifies the router;
+/// false when the router is gone. `LinkTx::send` is `async` but never waits on that
+/// channel (the forwarder drains it), so it is polled once instead of awaited: there is
+/// no future for a caller to box or keep room for.
+pub(crate) fn send_now(tx: &mut LinkTx, last: rumqttd::protocol::Packet) -> bool {
+    matches!(
+        futures_util::FutureExt::now_or_never(tx.send(last)),
+        Some(Ok(_))
+    )
+}
+
 /// The packet that tells the router a link is finished.
 pub(crate) fn disconnect_packet() -> rumqttd::protocol::Packet {
     rumqttd::protocol::Packet::Disconnect(

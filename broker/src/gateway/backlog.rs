@@ -188,24 +188,28 @@ impl Backlogs {
     #[cold]
     fn count(&self, batch: &[Packet], now: Instant) -> Option<Arc<Mark>> {
         let marks = self.marks.read().unwrap_or_else(|e| e.into_inner());
-        let mut hold = None;
-        for mark in marks.iter() {
-            let mut bytes = 0;
-            for packet in batch {
-                let Packet::Publish(p, _) = packet else {
-                    continue;
-                };
-                let Ok(topic) = std::str::from_utf8(&p.topic) else {
-                    continue;
-                };
+        // Topic by topic (each checked as UTF-8 once), mark by mark.
+        let mut bytes = vec![0i64; marks.len()];
+        for packet in batch {
+            let Packet::Publish(p, _) = packet else {
+                continue;
+            };
+            let Ok(topic) = std::str::from_utf8(&p.topic) else {
+                continue;
+            };
+            let size = log_bytes(&p.topic, &p.payload);
+            for (mark, bytes) in marks.iter().zip(bytes.iter_mut()) {
                 // The router appends a publish once to each matching filter's log.
                 let logs = mark
                     .filters
                     .iter()
                     .filter(|f| filter::matches(f, topic))
                     .count();
-                bytes += log_bytes(&p.topic, &p.payload) * i64::try_from(logs).unwrap_or(0);
+                *bytes += size * i64::try_from(logs).unwrap_or(0);
             }
+        }
+        let mut hold = None;
+        for (mark, bytes) in marks.iter().zip(bytes) {
             if bytes == 0 {
                 continue;
             }

@@ -77,6 +77,8 @@ pub(super) struct Progress {
     /// (MQTT: "a Control Packet"), or a PUBLISH dripped a byte at a time would keep a
     /// connection alive forever.
     heard: bool,
+    /// When the bytes were taken: the time heard, and what a pause counts from.
+    at: Instant,
 }
 
 impl<T: Transport> Session<T> {
@@ -88,16 +90,13 @@ impl<T: Transport> Session<T> {
         last_heard: &mut Instant,
     ) -> (Option<Instant>, Option<Arc<Mark>>) {
         if progress.heard {
-            *last_heard = Instant::now();
+            *last_heard = progress.at;
         }
         let paused = progress.pause.is_some() as u64 + progress.hold.is_some() as u64;
         if paused > 0 {
             self.gw.meters.pacing_pauses.increment(paused);
         }
-        (
-            progress.pause.map(|wait| Instant::now() + wait),
-            progress.hold,
-        )
+        (progress.pause.map(|wait| progress.at + wait), progress.hold)
     }
 
     /// Parses the complete frames read, checks them, and hands the batch to the router.
@@ -150,6 +149,7 @@ impl<T: Transport> Session<T> {
             pause: (!wait.is_zero()).then_some(wait),
             hold,
             heard: packets > 0,
+            at: now,
         })
     }
 

@@ -162,15 +162,15 @@ impl Subscriptions {
     /// session can tell: by the router identifier on it (MQTT 5), or as the one filter
     /// held. None for shared subscriptions, whose members read one log in turns.
     pub(super) fn log_of(&self, router_ids: &[usize]) -> Option<usize> {
-        let (path, held) = match router_ids.first() {
-            Some(id) => self
-                .by_router_id
-                .get(id)
-                .and_then(|p| self.held.get_key_value(p))?,
-            None if self.held.len() == 1 => self.held.iter().next()?,
+        // The router identifier is the log's: no need to look the filter up in `held`.
+        let (path, id) = match router_ids.first() {
+            Some(id) => (self.by_router_id.get(id)?, *id),
+            None if self.held.len() == 1 => {
+                self.held.iter().next().map(|(p, h)| (p, h.router_id))?
+            }
             None => return None,
         };
-        (!path.starts_with("$share/")).then_some(held.router_id)
+        (!path.starts_with("$share/")).then_some(id)
     }
 
     /// The filters whose logs this session reads on its own (shared subscriptions, read in

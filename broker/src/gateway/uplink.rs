@@ -123,9 +123,7 @@ impl<T: Transport> Session<T> {
             return Ok(0);
         };
         tx.buffer().extend(batch);
-        // Boxed: the send's ~450 bytes would otherwise be room in every connection's task,
-        // most of which send through a lane, never here (`footprint.rs`).
-        if Box::pin(tx.send(last)).await.is_err() {
+        if !crate::router::send_now(tx, last) {
             self.router_gone = true;
             return Err(End::RouterDropped);
         }

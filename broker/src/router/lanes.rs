@@ -31,7 +31,6 @@
 //! Only QoS 0 publishes may go through a lane: they are the only packets the router
 //! answers with nothing, so nobody needs to read the lane's receiving end.
 
-use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Packet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -166,11 +165,7 @@ impl Lanes {
 
 /// Pushes `last` into the lane and notifies the router.
 fn notify(tx: &mut LinkTx, last: Packet) -> Result<(), LaneGone> {
-    // Our sender is unbounded (the forwarder drains it), so this is ready at once.
-    match tx.send(last).now_or_never() {
-        Some(Ok(_)) => Ok(()),
-        _ => Err(LaneGone),
-    }
+    super::send_now(tx, last).then_some(()).ok_or(LaneGone)
 }
 
 /// The flusher: every window under load, every idle tick otherwise, until the lanes are
