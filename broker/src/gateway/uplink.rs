@@ -103,8 +103,8 @@ pub(super) fn next_from(
 impl<T: Transport> Session<T> {
     /// Submits checked packets to the router: through the session's own link, or its lane
     /// while it has none and needs none (building one when `batch` needs it). Returns the
-    /// packets waiting in the lane (0 on an own link), which the caller reads as
-    /// back-pressure.
+    /// log bytes waiting in the link or lane for the router to take, which the caller
+    /// reads as back-pressure.
     pub(super) async fn submit(&mut self, mut batch: Vec<Packet>) -> Result<usize, End> {
         if batch.is_empty() {
             return Ok(0);
@@ -122,12 +122,18 @@ impl<T: Transport> Session<T> {
         let Some(last) = batch.pop() else {
             return Ok(0);
         };
-        tx.buffer().extend(batch);
+        let waiting = {
+            let mut buffer = tx.buffer();
+            buffer.extend(batch);
+            // Usually just this batch: the router takes a link's whole buffer at once.
+            buffer.iter().map(crate::router::log_bytes).sum::<usize>()
+                + crate::router::log_bytes(&last)
+        };
         if !crate::router::send_now(tx, last) {
             self.router_gone = true;
             return Err(End::RouterDropped);
         }
-        Ok(0)
+        Ok(waiting)
     }
 
     /// Builds the session's own link, mid-connection (clean: the session had none).

@@ -54,8 +54,16 @@ const QUIET_WINDOWS: u32 = 50;
 /// One shared link: the sending end, and the receiving end kept open (the router drops
 /// a link whose receiver is gone).
 struct Lane {
-    tx: Mutex<LinkTx>,
+    tx: Mutex<Waiting>,
     _rx: LinkRx,
+}
+
+/// A lane's sending end and the log bytes of what waits in its buffer for the router.
+struct Waiting {
+    tx: LinkTx,
+    /// Log bytes pushed since the router last took the buffer (it takes all of it at
+    /// once, so an empty buffer means none wait).
+    bytes: usize,
 }
 
 /// The shared ingest links.
@@ -83,7 +91,7 @@ impl Lanes {
         let lanes = links
             .into_iter()
             .map(|(tx, rx)| Lane {
-                tx: Mutex::new(tx),
+                tx: Mutex::new(Waiting { tx, bytes: 0 }),
                 _rx: rx,
             })
             .collect();
@@ -116,10 +124,10 @@ impl Lanes {
     /// [`LaneGone`] when the lane's link is gone.
     pub(crate) fn flush_one(&self, lane: usize) -> Result<bool, LaneGone> {
         let lane = &self.lanes[lane % self.lanes.len()];
-        let mut tx = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let last = tx.buffer().pop_back();
+        let mut waiting = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let last = waiting.tx.buffer().pop_back();
         match last {
-            Some(last) => notify(&mut tx, last).map(|()| true),
+            Some(last) => notify(&mut waiting.tx, last).map(|()| true),
             None => Ok(false),
         }
     }
@@ -132,8 +140,10 @@ impl Lanes {
     }
 
     /// Hands `batch` (QoS 0 publishes only) to the router through lane `lane` (taken
-    /// modulo the number of lanes). Returns the packets now waiting in the lane, which
-    /// callers read as back-pressure.
+    /// modulo the number of lanes). Returns the log bytes now waiting in the lane, which
+    /// callers read as back-pressure: the router appends a buffer it takes to the logs
+    /// in one go, before any subscriber reads, so what waits must stay well below what a
+    /// log keeps.
     ///
     /// # Errors
     /// [`LaneGone`] when the lane's link is gone.
@@ -142,24 +152,38 @@ impl Lanes {
             .iter()
             .all(|p| matches!(p, Packet::Publish(p, _) if !crate::gateway::frame::above_qos0(p))));
         let lane = &self.lanes[lane % self.lanes.len()];
-        let mut tx = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes: usize = batch.iter().map(super::log_bytes).sum();
+        let mut waiting = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(last) = batch.pop() else {
-            return Ok(tx.buffer().len());
+            let empty = waiting.tx.buffer().is_empty();
+            return Ok(if empty { 0 } else { waiting.bytes });
         };
-        let waiting = {
-            let mut buffer = tx.buffer();
+        let (was_empty, notify_now) = {
+            let mut buffer = waiting.tx.buffer();
             let was_empty = buffer.is_empty();
             buffer.extend(batch);
             // Either a notification is on its way for what is there, which takes this
             // too, or the flusher sends one within the window.
             if !was_empty || self.busy.load(Ordering::Relaxed) {
                 buffer.push_back(last);
-                return Ok(buffer.len());
+                (was_empty, None)
+            } else {
+                (was_empty, Some(last))
             }
-            buffer.len()
+        };
+        // Empty: the router took all that was counted. (If it takes the buffer just after
+        // the look, the count stays high until the next push: a pause too many, never
+        // one too few.)
+        waiting.bytes = if was_empty {
+            bytes
+        } else {
+            waiting.bytes + bytes
+        };
+        let Some(last) = notify_now else {
+            return Ok(waiting.bytes);
         };
         self.direct.fetch_add(1, Ordering::Relaxed);
-        notify(&mut tx, last).map(|()| waiting + 1)
+        notify(&mut waiting.tx, last).map(|()| waiting.bytes)
     }
 }
 
