@@ -6,8 +6,9 @@
 //! will and releases its link), waits until it has, and only then builds its own link.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,9 @@ pub struct Registry {
     /// kicks every owner. A session then waits on its own token alone, whose lock no other
     /// session shares, instead of also on one token every session polls.
     parent: CancellationToken,
+    /// The last connect stamp given or seen (µs since the Unix epoch), so that stamps
+    /// only grow: see [`Registry::stamp`].
+    clock: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -30,9 +34,9 @@ struct Inner {
 #[derive(Debug)]
 struct Owner {
     generation: u64,
-    /// When it claimed the id (ms since the Unix epoch): a connect elsewhere in the
-    /// cluster closes it only if newer.
-    since_ms: u64,
+    /// Its connect stamp ([`Registry::stamp`]): a connect elsewhere in the cluster
+    /// closes it only if newer.
+    since_us: u64,
     /// Cancelled to ask the owner to finish.
     kick: CancellationToken,
     /// Resolves (with an error) when the owner's [`Claim`] is dropped.
@@ -45,11 +49,17 @@ pub struct Claim {
     registry: Arc<Registry>,
     client_id: String,
     generation: u64,
+    since_us: u64,
     kick: CancellationToken,
     _released: oneshot::Sender<()>,
 }
 
 impl Claim {
+    /// The connect stamp of this ownership, as announced to the cluster.
+    pub fn since_us(&self) -> u64 {
+        self.since_us
+    }
+
     /// Cancelled when a newer connection takes this client id over, or the server shuts
     /// down (the registry's parent token; tell them apart by that token).
     pub fn kicked(&self) -> &CancellationToken {
@@ -63,7 +73,31 @@ impl Registry {
         Registry {
             inner: Mutex::default(),
             parent: shutdown.child_token(),
+            clock: AtomicU64::new(0),
         }
+    }
+
+    /// A connect stamp: microseconds since the Unix epoch, but always above every stamp
+    /// given or [observed](Registry::observe) before. Two connects of one client id a
+    /// moment apart on two nodes then never look the wrong way round, even within one
+    /// millisecond, and a connect made after this node heard of another is newer than it
+    /// whatever the two clocks say (a hybrid logical clock).
+    fn stamp(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let previous = self
+            .clock
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or_else(|last| last);
+        now.max(previous.saturating_add(1))
+    }
+
+    /// Moves the clock past a stamp another node gave.
+    pub fn observe(&self, stamp_us: u64) {
+        self.clock.fetch_max(stamp_us, Ordering::AcqRel);
     }
 
     /// Takes ownership of `client_id`, first asking a current owner to finish and waiting
@@ -71,7 +105,8 @@ impl Registry {
     pub async fn claim(self: &Arc<Self>, client_id: &str, wait: Duration) -> (Claim, bool) {
         let (tx, rx) = oneshot::channel();
         let kick = self.parent.child_token();
-        let previous = {
+        let since_us = self.stamp();
+        let (generation, previous) = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             inner.next_generation += 1;
             let generation = inner.next_generation;
@@ -79,14 +114,13 @@ impl Registry {
                 client_id.to_owned(),
                 Owner {
                     generation,
-                    since_ms: fleetcast_proto::time::now_ms(),
+                    since_us,
                     kick: kick.clone(),
                     released: Some(rx),
                 },
             );
             (generation, previous)
         };
-        let (generation, previous) = previous;
         let took_over = previous.is_some();
         if let Some(mut old) = previous {
             old.kick.cancel();
@@ -100,6 +134,7 @@ impl Registry {
             registry: Arc::clone(self),
             client_id: client_id.to_owned(),
             generation,
+            since_us,
             kick,
             _released: tx,
         };
@@ -117,9 +152,10 @@ impl Registry {
         let generation = inner.next_generation;
         let (tx, rx) = oneshot::channel();
         let kick = self.parent.child_token();
+        let since_us = self.stamp();
         let owner = Owner {
             generation,
-            since_ms: fleetcast_proto::time::now_ms(),
+            since_us,
             kick: kick.clone(),
             released: Some(rx),
         };
@@ -128,17 +164,22 @@ impl Registry {
             registry: Arc::clone(self),
             client_id: client_id.to_owned(),
             generation,
+            since_us,
             kick,
             _released: tx,
         })
     }
 
-    /// Asks the owner of `client_id` to finish if it claimed the id no later than
-    /// `than_ms` (a connect on another node of the cluster, then). Returns whether it did.
-    pub fn kick_older(&self, client_id: &str, than_ms: u64) -> bool {
+    /// Asks the owner of `client_id` to finish if its stamp is older than `than_us`, a
+    /// connect on another node of the cluster; on a tie, if `wins_tie` (the two nodes
+    /// decide the same way, so exactly one connection stays). Returns whether it did.
+    pub fn kick_older(&self, client_id: &str, than_us: u64, wins_tie: bool) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match inner.owners.get(client_id) {
-            Some(owner) if owner.since_ms <= than_ms && !owner.kick.is_cancelled() => {
+            Some(owner)
+                if (owner.since_us < than_us || (owner.since_us == than_us && wins_tie))
+                    && !owner.kick.is_cancelled() =>
+            {
                 owner.kick.cancel();
                 true
             }
@@ -221,15 +262,34 @@ mod tests {
     async fn a_newer_connect_elsewhere_kicks_an_older_owner_only() {
         let reg = Arc::new(Registry::new(&CancellationToken::new()));
         let (owner, _) = reg.claim("a", Duration::from_millis(1)).await;
-        let since = fleetcast_proto::time::now_ms();
+        let since = owner.since_us();
         assert!(
-            !reg.kick_older("a", since.saturating_sub(60_000)),
+            !reg.kick_older("a", since - 1, true),
             "an older connect elsewhere"
         );
+        assert!(!reg.kick_older("a", since, false), "a tie this node wins");
         assert!(!owner.kicked().is_cancelled());
-        assert!(!reg.kick_older("b", since + 1), "nobody holds b");
-        assert!(reg.kick_older("a", since + 1));
+        assert!(!reg.kick_older("b", since + 1, false), "nobody holds b");
+        assert!(
+            reg.kick_older("a", since, true),
+            "a tie the other node wins"
+        );
         assert!(owner.kicked().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn stamps_only_grow_and_pass_what_was_observed() {
+        let reg = Arc::new(Registry::new(&CancellationToken::new()));
+        let (a, _) = reg.claim("a", Duration::from_millis(1)).await;
+        let (b, _) = reg.claim("b", Duration::from_millis(1)).await;
+        // Within one microsecond or not, the second connect is the newer.
+        assert!(b.since_us() > a.since_us());
+        // A peer whose clock runs an hour ahead announced a connect: a connect here
+        // afterwards is still the newer one.
+        let ahead = b.since_us() + 3_600_000_000;
+        reg.observe(ahead);
+        let c = reg.try_claim("c").expect("free");
+        assert!(c.since_us() > ahead);
     }
 
     #[tokio::test]

@@ -505,12 +505,31 @@ pub fn require_program(name: &str) -> bool {
 }
 
 /// A free port on 127.0.0.1, for programs that cannot be told to bind port 0.
+///
+/// Taken below the kernel's ephemeral range: a port the kernel hands out for port 0 can
+/// go, between this check and the program's bind, to the local end of one of the many
+/// outgoing connections the tests running beside make, and the program then fails to
+/// listen. Below the range only an explicit bind takes a port; a cursor shared by the
+/// process's tests, starting at an offset of its pid, keeps two picks apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|low| *low > FIRST + 1_000)
+        .unwrap_or(32_768);
+    let span = below - FIRST;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let step = CURSOR.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + step) % span).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {below}")
 }
 
 /// Polls until something accepts TCP connections on `addr`.

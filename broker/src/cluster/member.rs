@@ -23,11 +23,17 @@ pub struct Member {
 }
 
 impl Member {
-    /// Announces the connect of `client_id` and keeps its will for the node's death.
-    pub fn join(cluster: &Arc<Cluster>, client_id: &str, will: Option<&LastWill>) -> Member {
+    /// Announces the connect of `client_id`, stamped `since_us` by the registry, and
+    /// keeps its will for the node's death.
+    pub fn join(
+        cluster: &Arc<Cluster>,
+        client_id: &str,
+        since_us: u64,
+        will: Option<&LastWill>,
+    ) -> Member {
         let claim = Claim {
             inc: cluster.incarnation.clone(),
-            at: fleetcast_proto::time::now_ms(),
+            at_us: since_us,
             id: client_id.to_owned(),
         };
         if let Ok(json) = serde_json::to_vec(&claim) {

@@ -31,8 +31,9 @@ use tracing::{info, warn};
 pub(super) struct Claim {
     /// The incarnation of the node the client connected to.
     pub(super) inc: String,
-    /// When (ms since the Unix epoch).
-    pub(super) at: u64,
+    /// Its stamp on that node (µs since the Unix epoch, but never below a stamp the
+    /// node saw before: `Registry::stamp`).
+    pub(super) at_us: u64,
     /// The client id.
     pub(super) id: String,
 }
@@ -139,9 +140,13 @@ fn on_claim(gw: &Gateway, cluster: &Cluster, payload: &Bytes) {
     if claim.inc == cluster.incarnation {
         return;
     }
+    // A connect here from now on is newer than this one, whatever the clocks say.
+    gw.registry.observe(claim.at_us);
     // Counted as a connect here too: flapping between nodes is flapping.
     let _ = gw.connects.admit_id(&claim.id, Instant::now());
-    if gw.registry.kick_older(&claim.id, claim.at) {
+    // Ties go to the greater incarnation, on both nodes alike.
+    let wins_tie = claim.inc > cluster.incarnation;
+    if gw.registry.kick_older(&claim.id, claim.at_us, wins_tie) {
         cluster.meters.takeovers.increment(1);
         info!(client_id = %claim.id, peer = %claim.inc, "client id connected on another node: closing ours");
     }

@@ -272,11 +272,15 @@ impl Gateway {
     /// Cluster hook: a new session's share of the cluster, if this node is in one.
     pub(crate) fn cluster_member(
         &self,
+        claim: &crate::registry::Claim,
         client_id: &str,
         will: Option<&rumqttd::protocol::LastWill>,
     ) -> Option<crate::cluster::Member> {
         let cluster = self.cluster.get()?;
-        Some(crate::cluster::Member::join(cluster, client_id, will))
+        let since = claim.since_us();
+        Some(crate::cluster::Member::join(
+            cluster, client_id, since, will,
+        ))
     }
 
     /// Whether any subscription asks for Retain As Published.

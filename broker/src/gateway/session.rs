@@ -176,6 +176,10 @@ impl<T: Transport> Session<T> {
             (Some(tx), Some(rx), present)
         };
         let mut session = Session::new(io, gw, &hello, identity, rbuf, kind, (tx, rx));
+        let member = session
+            .gw
+            .cluster_member(&claim, &hello.client_id, hello.will.as_ref());
+        session.cluster = member;
         session.resume(&hello, session_present).await;
         let connack = connack(&hello, session_present, &session.gw.config.limits);
         opened(&session.gw, kind);
@@ -222,7 +226,8 @@ impl<T: Transport> Session<T> {
             inbound,
             router_gone: false,
             tap: gw.tap(&hello.client_id, hello.clean_start, hello.session_expiry),
-            cluster: gw.cluster_member(&hello.client_id, hello.will.as_ref()),
+            // Joined in `start`, with the claim's stamp.
+            cluster: None,
             gw,
         }
     }
