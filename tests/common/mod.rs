@@ -470,16 +470,31 @@ pub fn basic_auth(user: &str, password: &str) -> String {
 
 /// `GET path` over HTTP/1.1; the whole response, headers included.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    try_http_get(addr, path, PATIENCE).await.unwrap()
+}
+
+/// [`http_get`] that says what went wrong instead of panicking, each step within `limit`
+/// (for polling a server that may not answer yet).
+pub async fn try_http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<String, String> {
+    let ask = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut s = match timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err(format!("connect: nothing within {limit:?}")),
+    };
+    s.write_all(ask.as_bytes())
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let mut out = String::new();
-    timeout(PATIENCE, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
+    match timeout(limit, s.read_to_string(&mut out)).await {
+        Ok(Ok(_)) => Ok(out),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
 }
 
 /// Where an outside program is: on PATH, or in the sbin folders Debian puts daemons in.
@@ -534,14 +549,20 @@ pub fn free_port() -> u16 {
 
 /// Polls until something accepts TCP connections on `addr`.
 pub async fn wait_listening(addr: std::net::SocketAddr) {
+    assert!(until_listening(addr).await, "nothing listens on {addr}");
+}
+
+/// Polls until something accepts TCP connections on `addr`, for at most [`PATIENCE`];
+/// whether something did.
+pub async fn until_listening(addr: std::net::SocketAddr) -> bool {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing listens on {addr}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    true
 }
 
 /// Debian's mosquitto broker on a free loopback port; killed when dropped.

@@ -89,16 +89,10 @@ impl NatsCluster {
         let deadline = tokio::time::Instant::now() + super::PATIENCE * 3;
         let mut last = String::new();
         loop {
-            if let Ok(Ok(mut s)) = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                tokio::net::TcpStream::connect(monitor),
-            )
-            .await
-            {
-                last = healthz(&mut s).await;
-                if last.starts_with("HTTP/1.1 200") {
-                    return;
-                }
+            let second = std::time::Duration::from_secs(1);
+            match super::try_http_get(monitor, "/healthz", second).await {
+                Ok(answer) if answer.starts_with("HTTP/1.1 200") => return,
+                Ok(answer) | Err(answer) => last = answer,
             }
             let exited = self.servers[i]
                 .as_mut()
@@ -128,16 +122,12 @@ impl NatsCluster {
         let log = self.dir.path.join(format!("n{i}.log"));
         self.servers[i] = Some(spawn(&self.bin, &conf, &log));
         // Listening is all: alone (the others killed) it has no JetStream quorum.
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], self.ports[i]).into();
-        let deadline = tokio::time::Instant::now() + super::PATIENCE;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "restarted nats-server n{i} does not listen; its log ends:\n{}",
-                self.log_tail(i)
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let addr = ([127, 0, 0, 1], self.ports[i]).into();
+        assert!(
+            super::until_listening(addr).await,
+            "restarted nats-server n{i} does not listen; its log ends:\n{}",
+            self.log_tail(i)
+        );
     }
 
     /// `--cluster` for a node: every server, `first` listed first.
@@ -174,26 +164,6 @@ fn spawn(bin: &std::path::Path, conf: &std::path::Path, log: &std::path::Path) -
         .stderr(out)
         .spawn()
         .unwrap()
-}
-
-/// `GET /healthz` on a connected monitoring port: the response, or what went wrong.
-async fn healthz(s: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if let Err(e) = s.write_all(ask).await {
-        return e.to_string();
-    }
-    let mut out = String::new();
-    match tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        s.read_to_string(&mut out),
-    )
-    .await
-    {
-        Ok(Ok(_)) => out,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "no answer within 2 s".into(),
-    }
 }
 
 impl Drop for NatsCluster {
