@@ -87,13 +87,12 @@ impl NatsCluster {
     async fn wait_healthy(&mut self, i: usize) {
         let monitor: std::net::SocketAddr = ([127, 0, 0, 1], self.monitors[i]).into();
         let deadline = tokio::time::Instant::now() + super::PATIENCE * 3;
-        let mut last = String::new();
         loop {
             let second = std::time::Duration::from_secs(1);
-            match super::try_http_get(monitor, "/healthz", second).await {
+            let last = match super::try_http_get(monitor, "/healthz", second).await {
                 Ok(answer) if answer.starts_with("HTTP/1.1 200") => return,
-                Ok(answer) | Err(answer) => last = answer,
-            }
+                Ok(answer) | Err(answer) => answer,
+            };
             let exited = self.servers[i]
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
