@@ -388,7 +388,7 @@ impl Default for Router {
         Router {
             max_segment_size: 1 << 20,
             max_segment_count: 4,
-            max_outgoing_packet_count: 200,
+            max_outgoing_packet_count: 1000,
         }
     }
 }

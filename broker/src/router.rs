@@ -188,7 +188,8 @@ impl RouterHandle {
 
     /// Hands QoS 0 publishes of a device without a link of its own to the router through
     /// shared link `lane` (any number: taken modulo the lanes). Returns the log bytes
-    /// waiting in that lane, for back-pressure.
+    /// waiting in that lane, for back-pressure. `early`: a flood may notify the router
+    /// before the coalescing window ends (`router/lanes.rs`).
     ///
     /// # Errors
     /// [`LaneGone`] when the router dropped the lane.
@@ -196,8 +197,9 @@ impl RouterHandle {
         &self,
         lane: usize,
         batch: Vec<rumqttd::protocol::Packet>,
+        early: bool,
     ) -> Result<usize, LaneGone> {
-        self.lanes.push(lane, batch)
+        self.lanes.push(lane, batch, early)
     }
 
     /// Sends the router what waits in shared link `lane`, before a device that used it

@@ -85,6 +85,34 @@ impl Conn {
         }
     }
 
+    /// Writes all of `data`, keeping in `written` how much of it the socket took, so a
+    /// caller that cancels it knows where it stopped. Over WebSocket `data` is one
+    /// message: `written` is all of it once sent, nothing before.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (a part of `data` may be written), but `written` says how much.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub async fn send_counting(&mut self, data: &[u8], written: &mut usize) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => {
+                while *written < data.len() {
+                    match s.write(&data[*written..]).await? {
+                        0 => return Err(io::ErrorKind::WriteZero.into()),
+                        n => *written += n,
+                    }
+                }
+                Ok(())
+            }
+            Conn::Ws(_) => {
+                self.send(data).await?;
+                *written = data.len();
+                Ok(())
+            }
+        }
+    }
+
     /// Reads more bytes into `buf`; Ok(0) when the broker closed.
     ///
     /// # Cancel safety

@@ -135,22 +135,58 @@ impl Publishing<'_> {
             _ = sleep_until(start) => {}
         }
         let mut seq = 0u64;
+        // Where each frame of the batch ends in `out`.
+        let mut ends = Vec::with_capacity(BATCH as usize);
         loop {
             self.out.clear();
+            ends.clear();
             for _ in 0..BATCH {
                 seq += 1;
                 let payload = body(&self.id, seq, self.shared.cfg.payload_size);
                 wire::publish(&mut self.out, &self.topic, &payload, 0, 0);
+                ends.push(self.out.len());
             }
+            let mut written = 0;
             tokio::select! {
-                _ = stop.cancelled() => return true,
-                r = self.conn.send(&self.out) => if r.is_err() {
+                _ = stop.cancelled() => {
+                    // Stopped mid-batch: what the socket took reaches the broker, so it
+                    // counts as published (else more arrive than were "published" and
+                    // as many losses hide), and a frame cut in two is finished rather
+                    // than left torn for the broker to count as malformed.
+                    let whole = self.finish_frame(&ends, written).await;
+                    let whole = ends.iter().take_while(|&&e| e <= whole).count();
+                    self.shared.published.fetch_add(whole as u64, Ordering::Relaxed);
+                    return true;
+                }
+                r = self.conn.send_counting(&self.out, &mut written) => if r.is_err() {
                     let _ = self.shared.error("lost_connection".into());
                     return false;
                 },
             }
             self.shared.published.fetch_add(BATCH, Ordering::Relaxed);
             self.buf.clear();
+        }
+    }
+
+    /// Writes the rest of the frame `written` cut (frames end at `ends`), for at most a
+    /// second; returns how much of `out` is written then.
+    async fn finish_frame(&mut self, ends: &[usize], written: usize) -> usize {
+        let Some(&end) = ends.iter().find(|&&e| e > written) else {
+            return written;
+        };
+        if written == 0 || ends.contains(&written) {
+            return written;
+        }
+        let mut more = 0;
+        let rest = &self.out[written..end];
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            self.conn.send_counting(rest, &mut more),
+        )
+        .await
+        {
+            Ok(Ok(())) => end,
+            _ => written + more,
         }
     }
 

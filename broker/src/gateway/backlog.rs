@@ -194,6 +194,16 @@ impl Backlogs {
         mark.room.notify_waiters();
     }
 
+    /// Whether a subscriber is marked behind and no longer waited for (its hold ran
+    /// out): then floods must reach the router no faster than its lanes' window.
+    pub(super) fn any_given_up(&self) -> bool {
+        if self.active.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let marks = self.marks.read().unwrap_or_else(|e| e.into_inner());
+        marks.iter().any(|m| m.given_up.load(Ordering::Relaxed))
+    }
+
     /// Counts the publishes of `batch` (pushed to the router now) on the marks whose
     /// filters they match; returns the mark whose subscriber the publisher must now wait
     /// for, if one is too far behind.

@@ -114,10 +114,16 @@ impl<T: Transport> Session<T> {
             Box::pin(self.own_link()).await?;
         }
         let Some(tx) = self.tx.as_mut() else {
-            return self.gw.router.push_shared(self.lane, batch).map_err(|_| {
-                self.router_gone = true;
-                End::RouterDropped
-            });
+            // Once a subscriber is no longer waited for, the window paces a flood.
+            let early = !self.gw.backlogs.any_given_up();
+            return self
+                .gw
+                .router
+                .push_shared(self.lane, batch, early)
+                .map_err(|_| {
+                    self.router_gone = true;
+                    End::RouterDropped
+                });
         };
         let Some(last) = batch.pop() else {
             return Ok(0);
@@ -171,7 +177,7 @@ impl<T: Transport> Session<T> {
         let Some(tx) = self.tx.as_mut() else {
             // A will is a QoS 0 publish (`linger::will_publish`): a lane carries it.
             if let Some(w) = will {
-                let _ = self.gw.router.push_shared(self.lane, vec![w]);
+                let _ = self.gw.router.push_shared(self.lane, vec![w], false);
             }
             return;
         };

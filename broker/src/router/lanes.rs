@@ -28,6 +28,15 @@
 //! flusher only looks in every [`IDLE_TICK`] (it also sends anything a push left behind
 //! while the mode changed, so nothing waits longer than that).
 //!
+//! A flood needs no window: a push under the window that leaves more than
+//! [`NOTIFY_BYTES`] waiting notifies at once (once, until the router takes the buffer),
+//! so the router is not left idle while a heavy publisher's reads pause for what waits
+//! (`gateway/intake.rs`), which is most of what 1 -> 1 at full speed gained
+//! (`bench/SUMMARY.md`). Callers turn it off once a subscriber behind is no longer waited
+//! for (`gateway/backlog.rs`): a flood let in early then overwrites what it has not read,
+//! and the window paces the flood instead (with it always on, the 1,000 -> 1 flood lost
+//! 0.9% in one of two runs; with this, none in either).
+//!
 //! Only QoS 0 publishes may go through a lane: they are the only packets the router
 //! answers with nothing, so nobody needs to read the lane's receiving end.
 
@@ -50,6 +59,10 @@ const IDLE_TICK: Duration = Duration::from_millis(10);
 const BUSY_PER_S: u64 = 2_000;
 /// Windows in a row with nothing to send before pushes notify on their own again.
 const QUIET_WINDOWS: u32 = 50;
+/// Log bytes waiting in a lane past which a push may notify at once under the window
+/// (a fleet at 1 Hz, one small publish per push, never comes near it; a flood passes it
+/// in well under a window).
+const NOTIFY_BYTES: usize = 64 * 1024;
 
 /// One shared link: the sending end, and the receiving end kept open (the router drops
 /// a link whose receiver is gone).
@@ -64,6 +77,9 @@ struct Waiting {
     /// Log bytes pushed since the router last took the buffer (it takes all of it at
     /// once, so an empty buffer means none wait).
     bytes: usize,
+    /// A notification was sent for what waits; cleared when a push finds the buffer
+    /// empty (the router took it), so a flood notifies once per take, not per push.
+    notified: bool,
 }
 
 /// The shared ingest links.
@@ -73,6 +89,8 @@ pub(crate) struct Lanes {
     busy: AtomicBool,
     /// Notifications pushes sent since the flusher last looked.
     direct: AtomicU64,
+    /// Notifications floods sent before the window ended, all told.
+    early: AtomicU64,
 }
 
 /// A lane's router link is gone: the router dropped it or stopped.
@@ -91,7 +109,11 @@ impl Lanes {
         let lanes = links
             .into_iter()
             .map(|(tx, rx)| Lane {
-                tx: Mutex::new(Waiting { tx, bytes: 0 }),
+                tx: Mutex::new(Waiting {
+                    tx,
+                    bytes: 0,
+                    notified: false,
+                }),
                 _rx: rx,
             })
             .collect();
@@ -99,6 +121,7 @@ impl Lanes {
             lanes,
             busy: AtomicBool::new(false),
             direct: AtomicU64::new(0),
+            early: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&lanes);
         std::thread::Builder::new()
@@ -127,7 +150,10 @@ impl Lanes {
         let mut waiting = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
         let last = waiting.tx.buffer().pop_back();
         match last {
-            Some(last) => notify(&mut waiting.tx, last).map(|()| true),
+            Some(last) => {
+                waiting.notified = true;
+                notify(&mut waiting.tx, last).map(|()| true)
+            }
             None => Ok(false),
         }
     }
@@ -143,11 +169,17 @@ impl Lanes {
     /// modulo the number of lanes). Returns the log bytes now waiting in the lane, which
     /// callers read as back-pressure: the router appends a buffer it takes to the logs
     /// in one go, before any subscriber reads, so what waits must stay well below what a
-    /// log keeps.
+    /// log keeps. `early`: under the window, notify at once when more than
+    /// [`NOTIFY_BYTES`] wait.
     ///
     /// # Errors
     /// [`LaneGone`] when the lane's link is gone.
-    pub(crate) fn push(&self, lane: usize, mut batch: Vec<Packet>) -> Result<usize, LaneGone> {
+    pub(crate) fn push(
+        &self,
+        lane: usize,
+        mut batch: Vec<Packet>,
+        early: bool,
+    ) -> Result<usize, LaneGone> {
         debug_assert!(batch
             .iter()
             .all(|p| matches!(p, Packet::Publish(p, _) if !crate::gateway::frame::above_qos0(p))));
@@ -162,9 +194,17 @@ impl Lanes {
             let mut buffer = waiting.tx.buffer();
             let was_empty = buffer.is_empty();
             buffer.extend(batch);
+            let waits = if was_empty {
+                bytes
+            } else {
+                waiting.bytes + bytes
+            };
+            // Empty: the router took the buffer, and with it any notification sent.
+            let notified = waiting.notified && !was_empty;
+            let flood = early && !notified && waits >= NOTIFY_BYTES;
             // Either a notification is on its way for what is there, which takes this
             // too, or the flusher sends one within the window.
-            if !was_empty || self.busy.load(Ordering::Relaxed) {
+            if !flood && (!was_empty || self.busy.load(Ordering::Relaxed)) {
                 buffer.push_back(last);
                 (was_empty, None)
             } else {
@@ -174,14 +214,19 @@ impl Lanes {
         // Empty: the router took all that was counted. (If it takes the buffer just after
         // the look, the count stays high until the next push: a pause too many, never
         // one too few.)
-        waiting.bytes = if was_empty {
-            bytes
+        if was_empty {
+            waiting.bytes = bytes;
+            waiting.notified = false;
         } else {
-            waiting.bytes + bytes
-        };
+            waiting.bytes += bytes;
+        }
         let Some(last) = notify_now else {
             return Ok(waiting.bytes);
         };
+        waiting.notified = true;
+        if !was_empty || self.busy.load(Ordering::Relaxed) {
+            self.early.fetch_add(1, Ordering::Relaxed);
+        }
         self.direct.fetch_add(1, Ordering::Relaxed);
         notify(&mut waiting.tx, last).map(|()| waiting.bytes)
     }
@@ -250,7 +295,7 @@ mod tests {
         // Enough single pushes, one message each, to switch the window on.
         let n = 3_000u32;
         for i in 0..n {
-            router.push_shared(0, vec![publish(i)]).expect("lane");
+            router.push_shared(0, vec![publish(i)], true).expect("lane");
             if i % 100 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -268,11 +313,11 @@ mod tests {
                 std::time::Instant::now() < until,
                 "the window never came on"
             );
-            router.push_shared(0, vec![publish(0)]).expect("lane");
+            router.push_shared(0, vec![publish(0)], true).expect("lane");
             let _ = sub.next().await;
         }
         // With the window on, a lone push is sent by the flusher, not left waiting.
-        router.push_shared(1, vec![publish(7)]).expect("lane");
+        router.push_shared(1, vec![publish(7)], true).expect("lane");
         let last = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
         assert_eq!(last.expect("sent within the window").expect("link").1, "7");
         // Quiet for QUIET_WINDOWS windows: pushes notify on their own again.
@@ -283,6 +328,75 @@ mod tests {
                 "the window never went off"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn under_the_window_a_flood_notifies_at_once_unless_told_not_to() {
+        let router = RouterHandle::spawn(&RouterSettings {
+            max_connections: 10,
+            max_outgoing_packet_count: 10_000,
+            max_segment_size: 1 << 20,
+            max_segment_count: 4,
+        })
+        .expect("router");
+        let mut sub = LocalSubscriber::new(&router, "lanes-flood", &["lanes/test"])
+            .await
+            .expect("subscriber");
+        router.lanes.busy.store(true, Ordering::Relaxed);
+        // 800 x (4 + 10 + 100) log bytes: past NOTIFY_BYTES in one push.
+        let flood = |from: u32| -> Vec<Packet> {
+            (from..from + 800)
+                .map(|n| {
+                    let payload = bytes::Bytes::from(format!("{n:0100}"));
+                    Packet::Publish(
+                        Publish::new(bytes::Bytes::from_static(b"lanes/test"), payload, false),
+                        None,
+                    )
+                })
+                .collect()
+        };
+        // Until the router took what waits in lane 0 (the flusher sends it within the
+        // window): a push then starts a fresh batch.
+        let drained = || async {
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while router.push_shared(0, Vec::new(), true).expect("lane") > 0 {
+                assert!(std::time::Instant::now() < until, "the window never sent");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let small = router.push_shared(0, flood(0)[..1].to_vec(), true);
+        assert!(small.expect("lane") < super::NOTIFY_BYTES);
+        assert_eq!(
+            router.lanes.early.load(Ordering::Relaxed),
+            0,
+            "small: the window"
+        );
+        drained().await;
+        router.push_shared(0, flood(1_000), false).expect("lane");
+        assert_eq!(
+            router.lanes.early.load(Ordering::Relaxed),
+            0,
+            "told to wait"
+        );
+        drained().await;
+        router.push_shared(0, flood(2_000), true).expect("lane");
+        assert_eq!(
+            router.lanes.early.load(Ordering::Relaxed),
+            1,
+            "a flood at once"
+        );
+        // Everything arrives, in order.
+        let mut last = None::<u32>;
+        for _ in 0..1_601 {
+            let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+            let (_, payload) = next.expect("every message arrives").expect("link");
+            let n: u32 = std::str::from_utf8(&payload)
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .expect("a number");
+            assert!(last.is_none_or(|l| l < n), "in order");
+            last = Some(n);
         }
     }
 }
