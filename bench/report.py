@@ -38,7 +38,7 @@ try:
     mv = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0]
 except Exception:
     mv = "mosquitto (version unknown)"
-print(f"Brokers: fleetcast (release build, `bench/fleetcast-bench.toml`: publish quotas raised to 400,000/s, global connect quota to 100,000/s) and {mv}"
+print(f"Brokers: fleetcast (release build, `bench/fleetcast-bench.toml`: publish quotas raised to 4,000,000/s, global connect quota to 100,000/s) and {mv}"
       " (`bench/mosquitto.conf.in`: its defaults). Both on loopback, one at a time, same load.")
 print("Produced by `bench/run.sh`; the exact commands are in `bench/results/commands.txt`, the raw reports beside it.")
 print("The machine is shared and noisy: compare the two columns of one table (the ratio), not runs.\n")
