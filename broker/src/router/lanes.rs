@@ -270,6 +270,7 @@ mod tests {
     use crate::router::{RouterHandle, RouterSettings};
     use rumqttd::protocol::{Packet, Publish};
     use std::sync::atomic::Ordering;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn publish(n: u32) -> Packet {
@@ -280,8 +281,8 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn under_load_the_window_sends_everything_and_then_goes_quiet() {
+    /// A router and a subscriber `id` to `lanes/test` on it.
+    async fn router_with_subscriber(id: &str) -> (Arc<RouterHandle>, LocalSubscriber) {
         let router = RouterHandle::spawn(&RouterSettings {
             max_connections: 10,
             max_outgoing_packet_count: 10_000,
@@ -289,9 +290,15 @@ mod tests {
             max_segment_count: 4,
         })
         .expect("router");
-        let mut sub = LocalSubscriber::new(&router, "lanes-test", &["lanes/test"])
+        let sub = LocalSubscriber::new(&router, id, &["lanes/test"])
             .await
             .expect("subscriber");
+        (router, sub)
+    }
+
+    #[tokio::test]
+    async fn under_load_the_window_sends_everything_and_then_goes_quiet() {
+        let (router, mut sub) = router_with_subscriber("lanes-test").await;
         // Enough single pushes, one message each, to switch the window on.
         let n = 3_000u32;
         for i in 0..n {
@@ -333,16 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn under_the_window_a_flood_notifies_at_once_unless_told_not_to() {
-        let router = RouterHandle::spawn(&RouterSettings {
-            max_connections: 10,
-            max_outgoing_packet_count: 10_000,
-            max_segment_size: 1 << 20,
-            max_segment_count: 4,
-        })
-        .expect("router");
-        let mut sub = LocalSubscriber::new(&router, "lanes-flood", &["lanes/test"])
-            .await
-            .expect("subscriber");
+        let (router, mut sub) = router_with_subscriber("lanes-flood").await;
         router.lanes.busy.store(true, Ordering::Relaxed);
         // 800 x (4 + 10 + 100) log bytes: past NOTIFY_BYTES in one push.
         let flood = |from: u32| -> Vec<Packet> {
