@@ -202,6 +202,11 @@ impl RouterHandle {
         self.lanes.push(lane, batch, early)
     }
 
+    /// Log bytes waiting in shared link `lane` for the router to take.
+    pub fn waiting_shared(&self, lane: usize) -> usize {
+        self.lanes.waiting(lane)
+    }
+
     /// Sends the router what waits in shared link `lane`, before a device that used it
     /// builds a link of its own (so its earlier publishes stay ahead of its later ones).
     ///

@@ -128,7 +128,7 @@ struct Publishing<'a> {
 
 impl Publishing<'_> {
     /// Throughput: QoS 0 batches back to back from `start` until `stop`; false when the
-    /// connection was lost.
+    /// connection was lost or is left mid-frame (it then gets no DISCONNECT).
     async fn flood(&mut self, start: Instant, stop: &CancellationToken) -> bool {
         tokio::select! {
             _ = stop.cancelled() => return true,
@@ -153,10 +153,13 @@ impl Publishing<'_> {
                     // counts as published (else more arrive than were "published" and
                     // as many losses hide), and a frame cut in two is finished rather
                     // than left torn for the broker to count as malformed.
-                    let whole = self.finish_frame(&ends, written).await;
-                    let whole = ends.iter().take_while(|&&e| e <= whole).count();
+                    let sent = self.finish_frame(&ends, written).await;
+                    let whole = ends.iter().take_while(|&&e| e <= sent).count();
                     self.shared.published.fetch_add(whole as u64, Ordering::Relaxed);
-                    return true;
+                    // A frame left torn (the broker read nothing for a second): no
+                    // DISCONNECT after it, or the broker reads it as the frame's rest
+                    // and counts a malformed packet or an invalid payload.
+                    return sent == 0 || ends.contains(&sent);
                 }
                 r = self.conn.send_counting(&self.out, &mut written) => if r.is_err() {
                     let _ = self.shared.error("lost_connection".into());

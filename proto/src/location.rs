@@ -5,9 +5,15 @@
 //! [`check`]: a fix the gateway accepts is one the map shows, and the other way round. The
 //! gateway applies it to last wills too, at CONNECT. An empty payload is not a fix but the
 //! MQTT way to delete a retained message: accepted, and not shown.
+//!
+//! Every fix is read twice (the gateway's check, the board), so the shape drivers send (a
+//! flat object, plain numbers, no escapes) is read in place by `scan`, without allocating;
+//! anything else goes to serde_json, whose answer `scan` matches bit for bit.
 
 use crate::topic;
 use serde::{Deserialize, Serialize};
+
+mod scan;
 
 /// Earliest `ts` accepted: 2000-01-01 (ms since the epoch).
 pub const TS_MIN_MS: u64 = 946_684_800_000;
@@ -90,28 +96,7 @@ impl Location {
     /// # Errors
     /// The first rule the fix breaks.
     pub fn validate(&self, topic_id: &str, now_ms: u64) -> Result<(), Invalid> {
-        if self.id != topic_id {
-            return Err(Invalid::Id);
-        }
-        if ![self.lat, self.lon, self.heading, self.speed, self.accuracy]
-            .iter()
-            .all(|v| v.is_finite())
-        {
-            return Err(Invalid::NotFinite);
-        }
-        if !(-90.0..=90.0).contains(&self.lat)
-            || !(-180.0..=180.0).contains(&self.lon)
-            || !(0.0..=360.0).contains(&self.heading)
-        {
-            return Err(Invalid::OutOfRange);
-        }
-        if self.speed < 0.0 || self.accuracy < 0.0 {
-            return Err(Invalid::Negative);
-        }
-        if self.ts < TS_MIN_MS || self.ts > now_ms.saturating_add(TS_AHEAD_MS) {
-            return Err(Invalid::Time);
-        }
-        Ok(())
+        rules(&self.fields(), topic_id, now_ms)
     }
 
     /// Parses and checks a fix published by driver `topic_id`.
@@ -119,10 +104,70 @@ impl Location {
     /// # Errors
     /// [`Invalid::Shape`] when it does not parse, else the first rule it breaks.
     pub fn parse(topic_id: &str, payload: &[u8], now_ms: u64) -> Result<Location, Invalid> {
+        if let Some(f) = scan::fields(payload) {
+            rules(&f, topic_id, now_ms)?;
+            return Ok(Location::from(&f));
+        }
         let loc: Location = serde_json::from_slice(payload).map_err(|_| Invalid::Shape)?;
         loc.validate(topic_id, now_ms)?;
         Ok(loc)
     }
+
+    fn fields(&self) -> scan::Fields<'_> {
+        scan::Fields {
+            id: &self.id,
+            lat: self.lat,
+            lon: self.lon,
+            heading: self.heading,
+            speed: self.speed,
+            accuracy: self.accuracy,
+            status: self.status,
+            seq: self.seq,
+            ts: self.ts,
+        }
+    }
+}
+
+impl From<&scan::Fields<'_>> for Location {
+    fn from(f: &scan::Fields<'_>) -> Location {
+        Location {
+            id: f.id.to_owned(),
+            lat: f.lat,
+            lon: f.lon,
+            heading: f.heading,
+            speed: f.speed,
+            accuracy: f.accuracy,
+            status: f.status,
+            seq: f.seq,
+            ts: f.ts,
+        }
+    }
+}
+
+/// The rules, on a fix however it was read.
+fn rules(f: &scan::Fields<'_>, topic_id: &str, now_ms: u64) -> Result<(), Invalid> {
+    if f.id != topic_id {
+        return Err(Invalid::Id);
+    }
+    if ![f.lat, f.lon, f.heading, f.speed, f.accuracy]
+        .iter()
+        .all(|v| v.is_finite())
+    {
+        return Err(Invalid::NotFinite);
+    }
+    if !(-90.0..=90.0).contains(&f.lat)
+        || !(-180.0..=180.0).contains(&f.lon)
+        || !(0.0..=360.0).contains(&f.heading)
+    {
+        return Err(Invalid::OutOfRange);
+    }
+    if f.speed < 0.0 || f.accuracy < 0.0 {
+        return Err(Invalid::Negative);
+    }
+    if f.ts < TS_MIN_MS || f.ts > now_ms.saturating_add(TS_AHEAD_MS) {
+        return Err(Invalid::Time);
+    }
+    Ok(())
 }
 
 /// Checks a publish (or a last will) as the gateway sees it: Ok for every topic but a
@@ -144,6 +189,10 @@ pub fn check(topic: &[u8], payload: &[u8], now_ms: u64) -> Result<(), Invalid> {
     };
     if payload.is_empty() {
         return Ok(());
+    }
+    // The common shape is checked where it lies, without allocating.
+    if let Some(f) = scan::fields(payload) {
+        return rules(&f, id, now_ms);
     }
     Location::parse(id, payload, now_ms).map(|_| ())
 }

@@ -28,8 +28,12 @@ const READ_ROOM: usize = 256;
 /// Router back-log (events) past which sessions pause their reads.
 const ROUTER_HIGH_WATER: usize = 16 * 1024;
 /// How long reads pause while the router is behind (its back-log, or what waits in a
-/// link or lane): it takes a few hundred microseconds to catch up.
-const ROUTER_PAUSE: Duration = Duration::from_millis(1);
+/// link or lane) before looking again: it takes a few hundred microseconds to catch up.
+/// Reads resume only once it has (`Session::router_behind`): a pause of fixed length let
+/// 1,000 flooding publishers push a read each per pause into lanes the router had not
+/// emptied, and one 1,000 -> 1 run in about ten grew them past 1 GB while the router,
+/// busy appending takes of that size, delivered nothing.
+pub(super) const ROUTER_PAUSE: Duration = Duration::from_millis(1);
 
 /// Readies a read buffer for the next read. An empty one is let go: the transport reads
 /// into an allocation of the size that came (`transport.rs`), so that a connection waiting
@@ -72,7 +76,7 @@ pub(super) struct Progress {
     /// How long reads pause for the publish quotas or the router, if they do.
     pause: Option<Duration>,
     /// Why they pause: a quota (else the router).
-    quota: bool,
+    pub(super) quota: bool,
     /// The subscriber behind that reads hold for, if one is too far behind
     /// (`backlog.rs`).
     hold: Option<Arc<Mark>>,
@@ -86,12 +90,13 @@ pub(super) struct Progress {
 
 impl<T: Transport> Session<T> {
     /// Notes a whole packet as heard; returns when reads may resume after the pause due
+    /// (and whether it waits for the router: then only once the router has caught up)
     /// and the subscriber they hold for, counting the pause and the hold.
     pub(super) fn heard(
         &self,
         progress: Progress,
         last_heard: &mut Instant,
-    ) -> (Option<Instant>, Option<Arc<Mark>>) {
+    ) -> (Option<(Instant, bool)>, Option<Arc<Mark>>) {
         if progress.heard {
             *last_heard = progress.at;
         }
@@ -102,7 +107,19 @@ impl<T: Transport> Session<T> {
         if progress.hold.is_some() {
             pauses.count("subscriber_behind");
         }
-        (progress.pause.map(|wait| progress.at + wait), progress.hold)
+        let for_router = !progress.quota;
+        (
+            progress.pause.map(|wait| (progress.at + wait, for_router)),
+            progress.hold,
+        )
+    }
+
+    /// Whether the router is still behind for this session: its back-log is past the
+    /// high-water mark, or more than [`super::backlog::Backlogs::waiting_max`] still waits
+    /// in the session's link or lane.
+    pub(super) fn router_behind(&self) -> bool {
+        self.gw.router.backlog() > ROUTER_HIGH_WATER
+            || self.waiting() > self.gw.backlogs.waiting_max()
     }
 
     /// Parses the complete frames read, checks them, and hands the batch to the router.

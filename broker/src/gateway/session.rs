@@ -274,7 +274,8 @@ impl<T: Transport> Session<T> {
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut last_heard = Instant::now();
-        let mut pause_until: Option<Instant> = None;
+        // When reads resume, and whether the pause waits for the router.
+        let mut pause_until: Option<(Instant, bool)> = None;
         // Made once, not at every wake-up: a fresh cancellation future joins its token's
         // waiter list (a lock) and a fresh sleep the timer wheel (another), then both
         // leave again when the select drops them. One token for both ways of being
@@ -296,7 +297,7 @@ impl<T: Transport> Session<T> {
             }
         }
         loop {
-            if let Some(at) = pause_until {
+            if let Some((at, _)) = pause_until {
                 if timer.deadline() != at {
                     timer.as_mut().reset(at);
                 }
@@ -319,7 +320,7 @@ impl<T: Transport> Session<T> {
                 // not checked while paused or held: the client may be sending, held back by
                 // TCP.
                 () = &mut timer, if pause_until.is_some() || (keepalive.is_some() && hold.is_none()) => {
-                    if pause_until.is_some_and(|at| at <= Instant::now()) { Wake::Resume } else { Wake::KeepAlive }
+                    if pause_until.is_some_and(|(at, _)| at <= Instant::now()) { Wake::Resume } else { Wake::KeepAlive }
                 }
                 () = room(&self.gw, hold.as_deref()), if hold.is_some() => Wake::Room,
                 // Not while the client's Receive Maximum holds a publish back.
@@ -348,6 +349,11 @@ impl<T: Transport> Session<T> {
                 Wake::Read(Ok(n)) => self.gw.meters.bytes_received.increment(n as u64),
                 // Frames held back by the quota go first; the socket is read after.
                 Wake::Resume => {
+                    if pause_until.is_some_and(|(_, router)| router) && self.router_behind() {
+                        // Not before the router has caught up: another look, nothing read.
+                        pause_until = Some((Instant::now() + super::intake::ROUTER_PAUSE, true));
+                        continue;
+                    }
                     // The client was not read while paused: its silence was ours.
                     last_heard = last_heard.max(Instant::now());
                 }

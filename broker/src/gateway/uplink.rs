@@ -142,6 +142,14 @@ impl<T: Transport> Session<T> {
         Ok(waiting)
     }
 
+    /// Log bytes waiting in the session's link or lane for the router to take.
+    pub(super) fn waiting(&self) -> usize {
+        match self.tx.as_ref() {
+            Some(tx) => tx.buffer().iter().map(crate::router::log_bytes).sum(),
+            None => self.gw.router.waiting_shared(self.lane),
+        }
+    }
+
     /// Builds the session's own link, mid-connection (clean: the session had none).
     async fn own_link(&mut self) -> Result<(), End> {
         // The lane may hold this session's publishes for up to its coalescing window:
