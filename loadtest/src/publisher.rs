@@ -21,6 +21,12 @@ use tokio_util::sync::CancellationToken;
 const BATCH: u64 = 32;
 /// Time between two PINGREQs of a quiet connection, well inside its 60 s keep-alive.
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait, once the load stops, for the broker to take what the publisher's socket
+/// still holds: the rest of a frame cut mid-write, then everything up to the DISCONNECT,
+/// which the broker answers by closing. A broker that paces a flood reads the last of it
+/// seconds after the load (its p99 latency in 1,000 -> 1 is 20 s and more); messages
+/// still unread when the run ends were counted as published and never arrived.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 /// When one publisher does what.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +84,7 @@ pub(crate) async fn publisher(shared: Arc<Shared>, slot: Slot, signals: Signals)
                 p.tick(slot.first_tick, &signals.stop).await
             };
             if still_up {
-                let _ = timeout(Duration::from_secs(1), p.conn.send(&wire::DISCONNECT)).await;
+                let _ = timeout(SETTLE_MAX, p.settle()).await;
             }
         }
     }
@@ -156,7 +162,7 @@ impl Publishing<'_> {
                     let sent = self.finish_frame(&ends, written).await;
                     let whole = ends.iter().take_while(|&&e| e <= sent).count();
                     self.shared.published.fetch_add(whole as u64, Ordering::Relaxed);
-                    // A frame left torn (the broker read nothing for a second): no
+                    // A frame left torn (the broker read nothing for SETTLE_MAX): no
                     // DISCONNECT after it, or the broker reads it as the frame's rest
                     // and counts a malformed packet or an invalid payload.
                     return sent == 0 || ends.contains(&sent);
@@ -171,8 +177,20 @@ impl Publishing<'_> {
         }
     }
 
-    /// Writes the rest of the frame `written` cut (frames end at `ends`), for at most a
-    /// second; returns how much of `out` is written then.
+    /// Sends DISCONNECT and waits for the broker to close the connection: it has then
+    /// read everything before.
+    async fn settle(&mut self) -> std::io::Result<()> {
+        self.conn.send(&wire::DISCONNECT).await?;
+        loop {
+            self.buf.clear();
+            if self.conn.recv(&mut self.buf).await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the rest of the frame `written` cut (frames end at `ends`), for at most
+    /// [`SETTLE_MAX`]; returns how much of `out` is written then.
     async fn finish_frame(&mut self, ends: &[usize], written: usize) -> usize {
         let Some(&end) = ends.iter().find(|&&e| e > written) else {
             return written;
@@ -182,12 +200,7 @@ impl Publishing<'_> {
         }
         let mut more = 0;
         let rest = &self.out[written..end];
-        match tokio::time::timeout(
-            Duration::from_secs(1),
-            self.conn.send_counting(rest, &mut more),
-        )
-        .await
-        {
+        match tokio::time::timeout(SETTLE_MAX, self.conn.send_counting(rest, &mut more)).await {
             Ok(Ok(())) => end,
             _ => written + more,
         }
