@@ -75,26 +75,6 @@ pub(super) fn fields(payload: &[u8]) -> Option<Fields<'_>> {
                 f.id = std::str::from_utf8(c.string()?).ok()?;
                 ID
             }
-            b"lat" => {
-                f.lat = c.float()?;
-                LAT
-            }
-            b"lon" => {
-                f.lon = c.float()?;
-                LON
-            }
-            b"heading" => {
-                f.heading = c.float()?;
-                HEADING
-            }
-            b"speed" => {
-                f.speed = c.float()?;
-                SPEED
-            }
-            b"accuracy" => {
-                f.accuracy = c.float()?;
-                ACCURACY
-            }
             b"status" => {
                 f.status = match c.string()? {
                     b"available" => Status::Available,
@@ -112,12 +92,18 @@ pub(super) fn fields(payload: &[u8]) -> Option<Fields<'_>> {
                 f.ts = c.uint()?;
                 TS
             }
-            _ => {
-                // serde ignores unknown keys whatever their value; only scalars here.
-                std::str::from_utf8(key).ok()?;
-                c.scalar()?;
-                0
-            }
+            _ => match float_slot(&mut f, key) {
+                Some((bit, slot)) => {
+                    *slot = c.float()?;
+                    bit
+                }
+                None => {
+                    // serde ignores unknown keys whatever their value; only scalars here.
+                    std::str::from_utf8(key).ok()?;
+                    c.scalar()?;
+                    0
+                }
+            },
         };
         if seen & bit != 0 {
             // serde refuses a duplicate field.
@@ -133,6 +119,18 @@ pub(super) fn fields(payload: &[u8]) -> Option<Fields<'_>> {
     }
     c.ws();
     (c.i == c.b.len() && seen == ALL).then_some(f)
+}
+
+/// The number field `key` names: its bit in `seen` and where it goes.
+fn float_slot<'f>(f: &'f mut Fields<'_>, key: &[u8]) -> Option<(u16, &'f mut f64)> {
+    Some(match key {
+        b"lat" => (LAT, &mut f.lat),
+        b"lon" => (LON, &mut f.lon),
+        b"heading" => (HEADING, &mut f.heading),
+        b"speed" => (SPEED, &mut f.speed),
+        b"accuracy" => (ACCURACY, &mut f.accuracy),
+        _ => return None,
+    })
 }
 
 /// Non-zero when one of the eight bytes of `word` is a quote, a backslash or a control
