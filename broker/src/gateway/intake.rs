@@ -76,7 +76,7 @@ pub(super) struct Progress {
     /// How long reads pause for the publish quotas or the router, if they do.
     pause: Option<Duration>,
     /// Why they pause: a quota (else the router).
-    pub(super) quota: bool,
+    quota: bool,
     /// The subscriber behind that reads hold for, if one is too far behind
     /// (`backlog.rs`).
     hold: Option<Arc<Mark>>,

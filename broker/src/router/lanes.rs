@@ -83,6 +83,18 @@ struct Waiting {
     notified: bool,
 }
 
+impl Waiting {
+    /// Log bytes waiting now.
+    fn now(&self) -> usize {
+        // Empty: the router took all that was counted.
+        if self.tx.buffer().is_empty() {
+            0
+        } else {
+            self.bytes
+        }
+    }
+}
+
 /// The shared ingest links.
 pub(crate) struct Lanes {
     lanes: Vec<Lane>,
@@ -162,13 +174,7 @@ impl Lanes {
     /// Log bytes waiting in lane `lane` (modulo the lanes) for the router to take.
     pub(crate) fn waiting(&self, lane: usize) -> usize {
         let lane = &self.lanes[lane % self.lanes.len()];
-        let waiting = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
-        // Empty: the router took all that was counted.
-        if waiting.tx.buffer().is_empty() {
-            0
-        } else {
-            waiting.bytes
-        }
+        lane.tx.lock().unwrap_or_else(|e| e.into_inner()).now()
     }
 
     /// How many lanes to build: one per core, at most [`MAX_LANES`].
@@ -200,8 +206,7 @@ impl Lanes {
         let bytes: usize = batch.iter().map(super::log_bytes).sum();
         let mut waiting = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(last) = batch.pop() else {
-            let empty = waiting.tx.buffer().is_empty();
-            return Ok(if empty { 0 } else { waiting.bytes });
+            return Ok(waiting.now());
         };
         let (was_empty, notify_now) = {
             let mut buffer = waiting.tx.buffer();
