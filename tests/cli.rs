@@ -386,3 +386,34 @@ fn token_prints_a_token_the_credentials_accept() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// Threads of process `pid` named `name` (their `comm`).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            let comm = t.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
+
+#[test]
+fn workers_sets_the_runtime_threads_and_zero_means_one_per_core() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    // 3: neither tokio's default on this machine nor 1, whatever the cores.
+    let three = if cores == 3 { 4 } else { 3 };
+    let three_arg = three.to_string();
+    for (extra, want) in [
+        (vec!["--workers", "1"], 1),
+        (vec!["--workers", three_arg.as_str()], three),
+        (vec!["--workers", "0"], cores),
+    ] {
+        let served = common::spawn_ready("serve", &extra);
+        // The runtime starts its workers before the ready line is printed; tokio's blocking
+        // threads share their name, but without --data none runs before it.
+        let n = threads_named(served.child.id(), "tokio-rt-worker");
+        drop(served);
+        assert_eq!(n, want, "serve {extra:?}");
+    }
+}

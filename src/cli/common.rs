@@ -120,9 +120,17 @@ pub(super) fn map_name(args: &MapArgs) -> String {
     )
 }
 
-/// The multi-threaded runtime of every command but `simulate`.
-pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().context("starting the tokio runtime")
+/// The multi-threaded runtime of every command but `simulate`: `workers` threads, or
+/// tokio's default (one per core, or TOKIO_WORKER_THREADS).
+pub(super) fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
 }
 
 /// One line on standard output, flushed at once (scripts wait for these lines).

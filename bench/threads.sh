@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Where a steady fleet's broker CPU goes, thread by thread: context switches a second and
+# % of a core per thread name, over SECS seconds of FLEET drivers at 1 Hz (1 subscriber),
+# for fleetcast as built, the same build on one tokio worker (`serve --workers 1`) and
+# Debian's mosquitto, alternating, ROUNDS rounds. Read from /proc/PID/task/*/{status,stat}.
+# Usage: bench/threads.sh [ROUNDS]   (FLEET=5000 SECS=8 BIN=target/release/fleetcast)
+set -u
+cd "$(dirname "$0")/.."
+rounds=${1:-2} fleet=${FLEET:-5000} secs=${SECS:-8} bin=${BIN:-target/release/fleetcast}
+command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
+[ -x "$bin" ] || { echo "no $bin: cargo build --release first" >&2; exit 1; }
+tick=$(getconf CLK_TCK)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+serve() {
+  rm -f "$work/out"
+  "$bin" serve "$@" --config bench/fleetcast-bench.toml --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 \
+    --http 127.0.0.1:0 >"$work/out" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 100); do grep -q '^fleetcast ready' "$work/out" 2>/dev/null && break; sleep 0.1; done
+  url="mqtt://$(sed -nE 's/^fleetcast ready mqtt=([^ ]+).*/\1/p' "$work/out")"
+}
+mosq() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  sed "s/PORT/$port/" bench/mosquitto.conf.in >"$work/mosq.conf"
+  mosquitto -c "$work/mosq.conf" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+  url="mqtt://127.0.0.1:$port"
+}
+# Per thread name: voluntary + involuntary switches, user + system ticks.
+snap() {
+  for t in /proc/"$pid"/task/*; do
+    printf '%s %s %s\n' "$(tr ' ' _ <"$t/comm")" \
+      "$(awk '/ctxt_switches/ {s += $2} END {print s}' "$t/status")" \
+      "$(awk '{print $14 + $15}' "$t/stat")"
+  done 2>/dev/null | awk '{c[$1] += $2; u[$1] += $3} END {for (k in c) print k, c[k], u[k]}' | sort
+}
+one() {
+  local label=$1
+  "$bin" loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" --scenario fleet \
+    --connections "$fleet" --subscribers 1 --interval 1s --duration 20s --connect-rate 2000 \
+    >/dev/null 2>&1 &
+  local lt=$!
+  # Connected and steady: 5,000 drivers connect in 2.5 s.
+  sleep 8
+  snap >"$work/a"
+  sleep "$secs"
+  snap >"$work/b"
+  wait "$lt"
+  kill "$pid"; wait "$pid" 2>/dev/null
+  join "$work/a" "$work/b" | awk -v s="$secs" -v hz="$tick" -v l="$label" '
+    { sw = ($4 - $2) / s; cpu = 100 * ($5 - $3) / hz / s; tsw += sw; tcpu += cpu
+      if (sw > 0 || cpu > 0) printf "%s  %-18s %7.0f switches/s %6.1f%% cpu\n", l, $1, sw, cpu }
+    END { printf "%s  %-18s %7.0f switches/s %6.1f%% cpu\n", l, "(all)", tsw, tcpu }'
+  python3 -c "import json; d=json.load(open('$work/r.json')); print('$label  received', d['received'], 'lost', d['lost'], 'p99_ms', round((d.get('latency_ms') or {}).get('p99') or 0, 2), 'broker_cpu%', round(d.get('broker_cpu_percent') or 0, 1))"
+}
+for round in $(seq "$rounds"); do
+  serve; one "round$round fleetcast"
+  serve --workers 1; one "round$round 1-worker"
+  mosq; one "round$round mosquitto"
+done
