@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Where a steady fleet's broker CPU goes, thread by thread: context switches a second and
 # % of a core per thread name, over SECS seconds of FLEET drivers at 1 Hz (1 subscriber),
-# for fleetcast as built, the same build on one tokio worker (`serve --workers 1`) and
-# Debian's mosquitto, alternating, ROUNDS rounds. Read from /proc/PID/task/*/{status,stat}.
+# for fleetcast as built, the same build on one tokio worker (`serve --workers 1`), both
+# again with no coalescing window (`[router] coalesce_window_us = 0`), and Debian's
+# mosquitto, alternating, ROUNDS rounds. Read from /proc/PID/task/*/{status,stat}.
 # Usage: bench/threads.sh [ROUNDS]   (FLEET=5000 SECS=8 BIN=target/release/fleetcast)
 set -u
 cd "$(dirname "$0")/.."
@@ -12,9 +13,13 @@ command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 tick=$(getconf CLK_TCK)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# The bench settings with no coalescing window.
+{ cat bench/fleetcast-bench.toml; printf '\n[router]\ncoalesce_window_us = 0\n'; } >"$work/nowindow.toml"
 serve() {
+  local config=bench/fleetcast-bench.toml
+  if [ "${1:-}" = nowindow ]; then config=$work/nowindow.toml; shift; fi
   rm -f "$work/out"
-  "$bin" serve "$@" --config bench/fleetcast-bench.toml --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 \
+  "$bin" serve "$@" --config "$config" --mqtt 127.0.0.1:0 --ws 127.0.0.1:0 \
     --http 127.0.0.1:0 >"$work/out" 2>/dev/null &
   pid=$!
   for _ in $(seq 100); do grep -q '^fleetcast ready' "$work/out" 2>/dev/null && break; sleep 0.1; done
@@ -59,5 +64,7 @@ one() {
 for round in $(seq "$rounds"); do
   serve; one "round$round fleetcast"
   serve --workers 1; one "round$round 1-worker"
+  serve nowindow; one "round$round no-window"
+  serve nowindow --workers 1; one "round$round 1-worker-no-window"
   mosq; one "round$round mosquitto"
 done

@@ -215,6 +215,7 @@ impl Broker {
             max_outgoing_packet_count: config.router.max_outgoing_packet_count,
             max_segment_size: config.router.max_segment_size,
             max_segment_count: config.router.max_segment_count,
+            coalesce_window: config.router.coalesce_window(),
         })?;
         // Before any listener serves: clients find the state they left.
         let restored = match config.storage.dir() {

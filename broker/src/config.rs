@@ -300,6 +300,9 @@ pub struct Router {
     pub max_segment_count: usize,
     /// Packets queued for one client before the router waits for it.
     pub max_outgoing_packet_count: u64,
+    /// Under load, how long (µs) publishes of devices without a link of their own wait
+    /// to go to the router together; 0: each goes at once (lower latency, more CPU).
+    pub coalesce_window_us: u64,
 }
 
 /// Graceful shutdown.
@@ -383,12 +386,23 @@ impl Default for Limits {
     }
 }
 
+/// The longest coalescing window accepted (100 ms: past that a map visibly lags).
+const MAX_WINDOW_US: u64 = 100_000;
+
+impl Router {
+    /// The shared links' coalescing window; None when set to 0 (off).
+    pub fn coalesce_window(&self) -> Option<Duration> {
+        (self.coalesce_window_us > 0).then(|| Duration::from_micros(self.coalesce_window_us))
+    }
+}
+
 impl Default for Router {
     fn default() -> Self {
         Router {
             max_segment_size: 1 << 20,
             max_segment_count: 4,
             max_outgoing_packet_count: 1000,
+            coalesce_window_us: crate::router::DEFAULT_WINDOW.as_micros() as u64,
         }
     }
 }
@@ -502,6 +516,9 @@ impl Config {
             return bad(
                 "router.max_segment_count and max_outgoing_packet_count must be at least 1",
             );
+        }
+        if r.coalesce_window_us > MAX_WINDOW_US {
+            return bad("router.coalesce_window_us must be within 0..=100000");
         }
         Ok(())
     }

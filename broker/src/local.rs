@@ -18,6 +18,8 @@ pub struct LocalSubscriber {
     tx: LinkTx,
     rx: LinkRx,
     gone: bool,
+    /// Publishes the router sent before the last SUBACK (while `new` waited for it).
+    early: std::collections::VecDeque<(Bytes, Bytes)>,
 }
 
 impl std::fmt::Debug for LocalSubscriber {
@@ -46,11 +48,39 @@ impl LocalSubscriber {
             tx.subscribe(*filter)
                 .map_err(|e| RouterError::Refused(Box::new(e)))?;
         }
-        Ok(LocalSubscriber {
+        let mut sub = LocalSubscriber {
             tx,
             rx,
             gone: false,
-        })
+            early: Default::default(),
+        };
+        // The subscriptions hold once the router acked them: publishes that reach the
+        // router by another path (the lanes send straight into its channel, not behind
+        // this link's subscribes) are matched from then on.
+        let mut acked = 0;
+        while acked < filters.len() {
+            match sub.rx.next().await {
+                Ok(Some(Notification::Forward(f))) => {
+                    sub.early.push_back((f.publish.topic, f.publish.payload));
+                }
+                Ok(Some(Notification::Unschedule)) => {
+                    sub.rx.wake().await.map_err(|_| RouterError::Stopped)?;
+                }
+                Ok(Some(Notification::Disconnect(..))) | Err(_) => {
+                    sub.gone = true;
+                    return Err(RouterError::Stopped);
+                }
+                // rumqttd's ack type is private: its packet form tells a SUBACK.
+                Ok(Some(other)) => {
+                    let packet: Option<rumqttd::protocol::Packet> = other.into();
+                    if matches!(packet, Some(rumqttd::protocol::Packet::SubAck(..))) {
+                        acked += 1;
+                    }
+                }
+                Ok(None) => {}
+            }
+        }
+        Ok(sub)
     }
 
     /// The next publish, or None once the router dropped the link.
@@ -58,6 +88,9 @@ impl LocalSubscriber {
     /// # Cancel safety
     /// Cancel safe: a publish is only taken from the link when it is returned.
     pub async fn next(&mut self) -> Option<(Bytes, Bytes)> {
+        if let Some(early) = self.early.pop_front() {
+            return Some(early);
+        }
         if self.gone {
             return None;
         }

@@ -12,12 +12,17 @@
 //!   to pause their socket reads ([`RouterHandle::backlog`]), so the queue stays bounded by
 //!   the high-water mark plus one batch per connection.
 //!
-//! Devices that only publish share a few links (`lanes.rs`) instead of a link each.
+//! Devices that only publish share a few links (`lanes.rs`) instead of a link each. Those
+//! few send straight into the router's channel, only while it has room, so the bulk of a
+//! fleet's publishes skip the forwarder's wake-up.
 //!
 //! The router's event type is private to rumqttd, so its sender cannot be named: it is
 //! only ever held inside generic functions and closures.
 
 mod lanes;
+
+/// The shared links' coalescing window unless configured otherwise.
+pub const DEFAULT_WINDOW: std::time::Duration = lanes::WINDOW;
 
 pub use lanes::LaneGone;
 use lanes::Lanes;
@@ -33,6 +38,9 @@ pub type Link = (LinkTx, LinkRx, Notification);
 
 /// Link builds waiting for the builder thread; past this a connect is refused as busy.
 const BUILD_QUEUE: usize = 4_096;
+/// Free slots in the router's bounded(1000) channel below which a lane leaves its
+/// notification to its flusher thread instead of risking a blocking send.
+const ROOM_MARGIN: usize = 64;
 
 /// Why a link could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +76,8 @@ pub struct RouterSettings {
     pub max_segment_size: usize,
     /// Segments kept per topic.
     pub max_segment_count: usize,
+    /// The shared links' coalescing window under load (`router/lanes.rs`); None: off.
+    pub coalesce_window: Option<std::time::Duration>,
 }
 
 /// The running router: builds links and reports its back-log. Cheap to share by `Arc`.
@@ -145,18 +155,27 @@ impl RouterHandle {
             .map_err(|e| RouterError::Spawn("link builder", e))?;
 
         // Built here, where the router's sender can be named by inference; the router
-        // answers each at once (nothing else is queued yet).
+        // answers each at once (nothing else is queued yet). Straight on the router's
+        // channel: a lane notifies only when that channel has room (so a push never blocks
+        // a tokio worker) and otherwise leaves it to its flusher thread, which saves each
+        // notification the forwarder's wake-up.
         let mut shared = Vec::new();
         for i in 0..Lanes::wanted() {
-            let (tx, rx, _) = LinkBuilder::new(&format!("fleetcast:lane:{i}"), link_tx.clone())
+            let (tx, rx, _) = LinkBuilder::new(&format!("fleetcast:lane:{i}"), router_tx.clone())
                 .clean_session(true)
                 .build()
                 .map_err(|e| RouterError::Refused(Box::new(e)))?;
             shared.push((tx, rx));
         }
         let depth = link_tx;
+        let probe = router_tx.clone();
+        // Room to spare for what the forwarder and the other lanes may send between this
+        // look and the send.
+        let room =
+            Box::new(move || probe.len() + ROOM_MARGIN < probe.capacity().unwrap_or(usize::MAX));
         Ok(Arc::new(RouterHandle {
-            lanes: Lanes::new(shared).map_err(|e| RouterError::Spawn("lanes", e))?,
+            lanes: Lanes::new(shared, settings.coalesce_window, room)
+                .map_err(|e| RouterError::Spawn("lanes", e))?,
             builds,
             backlog: Box::new(move || depth.len()),
             alive: Box::new(move || !router_tx.is_disconnected()),

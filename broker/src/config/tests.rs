@@ -39,6 +39,24 @@ fn unknown_keys_and_bad_values_are_refused() {
     assert!(Config::from_toml("[limits]\nauth_concurrency = 0\n").is_err());
 }
 
+#[test]
+fn coalesce_window_is_bounded_and_zero_turns_it_off() {
+    let c = |v: u64| Config::from_toml(&format!("[router]\ncoalesce_window_us = {v}\n"));
+    assert_eq!(
+        Config::default().router.coalesce_window(),
+        Some(Duration::from_millis(5))
+    );
+    assert_eq!(c(0).expect("0 is valid").router.coalesce_window(), None);
+    assert_eq!(
+        c(100_000)
+            .expect("the bound is valid")
+            .router
+            .coalesce_window(),
+        Some(Duration::from_millis(100))
+    );
+    assert!(c(100_001).is_err());
+}
+
 /// Every key of every section is read: a file that changes all of them yields a
 /// configuration in which every value changed (a key the schema ignored would keep its
 /// default and fail here).

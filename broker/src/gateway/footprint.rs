@@ -78,6 +78,7 @@ mod tests {
             max_outgoing_packet_count: 10,
             max_segment_size: 1024,
             max_segment_count: 1,
+            coalesce_window: Some(crate::router::DEFAULT_WINDOW),
         })
         .expect("router");
         let gw = Arc::new(Gateway::new(

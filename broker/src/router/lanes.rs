@@ -15,16 +15,18 @@
 //! way"). Whatever many connections push while the router is busy goes in with one
 //! notification. Each lane's pushes are serialized by a mutex, which is what keeps that
 //! reasoning true, and a connection always uses the same lane, so its publishes stay in
-//! order; they also stay in order with a link it builds later, because link builds and
-//! notifications go through the same FIFO channel.
+//! order; they also stay in order with a link it builds later, because the device first
+//! flushes its lane ([`Lanes::flush_one`]: a notification straight into the router's FIFO
+//! channel) and only then asks for the build, which reaches that channel behind it.
 //!
 //! Batching in time: a fleet at 1 Hz per device spreads its publishes evenly, so a push
 //! nearly always finds its lane empty and every message would still cost a wake-up of the
 //! forwarder and router threads. Under load (more than [`BUSY_PER_S`] notifications a
 //! second) the lanes therefore switch to a coalescing window: pushes only fill the buffer,
-//! and a flusher thread notifies each non-empty lane once every [`WINDOW`], so one
-//! router wake-up carries everything that came in that window, at the cost of at most
-//! [`WINDOW`] of latency. Below that rate a push notifies at once, as before, and the
+//! and a flusher thread notifies each non-empty lane once every window (`[router]
+//! coalesce_window_us`, [`WINDOW`] by default), so one router wake-up carries everything
+//! that came in that window, at the cost of at most the window of latency; with no window
+//! (0) pushes always notify at once. Below that rate a push notifies at once, as before, and the
 //! flusher only looks in every [`IDLE_TICK`] (it also sends anything a push left behind
 //! while the mode changed, so nothing waits longer than that).
 //!
@@ -50,10 +52,11 @@ use std::time::Duration;
 /// Lanes built at most (one per core is plenty: a push holds its lane's lock for
 /// a few hundred nanoseconds).
 const MAX_LANES: usize = 8;
-/// The coalescing window under load: the most a publish waits for its router wake-up.
-/// 5 ms: on the 5,000-driver fleet, 1 ms saved nothing (the flusher's own wake-ups cost
-/// what it saved the router and forwarder), 5 ms halved the process's context switches.
-const WINDOW: Duration = Duration::from_millis(5);
+/// The coalescing window under load by default (`[router] coalesce_window_us`): the most
+/// a publish waits for its router wake-up. 5 ms: on the 5,000-driver fleet, 1 ms saved
+/// nothing (the flusher's own wake-ups cost what it saved the router and forwarder), 5 ms
+/// halved the process's context switches.
+pub(crate) const WINDOW: Duration = Duration::from_millis(5);
 /// How often the flusher looks while pushes notify on their own.
 const IDLE_TICK: Duration = Duration::from_millis(10);
 /// Notifications a second above which the window is worth its latency.
@@ -98,13 +101,23 @@ impl Waiting {
 /// The shared ingest links.
 pub(crate) struct Lanes {
     lanes: Vec<Lane>,
+    /// The coalescing window; None: never on, every push that finds its lane empty
+    /// notifies.
+    window: Option<Duration>,
     /// The coalescing window is on: pushes leave the notification to the flusher.
     busy: AtomicBool,
-    /// Notifications pushes sent since the flusher last looked.
+    /// Notifications pushes sent, all told (the flusher reads how many since it last
+    /// looked).
     direct: AtomicU64,
     /// Notifications floods sent before the window ended, all told.
     early: AtomicU64,
+    /// The router's own channel has room for a notification without blocking.
+    room: Room,
 }
+
+/// Whether the router's channel has room now (its sender's type is private to rumqttd,
+/// so it is only ever held in a closure).
+pub(crate) type Room = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// A lane's router link is gone: the router dropped it or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +131,11 @@ impl Lanes {
     ///
     /// # Errors
     /// The thread could not be started.
-    pub(crate) fn new(links: Vec<(LinkTx, LinkRx)>) -> std::io::Result<Arc<Lanes>> {
+    pub(crate) fn new(
+        links: Vec<(LinkTx, LinkRx)>,
+        window: Option<Duration>,
+        room: Room,
+    ) -> std::io::Result<Arc<Lanes>> {
         let lanes = links
             .into_iter()
             .map(|(tx, rx)| Lane {
@@ -132,9 +149,11 @@ impl Lanes {
             .collect();
         let lanes = Arc::new(Lanes {
             lanes,
+            window,
             busy: AtomicBool::new(false),
             direct: AtomicU64::new(0),
             early: AtomicU64::new(0),
+            room,
         });
         let weak = Arc::downgrade(&lanes);
         std::thread::Builder::new()
@@ -221,8 +240,10 @@ impl Lanes {
             let notified = waiting.notified && !was_empty;
             let flood = early && !notified && waits >= NOTIFY_BYTES;
             // Either a notification is on its way for what is there, which takes this
-            // too, or the flusher sends one within the window.
-            if !flood && (!was_empty || self.busy.load(Ordering::Relaxed)) {
+            // too, or the flusher sends one within the window, or (the router's channel
+            // full: a send would block this thread) within its next look.
+            let later = !flood && (!was_empty || self.busy.load(Ordering::Relaxed));
+            if later || !(self.room)() {
                 buffer.push_back(last);
                 (was_empty, None)
             } else {
@@ -250,7 +271,10 @@ impl Lanes {
     }
 }
 
-/// Pushes `last` into the lane and notifies the router.
+/// Pushes `last` into the lane and notifies the router. A lane's link sends straight into
+/// the router's bounded channel (no forwarder hop, `router.rs`), so this blocks while
+/// that channel is full: pushes on tokio's workers call it only when [`Lanes::room`] says
+/// there is room; the flusher, on its own thread, may wait.
 fn notify(tx: &mut LinkTx, last: Packet) -> Result<(), LaneGone> {
     super::send_now(tx, last).then_some(()).ok_or(LaneGone)
 }
@@ -259,14 +283,20 @@ fn notify(tx: &mut LinkTx, last: Packet) -> Result<(), LaneGone> {
 /// dropped or their router is gone.
 fn flusher(lanes: &Weak<Lanes>) {
     let mut quiet = 0u32;
+    let mut direct_seen = 0u64;
     loop {
-        let busy = match lanes.upgrade() {
-            Some(l) => l.busy.load(Ordering::Relaxed),
+        let (busy, window) = match lanes.upgrade() {
+            Some(l) => (l.busy.load(Ordering::Relaxed), l.window),
             None => return,
         };
-        std::thread::sleep(if busy { WINDOW } else { IDLE_TICK });
+        std::thread::sleep(match window {
+            Some(window) if busy => window,
+            _ => IDLE_TICK,
+        });
         let Some(l) = lanes.upgrade() else { return };
         let Ok(sent) = l.flush() else { return };
+        let direct = l.direct.load(Ordering::Relaxed);
+        let since = direct.wrapping_sub(std::mem::replace(&mut direct_seen, direct));
         if busy {
             quiet = if sent == 0 { quiet + 1 } else { 0 };
             if quiet >= QUIET_WINDOWS {
@@ -275,7 +305,7 @@ fn flusher(lanes: &Weak<Lanes>) {
             }
         } else {
             let per_tick = BUSY_PER_S * IDLE_TICK.as_millis() as u64 / 1_000;
-            if l.direct.swap(0, Ordering::Relaxed) > per_tick {
+            if since > per_tick && window.is_some() {
                 l.busy.store(true, Ordering::Relaxed);
             }
         }
@@ -299,13 +329,21 @@ mod tests {
         )
     }
 
-    /// A router and a subscriber `id` to `lanes/test` on it.
+    /// A router with the default window and a subscriber `id` to `lanes/test` on it.
     async fn router_with_subscriber(id: &str) -> (Arc<RouterHandle>, LocalSubscriber) {
+        router_with_window(id, Some(super::WINDOW)).await
+    }
+
+    async fn router_with_window(
+        id: &str,
+        window: Option<Duration>,
+    ) -> (Arc<RouterHandle>, LocalSubscriber) {
         let router = RouterHandle::spawn(&RouterSettings {
             max_connections: 10,
             max_outgoing_packet_count: 10_000,
             max_segment_size: 1 << 20,
             max_segment_count: 4,
+            coalesce_window: window,
         })
         .expect("router");
         let sub = LocalSubscriber::new(&router, id, &["lanes/test"])
@@ -354,6 +392,88 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn with_no_window_every_push_notifies_and_the_window_never_comes_on() {
+        let (router, mut sub) = router_with_window("lanes-off", None).await;
+        // What switches a window on within a tick (first test: one push at a time, each
+        // finding its lane empty, thousands a second), for 30 flusher ticks: the window
+        // stays off all along and every message arrives, in order.
+        let until = std::time::Instant::now() + super::IDLE_TICK * 30;
+        let mut i = 0u32;
+        while std::time::Instant::now() < until {
+            router.push_shared(0, vec![publish(i)], true).expect("lane");
+            let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+            let (_, payload) = next.expect("every message arrives").expect("link");
+            assert_eq!(payload, i.to_string(), "in order");
+            assert!(!router.lanes.busy.load(Ordering::Relaxed), "window off");
+            i += 1;
+        }
+        assert!(i > 100, "only {i} pushes in 30 ticks");
+        // With nothing in flight, a lone push reaches the router by its own notification.
+        router.push_shared(1, vec![publish(7)], true).expect("lane");
+        let last = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+        assert_eq!(last.expect("sent").expect("link").1, "7");
+    }
+
+    /// A lane over a router whose channel reads as full: a push does not notify (the
+    /// send could block a tokio worker), and the flusher sends it within a tick.
+    #[tokio::test]
+    async fn with_the_router_channel_full_a_push_leaves_the_notification_to_the_flusher() {
+        let router_tx = rumqttd::Router::new(
+            0,
+            rumqttd::RouterConfig {
+                max_connections: 10,
+                max_outgoing_packet_count: 100,
+                max_segment_size: 1 << 20,
+                max_segment_count: 4,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Default::default(),
+            },
+        )
+        .spawn();
+        let build = |id: &str| {
+            rumqttd::local::LinkBuilder::new(id, router_tx.clone())
+                .clean_session(true)
+                .build()
+                .expect("link")
+        };
+        let (mut sub_tx, mut sub_rx, _) = build("sub");
+        sub_tx.subscribe("lanes/test").expect("subscribe");
+        let (tx, rx, _) = build("lane");
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let room = {
+            let full = full.clone();
+            Box::new(move || !full.load(Ordering::Relaxed))
+        };
+        let lanes = super::Lanes::new(vec![(tx, rx)], None, room).expect("lanes");
+        let next = |rx: &mut rumqttd::local::LinkRx| {
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match rx.recv_deadline(until).expect("link") {
+                    Some(rumqttd::Notification::Forward(f)) => return f.publish.payload,
+                    Some(_) => {}
+                    None => panic!("nothing within 10 s"),
+                }
+            }
+        };
+        lanes.push(0, vec![publish(1)], true).expect("lane");
+        assert_eq!(
+            lanes.direct.load(Ordering::Relaxed),
+            0,
+            "no send while full"
+        );
+        assert_eq!(next(&mut sub_rx), "1", "the flusher sent it");
+        full.store(false, Ordering::Relaxed);
+        lanes.push(0, vec![publish(2)], true).expect("lane");
+        assert_eq!(
+            lanes.direct.load(Ordering::Relaxed),
+            1,
+            "sent at once with room"
+        );
+        assert_eq!(next(&mut sub_rx), "2");
     }
 
     #[tokio::test]
