@@ -19,15 +19,8 @@ serve() {
   for _ in $(seq 100); do grep -q '^fleetcast ready' "$work/out" 2>/dev/null && break; sleep 0.1; done
   url="mqtt://$(sed -nE 's/^fleetcast ready mqtt=([^ ]+).*/\1/p' "$work/out")"
 }
-mosq() {
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  sed "s/PORT/$port/" bench/mosquitto.conf.in >"$work/mosq.conf"
-  mosquitto -c "$work/mosq.conf" >/dev/null 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-  url="mqtt://127.0.0.1:$port"
-}
+# shellcheck source=bench/mosquitto.sh
+. bench/mosquitto.sh
 one() {
   local label=$1; shift
   $new loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" "$@" >/dev/null 2>&1
