@@ -59,25 +59,18 @@ impl LocalSubscriber {
         // this link's subscribes) are matched from then on.
         let mut acked = 0;
         while acked < filters.len() {
-            match sub.rx.next().await {
-                Ok(Some(Notification::Forward(f))) => {
+            match sub.notification().await {
+                Some(Notification::Forward(f)) => {
                     sub.early.push_back((f.publish.topic, f.publish.payload));
                 }
-                Ok(Some(Notification::Unschedule)) => {
-                    sub.rx.wake().await.map_err(|_| RouterError::Stopped)?;
-                }
-                Ok(Some(Notification::Disconnect(..))) | Err(_) => {
-                    sub.gone = true;
-                    return Err(RouterError::Stopped);
-                }
                 // rumqttd's ack type is private: its packet form tells a SUBACK.
-                Ok(Some(other)) => {
+                Some(other) => {
                     let packet: Option<rumqttd::protocol::Packet> = other.into();
                     if matches!(packet, Some(rumqttd::protocol::Packet::SubAck(..))) {
                         acked += 1;
                     }
                 }
-                Ok(None) => {}
+                None => return Err(RouterError::Stopped),
             }
         }
         Ok(sub)
@@ -91,14 +84,24 @@ impl LocalSubscriber {
         if let Some(early) = self.early.pop_front() {
             return Some(early);
         }
+        loop {
+            if let Notification::Forward(f) = self.notification().await? {
+                return Some((f.publish.topic, f.publish.payload));
+            }
+        }
+    }
+
+    /// The link's next notification other than `Unschedule` (answered by waking the
+    /// link), or None once the router dropped the link.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a notification is only taken from the link when it is returned.
+    async fn notification(&mut self) -> Option<Notification> {
         if self.gone {
             return None;
         }
         loop {
             match self.rx.next().await {
-                Ok(Some(Notification::Forward(f))) => {
-                    return Some((f.publish.topic, f.publish.payload));
-                }
                 Ok(Some(Notification::Unschedule)) => {
                     if self.rx.wake().await.is_err() {
                         self.gone = true;
@@ -109,7 +112,8 @@ impl LocalSubscriber {
                     self.gone = true;
                     return None;
                 }
-                Ok(Some(_)) | Ok(None) => {}
+                Ok(Some(n)) => return Some(n),
+                Ok(None) => {}
             }
         }
     }

@@ -246,10 +246,11 @@ impl RouterHandle {
     }
 }
 
-/// Pushes `last` into a link built on our unbounded channel and notifies the router;
-/// false when the router is gone. `LinkTx::send` is `async` but never waits on that
-/// channel (the forwarder drains it), so it is polled once instead of awaited: there is
-/// no future for a caller to box or keep room for.
+/// Pushes `last` into a link and notifies the router; false when the router is gone.
+/// `LinkTx::send` is `async` but never waits on a link built on our unbounded channel
+/// (the forwarder drains it), so it is polled once instead of awaited: there is no future
+/// for a caller to box or keep room for. A lane's link sends into the router's bounded
+/// channel and can block while it is full: `lanes.rs` looks for room first.
 pub(crate) fn send_now(tx: &mut LinkTx, last: rumqttd::protocol::Packet) -> bool {
     matches!(
         futures_util::FutureExt::now_or_never(tx.send(last)),

@@ -21,14 +21,14 @@
 //!
 //! Batching in time: a fleet at 1 Hz per device spreads its publishes evenly, so a push
 //! nearly always finds its lane empty and every message would still cost a wake-up of the
-//! forwarder and router threads. Under load (more than [`BUSY_PER_S`] notifications a
-//! second) the lanes therefore switch to a coalescing window: pushes only fill the buffer,
-//! and a flusher thread notifies each non-empty lane once every window (`[router]
-//! coalesce_window_us`, [`WINDOW`] by default), so one router wake-up carries everything
-//! that came in that window, at the cost of at most the window of latency; with no window
-//! (0) pushes always notify at once. Below that rate a push notifies at once, as before, and the
-//! flusher only looks in every [`IDLE_TICK`] (it also sends anything a push left behind
-//! while the mode changed, so nothing waits longer than that).
+//! router thread. Under load (more than [`BUSY_PER_S`] notifications a second) the lanes
+//! therefore switch to a coalescing window: pushes only fill the buffer, and a flusher
+//! thread notifies each non-empty lane once every window (`[router] coalesce_window_us`,
+//! [`WINDOW`] by default), so one router wake-up carries everything that came in that
+//! window, at the cost of at most the window of latency; with the window set to 0 it never
+//! switches. Below that rate a push notifies at once, as before, and the flusher only
+//! looks in every [`IDLE_TICK`] (it also sends anything a push left behind while the mode
+//! changed or the router's channel was full, so nothing waits longer than that).
 //!
 //! A flood needs no window: a push under the window that leaves more than
 //! [`NOTIFY_BYTES`] waiting notifies at once (once, until the router takes the buffer),
