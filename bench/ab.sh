@@ -2,6 +2,12 @@
 # A/B of two fleetcast builds (and Debian's mosquitto) on the fleet and throughput
 # scenarios, alternating, ROUNDS rounds, so a change's cost shows beside the machine's noise.
 # FLEET (default 5000) drivers at 1 Hz for 20 s: lost, p99 and broker CPU are the figures.
+# After each fleetcast run its /metrics splits what was lost: `unread` (published, never
+# read by the broker: still in the publishers' sockets when they closed), `counted`
+# (fleetcast_messages_dropped_total of the gateway's reasons) and `uncounted` (the rest:
+# lost and never accounted for; it should be 0). mosquitto runs twice: as Debian ships
+# it, and with `set_tcp_nodelay true` (`mosquitto-nd`), the fair reference for latency
+# (without it, where the kernel delays ACKs, its p99 is the 40 ms ACK timer).
 # Usage: bench/ab.sh OLD_BIN OLD_CONFIG NEW_BIN NEW_CONFIG [ROUNDS]
 #   e.g. git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release)
 #        bench/ab.sh /tmp/old/target/release/fleetcast OLD.toml target/release/fleetcast bench/fleetcast-bench.toml
@@ -18,14 +24,44 @@ serve() {
   pid=$!
   for _ in $(seq 100); do grep -q '^fleetcast ready' "$work/out" 2>/dev/null && break; sleep 0.1; done
   url="mqtt://$(sed -nE 's/^fleetcast ready mqtt=([^ ]+).*/\1/p' "$work/out")"
+  http=$(sed -nE 's/^fleetcast ready .*http=([^ ]+).*/\1/p' "$work/out")
 }
 # shellcheck source=bench/mosquitto.sh
 . bench/mosquitto.sh
 one() {
   local label=$1; shift
   $new loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" "$@" >/dev/null 2>&1
+  rm -f "$work/metrics"
+  if [ -n "$http" ]; then
+    python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://$http/metrics', timeout=10).read().decode())" >"$work/metrics" 2>/dev/null
+  fi
   kill "$pid"; wait "$pid" 2>/dev/null
-  python3 -c "import json; d=json.load(open('$work/r.json')); print('$label', 'published', d['published'], 'received', d['received'], 'lost', d['lost'], 'p99_ms', round((d.get('latency_ms') or {}).get('p99') or 0, 2), 'broker_cpu%', round(d.get('broker_cpu_percent') or 0, 1))"
+  python3 - "$label" "$work/r.json" "$work/metrics" <<'PY'
+import json, os, re, sys
+label, report, metrics = sys.argv[1:4]
+d = json.load(open(report))
+line = [label, 'published', d['published'], 'received', d['received'], 'lost', d['lost'],
+        'p99_ms', round((d.get('latency_ms') or {}).get('p99') or 0, 2),
+        'broker_cpu%', round(d.get('broker_cpu_percent') or 0, 1)]
+if os.path.exists(metrics):
+    text = open(metrics).read()
+    def value(name, labels=''):
+        m = re.search(r'^' + re.escape(name + labels) + r' (\S+)$', text, re.M)
+        return int(float(m.group(1))) if m else None
+    read = value('fleetcast_publishes_received_total')
+    # The gateway's reasons; the map's own (board_full, bridge_unreadable) are not a
+    # subscriber's losses.
+    reasons = ['invalid_topic', 'malformed_packet', 'policy_denied', 'invalid_payload',
+               'too_large_for_client', 'subscriber_behind']
+    counts = [value('fleetcast_messages_dropped_total', '{reason="%s"}' % r) for r in reasons]
+    if read is None or None in counts:
+        line += ['metrics', 'unreadable']
+    else:
+        unread = d['published'] - read
+        counted = sum(counts)
+        line += ['unread', unread, 'counted', counted, 'uncounted', d['lost'] - unread - counted]
+print(*line)
+PY
 }
 for round in $(seq "$rounds"); do
   for s in fleet 1to1 1000pub; do
@@ -39,6 +75,8 @@ for round in $(seq "$rounds"); do
     # shellcheck disable=SC2086
     { serve "$new" "$new_cfg"; one "round$round $s new" $args; }
     # shellcheck disable=SC2086
-    { mosq; one "round$round $s mosquitto" $args; }
+    { mosq; http=; one "round$round $s mosquitto" $args; }
+    # shellcheck disable=SC2086
+    { MOSQ_NODELAY=1 mosq; http=; one "round$round $s mosquitto-nd" $args; }
   done
 done

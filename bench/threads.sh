@@ -3,7 +3,8 @@
 # % of a core per thread name, over SECS seconds of FLEET drivers at 1 Hz (1 subscriber),
 # for fleetcast as built, the same build on one tokio worker (`serve --workers 1`), both
 # again with no coalescing window (`[router] coalesce_window_us = 0`), and Debian's
-# mosquitto, alternating, ROUNDS rounds. Read from /proc/PID/task/*/{status,stat}.
+# mosquitto as shipped and with `set_tcp_nodelay true` (mosquitto-nd: its p99 without
+# the kernel's delayed ACKs), alternating, ROUNDS rounds. Read from /proc/PID/task/*/{status,stat}.
 # Usage: bench/threads.sh [ROUNDS]   (FLEET=5000 SECS=8 BIN=target/release/fleetcast)
 set -u
 cd "$(dirname "$0")/.."
@@ -60,4 +61,5 @@ for round in $(seq "$rounds"); do
   serve nowindow; one "round$round no-window"
   serve nowindow --workers 1; one "round$round 1-worker-no-window"
   mosq; one "round$round mosquitto"
+  MOSQ_NODELAY=1 mosq; one "round$round mosquitto-nd"
 done
