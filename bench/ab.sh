@@ -32,9 +32,11 @@ one() {
   local label=$1; shift
   $new loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" "$@" >/dev/null 2>&1
   rm -f "$work/metrics"
-  if [ -n "$http" ]; then
+  # Only a fleetcast run set it (serve); cleared so the next run (mosquitto) reads none.
+  if [ -n "${http:-}" ]; then
     python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://$http/metrics', timeout=10).read().decode())" >"$work/metrics" 2>/dev/null
   fi
+  http=
   kill "$pid"; wait "$pid" 2>/dev/null
   python3 - "$label" "$work/r.json" "$work/metrics" <<'PY'
 import json, os, re, sys
@@ -75,8 +77,8 @@ for round in $(seq "$rounds"); do
     # shellcheck disable=SC2086
     { serve "$new" "$new_cfg"; one "round$round $s new" $args; }
     # shellcheck disable=SC2086
-    { mosq; http=; one "round$round $s mosquitto" $args; }
+    { mosq; one "round$round $s mosquitto" $args; }
     # shellcheck disable=SC2086
-    { MOSQ_NODELAY=1 mosq; http=; one "round$round $s mosquitto-nd" $args; }
+    { MOSQ_NODELAY=1 mosq; one "round$round $s mosquitto-nd" $args; }
   done
 done
