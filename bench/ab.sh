@@ -30,6 +30,8 @@ serve() {
 . bench/mosquitto.sh
 one() {
   local label=$1; shift
+  # A run that writes no report (e.g. the broker never started) must not reuse the last one.
+  rm -f "$work/r.json"
   $new loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" "$@" >/dev/null 2>&1
   rm -f "$work/metrics"
   # Only a fleetcast run set it (serve); cleared so the next run (mosquitto) reads none.
@@ -41,6 +43,8 @@ one() {
   python3 - "$label" "$work/r.json" "$work/metrics" <<'PY'
 import json, os, re, sys
 label, report, metrics = sys.argv[1:4]
+if not os.path.exists(report):
+    sys.exit(print(label, 'no report: the run failed (is the broker installed and starting?)'))
 d = json.load(open(report))
 line = [label, 'published', d['published'], 'received', d['received'], 'lost', d['lost'],
         'p99_ms', round((d.get('latency_ms') or {}).get('p99') or 0, 2),

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Where a steady fleet's broker CPU goes, thread by thread: context switches a second and
 # % of a core per thread name, over SECS seconds of FLEET drivers at 1 Hz (1 subscriber),
-# for fleetcast as built, the same build on one tokio worker (`serve --workers 1`), both
-# again with no coalescing window (`[router] coalesce_window_us = 0`), and Debian's
-# mosquitto as shipped and with `set_tcp_nodelay true` (mosquitto-nd: its p99 without
-# the kernel's delayed ACKs), alternating, ROUNDS rounds. Read from /proc/PID/task/*/{status,stat}.
+# for fleetcast as built (connections on their own threads, `[runtime] io_threads`), the
+# same with connections on the shared tokio runtime (`serve --io-threads 0`), that on one
+# tokio worker (`--io-threads 0 --workers 1`), the default with one tokio worker
+# (`--workers 1`), the default with no coalescing window (`[router] coalesce_window_us =
+# 0`), and Debian's mosquitto as shipped and with `set_tcp_nodelay true` (mosquitto-nd:
+# its p99 without the kernel's delayed ACKs), alternating, ROUNDS rounds. Read from
+# /proc/PID/task/*/{status,stat}.
 # Usage: bench/threads.sh [ROUNDS]   (FLEET=5000 SECS=8 BIN=target/release/fleetcast)
 set -u
 cd "$(dirname "$0")/.."
@@ -38,6 +41,7 @@ snap() {
 }
 one() {
   local label=$1
+  rm -f "$work/r.json"  # a failed run must not report the last run's figures
   "$bin" loadtest --broker "$url" --broker-pid "$pid" --report "$work/r.json" --scenario fleet \
     --connections "$fleet" --subscribers 1 --interval 1s --duration 20s --connect-rate 2000 \
     >/dev/null 2>&1 &
@@ -57,9 +61,10 @@ one() {
 }
 for round in $(seq "$rounds"); do
   serve; one "round$round fleetcast"
+  serve --io-threads 0; one "round$round shared-runtime"
+  serve --io-threads 0 --workers 1; one "round$round shared-1-worker"
   serve --workers 1; one "round$round 1-worker"
   serve nowindow; one "round$round no-window"
-  serve nowindow --workers 1; one "round$round 1-worker-no-window"
   mosq; one "round$round mosquitto"
   MOSQ_NODELAY=1 mosq; one "round$round mosquitto-nd"
 done

@@ -399,7 +399,7 @@ fn threads_named(pid: u32, name: &str) -> usize {
 }
 
 #[test]
-fn workers_sets_the_runtime_threads_and_zero_means_one_per_core() {
+fn workers_sets_the_runtime_threads_zero_means_one_per_core_unset_what_io_threads_leave() {
     let cores = std::thread::available_parallelism().unwrap().get();
     // 3: neither tokio's default on this machine nor 1, whatever the cores.
     let three = if cores == 3 { 4 } else { 3 };
@@ -408,11 +408,47 @@ fn workers_sets_the_runtime_threads_and_zero_means_one_per_core() {
         (vec!["--workers", "1"], 1),
         (vec!["--workers", three_arg.as_str()], three),
         (vec!["--workers", "0"], cores),
+        // Unset: the cores the connection threads (one per two cores) leave.
+        (vec![], cores.saturating_sub((cores / 2).max(1)).max(1)),
+        (vec!["--io-threads", "0"], cores),
     ] {
         let served = common::spawn_ready("serve", &extra);
         // The runtime starts its workers before the ready line is printed; tokio's blocking
         // threads share their name, but without --data none runs before it.
         let n = threads_named(served.child.id(), "tokio-rt-worker");
+        drop(served);
+        assert_eq!(n, want, "serve {extra:?}");
+    }
+}
+
+/// Threads of process `pid` whose name (`comm`) starts with `prefix`.
+fn threads_starting(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            let comm = t.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .count()
+}
+
+#[test]
+fn io_threads_come_from_the_flag_then_the_file_then_half_the_cores() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let dir = common::TempDir::new("io-threads");
+    let file = dir.path.join("fleetcast.toml");
+    std::fs::write(&file, "[runtime]\nio_threads = 2\n").unwrap();
+    let file = file.to_str().unwrap();
+    for (extra, want) in [
+        (vec![], (cores / 2).max(1)),
+        (vec!["--io-threads", "3"], 3),
+        (vec!["--io-threads", "0"], 0),
+        (vec!["--config", file], 2),
+        (vec!["--config", file, "--io-threads", "1"], 1),
+    ] {
+        let served = common::spawn_ready("serve", &extra);
+        // The threads start before the listeners serve, so before the ready line.
+        let n = threads_starting(served.child.id(), "fleetcast-io-");
         drop(served);
         assert_eq!(n, want, "serve {extra:?}");
     }

@@ -52,6 +52,9 @@ pub enum BrokerError {
     /// The store's flusher thread could not be started.
     #[error("cannot start the store's flusher thread")]
     Flusher(#[source] std::io::Error),
+    /// The connections' threads could not be started (`[runtime]`).
+    #[error("cannot start the connection threads")]
+    IoThreads(#[source] std::io::Error),
     /// The geofence file cannot be read or holds no valid fences.
     #[error("geofences file {file}: {why}")]
     Geofences {
@@ -228,6 +231,10 @@ impl Broker {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             refusals: Arc::new(Semaphore::new(config.limits.reject_slots.max(1))),
             per_source: crate::sources::PerSource::new(config.limits.max_connections_per_source),
+            threads: Arc::new(
+                crate::io_threads::IoThreads::exactly(config.runtime.io_thread_count())
+                    .map_err(BrokerError::IoThreads)?,
+            ),
         };
         let http_limits = http::HttpLimits::from_limits(
             &config.limits,

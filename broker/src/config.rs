@@ -34,6 +34,46 @@ pub struct Config {
     pub geofences: Geofences,
     /// The live map: history kept, aggregation.
     pub map: Map,
+    /// Threads connections run on.
+    pub runtime: Runtime,
+}
+
+/// Threads (`[runtime]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Single-threaded runtimes client connections run on (`io_threads.rs`). Unset: one
+    /// per two cores, at least one; 0: connections share the tokio runtime everything
+    /// else runs on.
+    pub io_threads: Option<usize>,
+    /// Worker threads of the tokio runtime `fleetcast serve` runs HTTP, the map and the
+    /// rest on (and, with `io_threads = 0`, the connections). Unset: the cores the
+    /// connection threads leave, at least one; 0: one per core. A library user's runtime
+    /// is its own.
+    pub workers: Option<usize>,
+}
+
+impl Runtime {
+    /// How many connection threads `io_threads` asks for.
+    pub fn io_thread_count(&self) -> usize {
+        self.io_threads
+            .unwrap_or_else(|| (cores() / 2).max(1))
+            .min(crate::io_threads::MAX_THREADS)
+    }
+
+    /// How many tokio workers `workers` asks for.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            Some(0) => cores(),
+            Some(n) => n,
+            None => cores().saturating_sub(self.io_thread_count()).max(1),
+        }
+    }
+}
+
+/// The cores this process may run on (at least one).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The live map (`[map]`): what `serve`'s dashboard keeps and when it aggregates.
@@ -519,6 +559,12 @@ impl Config {
         }
         if r.coalesce_window_us > MAX_WINDOW_US {
             return bad("router.coalesce_window_us must be within 0..=100000");
+        }
+        if self.runtime.io_threads.unwrap_or(0) > crate::io_threads::MAX_THREADS {
+            return bad("runtime.io_threads must be within 0..=256");
+        }
+        if self.runtime.workers.unwrap_or(0) > crate::io_threads::MAX_THREADS {
+            return bad("runtime.workers must be within 0..=256");
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ pub mod guard;
 pub mod hashing;
 pub mod http;
 pub mod ingest;
+pub mod io_threads;
 pub mod listener;
 pub mod local;
 pub mod lockout;

@@ -14,6 +14,7 @@ use crate::gateway::frame;
 use crate::gateway::session;
 use crate::gateway::transport::{accept_ws, Transport};
 use crate::gateway::{Gateway, TransportKind};
+use crate::io_threads::IoThreads;
 use crate::sources::PerSource;
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -34,6 +35,8 @@ pub struct Slots {
     pub refusals: Arc<Semaphore>,
     /// Connections per source address, over every MQTT listener.
     pub per_source: Arc<PerSource>,
+    /// Where connections run (`io_threads.rs`).
+    pub threads: Arc<IoThreads>,
 }
 
 /// Accepts until shutdown; each connection runs in its own task on `tracker`.
@@ -76,18 +79,32 @@ pub async fn run(
         };
         let deadline = Instant::now() + gw.config.connect_timeout();
         match Arc::clone(&slots.connections).try_acquire_owned() {
-            Ok(permit) if kind == TransportKind::Tcp => {
-                // A plain TCP session is the task itself: one allocation per connection,
-                // and no wrapper future copying its arguments (`gateway/footprint.rs`).
-                let session = session::run(stream, Arc::clone(&gw), peer, kind, deadline);
-                tracker.spawn(session.map(move |()| drop((permit, hold))));
-            }
             Ok(permit) => {
                 let gw = Arc::clone(&gw);
-                tracker.spawn(async move {
-                    serve(stream, gw, peer, kind, deadline).await;
-                    drop((permit, hold));
-                });
+                // Two calls, not one future for both kinds: a plain TCP task would keep
+                // room for a TLS handshake. A plain TCP session is the task itself: one
+                // allocation per connection, and no wrapper future copying its arguments
+                // (`gateway/footprint.rs`).
+                let spawned = if kind == TransportKind::Tcp {
+                    slots
+                        .threads
+                        .spawn(stream, &tracker, move |stream| {
+                            let session = session::run(stream, gw, peer, kind, deadline);
+                            session.map(move |()| drop((permit, hold)))
+                        })
+                        .await
+                } else {
+                    slots
+                        .threads
+                        .spawn(stream, &tracker, move |stream| async move {
+                            serve(stream, gw, peer, kind, deadline).await;
+                            drop((permit, hold));
+                        })
+                        .await
+                };
+                if let Err(e) = spawned {
+                    debug!(error = %e, %peer, "connection not moved to its thread; closed");
+                }
             }
             Err(_) => {
                 // Full: wait for a refusal slot (this pauses accepting), then answer.

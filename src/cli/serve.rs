@@ -37,12 +37,17 @@ pub(super) struct ServeArgs {
     /// Keep no meters and serve no /metrics (only to measure what metrics cost).
     #[arg(long)]
     no_metrics: bool,
-    /// Worker threads of the runtime serving connections, HTTP and the map; 0: one per
-    /// core (or TOKIO_WORKER_THREADS). The router has threads of its own. On 2 cores a
-    /// fleet of 1 Hz devices costs about 15% less CPU with 1 (half the wake-ups), and one
-    /// flooding publisher gets 8-16% fewer messages through (bench/SUMMARY.md).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    workers: usize,
+    /// Worker threads of the tokio runtime serving HTTP, the map and the rest (and, with
+    /// --io-threads 0, the connections); 0: one per core. The router has threads of its
+    /// own. When not given, --config's [runtime] workers [default: the cores the
+    /// connection threads leave, at least one]
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Threads client connections run on, each connection on one of them for its whole
+    /// life; 0: connections run on the --workers runtime. When not given, --config's
+    /// [runtime] io_threads [default: one per two cores, at least one]
+    #[arg(long, value_name = "N")]
+    io_threads: Option<usize>,
     /// Data directory: retained messages (every driver's last position and presence) and
     /// persistent sessions survive a restart or a kill -9 (at most the last
     /// [storage] flush_interval_ms plus one commit is lost). The directory must hold only
@@ -68,20 +73,6 @@ pub(super) struct ServeArgs {
     tls: TlsArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
-}
-
-impl ServeArgs {
-    /// `--workers`: None for tokio's default.
-    pub(super) fn workers(&self) -> Option<usize> {
-        (self.workers > 0).then_some(self.workers)
-    }
-}
-
-impl DemoArgs {
-    /// `--workers`: None for tokio's default.
-    pub(super) fn workers(&self) -> Option<usize> {
-        self.serve.workers()
-    }
 }
 
 #[derive(Debug, Args)]
@@ -146,7 +137,7 @@ pub(super) struct DemoArgs {
 }
 
 /// Runs the broker and a demo fleet on it.
-pub(super) async fn demo(mut args: DemoArgs) -> Result<()> {
+pub(super) fn demo(mut args: DemoArgs) -> Result<()> {
     if args.serve.data.is_none() && !args.no_data {
         args.serve.data = demo_data_dir();
         if args.serve.data.is_none() {
@@ -159,12 +150,12 @@ pub(super) async fn demo(mut args: DemoArgs) -> Result<()> {
         username: args.fleet_username,
         password: args.fleet_password,
     };
-    run(args.serve, Some(fleet)).await
+    run(args.serve, Some(fleet))
 }
 
 /// Runs the broker until a signal.
-pub(super) async fn serve(args: ServeArgs) -> Result<()> {
-    run(args, None).await
+pub(super) fn serve(args: ServeArgs) -> Result<()> {
+    run(args, None)
 }
 
 /// The demo's fleet, from `demo`'s own flags.
@@ -175,9 +166,15 @@ struct DemoFleet {
     password: Option<String>,
 }
 
-/// Runs the broker (and the demo fleet) until a signal, then shuts down gracefully.
-async fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
+/// Reads the configuration, then runs [`serve_with`] on a runtime of the workers it asks
+/// for (`[runtime] workers`): the threads are known only once the file is read.
+fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let config = configuration(&args)?;
+    super::common::runtime(config.runtime.worker_count())?.block_on(serve_with(args, config, demo))
+}
+
+/// Runs the broker (and the demo fleet) until a signal, then shuts down gracefully.
+async fn serve_with(args: ServeArgs, config: Config, demo: Option<DemoFleet>) -> Result<()> {
     let pbf = map_bytes(&args.map)?;
     let listeners = Listeners::bind(&config).await?;
     let dashboard = args.map.dashboard(
@@ -286,6 +283,12 @@ fn apply(args: &ServeArgs, config: &mut Config) {
     }
     if let Some(file) = &args.geofences {
         config.geofences.file = file.display().to_string();
+    }
+    if let Some(n) = args.io_threads {
+        config.runtime.io_threads = Some(n);
+    }
+    if let Some(n) = args.workers {
+        config.runtime.workers = Some(n);
     }
     args.map.over(&mut config.map);
 }

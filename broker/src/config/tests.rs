@@ -57,6 +57,27 @@ fn coalesce_window_is_bounded_and_zero_turns_it_off() {
     assert!(c(100_001).is_err());
 }
 
+#[test]
+fn threads_default_to_the_cores_and_are_bounded() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let c = |text: &str| Config::from_toml(&format!("[runtime]\n{text}\n"));
+    let runtime = |text: &str| c(text).expect("valid").runtime;
+    let default = Config::default().runtime;
+    assert_eq!(default.io_thread_count(), (cores / 2).max(1));
+    assert_eq!(
+        default.worker_count(),
+        cores.saturating_sub((cores / 2).max(1)).max(1)
+    );
+    assert_eq!(runtime("io_threads = 0").io_thread_count(), 0);
+    assert_eq!(runtime("io_threads = 0").worker_count(), cores);
+    assert_eq!(runtime("workers = 0").worker_count(), cores);
+    assert_eq!(runtime("workers = 3").worker_count(), 3);
+    assert_eq!(runtime("io_threads = 256").io_thread_count(), 256);
+    assert_eq!(runtime("io_threads = 256").worker_count(), 1);
+    assert!(c("io_threads = 257").is_err());
+    assert!(c("workers = 257").is_err());
+}
+
 /// Every key of every section is read: a file that changes all of them yields a
 /// configuration in which every value changed (a key the schema ignored would keep its
 /// default and fail here).
