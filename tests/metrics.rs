@@ -120,7 +120,22 @@ async fn metrics_move_with_a_running_fleet() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     fleet.stop().await;
-    let end = scrape(addrs.http).await;
+    // The drivers have sent DISCONNECT and closed; their sessions end on the broker's
+    // connection threads a moment later.
+    let deadline = Instant::now() + PATIENCE;
+    let end = loop {
+        let m = scrape(addrs.http).await;
+        let clean = value(&m, "fleetcast_disconnects_total{reason=\"clean\"}");
+        let open = value(&m, "fleetcast_connections{transport=\"tcp\"}");
+        if clean >= 50.0 && open <= 1.0 {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clean disconnects {clean} of 50, {open} connections still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         value(&end, "fleetcast_disconnects_total{reason=\"clean\"}"),
         50.0
