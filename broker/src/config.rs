@@ -9,6 +9,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod cluster;
+mod runtime;
+pub use cluster::Cluster;
+pub use runtime::Runtime;
+
 /// The default configuration file, with comments.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 
@@ -36,44 +41,6 @@ pub struct Config {
     pub map: Map,
     /// Threads connections run on.
     pub runtime: Runtime,
-}
-
-/// Threads (`[runtime]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Runtime {
-    /// Single-threaded runtimes client connections run on (`io_threads.rs`). Unset: one
-    /// per two cores, at least one; 0: connections share the tokio runtime everything
-    /// else runs on.
-    pub io_threads: Option<usize>,
-    /// Worker threads of the tokio runtime `fleetcast serve` runs HTTP, the map and the
-    /// rest on (and, with `io_threads = 0`, the connections). Unset: the cores the
-    /// connection threads leave, at least one; 0: one per core. A library user's runtime
-    /// is its own.
-    pub workers: Option<usize>,
-}
-
-impl Runtime {
-    /// How many connection threads `io_threads` asks for.
-    pub fn io_thread_count(&self) -> usize {
-        self.io_threads
-            .unwrap_or_else(|| (cores() / 2).max(1))
-            .min(crate::io_threads::MAX_THREADS)
-    }
-
-    /// How many tokio workers `workers` asks for.
-    pub fn worker_count(&self) -> usize {
-        match self.workers {
-            Some(0) => cores(),
-            Some(n) => n,
-            None => cores().saturating_sub(self.io_thread_count()).max(1),
-        }
-    }
-}
-
-/// The cores this process may run on (at least one).
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The live map (`[map]`): what `serve`'s dashboard keeps and when it aggregates.
@@ -138,47 +105,6 @@ impl Storage {
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             max_queued_per_session: self.max_queued_per_session,
             max_sessions: self.max_sessions,
-        }
-    }
-}
-
-/// `[cluster]`: the NATS servers this node joins and how it watches its peers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Cluster {
-    /// NATS server URLs (`nats://H:P`); empty: no cluster, a node on its own.
-    pub servers: Vec<String>,
-    /// This node's name, shown in the ready line and to its peers; empty: host name and
-    /// process id.
-    pub node: String,
-    /// Prefix of every NATS subject and KV bucket the nodes of one cluster share.
-    pub prefix: String,
-    /// Replicas of the KV buckets (retained messages, wills): at most the NATS servers.
-    pub replicas: usize,
-    /// How often a node says it is alive (ms).
-    pub heartbeat_ms: u64,
-    /// A peer not heard for this long (ms) is dead: its clients' wills are published.
-    pub dead_after_ms: u64,
-    /// How long `serve` waits for NATS and the retained mirror before giving up (ms).
-    pub startup_timeout_ms: u64,
-    /// Messages queued for NATS; past it they are dropped and counted, never waited for.
-    pub queue: usize,
-    /// Retained topics (and wills) waiting to be written to KV; past it, dropped.
-    pub pending_writes: usize,
-}
-
-impl Default for Cluster {
-    fn default() -> Self {
-        Cluster {
-            servers: Vec::new(),
-            node: String::new(),
-            prefix: "fleetcast".into(),
-            replicas: 3,
-            heartbeat_ms: 1_000,
-            dead_after_ms: 6_000,
-            startup_timeout_ms: 30_000,
-            queue: 65_536,
-            pending_writes: 100_000,
         }
     }
 }
@@ -495,7 +421,7 @@ impl Config {
     /// # Errors
     /// The first out-of-range value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_cluster(&self.cluster)?;
+        self.cluster.validate()?;
         let l = &self.limits;
         let r = &self.router;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
@@ -560,13 +486,7 @@ impl Config {
         if r.coalesce_window_us > MAX_WINDOW_US {
             return bad("router.coalesce_window_us must be within 0..=100000");
         }
-        if self.runtime.io_threads.unwrap_or(0) > crate::io_threads::MAX_THREADS {
-            return bad("runtime.io_threads must be within 0..=256");
-        }
-        if self.runtime.workers.unwrap_or(0) > crate::io_threads::MAX_THREADS {
-            return bad("runtime.workers must be within 0..=256");
-        }
-        Ok(())
+        self.runtime.validate().map_err(ConfigError::Invalid)
     }
 
     /// Time from TCP accept to CONNACK: reading the CONNECT and checking its password.
@@ -586,38 +506,6 @@ impl Config {
 }
 
 /// The failed-login limits and the password check line.
-fn validate_cluster(c: &Cluster) -> Result<(), ConfigError> {
-    let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
-    if c.servers
-        .iter()
-        .any(|s| !s.starts_with("nats://") && !s.starts_with("tls://"))
-    {
-        return bad("cluster.servers must be nats://HOST:PORT URLs");
-    }
-    let token = |t: &str| {
-        !t.is_empty()
-            && t.len() <= 64
-            && t.chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-    };
-    if !token(&c.prefix) {
-        return bad("cluster.prefix must be 1 to 64 of A-Z a-z 0-9 - _");
-    }
-    if !c.node.is_empty() && !token(&c.node) {
-        return bad("cluster.node must be 1 to 64 of A-Z a-z 0-9 - _");
-    }
-    if c.replicas == 0 || c.replicas > 5 {
-        return bad("cluster.replicas must be within 1..=5");
-    }
-    if c.heartbeat_ms == 0 || c.dead_after_ms < 2 * c.heartbeat_ms {
-        return bad("cluster.heartbeat_ms must be at least 1 and dead_after_ms at least twice it");
-    }
-    if c.startup_timeout_ms == 0 || c.queue == 0 || c.pending_writes == 0 {
-        return bad("cluster.startup_timeout_ms, queue and pending_writes must be at least 1");
-    }
-    Ok(())
-}
-
 fn validate_auth(l: &Limits) -> Result<(), ConfigError> {
     let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
     if l.auth_failures_per_source == 0 || l.auth_failures_per_account == 0 {

@@ -120,16 +120,14 @@ pub(super) fn map_name(args: &MapArgs) -> String {
     )
 }
 
-/// The cores this process may run on (at least one): the workers of a command's runtime
-/// unless it says otherwise.
-pub(super) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-/// The multi-threaded runtime of every command but `simulate`, on `workers` threads.
-pub(super) fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
+/// The multi-threaded runtime of every command but `simulate`: `workers` threads, or
+/// tokio's default (one per core, or TOKIO_WORKER_THREADS).
+pub(super) fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
         .enable_all()
         .build()
         .context("starting the tokio runtime")

@@ -69,12 +69,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Demo(args) => serve::demo(args),
-        Command::Dashboard(args) => {
-            common::runtime(common::cores())?.block_on(dashboard::dashboard(args))
-        }
-        Command::Loadtest(args) => {
-            common::runtime(common::cores())?.block_on(loadtest::loadtest(args))
-        }
+        Command::Dashboard(args) => common::runtime(None)?.block_on(dashboard::dashboard(args)),
+        Command::Loadtest(args) => common::runtime(None)?.block_on(loadtest::loadtest(args)),
         Command::Simulate(args) => simulate::run(args),
         Command::Config => config::run(),
         Command::Token(args) => token::run(&args),

@@ -170,7 +170,8 @@ struct DemoFleet {
 /// for (`[runtime] workers`): the threads are known only once the file is read.
 fn run(args: ServeArgs, demo: Option<DemoFleet>) -> Result<()> {
     let config = configuration(&args)?;
-    super::common::runtime(config.runtime.worker_count())?.block_on(serve_with(args, config, demo))
+    super::common::runtime(Some(config.runtime.worker_count()))?
+        .block_on(serve_with(args, config, demo))
 }
 
 /// Runs the broker (and the demo fleet) until a signal, then shuts down gracefully.
