@@ -4,10 +4,12 @@
 # FLEET (default 5000) drivers at 1 Hz for 20 s: lost, p99 and broker CPU are the figures.
 # After each fleetcast run its /metrics splits what was lost: `unread` (published, never
 # read by the broker: still in the publishers' sockets when they closed), `counted`
-# (fleetcast_messages_dropped_total of every reason but the map's own) and `uncounted`
-# (the rest: lost and never accounted for; it should be 0). mosquitto runs twice: as
-# Debian ships it, and with `set_tcp_nodelay true` (`mosquitto-nd`), the fair reference
-# for latency (without it, where the kernel delays ACKs, its p99 is the 40 ms ACK timer).
+# (fleetcast_messages_dropped_total of every reason but the map's own), `unreceived`
+# (written to the subscriber, fleetcast_messages_delivered_total, but not read by it before
+# the loadtest stopped) and `uncounted` (the rest: lost and never accounted for; it should
+# be 0). mosquitto runs twice: as Debian ships it, and with `set_tcp_nodelay true`
+# (`mosquitto-nd`), the fair reference for latency (without it, where the kernel delays
+# ACKs, its p99 is the 40 ms ACK timer).
 # Usage: bench/ab.sh OLD_BIN OLD_CONFIG NEW_BIN NEW_CONFIG [ROUNDS]
 #   e.g. git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release)
 #        bench/ab.sh /tmp/old/target/release/fleetcast OLD.toml target/release/fleetcast bench/fleetcast-bench.toml
@@ -55,17 +57,22 @@ if os.path.exists(metrics):
         m = re.search(r'^' + re.escape(name + labels) + r' (\S+)$', text, re.M)
         return int(float(m.group(1))) if m else None
     read = value('fleetcast_publishes_received_total')
+    delivered = value('fleetcast_messages_delivered_total')
     # Every reason but the map's own (board_full, bridge_unreadable), which are not a
     # subscriber's losses.
     counts = [int(float(n)) for reason, n in re.findall(
         r'^fleetcast_messages_dropped_total\{reason="([^"]+)"\} (\S+)$', text, re.M)
         if reason not in ('board_full', 'bridge_unreadable')]
-    if read is None or not counts:
+    if read is None or delivered is None or not counts:
         line += ['metrics', 'unreadable']
     else:
         unread = d['published'] - read
         counted = sum(counts)
-        line += ['unread', unread, 'counted', counted, 'uncounted', d['lost'] - unread - counted]
+        # Written to the subscriber's socket but never read by it (a tail still in flight
+        # when the loadtest stopped reading); the subscriber is the only client reading.
+        unreceived = max(0, delivered - d['received'])
+        line += ['unread', unread, 'counted', counted, 'unreceived', unreceived,
+                 'uncounted', d['lost'] - unread - counted - unreceived]
 print(*line)
 PY
 }
