@@ -387,13 +387,13 @@ fn token_prints_a_token_the_credentials_accept() {
     assert!(!out.status.success());
 }
 
-/// Threads of process `pid` named `name` (their `comm`).
-fn threads_named(pid: u32, name: &str) -> usize {
+/// Threads of process `pid` whose name (`comm`) `matches`.
+fn threads_named(pid: u32, matches: impl Fn(&str) -> bool) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter(|t| {
             let comm = t.as_ref().unwrap().path().join("comm");
-            std::fs::read_to_string(comm).is_ok_and(|c| c.trim_end() == name)
+            std::fs::read_to_string(comm).is_ok_and(|c| matches(c.trim_end()))
         })
         .count()
 }
@@ -415,21 +415,10 @@ fn workers_sets_the_runtime_threads_zero_means_one_per_core_unset_what_io_thread
         let served = common::spawn_ready("serve", &extra);
         // The runtime starts its workers before the ready line is printed; tokio's blocking
         // threads share their name, but without --data none runs before it.
-        let n = threads_named(served.child.id(), "tokio-rt-worker");
+        let n = threads_named(served.child.id(), |n| n == "tokio-rt-worker");
         drop(served);
         assert_eq!(n, want, "serve {extra:?}");
     }
-}
-
-/// Threads of process `pid` whose name (`comm`) starts with `prefix`.
-fn threads_starting(pid: u32, prefix: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter(|t| {
-            let comm = t.as_ref().unwrap().path().join("comm");
-            std::fs::read_to_string(comm).is_ok_and(|c| c.starts_with(prefix))
-        })
-        .count()
 }
 
 #[test]
@@ -448,7 +437,7 @@ fn io_threads_come_from_the_flag_then_the_file_then_half_the_cores() {
     ] {
         let served = common::spawn_ready("serve", &extra);
         // The threads start before the listeners serve, so before the ready line.
-        let n = threads_starting(served.child.id(), "fleetcast-io-");
+        let n = threads_named(served.child.id(), |n| n.starts_with("fleetcast-io-"));
         drop(served);
         assert_eq!(n, want, "serve {extra:?}");
     }

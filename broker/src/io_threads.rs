@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-/// The most threads accepted (`[runtime] io_threads`).
+/// The most threads accepted for `[runtime] io_threads` and `workers`.
 pub const MAX_THREADS: usize = 256;
 
 /// The connection threads; empty when connections run on the shared runtime.
@@ -101,18 +101,9 @@ impl IoThreads {
         Ok(IoThreads { threads })
     }
 
-    /// How many threads there are (0: connections run where they were accepted).
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// True when connections run on the shared runtime.
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
-
     /// Connections running on each thread, in thread order.
-    pub fn loads(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn loads(&self) -> Vec<usize> {
         self.threads
             .iter()
             .map(|t| t.load.load(Ordering::Relaxed))
@@ -229,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn with_no_threads_connections_run_on_the_callers_runtime() {
         let threads = IoThreads::exactly(0).expect("threads");
-        assert!(threads.is_empty());
+        assert!(threads.loads().is_empty());
         let here = std::thread::current().name().unwrap_or("").to_owned();
         assert_eq!(echo_names(&threads, 2).await, [here.clone(), here]);
     }
