@@ -215,7 +215,7 @@ impl RouterHandle {
     pub fn push_shared(
         &self,
         lane: usize,
-        batch: Vec<rumqttd::protocol::Packet>,
+        batch: &mut Vec<rumqttd::protocol::Packet>,
         early: bool,
     ) -> Result<usize, LaneGone> {
         self.lanes.push(lane, batch, early)

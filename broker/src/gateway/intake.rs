@@ -35,6 +35,25 @@ const ROUTER_HIGH_WATER: usize = 16 * 1024;
 /// busy appending takes of that size, delivered nothing.
 pub(super) const ROUTER_PAUSE: Duration = Duration::from_millis(1);
 
+thread_local! {
+    /// An emptied batch kept for the next read on this thread: a fresh `Vec` for every
+    /// read was a malloc and a free per position (2.5% of a connection thread's samples
+    /// on the 5,000-driver fleet). A session that finds it taken (another read on the
+    /// thread is between its parse and its push) makes its own.
+    static SPARE: std::cell::Cell<Vec<Packet>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Packets a kept batch may have room for: a flood's large batches are not kept.
+const SPARE_MAX: usize = 64;
+
+/// Keeps `batch`, emptied, for the thread's next read.
+fn give_back(mut batch: Vec<Packet>) {
+    if batch.capacity() <= SPARE_MAX {
+        batch.clear();
+        SPARE.set(batch);
+    }
+}
+
 /// Readies a read buffer for the next read. An empty one is let go: the transport reads
 /// into an allocation of the size that came (`transport.rs`), so that a connection waiting
 /// for its next packet holds no buffer (a device sending a fix a second waits nearly all
@@ -153,7 +172,8 @@ impl<T: Transport> Session<T> {
             None
         };
         // Packets before a violation still go through, as they would have on their own.
-        router_behind |= self.submit(batch).await? > self.gw.backlogs.waiting_max();
+        router_behind |= self.submit(&mut batch).await? > self.gw.backlogs.waiting_max();
+        give_back(batch);
         let quota = !wait.is_zero();
         if router_behind {
             wait = wait.max(ROUTER_PAUSE);
@@ -184,7 +204,7 @@ impl<T: Transport> Session<T> {
         let max = self.gw.config.limits.max_packet_size;
         self.inbound.mark_retained = self.gw.wants_retain_marks();
         let mut frames = Frames {
-            batch: Vec::new(),
+            batch: SPARE.take(),
             tally: Tally::default(),
             end: None,
             wait: Duration::ZERO,

@@ -245,12 +245,12 @@ impl<T: Transport> Session<T> {
         self.cluster.hold(kept.filters());
         self.inbound.subscriptions.restore(kept);
         if hello.version == Version::V5 {
-            let again = self.inbound.subscriptions.reidentify();
+            let mut again = self.inbound.subscriptions.reidentify();
             self.cluster.copy(&again);
             // The router acks these too: nobody is told.
             self.inbound.acks.suback_after(again.len(), None);
             // A router gone shows at the first read of the link.
-            let _ = self.submit(again).await;
+            let _ = self.submit(&mut again).await;
         }
     }
 

@@ -105,11 +105,11 @@ impl<T: Transport> Session<T> {
     /// while it has none and needs none (building one when `batch` needs it). Returns the
     /// log bytes waiting in the link or lane for the router to take, which the caller
     /// reads as back-pressure.
-    pub(super) async fn submit(&mut self, mut batch: Vec<Packet>) -> Result<usize, End> {
+    pub(super) async fn submit(&mut self, batch: &mut Vec<Packet>) -> Result<usize, End> {
         if batch.is_empty() {
             return Ok(0);
         }
-        if self.tx.is_none() && needs_own_link(&batch) {
+        if self.tx.is_none() && needs_own_link(batch) {
             // Boxed: once per session at most, not worth room in every session's task.
             Box::pin(self.own_link()).await?;
         }
@@ -130,7 +130,7 @@ impl<T: Transport> Session<T> {
         };
         let waiting = {
             let mut buffer = tx.buffer();
-            buffer.extend(batch);
+            buffer.extend(batch.drain(..));
             // Usually just this batch: the router takes a link's whole buffer at once.
             buffer.iter().map(crate::router::log_bytes).sum::<usize>()
                 + crate::router::log_bytes(&last)
@@ -185,7 +185,7 @@ impl<T: Transport> Session<T> {
         let Some(tx) = self.tx.as_mut() else {
             // A will is a QoS 0 publish (`linger::will_publish`): a lane carries it.
             if let Some(w) = will {
-                let _ = self.gw.router.push_shared(self.lane, vec![w], false);
+                let _ = self.gw.router.push_shared(self.lane, &mut vec![w], false);
             }
             return;
         };

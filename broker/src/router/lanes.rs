@@ -215,7 +215,7 @@ impl Lanes {
     pub(crate) fn push(
         &self,
         lane: usize,
-        mut batch: Vec<Packet>,
+        batch: &mut Vec<Packet>,
         early: bool,
     ) -> Result<usize, LaneGone> {
         debug_assert!(batch
@@ -230,7 +230,7 @@ impl Lanes {
         let (was_empty, notify_now) = {
             let mut buffer = waiting.tx.buffer();
             let was_empty = buffer.is_empty();
-            buffer.extend(batch);
+            buffer.extend(batch.drain(..));
             let waits = if was_empty {
                 bytes
             } else {
@@ -358,7 +358,9 @@ mod tests {
         // Enough single pushes, one message each, to switch the window on.
         let n = 3_000u32;
         for i in 0..n {
-            router.push_shared(0, vec![publish(i)], true).expect("lane");
+            router
+                .push_shared(0, &mut vec![publish(i)], true)
+                .expect("lane");
             if i % 100 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -376,11 +378,15 @@ mod tests {
                 std::time::Instant::now() < until,
                 "the window never came on"
             );
-            router.push_shared(0, vec![publish(0)], true).expect("lane");
+            router
+                .push_shared(0, &mut vec![publish(0)], true)
+                .expect("lane");
             let _ = sub.next().await;
         }
         // With the window on, a lone push is sent by the flusher, not left waiting.
-        router.push_shared(1, vec![publish(7)], true).expect("lane");
+        router
+            .push_shared(1, &mut vec![publish(7)], true)
+            .expect("lane");
         let last = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
         assert_eq!(last.expect("sent within the window").expect("link").1, "7");
         // Quiet for QUIET_WINDOWS windows: pushes notify on their own again.
@@ -403,7 +409,9 @@ mod tests {
         let until = std::time::Instant::now() + super::IDLE_TICK * 30;
         let mut i = 0u32;
         while std::time::Instant::now() < until {
-            router.push_shared(0, vec![publish(i)], true).expect("lane");
+            router
+                .push_shared(0, &mut vec![publish(i)], true)
+                .expect("lane");
             let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
             let (_, payload) = next.expect("every message arrives").expect("link");
             assert_eq!(payload, i.to_string(), "in order");
@@ -412,7 +420,9 @@ mod tests {
         }
         assert!(i > 100, "only {i} pushes in 30 ticks");
         // With nothing in flight, a lone push reaches the router by its own notification.
-        router.push_shared(1, vec![publish(7)], true).expect("lane");
+        router
+            .push_shared(1, &mut vec![publish(7)], true)
+            .expect("lane");
         let last = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
         assert_eq!(last.expect("sent").expect("link").1, "7");
     }
@@ -459,7 +469,7 @@ mod tests {
                 }
             }
         };
-        lanes.push(0, vec![publish(1)], true).expect("lane");
+        lanes.push(0, &mut vec![publish(1)], true).expect("lane");
         assert_eq!(
             lanes.direct.load(Ordering::Relaxed),
             0,
@@ -467,7 +477,7 @@ mod tests {
         );
         assert_eq!(next(&mut sub_rx), "1", "the flusher sent it");
         full.store(false, Ordering::Relaxed);
-        lanes.push(0, vec![publish(2)], true).expect("lane");
+        lanes.push(0, &mut vec![publish(2)], true).expect("lane");
         assert_eq!(
             lanes.direct.load(Ordering::Relaxed),
             1,
@@ -501,7 +511,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
-        let small = router.push_shared(0, flood(0)[..1].to_vec(), true);
+        let small = router.push_shared(0, &mut flood(0)[..1].to_vec(), true);
         assert!(small.expect("lane") < super::NOTIFY_BYTES);
         assert_eq!(
             router.lanes.early.load(Ordering::Relaxed),
@@ -509,14 +519,18 @@ mod tests {
             "small: the window"
         );
         drained().await;
-        router.push_shared(0, flood(1_000), false).expect("lane");
+        router
+            .push_shared(0, &mut flood(1_000), false)
+            .expect("lane");
         assert_eq!(
             router.lanes.early.load(Ordering::Relaxed),
             0,
             "told to wait"
         );
         drained().await;
-        router.push_shared(0, flood(2_000), true).expect("lane");
+        router
+            .push_shared(0, &mut flood(2_000), true)
+            .expect("lane");
         assert_eq!(
             router.lanes.early.load(Ordering::Relaxed),
             1,
