@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a steady fleet's broker CPU goes, thread by thread: context switches a second and
-# % of a core per thread name, over SECS seconds of FLEET drivers at 1 Hz (1 subscriber),
+# % of a core per thread name, split into user and kernel time, over SECS seconds of FLEET drivers at 1 Hz (1 subscriber),
 # for fleetcast as built (connections on their own threads, `[runtime] io_threads`), the
 # same with connections on the shared tokio runtime (`serve --io-threads 0`), that on one
 # tokio worker (`--io-threads 0 --workers 1`), the default with one tokio worker
@@ -31,13 +31,14 @@ serve() {
 }
 # shellcheck source=bench/mosquitto.sh
 . bench/mosquitto.sh
-# Per thread name: voluntary + involuntary switches, user + system ticks.
+# Per thread name: voluntary + involuntary switches, user ticks, system ticks.
 snap() {
   for t in /proc/"$pid"/task/*; do
     printf '%s %s %s\n' "$(tr ' ' _ <"$t/comm")" \
       "$(awk '/ctxt_switches/ {s += $2} END {print s}' "$t/status")" \
-      "$(awk '{print $14 + $15}' "$t/stat")"
-  done 2>/dev/null | awk '{c[$1] += $2; u[$1] += $3} END {for (k in c) print k, c[k], u[k]}' | sort
+      "$(awk '{print $14, $15}' "$t/stat")"
+  done 2>/dev/null |
+    awk '{c[$1] += $2; u[$1] += $3; k[$1] += $4} END {for (n in c) print n, c[n], u[n], k[n]}' | sort
 }
 one() {
   local label=$1
@@ -54,9 +55,10 @@ one() {
   wait "$lt"
   kill "$pid"; wait "$pid" 2>/dev/null
   join "$work/a" "$work/b" | awk -v s="$secs" -v hz="$tick" -v l="$label" '
-    { sw = ($4 - $2) / s; cpu = 100 * ($5 - $3) / hz / s; tsw += sw; tcpu += cpu
-      if (sw > 0 || cpu > 0) printf "%s  %-18s %7.0f switches/s %6.1f%% cpu\n", l, $1, sw, cpu }
-    END { printf "%s  %-18s %7.0f switches/s %6.1f%% cpu\n", l, "(all)", tsw, tcpu }'
+    { sw = ($5 - $2) / s; us = 100 * ($6 - $3) / hz / s; sy = 100 * ($7 - $4) / hz / s
+      tsw += sw; tus += us; tsy += sy
+      if (sw > 0 || us + sy > 0) printf "%s  %-18s %7.0f switches/s %6.1f%% cpu (user %.1f, kernel %.1f)\n", l, $1, sw, us + sy, us, sy }
+    END { printf "%s  %-18s %7.0f switches/s %6.1f%% cpu (user %.1f, kernel %.1f)\n", l, "(all)", tsw, tus + tsy, tus, tsy }'
   python3 -c "import json; d=json.load(open('$work/r.json')); print('$label  received', d['received'], 'lost', d['lost'], 'p99_ms', round((d.get('latency_ms') or {}).get('p99') or 0, 2), 'broker_cpu%', round(d.get('broker_cpu_percent') or 0, 1))"
 }
 for round in $(seq "$rounds"); do
