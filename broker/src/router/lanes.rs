@@ -204,7 +204,7 @@ impl Lanes {
     }
 
     /// Hands `batch` (QoS 0 publishes only) to the router through lane `lane` (taken
-    /// modulo the number of lanes). Returns the log bytes now waiting in the lane, which
+    /// modulo the number of lanes), draining it. Returns the log bytes now waiting in the lane, which
     /// callers read as back-pressure: the router appends a buffer it takes to the logs
     /// in one go, before any subscriber reads, so what waits must stay well below what a
     /// log keeps. `early`: under the window, notify at once when more than
