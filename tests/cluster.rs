@@ -481,10 +481,14 @@ async fn a_client_id_flapping_between_two_nodes_is_banned_as_on_one() {
             Ok(ended) => {
                 if let Some(old) = previous.take() {
                     // The older connection on the other node is closed: the connect crossed.
-                    timeout(PATIENCE, old)
-                        .await
-                        .expect("the older connection closed")
-                        .ok();
+                    if timeout(PATIENCE, old).await.is_err() {
+                        panic!(
+                            "connect {i} did not close the older connection on the other node; \
+                             what the nodes logged of it:\na: {}\nb: {}",
+                            nodes[0].log_lines("flapper"),
+                            nodes[1].log_lines("flapper")
+                        );
+                    }
                 }
                 previous = Some(ended);
             }
@@ -500,6 +504,30 @@ async fn a_client_id_flapping_between_two_nodes_is_banned_as_on_one() {
         why.contains("ConnectionRefused") || why.contains("refused"),
         "{why}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hears_takeovers_from_the_moment_it_says_ready() {
+    let Some((nats, dir, nodes)) = three_nodes().await else {
+        return;
+    };
+    // Each round a node starts; the first thing it sees is a connect, and at once the same
+    // client id connects on a. The new node must already listen to a's announcements.
+    for round in 0..4 {
+        let late = node(&nats, &format!("late{round}"), round % 3, &dir);
+        let id = format!("mover-{round}");
+        let on_late = try_connect(&id, &late)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let _on_a = try_connect(&id, &nodes[0])
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            timeout(PATIENCE, on_late).await.is_ok(),
+            "round {round}: the node that had just said ready kept the older connection; it logged:\n{}",
+            late.log_lines(&id)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,6 +286,17 @@ impl Served {
         self.lines.as_mut()?.next()?.ok()
     }
 
+    /// The lines of its log (standard error) so far that contain `needle`, for a failure
+    /// to show what the server saw.
+    pub fn log_lines(&self, needle: &str) -> String {
+        let log =
+            std::fs::read_to_string(self.xdg_data.path.join("stderr.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Keeps reading its output in a thread: a closed pipe would end it at its next line.
     pub fn drain_output(&mut self) {
         if let Some(lines) = self.lines.take() {

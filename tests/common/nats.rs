@@ -77,7 +77,50 @@ impl NatsCluster {
         for i in 0..3 {
             cluster.wait_healthy(i).await;
         }
+        cluster.wait_meshed().await;
         Some(cluster)
+    }
+
+    /// Waits until a message published on each server reaches a subscriber on each other
+    /// one. Healthy servers are not enough: two of three elect JetStream's leader, and a
+    /// route to the third may still be forming (a refused route is tried again a second
+    /// later); a message across a missing route is lost, and so is a takeover a node
+    /// announces over it.
+    async fn wait_meshed(&self) {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + super::PATIENCE * 3;
+        let mut clients = Vec::new();
+        for port in &self.ports {
+            let url = format!("nats://127.0.0.1:{port}");
+            clients.push(async_nats::connect(url).await.expect("a probe connects"));
+        }
+        for to in 0..3 {
+            let subject = format!("fleetcast-test.mesh.{to}");
+            let mut sub = clients[to].subscribe(subject.clone()).await.unwrap();
+            clients[to].flush().await.unwrap();
+            for from in (0..3).filter(|f| *f != to) {
+                let mark = bytes::Bytes::from(from.to_string());
+                loop {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "nothing published on nats-server n{from} reached n{to}; n{from}'s log ends:\n{}",
+                        self.log_tail(from)
+                    );
+                    clients[from]
+                        .publish(subject.clone(), mark.clone())
+                        .await
+                        .unwrap();
+                    clients[from].flush().await.unwrap();
+                    let wait = std::time::Duration::from_millis(100);
+                    // A late copy of an earlier probe from the same server proves it too.
+                    if let Ok(Some(m)) = tokio::time::timeout(wait, sub.next()).await {
+                        if m.payload == mark {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until server `i` says it is healthy: it listens, JetStream is up and its

@@ -106,13 +106,21 @@ pub(super) async fn run(gw: Arc<Gateway>, cluster: Arc<Cluster>, tracker: TaskTr
     let Some(stores) = retained::open(&client, &cluster, &shutdown).await else {
         return;
     };
-    tracker.spawn(presence::run(
-        Arc::clone(&gw),
-        client.clone(),
-        Arc::clone(&cluster),
-        stores.wills.clone(),
-        inbound_tx.clone(),
-    ));
+    // Before the mirror can say ready: a ready node hears every takeover.
+    let listening = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        l = presence::listen(&client, &cluster) => l,
+    };
+    if let Some(listening) = listening {
+        tracker.spawn(presence::run(
+            Arc::clone(&gw),
+            client.clone(),
+            Arc::clone(&cluster),
+            listening,
+            stores.wills.clone(),
+            inbound_tx.clone(),
+        ));
+    }
     retained::spawn(&tracker, &cluster, &stores, inbound_tx, &shutdown);
 }
 

@@ -14,7 +14,7 @@ use super::inject::Incoming;
 use super::{subject, Cluster};
 use crate::gateway::Gateway;
 use async_nats::jetstream::kv;
-use async_nats::Client;
+use async_nats::{Client, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -47,26 +47,53 @@ pub(super) fn will_key(incarnation: &str, client_id: &str) -> String {
     )
 }
 
+/// How long [`listen`] waits for NATS to confirm its subscriptions.
+const CONFIRM: Duration = Duration::from_secs(2);
+
+/// The node's subscriptions to heartbeats and connects, taken before it says ready.
+pub(super) struct Listening {
+    hb: Subscriber,
+    ids: Subscriber,
+}
+
+/// Subscribes to heartbeats and connects, and waits until the node's NATS server has the
+/// subscriptions (a flush is answered after them): a connect another node announces
+/// once this node is ready then closes the older connection here. None (logged) when
+/// the client cannot subscribe.
+pub(super) async fn listen(client: &Client, cluster: &Cluster) -> Option<Listening> {
+    let prefix = &cluster.settings.prefix;
+    let subscribed = async {
+        let hb = client.subscribe(format!("{prefix}.hb")).await?;
+        let ids = client.subscribe(format!("{prefix}.id")).await?;
+        Ok::<_, async_nats::SubscribeError>(Listening { hb, ids })
+    };
+    let listening = match subscribed.await {
+        Ok(listening) => listening,
+        Err(e) => {
+            warn!(error = %e, "cannot subscribe to heartbeats and connects: peers' deaths and takeovers go unnoticed");
+            return None;
+        }
+    };
+    // Not fatal: the client subscribes again itself once it is connected.
+    match tokio::time::timeout(CONFIRM, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "NATS did not confirm the presence subscriptions"),
+        Err(_) => warn!("NATS did not confirm the presence subscriptions within {CONFIRM:?}"),
+    }
+    Some(listening)
+}
+
 /// Heartbeats, peers, connects elsewhere; until shutdown, then a goodbye.
 pub(super) async fn run(
     gw: Arc<Gateway>,
     client: Client,
     cluster: Arc<Cluster>,
+    listening: Listening,
     wills: kv::Store,
     inbound: mpsc::Sender<Incoming>,
 ) {
-    let prefix = cluster.settings.prefix.clone();
-    let (hb_subject, id_subject) = (format!("{prefix}.hb"), format!("{prefix}.id"));
-    let (mut hb, mut ids) = match (
-        client.subscribe(hb_subject.clone()).await,
-        client.subscribe(id_subject).await,
-    ) {
-        (Ok(hb), Ok(ids)) => (hb, ids),
-        _ => {
-            warn!("cannot subscribe to heartbeats: peers' deaths go unnoticed");
-            return;
-        }
-    };
+    let hb_subject = format!("{}.hb", cluster.settings.prefix);
+    let Listening { mut hb, mut ids } = listening;
     let beat = Duration::from_millis(cluster.settings.heartbeat_ms);
     let dead_after = Duration::from_millis(cluster.settings.dead_after_ms);
     let mut tick = tokio::time::interval(beat);
