@@ -208,8 +208,8 @@ impl RouterHandle {
     /// Hands QoS 0 publishes of a device without a link of its own to the router through
     /// shared link `lane` (any number: taken modulo the lanes), leaving `batch` empty with
     /// its room kept for the caller's next. Returns the log bytes waiting in that lane,
-    /// for back-pressure. `early`: a flood may notify the router
-    /// before the coalescing window ends (`router/lanes.rs`).
+    /// for back-pressure. `early`: a flood may notify the router before the coalescing
+    /// window ends (`router/lanes.rs`).
     ///
     /// # Errors
     /// [`LaneGone`] when the router dropped the lane.

@@ -103,8 +103,9 @@ pub(super) fn next_from(
 impl<T: Transport> Session<T> {
     /// Submits checked packets to the router: through the session's own link, or its lane
     /// while it has none and needs none (building one when `batch` needs it), draining
-    /// `batch` (`intake.rs` keeps its room for the next read). Returns the log bytes waiting in the link or lane for the router to take, which the caller
-    /// reads as back-pressure.
+    /// `batch` (`intake.rs` keeps its room for the next read). Returns the log bytes
+    /// waiting in the link or lane for the router to take, which the caller reads as
+    /// back-pressure.
     pub(super) async fn submit(&mut self, batch: &mut Vec<Packet>) -> Result<usize, End> {
         if batch.is_empty() {
             return Ok(0);

@@ -53,9 +53,9 @@ use std::time::Duration;
 /// a few hundred nanoseconds).
 const MAX_LANES: usize = 8;
 /// The coalescing window under load by default (`[router] coalesce_window_us`): the most
-/// a publish waits for its router wake-up. 5 ms: on the 5,000-driver fleet, 1 ms saved
-/// nothing (the flusher's own wake-ups cost what it saved the router and forwarder), 5 ms
-/// halved the process's context switches.
+/// a publish waits for its router wake-up. 5 ms: on the 5,000-driver fleet each flush
+/// wakes four threads, and 2 ms cost about a fifth more CPU for half the p99, 1 ms about
+/// 70% more (`bench/SUMMARY.md`, 2026-12-07).
 pub(crate) const WINDOW: Duration = Duration::from_millis(5);
 /// How often the flusher looks while pushes notify on their own.
 const IDLE_TICK: Duration = Duration::from_millis(10);
@@ -204,10 +204,10 @@ impl Lanes {
     }
 
     /// Hands `batch` (QoS 0 publishes only) to the router through lane `lane` (taken
-    /// modulo the number of lanes), draining it. Returns the log bytes now waiting in the lane, which
-    /// callers read as back-pressure: the router appends a buffer it takes to the logs
-    /// in one go, before any subscriber reads, so what waits must stay well below what a
-    /// log keeps. `early`: under the window, notify at once when more than
+    /// modulo the number of lanes), draining it. Returns the log bytes now waiting in the
+    /// lane, which callers read as back-pressure: the router appends a buffer it takes to
+    /// the logs in one go, before any subscriber reads, so what waits must stay well below
+    /// what a log keeps. `early`: under the window, notify at once when more than
     /// [`NOTIFY_BYTES`] wait.
     ///
     /// # Errors
