@@ -393,6 +393,7 @@ async fn loadtest_over_three_nodes_loses_and_duplicates_nothing() {
         subscribers: 1,
         shared: false,
         duration: Duration::from_secs(3),
+        keep_alive: Duration::from_secs(60),
         source_ips: vec![],
         broker_pid: None,
         jitter: false,

@@ -94,6 +94,7 @@ fn config(broker: &str, scenario: Scenario) -> LoadConfig {
         subscribers: 1,
         shared: false,
         duration: Duration::from_secs(2),
+        keep_alive: Duration::from_secs(60),
         source_ips: vec![],
         broker_pid: None,
         jitter: false,
@@ -162,6 +163,26 @@ async fn small_runs_against_fleetcast() {
     let r = loadtest::run(idle, |_| {}).await.unwrap();
     assert_eq!(r.connected, 100);
     assert!(r.connect_errors.is_empty());
+}
+
+/// A subscriber sends nothing once subscribed at QoS 0: unless it pings, a broker closes it
+/// after 1.5 keep-alives and the rest of the run reads as lost. With a 1 s keep-alive and a
+/// 4 s run it must still get everything, from fleetcast and from mosquitto.
+#[tokio::test]
+async fn a_subscriber_outlives_its_keep_alive() {
+    let b = TestBroker::start().await;
+    let m = Mosquitto::start().await;
+    let mut brokers = vec![format!("mqtt://{}", b.addrs.mqtt)];
+    brokers.extend(m.as_ref().map(|m| format!("mqtt://{}", m.addr)));
+    for broker in brokers {
+        let mut c = config(&broker, Scenario::Fleet);
+        c.keep_alive = Duration::from_secs(1);
+        c.duration = Duration::from_secs(4);
+        let r = loadtest::run(c, |_| {}).await.unwrap();
+        assert_eq!(r.subscribers_dropped, 0, "{broker}: {r:?}");
+        assert!(r.published >= 300, "{broker}: {r:?}");
+        assert_eq!((r.lost, r.duplicates), (0, 0), "{broker}: {r:?}");
+    }
 }
 
 #[tokio::test]

@@ -77,6 +77,9 @@ pub struct LoadConfig {
     pub shared: bool,
     /// Load phase length.
     pub duration: Duration,
+    /// Keep-alive in every CONNECT (whole seconds, 1 to 65,535); quiet connections and
+    /// subscribers send a PINGREQ every half of it.
+    pub keep_alive: Duration,
     /// Source addresses, used round robin (past 64k ports on loopback).
     pub source_ips: Vec<IpAddr>,
     /// The broker's pid, to report its CPU and memory.
@@ -92,6 +95,19 @@ pub struct LoadConfig {
 }
 
 impl LoadConfig {
+    /// The CONNECT's keep-alive field: whole seconds, at least 1.
+    pub fn keep_alive_secs(&self) -> u16 {
+        u16::try_from(self.keep_alive.as_secs())
+            .unwrap_or(u16::MAX)
+            .max(1)
+    }
+
+    /// How often a connection with nothing else to send pings: half the keep-alive, well
+    /// inside the 1.5 times it after which a broker closes a silent connection.
+    pub fn ping_every(&self) -> Duration {
+        Duration::from_secs(u64::from(self.keep_alive_secs())) / 2
+    }
+
     /// The broker connection number `n` goes to.
     pub fn broker_at(&self, n: usize) -> &Target {
         match n % (1 + self.more_brokers.len()) {

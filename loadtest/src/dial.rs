@@ -101,7 +101,7 @@ async fn handshake(shared: &Shared, index: usize, id: &str) -> Result<(Conn, Vec
         .credentials
         .as_ref()
         .map(|(u, p)| (u.as_str(), p.as_str()));
-    c.send(&wire::connect(id, 60, creds))
+    c.send(&wire::connect(id, cfg.keep_alive_secs(), creds))
         .await
         .map_err(|e| Failed::io(shared, "sending CONNECT to", &e))?;
     let mut buf = Vec::with_capacity(64);

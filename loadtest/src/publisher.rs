@@ -19,8 +19,6 @@ use tokio_util::sync::CancellationToken;
 /// Throughput: messages written per socket write. Batching is what lets one load-test
 /// process outrun a broker; 32 keeps a batch of default-size messages under 8 KiB.
 const BATCH: u64 = 32;
-/// Time between two PINGREQs of a quiet connection, well inside its 60 s keep-alive.
-const PING_EVERY: Duration = Duration::from_secs(30);
 /// Longest wait, once the load stops, for the broker to take what the publisher's socket
 /// still holds: the rest of a frame cut mid-write, then everything up to the DISCONNECT,
 /// which the broker answers by closing. A broker that paces a flood reads the last of it
@@ -59,11 +57,11 @@ pub(crate) async fn publisher(shared: Arc<Shared>, slot: Slot, signals: Signals)
         return;
     };
     match shared.cfg.scenario {
-        Scenario::Idle => hold(conn, buf, &signals.stop).await,
+        Scenario::Idle => hold(conn, buf, shared.cfg.ping_every(), &signals.stop).await,
         Scenario::Storm => {
             tokio::select! {
                 _ = signals.stop.cancelled() => return,
-                _ = hold(conn, buf, &signals.storm) => {}
+                _ = hold(conn, buf, shared.cfg.ping_every(), &signals.storm) => {}
             }
             drop(open);
             // Dropped abruptly (no DISCONNECT), as when a network fails.
@@ -91,8 +89,8 @@ pub(crate) async fn publisher(shared: Arc<Shared>, slot: Slot, signals: Signals)
 }
 
 /// Keeps a connection open and quiet until `stop`, answering nothing but pings.
-async fn hold(mut conn: Conn, mut buf: Vec<u8>, stop: &CancellationToken) {
-    let mut ping = tokio::time::interval(PING_EVERY);
+async fn hold(mut conn: Conn, mut buf: Vec<u8>, every: Duration, stop: &CancellationToken) {
+    let mut ping = tokio::time::interval(every);
     ping.tick().await;
     loop {
         tokio::select! {
@@ -118,7 +116,7 @@ async fn reconnect(shared: &Shared, index: usize, id: &str, stop: &CancellationT
         return;
     };
     shared.reconnected_now();
-    hold(conn, buf, stop).await;
+    hold(conn, buf, shared.cfg.ping_every(), stop).await;
 }
 
 /// A connected publisher of `drivers/{id}/location`.

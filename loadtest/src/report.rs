@@ -97,6 +97,10 @@ pub struct Report {
     pub duplicates: u64,
     /// Received after a newer one from the same publisher.
     pub out_of_order: u64,
+    /// Subscribers whose connection ended before the run stopped them (what they would
+    /// have received after is in `lost`).
+    #[serde(default)]
+    pub subscribers_dropped: u64,
     /// End-to-end latency (publish to subscriber receive).
     pub latency_ms: Quantiles,
     /// Published per second.
@@ -199,7 +203,11 @@ impl Report {
         } else {
             0.0
         };
-        row(f, "lost", format!("{} ({loss:.3}%)", self.lost))?;
+        let dropped = match self.subscribers_dropped {
+            0 => String::new(),
+            n => format!(", {n} subscriber(s) disconnected before the end"),
+        };
+        row(f, "lost", format!("{} ({loss:.3}%){dropped}", self.lost))?;
         row(
             f,
             "duplicates, reordered",
@@ -253,6 +261,7 @@ mod tests {
             connected: 2,
             expected: 4,
             lost: 1,
+            subscribers_dropped: 1,
             reconnect_all_s: Some(0.5),
             broker_cpu_percent: Some(1.0),
             broker_rss_mib: Some(2.0),
@@ -286,6 +295,8 @@ mod tests {
         );
         assert!(table.starts_with("loadtest idle against mqtt://h:1\n"));
         assert!(table.contains("  connect errors         refused=1 timeout=2\n"));
-        assert!(table.contains("  lost                   1 (25.000%)\n"));
+        assert!(table.contains(
+            "  lost                   1 (25.000%), 1 subscriber(s) disconnected before the end\n"
+        ));
     }
 }

@@ -94,6 +94,7 @@ mod tests {
             subscribers: 1,
             shared: false,
             duration: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(60),
             source_ips: vec![],
             broker_pid: None,
             jitter: false,

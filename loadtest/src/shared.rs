@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     tallies: Vec<Mutex<Tally>>,
     pub reconnected: AtomicU64,
     last_reconnect: Mutex<Option<Instant>>,
+    /// Subscribers whose connection ended before the run stopped them.
+    pub subscribers_dropped: AtomicU64,
 }
 
 /// A lock that a panicked holder did not spoil: every counter stays readable.
@@ -112,6 +114,7 @@ impl Shared {
                 .collect(),
             reconnected: AtomicU64::new(0),
             last_reconnect: Mutex::new(None),
+            subscribers_dropped: AtomicU64::new(0),
         }
     }
 

@@ -7,6 +7,7 @@ use crate::probe::{now_us, publisher_of, Probe};
 use crate::shared::Shared;
 use crate::wire::{self, Frame};
 use fleetcast_proto::topic;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -53,27 +54,44 @@ pub(crate) async fn subscriber(
         ready: Some(ready),
         acks: Vec::new(),
     };
-    loop {
+    // A subscriber at QoS 0 sends nothing once subscribed: without pings the broker closes
+    // it after 1.5 keep-alives (90 s by default), and what it missed would be counted as
+    // lost by the brokers' fault.
+    let mut ping = tokio::time::interval(cfg.ping_every());
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let why = loop {
         // A malformed frame ends the subscriber: nothing after it can be trusted.
-        let Ok(consumed) = reader.take(&buf) else {
-            return;
+        let consumed = match reader.take(&buf) {
+            Ok(consumed) => consumed,
+            Err(e) => break e,
         };
         buf.drain(..consumed);
         if !reader.acks.is_empty() {
             if conn.send(&reader.acks).await.is_err() {
-                return;
+                break "sending acks failed";
             }
             reader.acks.clear();
         }
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                let _ = conn.send(&wire::DISCONNECT).await;
+                return;
+            }
+            _ = ping.tick() => if conn.send(&wire::PINGREQ).await.is_err() {
+                break "sending a PINGREQ failed";
+            },
             r = conn.recv(&mut buf) => match r {
-                Ok(0) | Err(_) => return,
+                Ok(0) => break "the broker closed the connection",
+                Err(_) => break "reading failed",
                 Ok(_) => {}
             }
         }
-    }
-    let _ = conn.send(&wire::DISCONNECT).await;
+    };
+    // Counted in the report, so that loss from a subscriber gone is not read as the
+    // broker's.
+    shared.subscribers_dropped.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(subscriber = %id, "subscriber stopped before the run did: {why}");
 }
 
 /// What one subscriber does with the frames it reads.

@@ -100,6 +100,7 @@ fn add_counts(r: &mut Report, shared: &Shared, t: &Timeline, load_secs: f64) {
     r.lost = expected.saturating_sub(tally.distinct());
     r.duplicates = tally.duplicates;
     r.out_of_order = tally.out_of_order;
+    r.subscribers_dropped = shared.subscribers_dropped.load(Ordering::Relaxed);
     r.latency_ms = Quantiles::of_us(&tally.latency_us);
     r.published_per_s = published as f64 / load_secs;
     // Over the time messages kept arriving, which runs past the load when the broker (or

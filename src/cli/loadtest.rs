@@ -46,6 +46,10 @@ pub(super) struct LoadtestArgs {
     /// Length of the load phase (after connecting).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Keep-alive asked for in every CONNECT; a connection with nothing to send for half
+    /// of it sends a PINGREQ (a broker closes one silent for 1.5 times it).
+    #[arg(long, default_value = "60s", value_parser = keep_alive)]
+    keep_alive: Duration,
     /// Source addresses, e.g. 127.0.0.1-127.0.0.50 (past 64k ports on loopback).
     #[arg(long, value_name = "FIRST-LAST")]
     source_ips: Option<String>,
@@ -104,6 +108,13 @@ pub(super) async fn loadtest(args: LoadtestArgs) -> Result<()> {
 fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
     let (broker, more) = args.broker.split_first().context("--broker needs a URL")?;
     // A fleet that never publishes is idle connections, and reported as such.
+    // A driver publishing less often than its keep-alive would be closed by the broker.
+    anyhow::ensure!(
+        args.scenario != Scenario::Fleet || args.interval < args.keep_alive,
+        "--interval {} is not shorter than --keep-alive {}: raise --keep-alive",
+        humantime::format_duration(args.interval),
+        humantime::format_duration(args.keep_alive)
+    );
     let scenario = if args.interval.is_zero() && args.scenario == Scenario::Fleet {
         Scenario::Idle
     } else {
@@ -121,6 +132,7 @@ fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
         subscribers: args.subscribers,
         shared: args.shared,
         duration: args.duration,
+        keep_alive: args.keep_alive,
         source_ips: args
             .source_ips
             .as_deref()
@@ -137,6 +149,16 @@ fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
             .clone()
             .map(|u| (u, args.password.clone().unwrap_or_default())),
     })
+}
+
+/// `--keep-alive`: whole seconds from 1 s to 65,535 s (a CONNECT holds a 16-bit count of
+/// seconds; 0 would turn the broker's check off, which a load test must not do unasked).
+fn keep_alive(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 || !(1..=u64::from(u16::MAX)).contains(&d.as_secs()) {
+        return Err("whole seconds from 1s to 65535s".to_owned());
+    }
+    Ok(d)
 }
 
 /// `--source-ips FIRST-LAST` (IPv4, at most 65,536).
@@ -236,6 +258,10 @@ fn parameters(args: &LoadtestArgs, procs: usize) -> Vec<(&'static str, String)> 
             "--duration",
             humantime::format_duration(args.duration).to_string(),
         ),
+        (
+            "--keep-alive",
+            humantime::format_duration(args.keep_alive).to_string(),
+        ),
         ("--procs", procs.to_string()),
         ("--source-ips", or_none(args.source_ips.clone())),
         (
@@ -286,5 +312,36 @@ mod tests {
             args,
             ["--procs", "2", "--duration", "1s"].map(OsString::from)
         );
+    }
+
+    #[test]
+    fn a_keep_alive_is_whole_seconds_a_connect_can_hold() {
+        assert_eq!(keep_alive("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(keep_alive("65535s"), Ok(Duration::from_secs(65_535)));
+        for bad in ["0s", "1500ms", "65536s", "soon"] {
+            assert!(keep_alive(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_fleet_interval_must_be_shorter_than_the_keep_alive() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            args: LoadtestArgs,
+        }
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["loadtest", "--broker", "mqtt://127.0.0.1:1883"];
+            argv.extend_from_slice(extra);
+            <Flags as clap::Parser>::try_parse_from(argv)
+                .expect("flags")
+                .args
+        };
+        assert!(load_config(&args(&["--interval", "59s"]), 1).is_ok());
+        let err = load_config(&args(&["--interval", "60s"]), 1).expect_err("as long");
+        assert!(err.to_string().contains("raise --keep-alive"), "{err}");
+        assert!(load_config(&args(&["--interval", "90s", "--keep-alive", "120s"]), 1).is_ok());
+        // Throughput ignores the interval.
+        assert!(load_config(&args(&["--scenario", "throughput", "--interval", "2m"]), 1).is_ok());
     }
 }
