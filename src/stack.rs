@@ -172,7 +172,16 @@ async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// `GET /metrics` for a dashboard (and the broker's gateway when there is one).
+/// How often the recorder's histograms are drained when nothing scrapes `/metrics`.
+///
+/// A recorder made by `build_recorder` keeps every histogram sample (the map records one per
+/// fix, 8 bytes) until a scrape or an upkeep drains it, so a broker nothing scrapes grew
+/// for as long as it ran. A second keeps each drain small even in a flood (it runs on a
+/// tokio worker).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /metrics` for a dashboard (and the broker's gateway when there is one). Also
+/// drains `recorder`'s histograms every [`UPKEEP_EVERY`] while the dashboard runs.
 pub fn metrics_route(
     recorder: &PrometheusRecorder,
     dashboard: &Dashboard,
@@ -184,6 +193,8 @@ pub fn metrics_route(
         None,
         "Events queued for the rumqttd router.",
     );
+    let handle = recorder.handle();
+    dashboard.every(UPKEEP_EVERY, move || handle.run_upkeep());
     let scrape = Scrape {
         handle: recorder.handle(),
         process: ProcessMeters::new(recorder),

@@ -175,6 +175,24 @@ impl Dashboard {
         });
     }
 
+    /// Calls `f` every `period` until the dashboard stops (a tracked task): upkeep that
+    /// what serves the dashboard needs for as long as it runs, such as draining the
+    /// metrics recorder's histograms.
+    pub fn every(&self, period: Duration, f: impl Fn() + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => f(),
+                }
+            }
+        });
+    }
+
     /// The HTTP routes (`/`, `/ws`, ...).
     pub fn router(&self) -> axum::Router {
         self.router.clone()
@@ -235,5 +253,25 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), d.shutdown())
             .await
             .expect("the feed ended with the dashboard");
+    }
+
+    /// Upkeep runs once a period, first after one period, and not after the stop.
+    #[tokio::test(start_paused = true)]
+    async fn upkeep_runs_every_period_until_the_dashboard_stops() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let d = Dashboard::new(
+            DashboardOptions::new(Arc::from("{}")),
+            &metrics::NoopRecorder,
+        );
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&calls);
+        d.every(Duration::from_secs(1), move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        d.shutdown().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
     }
 }
