@@ -55,8 +55,8 @@ pub(crate) async fn subscriber(
         acks: Vec::new(),
     };
     // A subscriber at QoS 0 sends nothing once subscribed: without pings the broker closes
-    // it after 1.5 keep-alives (90 s by default), and what it missed would be counted as
-    // lost by the brokers' fault.
+    // it after 1.5 keep-alives (90 s by default), and what it then misses reads as the
+    // broker's loss.
     let mut ping = tokio::time::interval(cfg.ping_every());
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;

@@ -107,7 +107,6 @@ pub(super) async fn loadtest(args: LoadtestArgs) -> Result<()> {
 /// The run the flags describe (this process's share of it with `--worker`).
 fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
     let (broker, more) = args.broker.split_first().context("--broker needs a URL")?;
-    // A fleet that never publishes is idle connections, and reported as such.
     // A driver publishing less often than its keep-alive would be closed by the broker.
     anyhow::ensure!(
         args.scenario != Scenario::Fleet || args.interval < args.keep_alive,
@@ -115,6 +114,7 @@ fn load_config(args: &LoadtestArgs, procs: usize) -> Result<LoadConfig> {
         humantime::format_duration(args.interval),
         humantime::format_duration(args.keep_alive)
     );
+    // A fleet that never publishes is idle connections, and reported as such.
     let scenario = if args.interval.is_zero() && args.scenario == Scenario::Fleet {
         Scenario::Idle
     } else {
