@@ -8,6 +8,8 @@ set -u
 cd "$(dirname "$0")/.."
 secs=${1:-180} fleet=${2:-5000} bin=${BIN:-target/release/fleetcast}
 [ -x "$bin" ] || { echo "no $bin: cargo build --release first" >&2; exit 1; }
+# Growth is taken from the 30 s sample (connected and steady) to the last one in the load.
+[ "$secs" -ge 45 ] || { echo "SECS: at least 45" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'kill "${pid:-}" 2>/dev/null; rm -rf "$work"' EXIT
 # shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
