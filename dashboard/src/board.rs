@@ -205,6 +205,38 @@ impl Board {
         &self.config
     }
 
+    /// Takes a batch of messages in their order, each as [`Board::ingest`] does, except
+    /// that drivers' fixes are read first and then put together, under one lock of the
+    /// board, one of the history and one of the latency window (per fix, those locks were
+    /// about a tenth of the map's time on a 10,000-driver fleet); any other message
+    /// (presence, geofences, OwnTracks) puts the fixes before it first, so order holds.
+    /// Every fix is read: one driver's fixes in a row may be a phone's buffered track,
+    /// each for history.
+    pub fn ingest_batch<T: AsRef<[u8]>, B: AsRef<[u8]>>(&self, batch: &[(T, B)], now_ms: u64) {
+        let mut fixes: Vec<(&str, Location)> = Vec::with_capacity(batch.len());
+        let mut ignored = 0;
+        for (topic, body) in batch {
+            let Ok(topic) = std::str::from_utf8(topic.as_ref()) else {
+                continue;
+            };
+            match topic::parse(topic).filter(|p| p.kind == Kind::Location) {
+                // The gateway's rules, as in `ingest`.
+                Some(p) => match Location::parse(p.id, body.as_ref(), now_ms) {
+                    Ok(loc) => fixes.push((topic, loc)),
+                    Err(_) => ignored += 1,
+                },
+                None => {
+                    self.put_all(&mut fixes, now_ms);
+                    self.ingest(topic, body.as_ref(), now_ms);
+                }
+            }
+        }
+        self.put_all(&mut fixes, now_ms);
+        if ignored > 0 {
+            self.ignored.fetch_add(ignored, Ordering::Relaxed);
+        }
+    }
+
     /// Takes one MQTT message: a driver location, a driver status, or an OwnTracks fix.
     pub fn ingest(&self, topic: &str, body: &[u8], now_ms: u64) -> Ingested {
         let result = self.ingest_inner(topic, body, now_ms);
@@ -246,7 +278,7 @@ impl Board {
                 *s
             };
             return match owntracks::to_location(topic, body, seq, now_ms) {
-                Some(loc) => self.put(&mut inner, topic, loc, now_ms),
+                Some(loc) => self.put_one(&mut inner, topic, loc, now_ms),
                 None => Ingested::Ignored,
             };
         }
@@ -261,7 +293,7 @@ impl Board {
                 return Ingested::Ignored;
             };
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            self.put(&mut inner, topic, loc, now_ms)
+            self.put_one(&mut inner, topic, loc, now_ms)
         } else if parsed.kind == Kind::Status {
             let Ok(presence) = serde_json::from_slice::<Presence>(body) else {
                 return Ingested::Ignored;
@@ -284,12 +316,22 @@ impl Board {
         }
     }
 
-    fn put(&self, inner: &mut Inner, topic: &str, loc: Location, now_ms: u64) -> Ingested {
+    /// Puts `loc` on the board (locked as `inner`) and in its history (`history`, locked
+    /// by the caller after the board, when history is kept); `now` is the time for
+    /// `last_seen`, read once per lock.
+    fn put(
+        &self,
+        inner: &mut Inner,
+        history: Option<&mut crate::history::Batch<'_>>,
+        (topic, loc): (&str, Location),
+        now_ms: u64,
+        now: Instant,
+    ) -> Ingested {
         let latency_ms = now_ms.saturating_sub(loc.ts);
         inner.version += 1;
         let version = inner.version;
         let full = inner.drivers.len() >= self.config.max_drivers;
-        if let Some(h) = &self.history {
+        if let Some(h) = history {
             // What the board refuses is not history either.
             if !full || inner.drivers.contains_key(&loc.id) {
                 h.record(topic, &loc);
@@ -300,7 +342,7 @@ impl Board {
                 e.entered.observe(e.location.status, loc.status, now_ms);
                 e.location = loc;
                 e.version = version;
-                e.last_seen = Instant::now();
+                e.last_seen = now;
                 e.liveness = Liveness::Live;
             }
             None if full => return Ingested::Full,
@@ -312,13 +354,56 @@ impl Board {
                         location: loc,
                         topic: topic.to_owned(),
                         version,
-                        last_seen: Instant::now(),
+                        last_seen: now,
                         liveness: Liveness::Live,
                     },
                 );
             }
         }
         Ingested::Position { latency_ms }
+    }
+
+    /// Puts one fix, locking the board (and then the history) for it.
+    fn put_one(&self, inner: &mut Inner, topic: &str, loc: Location, now_ms: u64) -> Ingested {
+        let mut history = self.history.as_ref().map(|h| h.batch());
+        self.put(
+            inner,
+            history.as_mut(),
+            (topic, loc),
+            now_ms,
+            Instant::now(),
+        )
+    }
+
+    /// Puts every fix of `fixes` (emptied) under one lock of the board and one of the
+    /// history, and records their latencies under one lock of the window.
+    fn put_all(&self, fixes: &mut Vec<(&str, Location)>, now_ms: u64) {
+        if fixes.is_empty() {
+            return;
+        }
+        let mut latencies = Vec::with_capacity(fixes.len());
+        let mut refused = 0;
+        {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let mut history = self.history.as_ref().map(|h| h.batch());
+            let now = Instant::now();
+            for fix in fixes.drain(..) {
+                match self.put(&mut inner, history.as_mut(), fix, now_ms, now) {
+                    Ingested::Position { latency_ms } => latencies.push(latency_ms),
+                    _ => refused += 1,
+                }
+            }
+        }
+        if refused > 0 {
+            self.refused.fetch_add(refused, Ordering::Relaxed);
+        }
+        for &ms in &latencies {
+            self.latency.record(ms as f64 / 1000.0);
+        }
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        for ms in latencies {
+            window.record(ms);
+        }
     }
 
     /// Whether driver `id` entered `status` at or after `since_ms` (the board's clock, ms

@@ -22,7 +22,7 @@
 use crate::archive::Archiver;
 use fleetcast_proto::{Location, Status};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// How much history is kept.
@@ -323,6 +323,23 @@ pub struct History {
     archive: OnceLock<Arc<Archiver>>,
 }
 
+/// [`History`] held locked while a batch of fixes is recorded ([`History::batch`]).
+pub struct Batch<'a> {
+    history: &'a History,
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl Batch<'_> {
+    /// As [`History::record`].
+    pub fn record(&mut self, topic: &str, loc: &Location) {
+        if let Some(kept) = self.history.keep(&mut self.inner, topic, loc) {
+            if let Some(a) = self.history.archive.get() {
+                a.offer(&loc.id, topic, kept);
+            }
+        }
+    }
+}
+
 /// One driver's points in a time range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
@@ -363,10 +380,14 @@ impl History {
     /// Records a fix the board accepted on `topic`. Fixes older than the driver's last are
     /// not history (a late retransmission): skipped.
     pub fn record(&self, topic: &str, loc: &Location) {
-        if let Some(kept) = self.keep(topic, loc) {
-            if let Some(a) = self.archive.get() {
-                a.offer(&loc.id, topic, kept);
-            }
+        self.batch().record(topic, loc);
+    }
+
+    /// The history locked for a batch of fixes: one lock for all of them.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            history: self,
+            inner: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
 
@@ -376,13 +397,11 @@ impl History {
         inner.tracks.get(id).map(|t| t.first.t)
     }
 
-    fn keep(&self, topic: &str, loc: &Location) -> Option<Abs> {
+    fn keep(&self, inner: &mut Inner, topic: &str, loc: &Location) -> Option<Abs> {
         if self.config.window.is_zero() || self.config.max_points_per_driver == 0 {
             return None;
         }
         let next = Abs::of(loc);
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let inner = &mut *guard;
         let full = inner.tracks.len() >= self.config.max_drivers;
         let Some(track) = inner.tracks.get_mut(&loc.id) else {
             if full {
