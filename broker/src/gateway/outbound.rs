@@ -144,18 +144,21 @@ impl<T: Transport> Session<T> {
                 .increment(too_large);
         }
         self.send_own_acks().await?;
-        self.flush().await?;
         if unscheduled {
-            // The router parked this link; tell it we wrote everything and want more.
+            // The router parked this link: its buffer is empty now (what it held is in
+            // the write buffer), so it may fill it again while this write goes out. Woken
+            // after the write, the router sat idle for this link during every write (a
+            // 1 -> 1 flood's subscriber). What waits stays bounded: the write buffer, then
+            // the link's buffer until the router parks the link again.
             let Some(rx) = self.rx.as_mut() else {
-                return Ok(());
+                return self.flush().await;
             };
             if rx.wake().await.is_err() {
                 self.router_gone = true;
                 return Err(End::RouterDropped);
             }
         }
-        Ok(())
+        self.flush().await
     }
 
     /// Keeps this session's mark as a subscriber behind (`backlog.rs`) up to date: made
