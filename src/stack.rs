@@ -180,6 +180,10 @@ async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
 /// tokio worker).
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Publishes the map takes from its link in one batch at most (`LocalSubscriber::next_batch`):
+/// what one lock of the board covers.
+const FEED_BATCH: usize = 256;
+
 /// `GET /metrics` for a dashboard (and the broker's gateway when there is one). Also
 /// drains `recorder`'s histograms every [`UPKEEP_EVERY`] while the dashboard runs.
 pub fn metrics_route(
@@ -332,9 +336,14 @@ impl Stack {
             .local_subscriber("bridge", &filters)
             .await
             .map_err(StackError::Bridge)?;
-        dashboard.feed(futures_util::stream::unfold(
+        dashboard.feed_batches(futures_util::stream::unfold(
             positions,
-            |mut p| async move { p.next().await.map(|m| (m, p)) },
+            |mut p| async move {
+                let mut batch = Vec::with_capacity(FEED_BATCH);
+                p.next_batch(&mut batch, FEED_BATCH)
+                    .await
+                    .then_some((batch, p))
+            },
         ));
         // A node that joins late is ready once it serves what the cluster retained.
         broker.cluster_ready().await?;

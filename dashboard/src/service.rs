@@ -14,7 +14,7 @@ use crate::tracks::{self, TrackState, ViewerLogin};
 use crate::web::{self, DashboardState, PageConfig, TokenVerifier};
 use bytes::Bytes;
 use fleetcast_proto::time::now_ms;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -144,44 +144,38 @@ impl Dashboard {
     where
         S: Stream<Item = (Bytes, Bytes)> + Send + 'static,
     {
+        self.feed_batches(messages.ready_chunks(FEED_RUN));
+    }
+
+    /// As [`feed`](Self::feed), from a stream that yields what it has in batches (an
+    /// in-process link: `LocalSubscriber::next_batch`).
+    pub fn feed_batches<S>(&self, batches: S)
+    where
+        S: Stream<Item = Vec<(Bytes, Bytes)>> + Send + 'static,
+    {
         let board = Arc::clone(&self.board);
         let stop = self.stop.clone();
         self.tasks.spawn(async move {
-            let mut messages = std::pin::pin!(messages);
+            let mut batches = std::pin::pin!(batches);
             let mut stopped = std::pin::pin!(stop.cancelled());
-            let mut batch = Vec::with_capacity(FEED_RUN);
+            let mut run = 0;
             loop {
-                // The stop is looked at only when no message is ready and after every
-                // full batch, when the task also yields, so that a flood never holds its
-                // worker (a stream that is always ready never returns to the scheduler by
-                // itself). A cancellation future polled before every message, as
+                // The stop is looked at only when no batch is ready and every FEED_RUN
+                // messages, when the task also yields, so that a flood never holds its
+                // worker (a stream that is always ready never returns to the scheduler
+                // by itself). A cancellation future polled before every message, as
                 // `take_until` does, takes two locks a message (0.3% of the broker's
                 // samples on the 5,000-driver fleet).
                 let next = tokio::select! {
                     biased;
-                    m = messages.next() => m,
+                    b = batches.next() => b,
                     () = &mut stopped => None,
                 };
-                let Some(first) = next else { break };
-                batch.push(first);
-                let mut ended = false;
-                while batch.len() < FEED_RUN {
-                    match messages.next().now_or_never() {
-                        Some(Some(m)) => batch.push(m),
-                        Some(None) => {
-                            ended = true;
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+                let Some(batch) = next else { break };
                 board.ingest_batch(&batch, now_ms());
-                let full = batch.len() == FEED_RUN;
-                batch.clear();
-                if ended {
-                    break;
-                }
-                if full {
+                run += batch.len();
+                if run >= FEED_RUN {
+                    run = 0;
                     if stop.is_cancelled() {
                         break;
                     }
