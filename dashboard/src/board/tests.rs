@@ -113,6 +113,19 @@ fn offline_and_stale_drivers_are_sent_as_gone() {
     assert_eq!(b.online(), 1);
 }
 
+/// A board of at most `max_drivers` that keeps history (default settings), and the history.
+fn with_history(max_drivers: usize) -> (Board, Arc<crate::history::History>) {
+    let history = Arc::new(crate::history::History::new(
+        crate::history::HistoryConfig::default(),
+    ));
+    let board = Board::new(BoardConfig {
+        max_drivers,
+        ..BoardConfig::default()
+    })
+    .with_history(Arc::clone(&history));
+    (board, history)
+}
+
 /// A batch ends as its messages taken one at a time would: positions, presence, counts,
 /// versions and history alike (a driver's buffered track in a row included).
 #[test]
@@ -137,17 +150,7 @@ fn a_batch_ends_as_one_message_at_a_time() {
         (b"other/x".to_vec(), b"{}".to_vec()),
         (loc("d"), fix("d", 1, 60.0, 24.0)),
     ]);
-    let board = || {
-        let history = Arc::new(crate::history::History::new(
-            crate::history::HistoryConfig::default(),
-        ));
-        let b = Board::new(BoardConfig {
-            max_drivers: 3,
-            ..BoardConfig::default()
-        })
-        .with_history(Arc::clone(&history));
-        (b, history)
-    };
+    let board = || with_history(3);
     let now = T0 + 20_000;
     let (one, one_history) = board();
     for (topic, body) in &batch {
@@ -184,14 +187,7 @@ fn a_batch_ends_as_one_message_at_a_time() {
 /// by one: what the board refuses is neither shown nor history.
 #[test]
 fn a_batch_keeps_history_and_the_bound() {
-    let history = Arc::new(crate::history::History::new(
-        crate::history::HistoryConfig::default(),
-    ));
-    let b = Board::new(BoardConfig {
-        max_drivers: 2,
-        ..BoardConfig::default()
-    })
-    .with_history(Arc::clone(&history));
+    let (b, history) = with_history(2);
     let batch: Vec<(String, Vec<u8>)> = ["a", "b", "c"]
         .iter()
         .map(|id| (format!("drivers/{id}/location"), fix(id, 1, 60.0, 24.0)))
@@ -278,14 +274,7 @@ fn ingest_cost() {
         })
         .collect();
     for batch in [1usize, 50, 256] {
-        let history = Arc::new(crate::history::History::new(
-            crate::history::HistoryConfig::default(),
-        ));
-        let b = Board::new(BoardConfig {
-            max_drivers: 20_000,
-            ..BoardConfig::default()
-        })
-        .with_history(history);
+        let (b, _history) = with_history(20_000);
         let t = Instant::now();
         for (r, round) in fixes.iter().enumerate() {
             let now = T0 + r as u64 * 1_000 + 5;
