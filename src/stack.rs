@@ -13,7 +13,7 @@ use fleetcast_broker::{Addrs, Broker, BrokerError, Config, Extras, Listeners};
 use fleetcast_dashboard::board::Board;
 use fleetcast_dashboard::bridge::Bridge;
 use fleetcast_dashboard::meters::DashboardMeters;
-use fleetcast_dashboard::service::{Dashboard, DashboardOptions};
+use fleetcast_dashboard::service::{Dashboard, DashboardOptions, FEED_RUN};
 use fleetcast_proto::meter::{counter, describe_gauge, gauge};
 use fleetcast_proto::process;
 use fleetcast_simulator::basemap::{self, BasemapError};
@@ -180,10 +180,6 @@ async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
 /// tokio worker).
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Publishes the map takes from its link in one batch at most (`LocalSubscriber::next_batch`):
-/// what one lock of the board covers.
-const FEED_BATCH: usize = 256;
-
 /// `GET /metrics` for a dashboard (and the broker's gateway when there is one). Also
 /// drains `recorder`'s histograms every [`UPKEEP_EVERY`] while the dashboard runs.
 pub fn metrics_route(
@@ -339,8 +335,8 @@ impl Stack {
         dashboard.feed_batches(futures_util::stream::unfold(
             positions,
             |mut p| async move {
-                let mut batch = Vec::with_capacity(FEED_BATCH);
-                p.next_batch(&mut batch, FEED_BATCH)
+                let mut batch = Vec::with_capacity(FEED_RUN);
+                p.next_batch(&mut batch, FEED_RUN)
                     .await
                     .then_some((batch, p))
             },

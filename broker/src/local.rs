@@ -113,21 +113,17 @@ impl LocalSubscriber {
                 None => return false,
             }
         }
-        while out.len() < max && !self.gone {
+        while out.len() < max {
             // Ready when the link's cache or buffer holds more; a poll that finds nothing
-            // takes nothing (flume's receive takes a signal only when it returns it).
-            match self.rx.next().now_or_never() {
-                Some(Ok(Some(Notification::Forward(f)))) => {
+            // takes nothing (flume's receive takes a signal only when it returns it), and
+            // the wake an `Unschedule` asks for is ready at once (the link's channel is
+            // unbounded), so no notification is dropped half handled.
+            match self.notification().now_or_never() {
+                Some(Some(Notification::Forward(f))) => {
                     out.push((f.publish.topic, f.publish.payload));
                 }
-                Some(Ok(Some(Notification::Unschedule))) => {
-                    if self.rx.wake().await.is_err() {
-                        self.gone = true;
-                    }
-                }
-                Some(Ok(Some(Notification::Disconnect(..))) | Err(_)) => self.gone = true,
-                Some(Ok(_)) => {}
-                None => break,
+                Some(Some(_)) => {}
+                Some(None) | None => break,
             }
         }
         true

@@ -20,9 +20,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Messages the feed takes in one batch, and in a row before it looks at the stop and lets
-/// other tasks run.
-const FEED_RUN: usize = 256;
+/// Messages the feed takes in one batch (what one lock of the board covers; a stream given
+/// to [`Dashboard::feed_batches`] should yield no more), and in a row before it looks at
+/// the stop and lets other tasks run.
+pub const FEED_RUN: usize = 256;
 
 /// How to build a dashboard.
 #[derive(Debug, Clone)]
