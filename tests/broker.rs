@@ -756,3 +756,61 @@ async fn an_http_connection_that_sends_no_headers_is_closed() {
         "closed too early"
     );
 }
+
+/// Our rumqttd drops a filter's log once no session holds the filter (`tests/filter_logs.rs`
+/// shows the memory): whoever holds it again, by SUBSCRIBE or by resuming a saved session,
+/// gets what is published from then on, and a saved session gets what came while it was away.
+#[tokio::test]
+async fn a_filter_given_up_and_taken_again_delivers_again() {
+    let b = TestBroker::with_config(reconnect_at_once()).await;
+    let mut p = TestClient::connect(tcp_options("again-pub", &b.addrs)).await;
+    // QoS 1, each waited for to its PUBACK: the router has it in its logs by then.
+    async fn publish(p: &mut TestClient, topic: &str, payload: &'static str) {
+        p.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        loop {
+            match p.next_packet().await {
+                Some(rumqttc::Packet::PubAck(_)) => return,
+                Some(_) => continue,
+                None => panic!("no PUBACK"),
+            }
+        }
+    }
+
+    // Given up by UNSUBSCRIBE, taken again by the same connection.
+    let mut a = TestClient::connect(tcp_options("again-a", &b.addrs)).await;
+    a.subscribe("again/x", QoS::AtMostOnce).await;
+    a.client.unsubscribe("again/x").await.unwrap();
+    loop {
+        if let Some(rumqttc::Packet::UnsubAck(_)) = a.next_packet().await {
+            break;
+        }
+    }
+    a.subscribe("again/x", QoS::AtMostOnce).await;
+    publish(&mut p, "again/x", "x1").await;
+    let got = a.next_publish().await.expect("held again: delivered");
+    assert_eq!(&got.payload[..], b"x1");
+
+    // Held by a saved session while it is away: kept for it.
+    let mut o = tcp_options("again-saved", &b.addrs);
+    o.set_clean_session(false);
+    let mut s = TestClient::connect(o.clone()).await;
+    s.subscribe("again/y", QoS::AtLeastOnce).await;
+    s.disconnect().await;
+    publish(&mut p, "again/y", "queued").await;
+    let mut s = TestClient::connect(o.clone()).await;
+    let got = s.next_publish().await.expect("the saved session's message");
+    assert_eq!(&got.payload[..], b"queued");
+    s.disconnect().await;
+
+    // A clean session ends the saved one; a new subscriber of the filter still hears.
+    o.set_clean_session(true);
+    TestClient::connect(o).await.disconnect().await;
+    let mut c = TestClient::connect(tcp_options("again-c", &b.addrs)).await;
+    c.subscribe("again/y", QoS::AtMostOnce).await;
+    publish(&mut p, "again/y", "y2").await;
+    let got = c.next_publish().await.expect("held again: delivered");
+    assert_eq!(&got.payload[..], b"y2");
+}
