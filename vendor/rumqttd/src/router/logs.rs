@@ -170,6 +170,54 @@ impl DataLog {
         self.native.get_mut(idx)
     }
 
+    /// Appends a publish to the log of every filter that matches `topic`, and returns the
+    /// offset of the last append ((0, 0) when none matches). fleetcast: the same as
+    /// `matches` and an append per filter, without copying the list of filters per publish
+    /// and without copying the publish for a filter nobody holds.
+    pub fn append_matching(
+        &mut self,
+        topic: &str,
+        publish: &Publish,
+        properties: &Option<PublishProperties>,
+        notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
+    ) -> Offset {
+        if !self.publish_filters.contains_key(topic) {
+            let v: Vec<usize> = self
+                .filter_indexes
+                .iter()
+                .filter(|(filter, _)| matches(topic, filter))
+                .map(|(_, filter_idx)| *filter_idx)
+                .collect();
+            if v.is_empty() {
+                return (0, 0);
+            }
+            self.publish_filters.insert(topic.to_owned(), v);
+        }
+        let mut o = (0, 0);
+        let Some(filter_idxs) = self.publish_filters.get(topic) else {
+            return o;
+        };
+        for &filter_idx in filter_idxs {
+            let Some(data) = self.native.get_mut(filter_idx) else {
+                continue;
+            };
+            if data.holders == 0 {
+                continue;
+            }
+            let publish_data = (publish.clone(), properties.clone());
+            let (offset, filter) = data.append(publish_data.into(), notifications);
+            trace!(
+                pkid = publish.pkid,
+                "Appended to commitlog: {}[{}, {})",
+                filter,
+                offset.0,
+                offset.1,
+            );
+            o = offset;
+        }
+        o
+    }
+
     pub fn next_native_offset(&mut self, filter: &str) -> (FilterIdx, Offset) {
         let publish_filters = &mut self.publish_filters;
         let filter_indexes = &mut self.filter_indexes;
