@@ -814,3 +814,46 @@ async fn a_filter_given_up_and_taken_again_delivers_again() {
     let got = c.next_publish().await.expect("held again: delivered");
     assert_eq!(&got.payload[..], b"y2");
 }
+
+#[tokio::test]
+async fn a_resumed_session_can_unsubscribe() {
+    let b = TestBroker::with_config(reconnect_at_once()).await;
+    let mut p = TestClient::connect(tcp_options("resumed-pub", &b.addrs)).await;
+    let mut o = tcp_options("resumed-sub", &b.addrs);
+    o.set_clean_session(false);
+    let mut s = TestClient::connect(o.clone()).await;
+    s.subscribe("resumed/u", QoS::AtMostOnce).await;
+    s.disconnect().await;
+
+    // Resumed (MQTT 3.1.1, so the gateway renews nothing), then given up, then the same
+    // topic heard through another filter: each message must come once.
+    let mut s = TestClient::connect(o).await;
+    s.client.unsubscribe("resumed/u").await.unwrap();
+    loop {
+        if let Some(rumqttc::Packet::UnsubAck(_)) = s.next_packet().await {
+            break;
+        }
+    }
+    s.subscribe("resumed/+", QoS::AtMostOnce).await;
+    let mut got = Vec::new();
+    for m in ["m1", "m2", "m3"] {
+        // QoS 1, waited for to its PUBACK: in the router's logs before the next.
+        p.client
+            .publish("resumed/u", QoS::AtLeastOnce, false, m)
+            .await
+            .unwrap();
+        while !matches!(p.next_packet().await, Some(rumqttc::Packet::PubAck(_))) {}
+        loop {
+            let one = s.next_publish().await.expect("delivered");
+            got.push(String::from_utf8_lossy(&one.payload).into_owned());
+            if &one.payload[..] == m.as_bytes() && got.iter().filter(|g| *g == m).count() == 1 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        ["m1", "m2", "m3"],
+        "a copy through the filter given up"
+    );
+}

@@ -362,6 +362,18 @@ impl Router {
 
         let connection_id = self.connections.insert(connection);
         assert_eq!(self.ibufs.insert(incoming), connection_id);
+        // A resumed session's filters were restored above but not listed as this
+        // connection's (fleetcast): its UNSUBSCRIBE found nothing to remove, so the
+        // filter kept delivering and stayed held.
+        for filter in self.connections[connection_id].subscriptions.iter() {
+            self.subscription_map
+                .entry(filter.clone())
+                .or_default()
+                .insert(connection_id);
+            self.ibufs[connection_id]
+                .meter
+                .register_subscription(filter.clone());
+        }
         assert_eq!(self.obufs.insert(outgoing), connection_id);
 
         self.connection_map.insert(client_id.clone(), connection_id);
