@@ -857,3 +857,27 @@ async fn a_resumed_session_can_unsubscribe() {
         "a copy through the filter given up"
     );
 }
+
+#[tokio::test]
+async fn a_qos1_message_unacked_when_a_saved_session_left_comes_again() {
+    let b = TestBroker::with_config(reconnect_at_once()).await;
+    let p = TestClient::connect(tcp_options("unacked-pub", &b.addrs)).await;
+    let mut o = tcp_options("unacked-sub", &b.addrs);
+    o.set_clean_session(false);
+    let mut first = o.clone();
+    first.set_manual_acks(true);
+    let mut s = TestClient::connect(first).await;
+    s.subscribe("unacked/x", QoS::AtLeastOnce).await;
+    p.client
+        .publish("unacked/x", QoS::AtLeastOnce, false, "m1")
+        .await
+        .unwrap();
+    let got = s.next_publish().await.expect("delivered");
+    assert_eq!(&got.payload[..], b"m1");
+    // Read to the end of its filter's log but not acknowledged: the router reads it from
+    // the log again for the session's return, so the log must not have let it go.
+    s.disconnect().await;
+    let mut s = TestClient::connect(o).await;
+    let again = s.next_publish().await.expect("sent again");
+    assert_eq!(&again.payload[..], b"m1");
+}

@@ -98,6 +98,11 @@ impl Outgoing {
         self.data_buffer.clone()
     }
 
+    /// Whether a publish read from `filter_idx` waits for its ack (fleetcast).
+    pub fn unacked_from(&self, filter_idx: FilterIdx) -> bool {
+        self.inflight_buffer.iter().any(|(_, f, _)| *f == filter_idx)
+    }
+
     pub fn free_slots(&self) -> usize {
         MAX_INFLIGHT - self.inflight_buffer.len()
     }

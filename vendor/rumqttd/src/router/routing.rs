@@ -102,6 +102,9 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// Filters a connection has just read to the end of (fleetcast): their logs are
+    /// trimmed if every reader has (`DataLog::trim_read`).
+    read_to_end: Vec<FilterIdx>,
 }
 
 impl Router {
@@ -143,6 +146,7 @@ impl Router {
             cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
+            read_to_end: Vec::new(),
         }
     }
 
@@ -1065,6 +1069,7 @@ impl Router {
                     }
                     // add back the skipped requests!
                     self.scheduler.trackv(id, skipped_requests);
+                    self.trim_read_logs();
                     return Some(());
                 }
             };
@@ -1099,6 +1104,7 @@ impl Router {
                     // When all the data in the log is caught up, current request is
                     // registered in waiters and not added back to the tracker. This
                     // ensures that tracker.next() stops when all the requests are done
+                    self.read_to_end.push(request.filter_idx);
                     datalog.park(id, request);
                 }
                 ConsumeStatus::PartialRead => {
@@ -1113,7 +1119,19 @@ impl Router {
         // Add requests back to the tracker if there are any
         requests.extend(skipped_requests);
         self.scheduler.trackv(id, requests);
+        self.trim_read_logs();
         Some(())
+    }
+
+    /// Trims the logs of the filters `consume` read to the end (fleetcast): each is
+    /// emptied if no reader can read it again (`DataLog::trim_read`).
+    fn trim_read_logs(&mut self) {
+        let obufs = &self.obufs;
+        for filter_idx in self.read_to_end.drain(..) {
+            self.datalog.trim_read(filter_idx, |id, filter_idx| {
+                obufs.get(id).is_some_and(|o| o.unacked_from(filter_idx))
+            });
+        }
     }
 
     pub fn handle_last_will(

@@ -172,6 +172,23 @@ where
         self.segments.push_back(Segment::with_offset(next));
     }
 
+    /// Drops what the log holds, once every reader has read it (fleetcast): the active
+    /// segment is emptied in place, its room kept for what comes next, the others are
+    /// dropped; offsets go on from where they were.
+    pub fn trim(&mut self) {
+        let next = self.active_segment().next_offset();
+        while self.segments.len() > 1 {
+            self.segments.pop_front();
+        }
+        self.head = self.tail;
+        self.active_segment_mut().restart(next);
+    }
+
+    /// Whether the log holds nothing (fleetcast).
+    pub fn is_empty(&self) -> bool {
+        self.segments.len() == 1 && self.active_segment().len() == 0
+    }
+
     #[inline]
     pub fn last(&self) -> Option<T> {
         self.active_segment().last()

@@ -96,6 +96,14 @@ where
         }
     }
 
+    /// Empties the segment in place, its room kept, to go on at `absolute_offset`
+    /// (fleetcast).
+    pub(crate) fn restart(&mut self, absolute_offset: u64) {
+        self.data.clear();
+        self.total_size = 0;
+        self.absolute_offset = absolute_offset;
+    }
+
     /// Get the number of `T` in the segment.
     #[inline]
     pub(crate) fn len(&self) -> u64 {
