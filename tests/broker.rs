@@ -290,12 +290,7 @@ async fn subscriptions_per_connection_are_bounded() {
     // Subscribing again to one it holds is not a new one.
     assert_eq!(c.subscribe("a/2", QoS::AtMostOnce).await, ok);
     // Unsubscribing frees a place.
-    c.client.unsubscribe("a/1").await.unwrap();
-    loop {
-        if let Some(rumqttc::Packet::UnsubAck(_)) = c.next_packet().await {
-            break;
-        }
-    }
+    c.unsubscribe("a/1").await;
     assert_eq!(c.subscribe("a/4", QoS::AtMostOnce).await, ok);
 }
 
@@ -764,32 +759,13 @@ async fn an_http_connection_that_sends_no_headers_is_closed() {
 async fn a_filter_given_up_and_taken_again_delivers_again() {
     let b = TestBroker::with_config(reconnect_at_once()).await;
     let mut p = TestClient::connect(tcp_options("again-pub", &b.addrs)).await;
-    // QoS 1, each waited for to its PUBACK: the router has it in its logs by then.
-    async fn publish(p: &mut TestClient, topic: &str, payload: &'static str) {
-        p.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .unwrap();
-        loop {
-            match p.next_packet().await {
-                Some(rumqttc::Packet::PubAck(_)) => return,
-                Some(_) => continue,
-                None => panic!("no PUBACK"),
-            }
-        }
-    }
 
     // Given up by UNSUBSCRIBE, taken again by the same connection.
     let mut a = TestClient::connect(tcp_options("again-a", &b.addrs)).await;
     a.subscribe("again/x", QoS::AtMostOnce).await;
-    a.client.unsubscribe("again/x").await.unwrap();
-    loop {
-        if let Some(rumqttc::Packet::UnsubAck(_)) = a.next_packet().await {
-            break;
-        }
-    }
+    a.unsubscribe("again/x").await;
     a.subscribe("again/x", QoS::AtMostOnce).await;
-    publish(&mut p, "again/x", "x1").await;
+    p.publish_acked("again/x", "x1").await;
     let got = a.next_publish().await.expect("held again: delivered");
     assert_eq!(&got.payload[..], b"x1");
 
@@ -799,7 +775,7 @@ async fn a_filter_given_up_and_taken_again_delivers_again() {
     let mut s = TestClient::connect(o.clone()).await;
     s.subscribe("again/y", QoS::AtLeastOnce).await;
     s.disconnect().await;
-    publish(&mut p, "again/y", "queued").await;
+    p.publish_acked("again/y", "queued").await;
     let mut s = TestClient::connect(o.clone()).await;
     let got = s.next_publish().await.expect("the saved session's message");
     assert_eq!(&got.payload[..], b"queued");
@@ -810,7 +786,7 @@ async fn a_filter_given_up_and_taken_again_delivers_again() {
     TestClient::connect(o).await.disconnect().await;
     let mut c = TestClient::connect(tcp_options("again-c", &b.addrs)).await;
     c.subscribe("again/y", QoS::AtMostOnce).await;
-    publish(&mut p, "again/y", "y2").await;
+    p.publish_acked("again/y", "y2").await;
     let got = c.next_publish().await.expect("held again: delivered");
     assert_eq!(&got.payload[..], b"y2");
 }
@@ -828,21 +804,12 @@ async fn a_resumed_session_can_unsubscribe() {
     // Resumed (MQTT 3.1.1, so the gateway renews nothing), then given up, then the same
     // topic heard through another filter: each message must come once.
     let mut s = TestClient::connect(o).await;
-    s.client.unsubscribe("resumed/u").await.unwrap();
-    loop {
-        if let Some(rumqttc::Packet::UnsubAck(_)) = s.next_packet().await {
-            break;
-        }
-    }
+    s.unsubscribe("resumed/u").await;
     s.subscribe("resumed/+", QoS::AtMostOnce).await;
     let mut got = Vec::new();
     for m in ["m1", "m2", "m3"] {
-        // QoS 1, waited for to its PUBACK: in the router's logs before the next.
-        p.client
-            .publish("resumed/u", QoS::AtLeastOnce, false, m)
-            .await
-            .unwrap();
-        while !matches!(p.next_packet().await, Some(rumqttc::Packet::PubAck(_))) {}
+        // In the router's logs before the next.
+        p.publish_acked("resumed/u", m).await;
         loop {
             let one = s.next_publish().await.expect("delivered");
             got.push(String::from_utf8_lossy(&one.payload).into_owned());
@@ -861,17 +828,14 @@ async fn a_resumed_session_can_unsubscribe() {
 #[tokio::test]
 async fn a_qos1_message_unacked_when_a_saved_session_left_comes_again() {
     let b = TestBroker::with_config(reconnect_at_once()).await;
-    let p = TestClient::connect(tcp_options("unacked-pub", &b.addrs)).await;
+    let mut p = TestClient::connect(tcp_options("unacked-pub", &b.addrs)).await;
     let mut o = tcp_options("unacked-sub", &b.addrs);
     o.set_clean_session(false);
     let mut first = o.clone();
     first.set_manual_acks(true);
     let mut s = TestClient::connect(first).await;
     s.subscribe("unacked/x", QoS::AtLeastOnce).await;
-    p.client
-        .publish("unacked/x", QoS::AtLeastOnce, false, "m1")
-        .await
-        .unwrap();
+    p.publish_acked("unacked/x", "m1").await;
     let got = s.next_publish().await.expect("delivered");
     assert_eq!(&got.payload[..], b"m1");
     // Read to the end of its filter's log but not acknowledged: the router reads it from

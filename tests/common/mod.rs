@@ -138,6 +138,34 @@ impl TestClient {
         }
     }
 
+    /// Unsubscribes and waits for the UNSUBACK.
+    pub async fn unsubscribe(&mut self, filter: &str) {
+        self.client.unsubscribe(filter).await.unwrap();
+        loop {
+            match self.next_packet().await {
+                Some(Packet::UnsubAck(_)) => return,
+                Some(_) => continue,
+                None => panic!("no UNSUBACK for {filter}"),
+            }
+        }
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK: by then the broker's router has put
+    /// it in the logs of the filters that match.
+    pub async fn publish_acked(&mut self, topic: &str, payload: &'static str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        loop {
+            match self.next_packet().await {
+                Some(Packet::PubAck(_)) => return,
+                Some(_) => continue,
+                None => panic!("no PUBACK for {topic}"),
+            }
+        }
+    }
+
     /// The next PUBLISH, or None after [`PATIENCE`].
     pub async fn next_publish(&mut self) -> Option<Publish> {
         loop {
