@@ -166,10 +166,9 @@ where
     /// a cursor from before reads on at the next message appended, as if it had been
     /// overwritten.
     pub fn clear(&mut self) {
-        let next = self.active_segment().next_offset();
-        self.segments.clear();
-        self.head = self.tail;
-        self.segments.push_back(Segment::with_offset(next));
+        self.trim();
+        // Nobody holds the filter: its room goes too.
+        self.active_segment_mut().data = Vec::new();
     }
 
     /// Drops what the log holds, once every reader has read it (fleetcast): the active
