@@ -236,8 +236,6 @@ pub(super) fn publish_refusal(
     }
 }
 
-/// Logs a dropped location at most once a second, process-wide: a client sending garbage
-/// at a high rate must not flood the logs.
 /// Copies of `topic` and `payload` in one allocation of their exact size, shared by both.
 ///
 /// Why one: a `Bytes` made from a `Vec` (as `Bytes::copy_from_slice` makes it) allocates
@@ -252,6 +250,8 @@ fn own_copy(topic: &[u8], payload: &[u8]) -> (Bytes, Bytes) {
     (topic, both.freeze())
 }
 
+/// Logs a dropped location at most once a second, process-wide: a client sending garbage
+/// at a high rate must not flood the logs.
 fn log_invalid(topic: &[u8], why: validation::Invalid) {
     static LINES: Throttle = Throttle::new();
     if let Some(suppressed) = LINES.admit(unix_now()) {
@@ -403,11 +403,6 @@ mod tests {
         assert!(matches!(r, Err(End::ClientDisconnect)), "{r:?}");
         assert_eq!(i.session_expiry, 0);
     }
-}
-
-#[cfg(test)]
-mod own_copy_tests {
-    use super::own_copy;
 
     #[test]
     fn topic_and_payload_are_copied_into_one_buffer_they_share() {
@@ -419,7 +414,7 @@ mod own_copy_tests {
         // the read buffer (which it would pin).
         assert_eq!(topic.as_ptr().wrapping_add(topic.len()), payload.as_ptr());
         assert!(!read.as_ptr_range().contains(&topic.as_ptr()));
-        // Cloning allocates nothing more: a clone points at the same bytes.
+        // A clone shares the bytes: no copy.
         assert_eq!(payload.clone().as_ptr(), payload.as_ptr());
     }
 }

@@ -203,7 +203,7 @@ impl DataLog {
                 publish_filters.entry(topic.to_owned()).or_insert(v)
             }
         };
-        for &filter_idx in filter_idxs.iter() {
+        for &filter_idx in filter_idxs {
             let Some(data) = native.get_mut(filter_idx) else {
                 continue;
             };
