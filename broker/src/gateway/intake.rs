@@ -54,16 +54,17 @@ fn give_back(mut batch: Vec<Packet>) {
     }
 }
 
-/// Readies a read buffer for the next read. An empty one is let go: the transport reads
-/// into an allocation of the size that came (`transport.rs`), so that a connection waiting
-/// for its next packet holds no buffer (a device sending a fix a second waits nearly all
-/// the time). One holding part of a frame keeps it and grows, to [`READ_MIN`] first, then a
+/// Readies a read buffer for the next read. An empty one is let go, to the thread's spare
+/// (`transport::spare`): the transport reads into that or into an allocation of the size
+/// that came (`transport.rs`), so that a connection waiting for its next packet holds no
+/// buffer (a device sending a fix a second waits nearly all the time). One holding part of a frame keeps it and grows, to [`READ_MIN`] first, then a
 /// chunk at a time: a flood reads [`READ_CHUNK`] at a time.
 pub(super) fn make_room(buf: &mut BytesMut) {
     if buf.is_empty() {
         // Even without spare room: an emptied buffer may still hold the allocation (and
-        // the shared header) that the frames split off it were read into.
-        *buf = BytesMut::new();
+        // the shared header) that the frames split off it were read into. It goes to the
+        // thread's next read (`transport::spare`), not to this idle connection.
+        super::transport::spare(std::mem::take(buf));
         return;
     }
     if buf.capacity() - buf.len() >= READ_ROOM {

@@ -15,7 +15,11 @@
 //! A byte stream is read without a buffer of the connection's own while nothing comes:
 //! into room the caller made for a frame under way, or else into a scratch array on the
 //! stack of the poll that finds bytes, copied into a buffer of their size. An idle
-//! connection (most devices, most of the time) then holds no read buffer at all.
+//! connection (most devices, most of the time) then holds no read buffer at all. The
+//! buffer bytes are copied into is the thread's spare when it has one ([`spare`]): a
+//! session hands its buffer back once it has taken every frame from it, so a fleet whose
+//! messages each come in a read of their own does not allocate a buffer per message (and
+//! another when the codec splits the frame off it, which makes a fresh buffer shared).
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -114,8 +118,22 @@ macro_rules! byte_stream_transport {
 byte_stream_transport!(TcpStream);
 byte_stream_transport!(TlsStream<TcpStream>);
 
+thread_local! {
+    /// An emptied read buffer kept for this thread's next read that finds its own buffer
+    /// without room: one per thread, never one per connection.
+    static SPARE: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
+}
+
+/// Keeps `buf`, emptied, as this thread's spare read buffer (replacing the one kept, if
+/// any). Its allocation is used again in place once nothing split off it is still held.
+pub(super) fn spare(mut buf: BytesMut) {
+    buf.clear();
+    SPARE.set(Some(buf));
+}
+
 /// Reads into `buf`'s spare room, or, when it has none, into a stack array first: the
-/// array lives only during a poll, so a read that waits holds no buffer.
+/// array lives only during a poll, so a read that waits holds no buffer. What it read goes
+/// into the thread's spare buffer when `buf` is empty and one is kept.
 async fn read_sparing<S>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize>
 where
     S: AsyncRead + Unpin,
@@ -127,6 +145,11 @@ where
         let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
         let mut read = ReadBuf::uninit(&mut scratch);
         ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        if buf.capacity() == 0 && !read.filled().is_empty() {
+            if let Some(kept) = SPARE.take() {
+                *buf = kept;
+            }
+        }
         buf.extend_from_slice(read.filled());
         Poll::Ready(Ok(read.filled().len()))
     })
@@ -288,6 +311,33 @@ mod tests {
     use tokio::time::{timeout, Duration};
 
     type Ws = WebSocketStream<DuplexStream>;
+
+    #[tokio::test]
+    async fn a_read_without_room_goes_into_the_threads_spare_buffer() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut buf = BytesMut::new();
+        client.write_all(b"first").await.expect("write");
+        read_sparing(&mut server, &mut buf).await.expect("read");
+        assert_eq!(&buf[..], b"first");
+        let first = buf.as_ptr();
+        // As the codec does: the frame is split off, used and dropped.
+        drop(buf.split_to(5));
+        spare(std::mem::take(&mut buf));
+        assert_eq!(
+            buf.capacity(),
+            0,
+            "the connection keeps nothing while it waits"
+        );
+        client.write_all(b"next").await.expect("write");
+        read_sparing(&mut server, &mut buf).await.expect("read");
+        assert_eq!(&buf[..], b"next");
+        assert!(SPARE.take().is_none(), "the spare was taken");
+        assert_eq!(
+            buf.as_ptr(),
+            first,
+            "the first read's allocation, used again"
+        );
+    }
 
     /// A server-side WebSocket and its client over an in-memory pipe holding `capacity`
     /// bytes each way.
