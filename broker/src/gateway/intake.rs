@@ -57,8 +57,9 @@ fn give_back(mut batch: Vec<Packet>) {
 /// Readies a read buffer for the next read. An empty one is let go, to the thread's spare
 /// (`transport::spare`): the transport reads into that or into an allocation of the size
 /// that came (`transport.rs`), so that a connection waiting for its next packet holds no
-/// buffer (a device sending a fix a second waits nearly all the time). One holding part of a frame keeps it and grows, to [`READ_MIN`] first, then a
-/// chunk at a time: a flood reads [`READ_CHUNK`] at a time.
+/// buffer (a device sending a fix a second waits nearly all the time). One holding part of
+/// a frame keeps it and grows, to [`READ_MIN`] first, then a chunk at a time: a flood
+/// reads [`READ_CHUNK`] at a time.
 pub(super) fn make_room(buf: &mut BytesMut) {
     if buf.is_empty() {
         // Even without spare room: an emptied buffer may still hold the allocation (and
