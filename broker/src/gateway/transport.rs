@@ -125,10 +125,14 @@ thread_local! {
 }
 
 /// Keeps `buf`, emptied, as this thread's spare read buffer (replacing the one kept, if
-/// any). Its allocation is used again in place once nothing split off it is still held.
+/// any), when its room can be used again without allocating. Not one that never had any
+/// (a session woken for something else hands back the empty buffer it waited with, which
+/// must not push out a spare) nor one a frame still shares.
 pub(super) fn spare(mut buf: BytesMut) {
     buf.clear();
-    SPARE.set(Some(buf));
+    if buf.try_reclaim(1) {
+        SPARE.set(Some(buf));
+    }
 }
 
 /// Reads into `buf`'s spare room, or, when it has none, into a stack array first: the
@@ -323,6 +327,11 @@ mod tests {
         // As the codec does: the frame is split off, used and dropped.
         drop(buf.split_to(5));
         spare(std::mem::take(&mut buf));
+        // A session that read nothing hands back a buffer without room: the spare stays.
+        spare(BytesMut::new());
+        let kept = SPARE.take().expect("a spare is kept");
+        assert!(kept.capacity() > 0, "the spare kept its room");
+        SPARE.set(Some(kept));
         assert_eq!(
             buf.capacity(),
             0,
