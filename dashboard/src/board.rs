@@ -6,13 +6,13 @@
 //! Every update bumps a version number; a browser remembers the version it has seen. The
 //! board is bounded (`max_drivers`), and drivers gone for a while are evicted.
 
-use crate::history::History;
+use crate::history::{History, Slot};
 use crate::latency::LatencyWindow;
 use crate::trips::StatusTimes;
 use crate::viewport::Viewport;
 pub use crate::visibility::Visibility;
 use fleetcast_proto::filter::matches;
-use fleetcast_proto::location::Status;
+use fleetcast_proto::location::{Fields, Fix, Status};
 use fleetcast_proto::topic::{self, Kind};
 use fleetcast_proto::{owntracks, Location, Presence};
 use serde::Serialize;
@@ -67,6 +67,8 @@ struct Entry {
     liveness: Liveness,
     /// When it last entered each status (ends share links made `--until-status`).
     entered: StatusTimes,
+    /// Where its history is, as last seen.
+    track: Option<Slot>,
 }
 
 #[derive(Debug, Default)]
@@ -213,7 +215,7 @@ impl Board {
     /// Every fix is read: one driver's fixes in a row may be a phone's buffered track,
     /// each for history.
     pub fn ingest_batch<T: AsRef<[u8]>, B: AsRef<[u8]>>(&self, batch: &[(T, B)], now_ms: u64) {
-        let mut fixes: Vec<(&str, Location)> = Vec::with_capacity(batch.len());
+        let mut fixes: Vec<(&str, Fix<'_>)> = Vec::with_capacity(batch.len());
         let mut ignored = 0;
         for (topic, body) in batch {
             let Ok(topic) = std::str::from_utf8(topic.as_ref()) else {
@@ -221,7 +223,7 @@ impl Board {
             };
             match topic::parse(topic).filter(|p| p.kind == Kind::Location) {
                 // The gateway's rules, as in `ingest`.
-                Some(p) => match Location::parse(p.id, body.as_ref(), now_ms) {
+                Some(p) => match Location::read(p.id, body.as_ref(), now_ms) {
                     Ok(loc) => fixes.push((topic, loc)),
                     Err(_) => ignored += 1,
                 },
@@ -278,7 +280,7 @@ impl Board {
                 *s
             };
             return match owntracks::to_location(topic, body, seq, now_ms) {
-                Some(loc) => self.put_one(&mut inner, topic, loc, now_ms),
+                Some(loc) => self.put_one(&mut inner, topic, &loc.fields(), now_ms),
                 None => Ingested::Ignored,
             };
         }
@@ -293,7 +295,7 @@ impl Board {
                 return Ingested::Ignored;
             };
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            self.put_one(&mut inner, topic, loc, now_ms)
+            self.put_one(&mut inner, topic, &loc.fields(), now_ms)
         } else if parsed.kind == Kind::Status {
             let Ok(presence) = serde_json::from_slice::<Presence>(body) else {
                 return Ingested::Ignored;
@@ -316,60 +318,62 @@ impl Board {
         }
     }
 
-    /// Puts `loc` on the board (locked as `inner`) and in its history (`history`, locked
+    /// Puts `fix` on the board (locked as `inner`) and in its history (`history`, locked
     /// by the caller after the board, when history is kept); `now` is the time for
-    /// `last_seen`, read once per lock.
+    /// `last_seen`, read once per lock. A driver already on the board is updated in place:
+    /// no allocation, and its history reached through the slot its entry keeps.
     fn put(
         &self,
         inner: &mut Inner,
         history: Option<&mut crate::history::Batch<'_>>,
-        (topic, loc): (&str, Location),
+        (topic, fix): (&str, &Fields<'_>),
         now_ms: u64,
         now: Instant,
     ) -> Ingested {
-        let latency_ms = now_ms.saturating_sub(loc.ts);
+        let latency_ms = now_ms.saturating_sub(fix.ts);
         inner.version += 1;
         let version = inner.version;
-        let full = inner.drivers.len() >= self.config.max_drivers;
+        if let Some(e) = inner.drivers.get_mut(fix.id) {
+            if let Some(h) = history {
+                h.record_at(topic, fix, &mut e.track);
+            }
+            e.entered.observe(e.location.status, fix.status, now_ms);
+            e.location.set(fix);
+            e.version = version;
+            e.last_seen = now;
+            e.liveness = Liveness::Live;
+            return Ingested::Position { latency_ms };
+        }
+        // What the board refuses is not history either.
+        if inner.drivers.len() >= self.config.max_drivers {
+            return Ingested::Full;
+        }
+        let mut track = None;
         if let Some(h) = history {
-            // What the board refuses is not history either.
-            if !full || inner.drivers.contains_key(&loc.id) {
-                h.record(topic, &loc);
-            }
+            h.record_at(topic, fix, &mut track);
         }
-        match inner.drivers.get_mut(&loc.id) {
-            Some(e) => {
-                e.entered.observe(e.location.status, loc.status, now_ms);
-                e.location = loc;
-                e.version = version;
-                e.last_seen = now;
-                e.liveness = Liveness::Live;
-            }
-            None if full => return Ingested::Full,
-            None => {
-                inner.drivers.insert(
-                    loc.id.clone(),
-                    Entry {
-                        entered: StatusTimes::first(loc.status, now_ms),
-                        location: loc,
-                        topic: topic.to_owned(),
-                        version,
-                        last_seen: now,
-                        liveness: Liveness::Live,
-                    },
-                );
-            }
-        }
+        inner.drivers.insert(
+            fix.id.to_owned(),
+            Entry {
+                entered: StatusTimes::first(fix.status, now_ms),
+                location: Location::from(fix),
+                topic: topic.to_owned(),
+                version,
+                last_seen: now,
+                liveness: Liveness::Live,
+                track,
+            },
+        );
         Ingested::Position { latency_ms }
     }
 
     /// Puts one fix, locking the board (and then the history) for it.
-    fn put_one(&self, inner: &mut Inner, topic: &str, loc: Location, now_ms: u64) -> Ingested {
+    fn put_one(&self, inner: &mut Inner, topic: &str, fix: &Fields<'_>, now_ms: u64) -> Ingested {
         let mut history = self.history.as_ref().map(|h| h.batch());
         self.put(
             inner,
             history.as_mut(),
-            (topic, loc),
+            (topic, fix),
             now_ms,
             Instant::now(),
         )
@@ -377,7 +381,7 @@ impl Board {
 
     /// Puts every fix of `fixes` (emptied) under one lock of the board and one of the
     /// history, and records their latencies under one lock of the window.
-    fn put_all(&self, fixes: &mut Vec<(&str, Location)>, now_ms: u64) {
+    fn put_all(&self, fixes: &mut Vec<(&str, Fix<'_>)>, now_ms: u64) {
         if fixes.is_empty() {
             return;
         }
@@ -387,8 +391,9 @@ impl Board {
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
             let mut history = self.history.as_ref().map(|h| h.batch());
             let now = Instant::now();
-            for fix in fixes.drain(..) {
-                match self.put(&mut inner, history.as_mut(), fix, now_ms, now) {
+            for (topic, fix) in fixes.drain(..) {
+                let put = (topic, &fix.fields());
+                match self.put(&mut inner, history.as_mut(), put, now_ms, now) {
                     Ingested::Position { latency_ms } => latencies.push(latency_ms),
                     _ => refused += 1,
                 }

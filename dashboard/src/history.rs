@@ -20,6 +20,7 @@
 //! point kept is also queued for [`crate::archive`], which keeps the whole retention.
 
 use crate::archive::Archiver;
+use fleetcast_proto::location::Fields;
 use fleetcast_proto::{Location, Status};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -108,6 +109,8 @@ struct Step {
 
 #[derive(Debug)]
 struct Track {
+    /// Which driver's track it is: never the same for two (see [`Slot`]).
+    serial: u64,
     topic: Box<str>,
     /// The oldest point; its own tag says whether it is hidden.
     first: Abs,
@@ -148,7 +151,7 @@ fn heading_code(h: f64) -> u8 {
 }
 
 impl Abs {
-    fn of(loc: &Location) -> Abs {
+    fn of(loc: &Fields<'_>) -> Abs {
         Abs {
             t: loc.ts / TICK_MS * TICK_MS,
             lat: fixed(loc.lat),
@@ -202,8 +205,9 @@ fn step_toward(from: Abs, to: Abs) -> Step {
 }
 
 impl Track {
-    fn new(topic: &str, first: Abs) -> Track {
+    fn new(serial: u64, topic: &str, first: Abs) -> Track {
         Track {
+            serial,
             topic: topic.into(),
             first,
             old: VecDeque::new(),
@@ -307,11 +311,74 @@ impl Track {
     }
 }
 
+/// Where a driver's track is held, for its holder to remember (the board keeps it beside
+/// the driver's entry): [`Batch::record_at`] then goes straight to the track instead of
+/// looking the id up again. On a 10,000-driver fleet that second lookup (a hash, a probe
+/// and a key compare, each a cache miss more often than not) was a fifth of the map's
+/// time. A slot freed by a sweep and given to another driver has another serial, so a
+/// remembered slot can never reach the wrong track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    at: u32,
+    serial: u64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    tracks: HashMap<String, Track>,
+    /// Tracks by slot; a forgotten driver's slot is empty until a new driver takes it.
+    slots: Vec<Option<Track>>,
+    /// Empty slots.
+    free: Vec<u32>,
+    /// Each driver's slot.
+    index: HashMap<String, u32>,
+    /// The serial the next track gets.
+    serial: u64,
     /// Steps held over all tracks.
     steps: usize,
+}
+
+impl Inner {
+    fn track(&self, id: &str) -> Option<&Track> {
+        let at = *self.index.get(id)?;
+        self.slots.get(at as usize)?.as_ref()
+    }
+
+    /// The slot of driver `id`'s track, `cached` when it still holds that track (it is
+    /// updated when it does not).
+    fn find(&self, id: &str, cached: &mut Option<Slot>) -> Option<u32> {
+        if let Some(s) = *cached {
+            let held = self.slots.get(s.at as usize).and_then(Option::as_ref);
+            if held.is_some_and(|t| t.serial == s.serial) {
+                return Some(s.at);
+            }
+        }
+        let at = *self.index.get(id)?;
+        let track = self.slots.get(at as usize)?.as_ref()?;
+        *cached = Some(Slot {
+            at,
+            serial: track.serial,
+        });
+        Some(at)
+    }
+
+    /// Gives driver `id` a new track; None when there are more slots than a `u32` counts.
+    fn insert(&mut self, id: &str, topic: &str, first: Abs) -> Option<Slot> {
+        let at = match self.free.pop() {
+            Some(at) => at,
+            None => {
+                let at = u32::try_from(self.slots.len()).ok()?;
+                self.slots.push(None);
+                at
+            }
+        };
+        self.serial += 1;
+        self.slots[at as usize] = Some(Track::new(self.serial, topic, first));
+        self.index.insert(id.to_owned(), at);
+        Some(Slot {
+            at,
+            serial: self.serial,
+        })
+    }
 }
 
 /// Every driver's recent track.
@@ -332,9 +399,15 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// As [`History::record`].
     pub fn record(&mut self, topic: &str, loc: &Location) {
-        if let Some(kept) = self.history.keep(&mut self.inner, topic, loc) {
+        self.record_at(topic, &loc.fields(), &mut None);
+    }
+
+    /// As [`History::record`], going to the driver's track through `slot`, its slot as
+    /// last seen (None: not known yet), which is updated when it moved or was made.
+    pub fn record_at(&mut self, topic: &str, fix: &Fields<'_>, slot: &mut Option<Slot>) {
+        if let Some(kept) = self.history.keep(&mut self.inner, topic, fix, slot) {
             if let Some(a) = self.history.archive.get() {
-                a.offer(&loc.id, topic, kept);
+                a.offer(fix.id, topic, kept);
             }
         }
     }
@@ -394,40 +467,47 @@ impl History {
     /// The time of driver `id`'s oldest point held in memory.
     pub fn oldest(&self, id: &str) -> Option<u64> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.tracks.get(id).map(|t| t.first.t)
+        inner.track(id).map(|t| t.first.t)
     }
 
-    fn keep(&self, inner: &mut Inner, topic: &str, loc: &Location) -> Option<Abs> {
+    fn keep(
+        &self,
+        inner: &mut Inner,
+        topic: &str,
+        fix: &Fields<'_>,
+        slot: &mut Option<Slot>,
+    ) -> Option<Abs> {
         if self.config.window.is_zero() || self.config.max_points_per_driver == 0 {
             return None;
         }
-        let next = Abs::of(loc);
-        let full = inner.tracks.len() >= self.config.max_drivers;
-        let Some(track) = inner.tracks.get_mut(&loc.id) else {
-            if full {
+        let next = Abs::of(fix);
+        let Some(at) = inner.find(fix.id, slot) else {
+            if inner.index.len() >= self.config.max_drivers {
                 return None;
             }
-            inner.tracks.insert(loc.id.clone(), Track::new(topic, next));
+            *slot = Some(inner.insert(fix.id, topic, next)?);
             return Some(next);
         };
+        let Inner { slots, steps, .. } = inner;
+        let track = slots.get_mut(at as usize)?.as_mut()?;
         let min_step = u64::try_from(self.config.min_step.as_millis()).unwrap_or(u64::MAX);
         let same_status = track.last.tag & !HIDDEN == next.tag;
         if next.t < track.last.t || (next.t - track.last.t < min_step && same_status) {
             return None;
         }
-        inner.steps += track.push(next);
+        *steps += track.push(next);
         let thin_after = u64::try_from(self.config.thin_after.as_millis()).unwrap_or(u64::MAX);
         let thin_step = u64::try_from(self.config.thin_step.as_millis()).unwrap_or(u64::MAX);
-        inner.steps -= track.thin(next.t.saturating_sub(thin_after), thin_step);
+        *steps -= track.thin(next.t.saturating_sub(thin_after), thin_step);
         let window = u64::try_from(self.config.window.as_millis()).unwrap_or(u64::MAX);
         let horizon = next.t.saturating_sub(window);
         while track.first.t < horizon
             || track.shown > self.config.max_points_per_driver
-            || inner.steps > self.config.max_points
+            || *steps > self.config.max_points
         {
             match track.pop_front() {
                 0 => break,
-                n => inner.steps -= n,
+                n => *steps -= n,
             }
         }
         Some(next)
@@ -437,7 +517,7 @@ impl History {
     /// a driver with no history.
     pub fn trace(&self, id: &str, since: u64, until: u64) -> Option<Trace> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let track = inner.tracks.get(id)?;
+        let track = inner.track(id)?;
         Some(Trace {
             id: id.to_owned(),
             topic: track.topic.to_string(),
@@ -461,14 +541,16 @@ impl History {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         let mut total = 0usize;
-        let mut ids: Vec<&String> = inner.tracks.keys().collect();
+        let mut ids: Vec<&String> = inner.index.keys().collect();
         // A stable order, so that capped answers are the same drivers each time.
         ids.sort_unstable();
         for id in ids {
             if out.len() >= max_drivers || total >= max_points {
                 break;
             }
-            let track = &inner.tracks[id];
+            let Some(track) = inner.track(id) else {
+                continue;
+            };
             if track.last.t < since || track.first.t > until || !keep(id, &track.topic) {
                 continue;
             }
@@ -494,21 +576,24 @@ impl History {
     /// Drivers with a track, and steps held over all of them.
     pub fn size(&self) -> (usize, usize) {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (inner.tracks.len(), inner.steps)
+        (inner.index.len(), inner.steps)
     }
 
     /// Bytes the tracks hold: steps at their ring's capacity, plus each track's own record
-    /// and its id and topic (the map's table counted at its capacity).
+    /// and its id and topic (the tables counted at their capacity).
     pub fn memory_bytes(&self) -> usize {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let per_entry = std::mem::size_of::<(String, Track)>() + 1;
-        inner.tracks.capacity() * per_entry
+        let per_entry = std::mem::size_of::<(String, u32)>() + 1;
+        inner.index.capacity() * per_entry
+            + inner.slots.capacity() * std::mem::size_of::<Option<Track>>()
+            + inner.free.capacity() * std::mem::size_of::<u32>()
+            + inner.index.keys().map(String::capacity).sum::<usize>()
             + inner
-                .tracks
+                .slots
                 .iter()
-                .map(|(id, t)| {
-                    id.capacity()
-                        + t.topic.len()
+                .flatten()
+                .map(|t| {
+                    t.topic.len()
                         + (t.old.capacity() + t.steps.capacity()) * std::mem::size_of::<Step>()
                 })
                 .sum::<usize>()
@@ -520,12 +605,21 @@ impl History {
         let horizon = now_ms.saturating_sub(window);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut dropped = 0;
-        inner.tracks.retain(|_, t| {
-            let keep = t.last.t >= horizon;
-            if !keep {
-                dropped += t.len();
+        let Inner {
+            slots, free, index, ..
+        } = &mut *inner;
+        index.retain(|_, &mut at| {
+            let Some(slot) = slots.get_mut(at as usize) else {
+                return false;
+            };
+            if slot.as_ref().is_some_and(|t| t.last.t >= horizon) {
+                return true;
             }
-            keep
+            if let Some(t) = slot.take() {
+                dropped += t.len();
+                free.push(at);
+            }
+            false
         });
         inner.steps -= dropped;
     }

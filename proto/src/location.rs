@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 mod scan;
 
+pub use scan::Fields;
+
 /// Earliest `ts` accepted: 2000-01-01 (ms since the epoch).
 pub const TS_MIN_MS: u64 = 946_684_800_000;
 /// Latest `ts` accepted: one hour ahead of the receiver's clock (clocks drift).
@@ -104,17 +106,28 @@ impl Location {
     /// # Errors
     /// [`Invalid::Shape`] when it does not parse, else the first rule it breaks.
     pub fn parse(topic_id: &str, payload: &[u8], now_ms: u64) -> Result<Location, Invalid> {
+        Location::read(topic_id, payload, now_ms).map(Fix::into_location)
+    }
+
+    /// As [`Location::parse`], without allocating for the shape drivers send: that fix's
+    /// fields are read in place, borrowing the id from `payload` (the board reads every
+    /// fix and keeps one per driver, whose id it already holds).
+    ///
+    /// # Errors
+    /// [`Invalid::Shape`] when it does not parse, else the first rule it breaks.
+    pub fn read<'a>(topic_id: &str, payload: &'a [u8], now_ms: u64) -> Result<Fix<'a>, Invalid> {
         if let Some(f) = scan::fields(payload) {
             rules(&f, topic_id, now_ms)?;
-            return Ok(Location::from(&f));
+            return Ok(Fix::InPlace(f));
         }
         let loc: Location = serde_json::from_slice(payload).map_err(|_| Invalid::Shape)?;
         loc.validate(topic_id, now_ms)?;
-        Ok(loc)
+        Ok(Fix::Owned(loc))
     }
 
-    fn fields(&self) -> scan::Fields<'_> {
-        scan::Fields {
+    /// Its fields, the id borrowed.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
             id: &self.id,
             lat: self.lat,
             lon: self.lon,
@@ -126,10 +139,53 @@ impl Location {
             ts: self.ts,
         }
     }
+
+    /// Becomes `f`, keeping its id's allocation when the id is the same.
+    pub fn set(&mut self, f: &Fields<'_>) {
+        if self.id != f.id {
+            f.id.clone_into(&mut self.id);
+        }
+        self.lat = f.lat;
+        self.lon = f.lon;
+        self.heading = f.heading;
+        self.speed = f.speed;
+        self.accuracy = f.accuracy;
+        self.status = f.status;
+        self.seq = f.seq;
+        self.ts = f.ts;
+    }
 }
 
-impl From<&scan::Fields<'_>> for Location {
-    fn from(f: &scan::Fields<'_>) -> Location {
+/// A checked fix as [`Location::read`] found it: read in place, or parsed by serde_json
+/// into a [`Location`] of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fix<'a> {
+    /// The common shape, its id borrowed from the payload.
+    InPlace(Fields<'a>),
+    /// Any other shape serde_json accepts.
+    Owned(Location),
+}
+
+impl Fix<'_> {
+    /// Its fields, however it was read.
+    pub fn fields(&self) -> Fields<'_> {
+        match self {
+            Fix::InPlace(f) => *f,
+            Fix::Owned(loc) => loc.fields(),
+        }
+    }
+
+    /// As a [`Location`] of its own (allocates the id if it was read in place).
+    pub fn into_location(self) -> Location {
+        match self {
+            Fix::InPlace(f) => Location::from(&f),
+            Fix::Owned(loc) => loc,
+        }
+    }
+}
+
+impl From<&Fields<'_>> for Location {
+    fn from(f: &Fields<'_>) -> Location {
         Location {
             id: f.id.to_owned(),
             lat: f.lat,
@@ -145,7 +201,7 @@ impl From<&scan::Fields<'_>> for Location {
 }
 
 /// The rules, on a fix however it was read.
-fn rules(f: &scan::Fields<'_>, topic_id: &str, now_ms: u64) -> Result<(), Invalid> {
+fn rules(f: &Fields<'_>, topic_id: &str, now_ms: u64) -> Result<(), Invalid> {
     if f.id != topic_id {
         return Err(Invalid::Id);
     }
@@ -237,6 +293,43 @@ mod tests {
 
     fn loc(id: &str, lat: &str, lon: &str, speed: &str, acc: &str, ts: u64) -> Vec<u8> {
         format!(r#"{{"id":"{id}","lat":{lat},"lon":{lon},"heading":90,"speed":{speed},"accuracy":{acc},"status":"available","seq":1,"ts":{ts}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn read_borrows_the_common_shape_and_owns_any_other() {
+        let plain = loc("drv-1", "60.17", "24.94", "8.5", "4", NOW);
+        let fix = Location::read("drv-1", &plain, NOW).expect("valid");
+        let Fix::InPlace(f) = &fix else {
+            panic!("the common shape is read in place: {fix:?}");
+        };
+        assert!(plain.as_ptr_range().contains(&f.id.as_ptr()), "id borrowed");
+        let parsed = Location::parse("drv-1", &plain, NOW).expect("valid");
+        assert_eq!(fix.fields(), parsed.fields());
+        // An exponent: serde_json's, owned, read the same.
+        let other = loc("drv-1", "6.017e1", "24.94", "8.5", "4", NOW);
+        let fix = Location::read("drv-1", &other, NOW).expect("valid");
+        assert!(matches!(fix, Fix::Owned(_)), "{fix:?}");
+        assert_eq!(fix.fields(), parsed.fields());
+        assert_eq!(fix.into_location(), parsed);
+        // The rules hold either way.
+        assert_eq!(Location::read("drv-2", &plain, NOW), Err(Invalid::Id));
+        assert_eq!(Location::read("drv-2", &other, NOW), Err(Invalid::Id));
+    }
+
+    #[test]
+    fn set_keeps_the_id_it_holds() {
+        let mut held =
+            Location::parse("drv-1", &loc("drv-1", "1", "2", "3", "4", NOW), NOW).expect("valid");
+        let at = held.id.as_ptr();
+        let next = Location::parse("drv-1", &loc("drv-1", "5", "6", "7", "8", NOW + 1), NOW)
+            .expect("valid");
+        held.set(&next.fields());
+        assert_eq!(held, next);
+        assert_eq!(held.id.as_ptr(), at, "the same id, not allocated again");
+        let other =
+            Location::parse("drv-22", &loc("drv-22", "5", "6", "7", "8", NOW), NOW).expect("valid");
+        held.set(&other.fields());
+        assert_eq!(held, other);
     }
 
     #[test]

@@ -193,6 +193,42 @@ fn sweep_forgets_silent_drivers() {
 
 /// Not a check: prints what one driver-hour at the simulator's 1 Hz costs.
 #[test]
+fn a_remembered_slot_reaches_its_own_drivers_track_only() {
+    let h = history(60);
+    let (mut a, mut b) = (None, None);
+    let fix = |id, t| loc(id, t, 60.0, 24.0, Status::Available);
+    h.batch().record_at("da", &fix("a", T0).fields(), &mut a);
+    h.batch()
+        .record_at("da", &fix("a", T0 + 1_000).fields(), &mut a);
+    let kept = a;
+    // A forgotten, and its slot given to b.
+    h.sweep(T0 + 120_000);
+    h.batch()
+        .record_at("db", &fix("b", T0 + 120_000).fields(), &mut b);
+    assert_eq!(b.map(|s| s.at), kept.map(|s| s.at), "the slot is reused");
+    // a comes back with the slot it remembered: a track of its own, b's untouched.
+    h.batch()
+        .record_at("da", &fix("a", T0 + 121_000).fields(), &mut a);
+    assert_ne!(a, kept);
+    let times = |id| {
+        h.trace(id, 0, u64::MAX)
+            .map(|t| t.points.iter().map(|p| p.t).collect::<Vec<_>>())
+    };
+    assert_eq!(times("a"), Some(vec![T0 + 121_000]));
+    assert_eq!(times("b"), Some(vec![T0 + 120_000]));
+    // With a slot that is still right, and with none, the same track.
+    h.batch()
+        .record_at("da", &fix("a", T0 + 122_000).fields(), &mut a);
+    h.batch()
+        .record_at("da", &fix("a", T0 + 123_000).fields(), &mut None);
+    assert_eq!(
+        times("a"),
+        Some(vec![T0 + 121_000, T0 + 122_000, T0 + 123_000])
+    );
+    assert_eq!(h.size().0, 2);
+}
+
+#[test]
 fn history_memory_per_driver_hour() {
     let h = history(3_600);
     let drivers = 200u64;

@@ -12,18 +12,28 @@
 
 use super::Status;
 
-/// The fields of a payload, borrowed from it.
+/// The fields of a fix with its id borrowed, from a payload (read in place) or from a
+/// [`Location`](super::Location) ([`Location::fields`](super::Location::fields)).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Fields<'a> {
-    pub(super) id: &'a str,
-    pub(super) lat: f64,
-    pub(super) lon: f64,
-    pub(super) heading: f64,
-    pub(super) speed: f64,
-    pub(super) accuracy: f64,
-    pub(super) status: Status,
-    pub(super) seq: u64,
-    pub(super) ts: u64,
+pub struct Fields<'a> {
+    /// As [`Location::id`](super::Location::id).
+    pub id: &'a str,
+    /// As [`Location::lat`](super::Location::lat).
+    pub lat: f64,
+    /// As [`Location::lon`](super::Location::lon).
+    pub lon: f64,
+    /// As [`Location::heading`](super::Location::heading).
+    pub heading: f64,
+    /// As [`Location::speed`](super::Location::speed).
+    pub speed: f64,
+    /// As [`Location::accuracy`](super::Location::accuracy).
+    pub accuracy: f64,
+    /// As [`Location::status`](super::Location::status).
+    pub status: Status,
+    /// As [`Location::seq`](super::Location::seq).
+    pub seq: u64,
+    /// As [`Location::ts`](super::Location::ts).
+    pub ts: u64,
 }
 
 /// The exact powers of ten serde_json divides by (its table holds the same values).
