@@ -47,6 +47,16 @@ pub enum StackError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
 
+/// How long the map's in-process feed waits after a batch smaller than a full run before
+/// it reads its link again. A fleet at 1 Hz otherwise wakes the map's task for every few
+/// fixes the router hands over (its lanes' 5 ms windows): each wake-up cost more than the
+/// fixes it brought. Browsers get a batch every 200 ms, so 10 ms more is not seen there; it
+/// shows in the map's own latency meter. While it is behind (a full run, or the router
+/// parked its link since the last batch: it had more) it reads at once. The router keeps
+/// what comes meanwhile in the link (parking it past 200) and then in its log, which by
+/// default holds far more than a pause brings (3 MiB, about 20,000 fixes).
+const FEED_PACE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Whether meters are kept (the cost benchmark turns them off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metering {
@@ -333,12 +343,20 @@ impl Stack {
             .await
             .map_err(StackError::Bridge)?;
         dashboard.feed_batches(futures_util::stream::unfold(
-            positions,
-            |mut p| async move {
+            (positions, false),
+            |(mut p, caught_up)| async move {
+                if caught_up {
+                    tokio::time::sleep(FEED_PACE).await;
+                }
                 let mut batch = Vec::with_capacity(FEED_RUN);
-                p.next_batch(&mut batch, FEED_RUN)
-                    .await
-                    .then_some((batch, p))
+                if !p.next_batch(&mut batch, FEED_RUN).await {
+                    return None;
+                }
+                // A short batch is not enough: in a flood the router hands over what each
+                // of its passes found, often less than a run, and a pause then lets its
+                // log overwrite what the map had not read.
+                let caught_up = batch.len() < FEED_RUN && !p.was_parked();
+                Some((batch, (p, caught_up)))
             },
         ));
         // A node that joins late is ready once it serves what the cluster retained.

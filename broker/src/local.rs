@@ -18,6 +18,9 @@ pub struct LocalSubscriber {
     tx: LinkTx,
     rx: LinkRx,
     gone: bool,
+    /// The router parked the link (it had more than the link holds) since
+    /// [`was_parked`](LocalSubscriber::was_parked) was last asked.
+    parked: bool,
     /// Publishes the router sent before the last SUBACK (while `new` waited for it).
     early: std::collections::VecDeque<(Bytes, Bytes)>,
 }
@@ -52,6 +55,7 @@ impl LocalSubscriber {
             tx,
             rx,
             gone: false,
+            parked: false,
             early: Default::default(),
         };
         // The subscriptions hold once the router acked them: publishes that reach the
@@ -129,6 +133,14 @@ impl LocalSubscriber {
         true
     }
 
+    /// Whether the router parked the link since this was last asked: it had more for it
+    /// than the link holds, so whoever reads is behind even when a batch came out short
+    /// (a batch holds what the router handed over in its passes so far, not what waits in
+    /// its log).
+    pub fn was_parked(&mut self) -> bool {
+        std::mem::take(&mut self.parked)
+    }
+
     /// The link's next notification other than `Unschedule` (answered by waking the
     /// link), or None once the router dropped the link.
     ///
@@ -141,6 +153,7 @@ impl LocalSubscriber {
         loop {
             match self.rx.next().await {
                 Ok(Some(Notification::Unschedule)) => {
+                    self.parked = true;
                     if self.rx.wake().await.is_err() {
                         self.gone = true;
                         return None;
@@ -174,7 +187,8 @@ mod tests {
     use std::time::Duration;
 
     /// Batches take every publish in order, never more than asked, past the link's own
-    /// buffer (the router parks the link when it is full: the batch wakes it).
+    /// buffer (the router parks the link when it is full: the batch wakes it), and tell
+    /// that the router had more than the link held (the map reads on at once then).
     #[tokio::test]
     async fn batches_take_every_publish_in_order_past_the_links_buffer() {
         let router = RouterHandle::spawn(&RouterSettings {
@@ -199,8 +213,18 @@ mod tests {
                 .push_shared(0, &mut vec![publish], true)
                 .expect("lane");
         }
+        // Read once the router took them all: it then has more than the link holds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while router.waiting_shared(0) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the router takes the lane"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let mut got = 0u32;
         let mut batches = 0;
+        let mut parked = false;
         while got < n {
             let mut batch = Vec::new();
             let more =
@@ -215,7 +239,36 @@ mod tests {
                 got += 1;
             }
             batches += 1;
+            parked |= sub.was_parked();
         }
         assert!(batches < n, "one publish a batch: {batches}");
+        assert!(
+            parked,
+            "1,000 publishes are more than the link holds ({batches} batches)"
+        );
+        assert!(!sub.was_parked(), "told once");
+        // A few, well within the link: taken without the router parking it.
+        for i in 0..10u32 {
+            let publish = Packet::Publish(
+                Publish::new(
+                    Bytes::from_static(b"batch/test"),
+                    Bytes::from(i.to_string()),
+                    false,
+                ),
+                None,
+            );
+            router
+                .push_shared(0, &mut vec![publish], true)
+                .expect("lane");
+        }
+        let mut got = 0;
+        while got < 10 {
+            let mut batch = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), sub.next_batch(&mut batch, 64))
+                .await
+                .expect("every publish arrives");
+            got += batch.len();
+        }
+        assert!(!sub.was_parked(), "ten fit the link");
     }
 }
