@@ -51,11 +51,16 @@ pub enum StackError {
 /// it reads its link again. A fleet at 1 Hz otherwise wakes the map's task for every few
 /// fixes the router hands over (its lanes' 5 ms windows): each wake-up cost more than the
 /// fixes it brought. Browsers get a batch every 200 ms, so 10 ms more is not seen there; it
-/// shows in the map's own latency meter. While it is behind (a full run, or the router
-/// parked its link since the last batch: it had more) it reads at once. The router keeps
+/// shows in the map's own latency meter. While it is behind (a batch as large as a full
+/// link, or the router parked its link since the last batch: it had more) it reads again at
+/// once. The router keeps
 /// what comes meanwhile in the link (parking it past 200) and then in its log, which by
 /// default holds far more than a pause brings (3 MiB, about 20,000 fixes).
 const FEED_PACE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Forwards in the link at which the router parks it (rumqttd's `MAX_CHANNEL_CAPACITY`
+/// less one): a batch of this many is behind whatever else it says.
+const PARKS_AT: usize = 199;
 
 /// Whether meters are kept (the cost benchmark turns them off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,8 +359,10 @@ impl Stack {
                 }
                 // A short batch is not enough: in a flood the router hands over what each
                 // of its passes found, often less than a run, and a pause then lets its
-                // log overwrite what the map had not read.
-                let caught_up = batch.len() < FEED_RUN && !p.was_parked();
+                // log overwrite what the map had not read. Nor is the park alone: the
+                // router pushes its `Unschedule` after the forwards, so a batch may take
+                // the forwards of a full link (PARKS_AT) without it.
+                let caught_up = batch.len() < PARKS_AT && !p.was_parked();
                 Some((batch, (p, caught_up)))
             },
         ));

@@ -291,11 +291,11 @@ impl Board {
         if parsed.kind == Kind::Location {
             // The gateway's rules, so that what it accepts is what the map shows (a
             // standalone dashboard may read a broker that checks nothing).
-            let Ok(loc) = Location::parse(id, body, now_ms) else {
+            let Ok(fix) = Location::read(id, body, now_ms) else {
                 return Ingested::Ignored;
             };
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            self.put_one(&mut inner, topic, &loc.fields(), now_ms)
+            self.put_one(&mut inner, topic, &fix.fields(), now_ms)
         } else if parsed.kind == Kind::Status {
             let Ok(presence) = serde_json::from_slice::<Presence>(body) else {
                 return Ingested::Ignored;
@@ -320,8 +320,9 @@ impl Board {
 
     /// Puts `fix` on the board (locked as `inner`) and in its history (`history`, locked
     /// by the caller after the board, when history is kept); `now` is the time for
-    /// `last_seen`, read once per lock. A driver already on the board is updated in place:
-    /// no allocation, and its history reached through the slot its entry keeps.
+    /// `last_seen`, read once per lock. A driver already on the board is updated in place
+    /// (its entry allocates nothing), and its history reached through the slot its entry
+    /// keeps.
     fn put(
         &self,
         inner: &mut Inner,

@@ -19,10 +19,14 @@
 //! up its own oldest point, so the total never grows). With a store (`serve --data`) each
 //! point kept is also queued for [`crate::archive`], which keeps the whole retention.
 
+mod slots;
+
 use crate::archive::Archiver;
 use fleetcast_proto::location::Fields;
 use fleetcast_proto::{Location, Status};
-use std::collections::{HashMap, VecDeque};
+pub use slots::Slot;
+use slots::Slots;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -311,74 +315,11 @@ impl Track {
     }
 }
 
-/// Where a driver's track is held, for its holder to remember (the board keeps it beside
-/// the driver's entry): [`Batch::record_at`] then goes straight to the track instead of
-/// looking the id up again. On a 10,000-driver fleet that second lookup (a hash, a probe
-/// and a key compare, each a cache miss more often than not) was a fifth of the map's
-/// time. A slot freed by a sweep and given to another driver has another serial, so a
-/// remembered slot can never reach the wrong track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot {
-    at: u32,
-    serial: u64,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
-    /// Tracks by slot; a forgotten driver's slot is empty until a new driver takes it.
-    slots: Vec<Option<Track>>,
-    /// Empty slots.
-    free: Vec<u32>,
-    /// Each driver's slot.
-    index: HashMap<String, u32>,
-    /// The serial the next track gets.
-    serial: u64,
+    tracks: Slots,
     /// Steps held over all tracks.
     steps: usize,
-}
-
-impl Inner {
-    fn track(&self, id: &str) -> Option<&Track> {
-        let at = *self.index.get(id)?;
-        self.slots.get(at as usize)?.as_ref()
-    }
-
-    /// The slot of driver `id`'s track, `cached` when it still holds that track (it is
-    /// updated when it does not).
-    fn find(&self, id: &str, cached: &mut Option<Slot>) -> Option<u32> {
-        if let Some(s) = *cached {
-            let held = self.slots.get(s.at as usize).and_then(Option::as_ref);
-            if held.is_some_and(|t| t.serial == s.serial) {
-                return Some(s.at);
-            }
-        }
-        let at = *self.index.get(id)?;
-        let track = self.slots.get(at as usize)?.as_ref()?;
-        *cached = Some(Slot {
-            at,
-            serial: track.serial,
-        });
-        Some(at)
-    }
-
-    /// Gives driver `id` a new track; None when there are more slots than a `u32` counts.
-    fn insert(&mut self, id: &str, topic: &str, first: Abs) -> Option<Slot> {
-        let at = match self.free.pop() {
-            Some(at) => at,
-            None => {
-                let at = u32::try_from(self.slots.len()).ok()?;
-                self.slots.push(None);
-                at
-            }
-        };
-        self.serial += 1;
-        self.slots[at as usize] = Some(Track::new(self.serial, topic, first));
-        self.index.insert(id.to_owned(), at);
-        Some(Slot {
-            at,
-            serial: self.serial,
-        })
-    }
 }
 
 /// Every driver's recent track.
@@ -467,7 +408,7 @@ impl History {
     /// The time of driver `id`'s oldest point held in memory.
     pub fn oldest(&self, id: &str) -> Option<u64> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.track(id).map(|t| t.first.t)
+        inner.tracks.get(id).map(|t| t.first.t)
     }
 
     fn keep(
@@ -481,15 +422,15 @@ impl History {
             return None;
         }
         let next = Abs::of(fix);
-        let Some(at) = inner.find(fix.id, slot) else {
-            if inner.index.len() >= self.config.max_drivers {
+        let Some(at) = inner.tracks.find(fix.id, slot) else {
+            if inner.tracks.len() >= self.config.max_drivers {
                 return None;
             }
-            *slot = Some(inner.insert(fix.id, topic, next)?);
+            *slot = Some(inner.tracks.insert(fix.id, topic, next)?);
             return Some(next);
         };
-        let Inner { slots, steps, .. } = inner;
-        let track = slots.get_mut(at as usize)?.as_mut()?;
+        let Inner { tracks, steps } = inner;
+        let track = tracks.at_mut(at)?;
         let min_step = u64::try_from(self.config.min_step.as_millis()).unwrap_or(u64::MAX);
         let same_status = track.last.tag & !HIDDEN == next.tag;
         if next.t < track.last.t || (next.t - track.last.t < min_step && same_status) {
@@ -517,7 +458,7 @@ impl History {
     /// a driver with no history.
     pub fn trace(&self, id: &str, since: u64, until: u64) -> Option<Trace> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let track = inner.track(id)?;
+        let track = inner.tracks.get(id)?;
         Some(Trace {
             id: id.to_owned(),
             topic: track.topic.to_string(),
@@ -541,14 +482,14 @@ impl History {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         let mut total = 0usize;
-        let mut ids: Vec<&String> = inner.index.keys().collect();
+        let mut ids: Vec<&String> = inner.tracks.ids().collect();
         // A stable order, so that capped answers are the same drivers each time.
         ids.sort_unstable();
         for id in ids {
             if out.len() >= max_drivers || total >= max_points {
                 break;
             }
-            let Some(track) = inner.track(id) else {
+            let Some(track) = inner.tracks.get(id) else {
                 continue;
             };
             if track.last.t < since || track.first.t > until || !keep(id, &track.topic) {
@@ -576,22 +517,17 @@ impl History {
     /// Drivers with a track, and steps held over all of them.
     pub fn size(&self) -> (usize, usize) {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (inner.index.len(), inner.steps)
+        (inner.tracks.len(), inner.steps)
     }
 
     /// Bytes the tracks hold: steps at their ring's capacity, plus each track's own record
     /// and its id and topic (the tables counted at their capacity).
     pub fn memory_bytes(&self) -> usize {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let per_entry = std::mem::size_of::<(String, u32)>() + 1;
-        inner.index.capacity() * per_entry
-            + inner.slots.capacity() * std::mem::size_of::<Option<Track>>()
-            + inner.free.capacity() * std::mem::size_of::<u32>()
-            + inner.index.keys().map(String::capacity).sum::<usize>()
+        inner.tracks.table_bytes()
             + inner
-                .slots
+                .tracks
                 .iter()
-                .flatten()
                 .map(|t| {
                     t.topic.len()
                         + (t.old.capacity() + t.steps.capacity()) * std::mem::size_of::<Step>()
@@ -605,21 +541,12 @@ impl History {
         let horizon = now_ms.saturating_sub(window);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut dropped = 0;
-        let Inner {
-            slots, free, index, ..
-        } = &mut *inner;
-        index.retain(|_, &mut at| {
-            let Some(slot) = slots.get_mut(at as usize) else {
-                return false;
-            };
-            if slot.as_ref().is_some_and(|t| t.last.t >= horizon) {
-                return true;
-            }
-            if let Some(t) = slot.take() {
+        inner.tracks.retain(|t| {
+            let keep = t.last.t >= horizon;
+            if !keep {
                 dropped += t.len();
-                free.push(at);
             }
-            false
+            keep
         });
         inner.steps -= dropped;
     }

@@ -159,6 +159,7 @@ impl Location {
 /// A checked fix as [`Location::read`] found it: read in place, or parsed by serde_json
 /// into a [`Location`] of its own.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Fix<'a> {
     /// The common shape, its id borrowed from the payload.
     InPlace(Fields<'a>),

@@ -191,7 +191,8 @@ fn sweep_forgets_silent_drivers() {
     assert_eq!(h.size(), (0, 0));
 }
 
-/// Not a check: prints what one driver-hour at the simulator's 1 Hz costs.
+/// A slot the board remembers goes to its driver's track, and to no other once a sweep
+/// gave it to another driver.
 #[test]
 fn a_remembered_slot_reaches_its_own_drivers_track_only() {
     let h = history(60);
@@ -228,6 +229,7 @@ fn a_remembered_slot_reaches_its_own_drivers_track_only() {
     assert_eq!(h.size().0, 2);
 }
 
+/// Not a check: prints what one driver-hour at the simulator's 1 Hz costs.
 #[test]
 fn history_memory_per_driver_hour() {
     let h = history(3_600);

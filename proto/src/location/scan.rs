@@ -15,6 +15,7 @@ use super::Status;
 /// The fields of a fix with its id borrowed, from a payload (read in place) or from a
 /// [`Location`](super::Location) ([`Location::fields`](super::Location::fields)).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Fields<'a> {
     /// As [`Location::id`](super::Location::id).
     pub id: &'a str,
