@@ -347,9 +347,16 @@ impl Stack {
             .local_subscriber("bridge", &filters)
             .await
             .map_err(StackError::Bridge)?;
+        // What the router overwrote before the map read it: no driver's latest position is
+        // lost for long (the next fix brings it), but history and the latency meter miss it.
+        let missed = counter(
+            r,
+            "fleetcast_messages_dropped_total",
+            &[("reason", "map_behind")],
+        );
         dashboard.feed_batches(futures_util::stream::unfold(
-            (positions, false),
-            |(mut p, caught_up)| async move {
+            (positions, false, missed),
+            |(mut p, caught_up, missed)| async move {
                 if caught_up {
                     tokio::time::sleep(FEED_PACE).await;
                 }
@@ -363,7 +370,8 @@ impl Stack {
                 // router pushes its `Unschedule` after the forwards, so a batch may take
                 // the forwards of a full link (PARKS_AT) without it.
                 let caught_up = batch.len() < PARKS_AT && !p.was_parked();
-                Some((batch, (p, caught_up)))
+                missed.increment(p.take_skipped());
+                Some((batch, (p, caught_up, missed)))
             },
         ));
         // A node that joins late is ready once it serves what the cluster retained.

@@ -47,6 +47,7 @@ async fn metrics_move_with_a_running_fleet() {
         "fleetcast_publishes_received_total",
         "fleetcast_messages_delivered_total",
         "fleetcast_messages_dropped_total{reason=\"invalid_topic\"}",
+        "fleetcast_messages_dropped_total{reason=\"map_behind\"}",
         "fleetcast_disconnects_total{reason=\"keepalive_timeout\"}",
         "fleetcast_process_open_fds",
         "fleetcast_process_max_fds",

@@ -3,12 +3,20 @@
 //!
 //! Client ids of local subscribers start with `fleetcast:`, a prefix the gateway refuses to
 //! network clients, so no device can take a local subscriber's id over.
+//!
+//! A local subscriber that reads slower than its filters' logs fill loses what the router
+//! overwrote, as a session does (`gateway/gaps.rs`); it counts that from the gaps in each
+//! log's offsets ([`LocalSubscriber::take_skipped`]). A forward does not say which filter's
+//! log it came from, so it is told by the filter its topic matches: counted only when no
+//! topic can match two of the filters (the map's are such).
 
+use crate::gateway::gaps::Gaps;
 use crate::router::{disconnect_packet, RouterError, RouterHandle};
 use bytes::Bytes;
+use fleetcast_proto::filter;
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::Notification;
+use rumqttd::{Forward, Notification};
 
 /// Client id prefix reserved for in-process links.
 pub const LOCAL_PREFIX: &str = "fleetcast:";
@@ -21,6 +29,12 @@ pub struct LocalSubscriber {
     /// The router parked the link (it had more than the link holds) since
     /// [`was_parked`](LocalSubscriber::was_parked) was last asked.
     parked: bool,
+    /// The filters, whose order numbers their logs; empty when two of them may match one
+    /// topic (then gaps are not counted).
+    logs: Vec<String>,
+    gaps: Gaps,
+    /// Messages the router skipped since [`take_skipped`](LocalSubscriber::take_skipped).
+    skipped: u64,
     /// Publishes the router sent before the last SUBACK (while `new` waited for it).
     early: std::collections::VecDeque<(Bytes, Bytes)>,
 }
@@ -56,6 +70,9 @@ impl LocalSubscriber {
             rx,
             gone: false,
             parked: false,
+            logs: disjoint(filters),
+            gaps: Gaps::default(),
+            skipped: 0,
             early: Default::default(),
         };
         // The subscriptions hold once the router acked them: publishes that reach the
@@ -65,6 +82,7 @@ impl LocalSubscriber {
         while acked < filters.len() {
             match sub.notification().await {
                 Some(Notification::Forward(f)) => {
+                    sub.note(&f);
                     sub.early.push_back((f.publish.topic, f.publish.payload));
                 }
                 // rumqttd's ack type is private: its packet form tells a SUBACK.
@@ -90,6 +108,7 @@ impl LocalSubscriber {
         }
         loop {
             if let Notification::Forward(f) = self.notification().await? {
+                self.note(&f);
                 return Some((f.publish.topic, f.publish.payload));
             }
         }
@@ -124,6 +143,7 @@ impl LocalSubscriber {
             // unbounded), so no notification is dropped half handled.
             match self.notification().now_or_never() {
                 Some(Some(Notification::Forward(f))) => {
+                    self.note(&f);
                     out.push((f.publish.topic, f.publish.payload));
                 }
                 Some(Some(_)) => {}
@@ -131,6 +151,24 @@ impl LocalSubscriber {
             }
         }
         true
+    }
+
+    /// Messages of its filters' logs the router skipped (overwritten before this
+    /// subscriber read them) since this was last asked; always 0 when its filters overlap.
+    pub fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
+    }
+
+    /// Counts what the router skipped in `f`'s log before it.
+    fn note(&mut self, f: &Forward) {
+        // Retained messages come without an offset: not from the log.
+        let Some((_, at)) = f.cursor else { return };
+        let Ok(topic) = std::str::from_utf8(&f.publish.topic) else {
+            return;
+        };
+        if let Some(log) = self.logs.iter().position(|l| filter::matches(l, topic)) {
+            self.skipped += self.gaps.skipped(log, at);
+        }
     }
 
     /// Whether the router parked the link since this was last asked: it had more for it
@@ -167,6 +205,19 @@ impl LocalSubscriber {
                 Ok(None) => {}
             }
         }
+    }
+}
+
+/// `filters` when no topic matches two of them, else none.
+fn disjoint(filters: &[&str]) -> Vec<String> {
+    let apart = filters
+        .iter()
+        .enumerate()
+        .all(|(i, a)| filters[i + 1..].iter().all(|b| !filter::overlap(a, b)));
+    if apart {
+        filters.iter().map(|f| (*f).to_owned()).collect()
+    } else {
+        Vec::new()
     }
 }
 
@@ -270,5 +321,73 @@ mod tests {
             got += batch.len();
         }
         assert!(!sub.was_parked(), "ten fit the link");
+    }
+
+    /// What the router overwrote before a slow subscriber read it is counted: every
+    /// publish is either read or counted, in a log far smaller than what was sent.
+    #[tokio::test]
+    async fn what_the_router_overwrote_is_counted() {
+        let router = RouterHandle::spawn(&RouterSettings {
+            max_connections: 10,
+            max_outgoing_packet_count: 100,
+            max_segment_size: 1024,
+            max_segment_count: 2,
+            coalesce_window: None,
+        })
+        .expect("router");
+        let mut sub = LocalSubscriber::new(&router, "gap-test", &["gap/+", "other/#"])
+            .await
+            .expect("subscriber");
+        let n = 2_000u64;
+        let publish = |i: u64| {
+            let payload = Bytes::from(i.to_string());
+            let p = Packet::Publish(
+                Publish::new(Bytes::from_static(b"gap/a"), payload, false),
+                None,
+            );
+            router.push_shared(0, &mut vec![p], true).expect("lane");
+        };
+        // The first one read before the rest: a log's count starts at its first forward.
+        publish(0);
+        let mut first = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), sub.next_batch(&mut first, 64))
+            .await
+            .expect("the first publish arrives");
+        assert_eq!(first.len(), 1);
+        for i in 1..n {
+            publish(i);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while router.waiting_shared(0) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the router takes the lane"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (mut read, mut last) = (1u64, 0u64);
+        while last + 1 < n {
+            let mut batch = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), sub.next_batch(&mut batch, 64))
+                .await
+                .expect("the newest publishes arrive");
+            read += batch.len() as u64;
+            last = std::str::from_utf8(&batch[batch.len() - 1].1)
+                .expect("utf-8")
+                .parse()
+                .expect("a number");
+        }
+        let skipped = sub.take_skipped();
+        assert!(skipped > 0, "a 2 KiB log cannot hold {n} publishes");
+        assert_eq!(read + skipped, n, "read {read}, skipped {skipped}");
+        assert_eq!(sub.take_skipped(), 0, "told once");
+    }
+
+    /// Filters one topic can match twice make gaps unreadable: none are counted.
+    #[test]
+    fn overlapping_filters_count_no_gaps() {
+        assert_eq!(disjoint(&["a/+", "b/#"]), vec!["a/+", "b/#"]);
+        assert!(disjoint(&["a/+", "a/b"]).is_empty());
+        assert!(disjoint(&["#", "b"]).is_empty());
     }
 }

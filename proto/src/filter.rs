@@ -16,6 +16,21 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Whether some topic matches both filters.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Whether every topic the filter `requested` matches also matches the filter `grant`.
 pub fn covers(grant: &str, requested: &str) -> bool {
     let mut g = grant.split('/');
@@ -55,5 +70,27 @@ mod tests {
         assert!(!covers("drivers/+/location", "drivers/#"));
         assert!(!covers("drivers/+/location", "drivers/+/+"));
         assert!(covers("#", "#"));
+    }
+
+    #[test]
+    fn overlap_is_a_topic_both_match() {
+        assert!(!overlap("drivers/+/location", "drivers/+/status"));
+        assert!(!overlap("drivers/+/location", "owntracks/#"));
+        assert!(!overlap("a/b", "a/b/c"));
+        assert!(overlap("drivers/+/location", "drivers/drv-1/+"));
+        assert!(overlap("drivers/#", "drivers/+/status"));
+        assert!(overlap("a", "a/#"));
+        assert!(overlap("#", "x/y"));
+        // Brute force over a few levels: overlap says yes exactly when a topic matches both.
+        let filters = [
+            "a", "a/b", "a/+", "+/b", "a/#", "+", "#", "+/+", "b/#", "a/b/c",
+        ];
+        let topics = ["a", "b", "a/b", "a/c", "b/b", "a/b/c", "b/a/c", "c"];
+        for f in filters {
+            for g in filters {
+                let both = topics.iter().any(|t| matches(f, t) && matches(g, t));
+                assert_eq!(overlap(f, g), both, "{f} and {g}");
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ const MAX_LOGS: usize = 64;
 
 /// The next offset expected from each log a session reads, at most [`MAX_LOGS`].
 #[derive(Debug, Default)]
-pub(super) struct Gaps {
+pub(crate) struct Gaps {
     next: Vec<(usize, u64)>,
 }
 
@@ -41,7 +41,7 @@ impl Gaps {
     }
 
     /// A message at offset `at` of `log` came; returns how many before it never did.
-    fn skipped(&mut self, log: usize, at: u64) -> u64 {
+    pub(crate) fn skipped(&mut self, log: usize, at: u64) -> u64 {
         match self.next.iter_mut().find(|(l, _)| *l == log) {
             Some((_, next)) => {
                 // Below `next`: a QoS 1/2 message sent again, nothing skipped.

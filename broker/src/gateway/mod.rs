@@ -31,7 +31,7 @@ mod delivery;
 pub mod end;
 mod footprint;
 pub mod frame;
-mod gaps;
+pub(crate) mod gaps;
 mod handshake;
 mod hello;
 mod inbound;
