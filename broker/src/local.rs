@@ -237,6 +237,18 @@ mod tests {
     use rumqttd::protocol::{Packet, Publish};
     use std::time::Duration;
 
+    /// Waits until the router has taken everything pushed into lane 0.
+    async fn lane_taken(router: &RouterHandle) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while router.waiting_shared(0) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the router takes the lane"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Batches take every publish in order, never more than asked, past the link's own
     /// buffer (the router parks the link when it is full: the batch wakes it), and tell
     /// that the router had more than the link held (the map reads on at once then).
@@ -265,14 +277,7 @@ mod tests {
                 .expect("lane");
         }
         // Read once the router took them all: it then has more than the link holds.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while router.waiting_shared(0) > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the router takes the lane"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        lane_taken(&router).await;
         let mut got = 0u32;
         let mut batches = 0;
         let mut parked = false;
@@ -357,14 +362,7 @@ mod tests {
         for i in 1..n {
             publish(i);
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while router.waiting_shared(0) > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the router takes the lane"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        lane_taken(&router).await;
         let (mut read, mut last) = (1u64, 0u64);
         while last + 1 < n {
             let mut batch = Vec::new();
