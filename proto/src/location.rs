@@ -248,10 +248,7 @@ pub fn check(topic: &[u8], payload: &[u8], now_ms: u64) -> Result<(), Invalid> {
         return Ok(());
     }
     // The common shape is checked where it lies, without allocating.
-    if let Some(f) = scan::fields(payload) {
-        return rules(&f, id, now_ms);
-    }
-    Location::parse(id, payload, now_ms).map(|_| ())
+    Location::read(id, payload, now_ms).map(|_| ())
 }
 
 /// Online/offline presence, published on `drivers/{id}/status`.
