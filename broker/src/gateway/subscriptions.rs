@@ -151,10 +151,10 @@ impl Subscriptions {
         if let Some(f) = router_ids.iter().find_map(|id| self.by_router_id.get(id)) {
             return self.held.get(f);
         }
-        let topic = std::str::from_utf8(topic).ok()?;
+        // Not checked as UTF-8 again: the router's topics passed a gateway's checks.
         self.held
             .iter()
-            .find(|(f, _)| filter::matches(f, topic))
+            .find(|(f, _)| filter::matches_bytes(f.as_bytes(), topic))
             .map(|(_, h)| h)
     }
 
