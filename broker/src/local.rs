@@ -137,17 +137,17 @@ impl LocalSubscriber {
             }
         }
         while out.len() < max {
-            // Ready when the link's cache or buffer holds more; a poll that finds nothing
-            // takes nothing (flume's receive takes a signal only when it returns it), and
-            // the wake an `Unschedule` asks for is ready at once (the link's channel is
+            // What the link's cache or buffer holds; a look that finds nothing takes
+            // nothing (flume's `try_recv` takes a signal only when it returns it), and the
+            // wake an `Unschedule` asks for is sent at once (the link's channel is
             // unbounded), so no notification is dropped half handled.
-            match self.notification().now_or_never() {
-                Some(Some(Notification::Forward(f))) => {
+            match self.ready_notification() {
+                Some(Notification::Forward(f)) => {
                     self.note(&f);
                     out.push((f.publish.topic, f.publish.payload));
                 }
-                Some(Some(_)) => {}
-                Some(None) | None => break,
+                Some(_) => {}
+                None => break,
             }
         }
         true
@@ -163,10 +163,13 @@ impl LocalSubscriber {
     fn note(&mut self, f: &Forward) {
         // Retained messages come without an offset: not from the log.
         let Some((_, at)) = f.cursor else { return };
-        let Ok(topic) = std::str::from_utf8(&f.publish.topic) else {
-            return;
-        };
-        if let Some(log) = self.logs.iter().position(|l| filter::matches(l, topic)) {
+        // Not checked as UTF-8 again: the router's topics passed the gateway.
+        let topic = &f.publish.topic;
+        if let Some(log) = self
+            .logs
+            .iter()
+            .position(|l| filter::matches_bytes(l.as_bytes(), topic))
+        {
             self.skipped += self.gaps.skipped(log, at);
         }
     }
@@ -177,6 +180,27 @@ impl LocalSubscriber {
     /// its log).
     pub fn was_parked(&mut self) -> bool {
         std::mem::take(&mut self.parked)
+    }
+
+    /// As [`notification`](Self::notification), for one the link holds already: None
+    /// when it holds none. Without a future: through one, each notification (~800 bytes)
+    /// was moved several times.
+    fn ready_notification(&mut self) -> Option<Notification> {
+        while !self.gone {
+            match self.rx.try_next() {
+                Ok(Some(Notification::Unschedule)) => {
+                    self.parked = true;
+                    // The link's channel is unbounded: this send never waits.
+                    if self.rx.ready().is_err() {
+                        self.gone = true;
+                    }
+                }
+                Ok(Some(Notification::Disconnect(..))) | Err(_) => self.gone = true,
+                Ok(Some(n)) => return Some(n),
+                Ok(None) => return None,
+            }
+        }
+        None
     }
 
     /// The link's next notification other than `Unschedule` (answered by waking the

@@ -14,7 +14,7 @@ use super::inbound::Inbound;
 use super::session::Session;
 use super::transport::Transport;
 use bytes::BytesMut;
-use futures_util::FutureExt;
+use rumqttd::local::LinkRx;
 use rumqttd::protocol::Packet;
 use rumqttd::Notification;
 use tokio::time::timeout;
@@ -120,8 +120,13 @@ impl<T: Transport> Session<T> {
                 Routed::Done => {}
             }
             if self.wbuf.len() < WRITE_BATCH {
-                // Ready at once when the link's cache holds more; otherwise write now.
-                next = self.rx.as_mut().and_then(|rx| rx.next().now_or_never());
+                // What the link holds already; otherwise write now. Taken without a future:
+                // through one, each notification (~800 bytes) was moved several times, a
+                // tenth of the connection thread's time in a 1 -> 1 flood.
+                next = match self.rx.as_mut().map(LinkRx::try_next) {
+                    Some(Ok(None)) | None => None,
+                    Some(ready) => Some(ready),
+                };
             }
         }
         self.gw.meters.messages_delivered.increment(forwarded);

@@ -393,6 +393,24 @@ impl LinkRx {
         }
     }
 
+    /// The next notification when one is ready, without waiting: `Ok(None)` when none
+    /// is (fleetcast). A reader that drains what a wake brought calls this in a loop; the
+    /// async [`next`](Self::next) taken with `now_or_never` moved each notification (some
+    /// 800 bytes) through its future's state on the way out.
+    pub fn try_next(&mut self) -> Result<Option<Notification>, LinkError> {
+        if let Some(v) = self.cache.pop_front() {
+            return Ok(Some(v));
+        }
+        match self.router_rx.try_recv() {
+            Ok(()) => {
+                mem::swap(&mut *self.send_buffer.lock(), &mut self.cache);
+                Ok(self.cache.pop_front())
+            }
+            Err(flume::TryRecvError::Empty) => Ok(None),
+            Err(flume::TryRecvError::Disconnected) => Err(LinkError::Recv(RecvError::Disconnected)),
+        }
+    }
+
     pub(crate) async fn exchange(
         &mut self,
         notifications: &mut VecDeque<Notification>,
