@@ -40,6 +40,9 @@ pub(super) struct Inbound {
     pub(super) validate_locations: bool,
     /// Milliseconds since the epoch, for location timestamps.
     pub(super) clock: fn() -> u64,
+    /// `clock`'s reading for the frames of the current read, 0 until a location needs it:
+    /// read once per read, not once per publish (a flood reads hundreds at a time).
+    now_ms: u64,
     /// Our Receive Maximum: the client's QoS 1/2 publishes in flight at most.
     pub(super) receive_maximum: u16,
     /// Seconds the session outlives the connection; an MQTT 5 DISCONNECT may change it.
@@ -53,6 +56,19 @@ pub(super) struct Inbound {
 }
 
 impl Inbound {
+    /// Starts a new read: the clock is read again when a location is checked.
+    pub(super) fn new_read(&mut self) {
+        self.now_ms = 0;
+    }
+
+    /// `clock`'s reading for this read.
+    pub(super) fn now_ms(&mut self) -> u64 {
+        if self.now_ms == 0 {
+            self.now_ms = (self.clock)();
+        }
+        self.now_ms
+    }
+
     /// A new session's state under `limits`. Locations are checked against `clock`
     /// (`fleetcast_proto::time::now_ms` for a session; the fuzz target's must stand still).
     pub(super) fn new(
@@ -72,6 +88,7 @@ impl Inbound {
             }),
             validate_locations: limits.validate_locations,
             clock,
+            now_ms: 0,
             receive_maximum: limits.receive_maximum,
             session_expiry: 0,
             max_session_expiry: limits.max_session_expiry_secs,
@@ -392,7 +409,7 @@ mod tests {
 
     #[test]
     fn a_publish_is_judged_topic_first_then_policy_then_payload() {
-        let i = driver(Version::V5);
+        let mut i = driver(Version::V5);
         assert_eq!(
             i.verdict(b"drivers/#", b""),
             Verdict::BadTopic(TopicError::Protocol)

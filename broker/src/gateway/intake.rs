@@ -205,6 +205,7 @@ impl<T: Transport> Session<T> {
     fn take_frames(&mut self, now: Instant) -> Frames {
         let max = self.gw.config.limits.max_packet_size;
         self.inbound.mark_retained = self.gw.wants_retain_marks();
+        self.inbound.new_read();
         let mut frames = Frames {
             batch: SPARE.take(),
             tally: Tally::default(),

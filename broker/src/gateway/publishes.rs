@@ -45,7 +45,7 @@ pub(super) enum Verdict {
 
 impl Inbound {
     /// What becomes of a PUBLISH to `topic` carrying `payload`, in the order it is checked.
-    pub(super) fn verdict(&self, topic: &[u8], payload: &[u8]) -> Verdict {
+    pub(super) fn verdict(&mut self, topic: &[u8], payload: &[u8]) -> Verdict {
         if let Some(e) = frame::topic_name_error(topic) {
             return Verdict::BadTopic(e);
         }
@@ -55,7 +55,7 @@ impl Inbound {
         if !self.validate_locations {
             return Verdict::Accept;
         }
-        match validation::check(topic, payload, (self.clock)()) {
+        match validation::check(topic, payload, self.now_ms()) {
             Ok(()) => Verdict::Accept,
             Err(why) => Verdict::Invalid(why),
         }
