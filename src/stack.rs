@@ -12,6 +12,7 @@ use fleetcast_broker::gateway::Gateway;
 use fleetcast_broker::{Addrs, Broker, BrokerError, Config, Extras, Listeners};
 use fleetcast_dashboard::board::Board;
 use fleetcast_dashboard::bridge::Bridge;
+use fleetcast_dashboard::latency_histogram::LATENCY_BUCKETS;
 use fleetcast_dashboard::meters::DashboardMeters;
 use fleetcast_dashboard::service::{Dashboard, DashboardOptions, FEED_RUN};
 use fleetcast_proto::meter::{counter, describe_gauge, gauge};
@@ -80,10 +81,6 @@ pub struct Stack {
     pub dashboard: Dashboard,
 }
 
-/// Latency buckets (seconds): sub-millisecond to seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-];
 /// Positions per batch.
 const BATCH_BUCKETS: [f64; 8] = [
     1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 20_000.0, 50_000.0,
@@ -181,6 +178,7 @@ async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
         s.backlog.set(gw.router.backlog() as f64);
     }
     let mut body = s.handle.render();
+    body.push_str(&s.dashboard.latency.prometheus_text());
     if let Some(fences) = s.gateway.as_ref().and_then(|gw| gw.geofences.get()) {
         body.push_str(&fences.prometheus_text());
     }

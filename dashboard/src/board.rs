@@ -8,6 +8,7 @@
 
 use crate::history::{History, Slot};
 use crate::latency::LatencyWindow;
+use crate::latency_histogram::LatencyHistogram;
 use crate::trips::StatusTimes;
 use crate::viewport::Viewport;
 pub use crate::visibility::Visibility;
@@ -167,7 +168,7 @@ pub struct Board {
     pub ignored: AtomicU64,
     /// New drivers refused because the board was full.
     pub refused: AtomicU64,
-    latency: metrics::Histogram,
+    latency: Arc<LatencyHistogram>,
     /// Geofences, from `geofences/...`.
     pub fences: crate::fences::Fences,
     /// Where every accepted fix is also recorded, when history is kept.
@@ -183,7 +184,7 @@ impl Board {
             window: Mutex::new(LatencyWindow::new()),
             ignored: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            latency: metrics::Histogram::noop(),
+            latency: Arc::new(LatencyHistogram::new()),
             fences: crate::fences::Fences::default(),
             history: None,
         }
@@ -195,9 +196,9 @@ impl Board {
         self
     }
 
-    /// Also records every position's end-to-end latency on `histogram` (seconds), so the
-    /// status panel and Prometheus read the same samples.
-    pub fn with_latency_histogram(mut self, histogram: metrics::Histogram) -> Board {
+    /// Also records every position's end-to-end latency on `histogram`, so the status
+    /// panel and Prometheus read the same samples.
+    pub fn with_latency_histogram(mut self, histogram: Arc<LatencyHistogram>) -> Board {
         self.latency = histogram;
         self
     }
@@ -244,7 +245,7 @@ impl Board {
         let result = self.ingest_inner(topic, body, now_ms);
         match result {
             Ingested::Position { latency_ms } => {
-                self.latency.record(latency_ms as f64 / 1000.0);
+                self.latency.record(latency_ms);
                 self.window
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -403,9 +404,7 @@ impl Board {
         if refused > 0 {
             self.refused.fetch_add(refused, Ordering::Relaxed);
         }
-        for &ms in &latencies {
-            self.latency.record(ms as f64 / 1000.0);
-        }
+        self.latency.record_all(&latencies);
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         for ms in latencies {
             window.record(ms);

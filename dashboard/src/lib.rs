@@ -17,6 +17,7 @@ pub mod cells;
 pub mod fences;
 pub mod history;
 pub mod latency;
+pub mod latency_histogram;
 pub mod meters;
 pub mod protocol;
 pub mod service;

@@ -1,18 +1,22 @@
 //! The bridge's Prometheus meters. Counts are kept in the bridge's and board's own atomics
 //! (which the code also reads) and copied to the recorder at scrape time by [`export`]
-//! (`DashboardMeters::export`); the two histograms are recorded as events happen.
+//! (`DashboardMeters::export`); the two histograms are recorded as events happen, the
+//! end-to-end latency's outside the recorder (`latency_histogram.rs`).
 
 use crate::board::Board;
 use crate::bridge::Bridge;
+use crate::latency_histogram::LatencyHistogram;
 use fleetcast_proto::meter::{counter, describe_counter, describe_gauge, gauge};
 use metrics::{Counter, Gauge, Histogram, Key, Metadata, Recorder, SharedString, Unit};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// The dashboard's meters.
 #[derive(Debug, Clone)]
 pub struct DashboardMeters {
-    /// `fleetcast_e2e_latency_seconds`: driver's `ts` to bridge receive.
-    pub latency: Histogram,
+    /// `fleetcast_e2e_latency_seconds`: driver's `ts` to bridge receive; kept outside
+    /// the recorder (`latency_histogram.rs`), written out by the scrape.
+    pub latency: Arc<LatencyHistogram>,
     /// `fleetcast_bridge_batch_positions`: positions per batch (a browser's queue depth).
     pub batch_positions: Histogram,
     clients: Gauge,
@@ -79,12 +83,7 @@ impl DashboardMeters {
             "Browsers refused at the client limit.",
         );
         DashboardMeters {
-            latency: histogram(
-                r,
-                "fleetcast_e2e_latency_seconds",
-                Unit::Seconds,
-                "End-to-end latency from a fix's ts to the bridge.",
-            ),
+            latency: Arc::new(LatencyHistogram::new()),
             batch_positions: histogram(
                 r,
                 "fleetcast_bridge_batch_positions",
