@@ -7,9 +7,10 @@
 # (fleetcast_messages_dropped_total of every reason but the map's own), `unreceived`
 # (written to the subscriber, fleetcast_messages_delivered_total, but not read by it before
 # the loadtest stopped) and `uncounted` (the rest: lost and never accounted for; it should
-# be 0). mosquitto runs twice: as Debian ships it, and with `set_tcp_nodelay true`
-# (`mosquitto-nd`), the fair reference for latency (without it, where the kernel delays
-# ACKs, its p99 is the 40 ms ACK timer).
+# be 0); `map_missed` is what the dashboard's map did not take (its own reasons, counted;
+# not a subscriber's loss). mosquitto runs twice: as Debian ships it, and with
+# `set_tcp_nodelay true` (`mosquitto-nd`), the fair reference for latency (without it,
+# where the kernel delays ACKs, its p99 is the 40 ms ACK timer).
 # Usage: bench/ab.sh OLD_BIN OLD_CONFIG NEW_BIN NEW_CONFIG [ROUNDS]
 #   e.g. git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release)
 #        bench/ab.sh /tmp/old/target/release/fleetcast OLD.toml target/release/fleetcast bench/fleetcast-bench.toml
@@ -58,11 +59,13 @@ if os.path.exists(metrics):
         return int(float(m.group(1))) if m else None
     read = value('fleetcast_publishes_received_total')
     delivered = value('fleetcast_messages_delivered_total')
-    # Every reason but the map's own (board_full, bridge_unreadable), which are not a
-    # subscriber's losses.
-    counts = [int(float(n)) for reason, n in re.findall(
+    # Every reason but the map's own (board_full, bridge_unreadable, map_behind), which
+    # are not a subscriber's losses; what the map missed is printed on its own.
+    mine = ('board_full', 'bridge_unreadable', 'map_behind')
+    drops = re.findall(
         r'^fleetcast_messages_dropped_total\{reason="([^"]+)"\} (\S+)$', text, re.M)
-        if reason not in ('board_full', 'bridge_unreadable')]
+    counts = [int(float(n)) for reason, n in drops if reason not in mine]
+    map_missed = sum(int(float(n)) for reason, n in drops if reason in mine)
     if read is None or delivered is None or not counts:
         line += ['metrics', 'unreadable']
     else:
@@ -72,7 +75,8 @@ if os.path.exists(metrics):
         # when the loadtest stopped reading); the subscriber is the only client reading.
         unreceived = max(0, delivered - d['received'])
         line += ['unread', unread, 'counted', counted, 'unreceived', unreceived,
-                 'uncounted', d['lost'] - unread - counted - unreceived]
+                 'uncounted', d['lost'] - unread - counted - unreceived,
+                 'map_missed', map_missed]
 print(*line)
 PY
 }
