@@ -187,10 +187,11 @@ async fn metrics(State(s): State<Scrape>) -> impl IntoResponse {
 
 /// How often the recorder's histograms are drained when nothing scrapes `/metrics`.
 ///
-/// A recorder made by `build_recorder` keeps every histogram sample (the map records one per
-/// fix, 8 bytes) until a scrape or an upkeep drains it, so a broker nothing scrapes grew
-/// for as long as it ran. A second keeps each drain small even in a flood (it runs on a
-/// tokio worker).
+/// A recorder made by `build_recorder` keeps every histogram sample (the bridge records
+/// one per batch; the map's one per fix, before it kept its own histogram, made this
+/// matter) until a scrape or an upkeep drains it, so a broker nothing scrapes grew for as
+/// long as it ran. A second keeps each drain small even in a flood (it runs on a tokio
+/// worker).
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `GET /metrics` for a dashboard (and the broker's gateway when there is one). Also

@@ -183,8 +183,8 @@ impl LocalSubscriber {
     }
 
     /// As [`notification`](Self::notification), for one the link holds already: None
-    /// when it holds none. Without a future: through one, each notification (~800 bytes)
-    /// was moved several times.
+    /// when it holds none. Without a future: through one, each notification was moved
+    /// several times more.
     fn ready_notification(&mut self) -> Option<Notification> {
         while !self.gone {
             match self.rx.try_next() {

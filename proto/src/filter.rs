@@ -1,10 +1,11 @@
 //! The one MQTT topic-filter matcher (`+` one level, `#` the rest), used by the broker's
-//! topic policy and by the dashboard's board alike.
+//! sessions and by the dashboard's board alike; the topic policy walks the same
+//! [`Levels`] with its grants' placeholders filled (`broker/src/policy.rs`).
 
 /// Whether `topic` matches the MQTT filter `filter`.
 ///
-/// Level by level over bytes: every publish a policy or a subscriber's mark judges comes
-/// through here, and `str::split` cost more than the comparison itself.
+/// Level by level over bytes: every publish a subscriber's mark or the map's gap count
+/// judges comes through here, and `str::split` cost more than the comparison itself.
 pub fn matches(filter: &str, topic: &str) -> bool {
     matches_bytes(filter.as_bytes(), topic.as_bytes())
 }

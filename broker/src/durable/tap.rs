@@ -100,13 +100,10 @@ impl Tap {
 
     /// A router notification about to be encoded: a forwarded publish is held (cheap
     /// clones) when the session is persistent.
-    pub fn seen(
-        &self,
-        n: &Result<Option<Notification>, rumqttd::local::LinkError>,
-    ) -> Option<Seen> {
+    pub fn seen(&self, n: Option<&Notification>) -> Option<Seen> {
         self.persistent.as_ref()?;
         match n {
-            Ok(Some(Notification::Forward(f))) => {
+            Some(Notification::Forward(f)) => {
                 Some(Seen(f.publish.topic.clone(), f.publish.payload.clone()))
             }
             _ => None,
