@@ -11,7 +11,7 @@ cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/fleetcast
 out=bench/results
 mkdir -p "$out"
-rm -f "$out"/*.json "$out"/*.html "$out"/commands.txt
+rm -f "$out"/*.json "$out"/*.html "$out"/*.counted.txt "$out"/commands.txt
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -27,6 +27,7 @@ start_fleetcast() {
   fc=$!; pids+=("$fc")
   for _ in $(seq 100); do grep -q '^fleetcast ready' "$work/fc.out" 2>/dev/null && break; sleep 0.1; done
   fc_url="mqtt://$(sed -nE 's/^fleetcast ready mqtt=([^ ]+).*/\1/p' "$work/fc.out")"
+  fc_http=$(sed -nE 's/^fleetcast ready .*http=([^ ]+).*/\1/p' "$work/fc.out")
 }
 start_mosquitto() {
   port=$(free_port)
@@ -44,6 +45,13 @@ run() {
   local name=$1 who=$2 url=$3 pid=$4; shift 4
   echo "== $name on $who: fleetcast loadtest --broker $url $*" | tee -a "$out/commands.txt"
   $bin loadtest --broker "$url" --broker-pid "$pid" --report "$out/$name.$who.json" --html "$out/$name.$who.html" "$@" | tee "$work/last.txt"
+  if [ "$who" = fleetcast ]; then
+    # What the broker counted: a loss the load tester saw is told apart from one nobody
+    # counted (every message a subscriber does not get is in a dropped_total reason).
+    curl -s "http://$fc_http/metrics" | grep -E '^fleetcast_(messages_dropped_total|messages_delivered_total|publishes_received_total|e2e_latency_seconds_count)' \
+      | grep -v ' 0$' >"$out/$name.$who.counted.txt" || true
+    sed 's/^/  broker: /' "$out/$name.$who.counted.txt"
+  fi
 }
 
 # Each scenario runs against a fresh broker of each kind, one after the other.
