@@ -4,7 +4,7 @@
 //! denied.
 
 use fleetcast_proto::filter::covers;
-use fleetcast_proto::filter::Levels;
+use fleetcast_proto::filter::{levels_match, Levels};
 use serde::Deserialize;
 
 /// Publish and subscribe grants.
@@ -106,21 +106,12 @@ fn grants_topic(grant: &str, topic: &str, client_id: &str, username: &str) -> bo
     if Levels::of(grant).any(|l| (l == CLIENT_ID && !client_ok) || (l == USERNAME && !user_ok)) {
         return false;
     }
-    let mut g = Levels::of(grant).map(|l| match l {
+    let filled = Levels::of(grant).map(|l| match l {
         CLIENT_ID => client_id.as_bytes(),
         USERNAME => username.as_bytes(),
         l => l,
     });
-    let mut t = Levels::of(topic);
-    loop {
-        match (g.next(), t.next()) {
-            (Some(b"#"), _) => return true,
-            (Some(b"+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    levels_match(filled, Levels::of(topic))
 }
 
 const CLIENT_ID: &[u8] = b"${clientid}";

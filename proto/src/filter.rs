@@ -13,8 +13,15 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 /// [`matches`] for a topic as it came off the wire, not checked as UTF-8 here (a filter
 /// and a topic the gateway let through are UTF-8 already).
 pub fn matches_bytes(filter: &[u8], topic: &[u8]) -> bool {
-    let mut f = Levels::of(filter);
-    let mut t = Levels::of(topic);
+    levels_match(Levels::of(filter), Levels::of(topic))
+}
+
+/// Whether a topic's levels `t` match a filter's levels `f`: the rule of [`matches`] for
+/// levels from anywhere (the policy's come with their placeholders filled).
+pub fn levels_match<'a>(
+    mut f: impl Iterator<Item = &'a [u8]>,
+    mut t: impl Iterator<Item = &'a [u8]>,
+) -> bool {
     loop {
         match (f.next(), t.next()) {
             (Some(b"#"), _) => return true,
