@@ -405,10 +405,10 @@ impl Board {
             self.refused.fetch_add(refused, Ordering::Relaxed);
         }
         self.latency.record_all(&latencies);
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        for ms in latencies {
-            window.record(ms);
-        }
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record_all(&latencies);
     }
 
     /// Whether driver `id` entered `status` at or after `since_ms` (the board's clock, ms
