@@ -188,16 +188,12 @@ impl LocalSubscriber {
     fn ready_notification(&mut self) -> Option<Notification> {
         while !self.gone {
             match self.rx.try_next() {
-                Ok(Some(Notification::Unschedule)) => {
-                    self.parked = true;
-                    // The link's channel is unbounded: this send never waits.
-                    if self.rx.ready().is_err() {
-                        self.gone = true;
+                Ok(None) => return None,
+                got => {
+                    if let Some(n) = self.answer(got) {
+                        return Some(n);
                     }
                 }
-                Ok(Some(Notification::Disconnect(..))) | Err(_) => self.gone = true,
-                Ok(Some(n)) => return Some(n),
-                Ok(None) => return None,
             }
         }
         None
@@ -207,27 +203,36 @@ impl LocalSubscriber {
     /// link), or None once the router dropped the link.
     ///
     /// # Cancel safety
-    /// Cancel safe: a notification is only taken from the link when it is returned.
+    /// Cancel safe: a notification is only taken from the link when it is returned, and
+    /// an `Unschedule` is answered before the next wait.
     async fn notification(&mut self) -> Option<Notification> {
-        if self.gone {
-            return None;
-        }
-        loop {
-            match self.rx.next().await {
-                Ok(Some(Notification::Unschedule)) => {
-                    self.parked = true;
-                    if self.rx.wake().await.is_err() {
-                        self.gone = true;
-                        return None;
-                    }
-                }
-                Ok(Some(Notification::Disconnect(..))) | Err(_) => {
-                    self.gone = true;
-                    return None;
-                }
-                Ok(Some(n)) => return Some(n),
-                Ok(None) => {}
+        while !self.gone {
+            let got = self.rx.next().await;
+            if let Some(n) = self.answer(got) {
+                return Some(n);
             }
+        }
+        None
+    }
+
+    /// What the link gave, for both ways of reading it: a notification for the reader;
+    /// or none, with an `Unschedule` answered by waking the link, and `gone` set when the
+    /// router dropped it.
+    fn answer<E>(&mut self, got: Result<Option<Notification>, E>) -> Option<Notification> {
+        match got {
+            Ok(Some(Notification::Unschedule)) => {
+                self.parked = true;
+                // The link's channel is unbounded: this send never waits.
+                if self.rx.ready().is_err() {
+                    self.gone = true;
+                }
+                None
+            }
+            Ok(Some(Notification::Disconnect(..))) | Err(_) => {
+                self.gone = true;
+                None
+            }
+            Ok(n) => n,
         }
     }
 }
