@@ -285,7 +285,9 @@ mod tests {
     async fn batches_take_every_publish_in_order_past_the_links_buffer() {
         let router = RouterHandle::spawn(&RouterSettings {
             max_connections: 10,
-            max_outgoing_packet_count: 100,
+            // A pass forwards up to this many, which fill the link (200 notifications) at
+            // once: with fewer, a reader that keeps up between passes is never parked.
+            max_outgoing_packet_count: 200,
             max_segment_size: 1 << 20,
             max_segment_count: 4,
             coalesce_window: None,
@@ -332,6 +334,27 @@ mod tests {
             "1,000 publishes are more than the link holds ({batches} batches)"
         );
         assert!(!sub.was_parked(), "told once");
+        // The router parks a link whose buffer its last pass filled even when nothing
+        // more waits, and that `Unschedule` may still sit behind the last publish read.
+        // A marker is forwarded only once the link is woken, so reading it reads past it.
+        let marker = Packet::Publish(
+            Publish::new(
+                Bytes::from_static(b"batch/test"),
+                Bytes::from("marker"),
+                false,
+            ),
+            None,
+        );
+        router
+            .push_shared(0, &mut vec![marker], true)
+            .expect("lane");
+        let mut batch = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), sub.next_batch(&mut batch, 64))
+            .await
+            .expect("the marker arrives");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].1, "marker");
+        let _ = sub.was_parked();
         // A few, well within the link: taken without the router parking it.
         for i in 0..10u32 {
             let publish = Packet::Publish(
