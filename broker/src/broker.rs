@@ -269,6 +269,8 @@ impl Broker {
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));
         join_cluster(&gateway, extras.recorder, &tracker);
+        // Sessions wait on their own kick, not on the shutdown token: this hands it on.
+        tracker.spawn(Arc::clone(&gateway.registry).kick_all_at(shutdown.clone()));
 
         tracker.spawn(listener::run(
             listeners.mqtt,

@@ -23,6 +23,7 @@ pub mod hashing;
 pub mod http;
 pub mod ingest;
 pub mod io_threads;
+pub mod kick;
 pub mod listener;
 pub mod local;
 pub mod lockout;

@@ -5,6 +5,7 @@
 //! behaviour instead: the newcomer asks the old connection to finish (it publishes its
 //! will and releases its link), waits until it has, and only then builds its own link.
 
+use crate::kick::{Epoch, Kick};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,13 +14,12 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// Who owns which client id.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
-    /// The parent of every claim's kick token: cancelling it (the server shutting down)
-    /// kicks every owner. A session then waits on its own token alone, whose lock no other
-    /// session shares, instead of also on one token every session polls.
-    parent: CancellationToken,
+    /// Moved by every kick of a claim: a session reads its own kick only when it moved
+    /// (`kick.rs`).
+    epoch: Arc<Epoch>,
     /// The last connect stamp given or seen (µs since the Unix epoch), so that stamps
     /// only grow: see [`Registry::stamp`].
     clock: AtomicU64,
@@ -29,6 +29,9 @@ pub struct Registry {
 struct Inner {
     next_generation: u64,
     owners: HashMap<String, Owner>,
+    /// Set by [`Registry::kick_all`] (the server shutting down): every later claim is
+    /// kicked as it is made.
+    closed: bool,
 }
 
 #[derive(Debug)]
@@ -37,8 +40,8 @@ struct Owner {
     /// Its connect stamp ([`Registry::stamp`]): a connect elsewhere in the cluster
     /// closes it only if newer.
     since_us: u64,
-    /// Cancelled to ask the owner to finish.
-    kick: CancellationToken,
+    /// Kicked to ask the owner to finish.
+    kick: Kick,
     /// Resolves (with an error) when the owner's [`Claim`] is dropped.
     released: Option<oneshot::Receiver<()>>,
 }
@@ -50,7 +53,7 @@ pub struct Claim {
     client_id: String,
     generation: u64,
     since_us: u64,
-    kick: CancellationToken,
+    kick: Kick,
     _released: oneshot::Sender<()>,
 }
 
@@ -60,21 +63,49 @@ impl Claim {
         self.since_us
     }
 
-    /// Cancelled when a newer connection takes this client id over, or the server shuts
-    /// down (the registry's parent token; tell them apart by that token).
-    pub fn kicked(&self) -> &CancellationToken {
+    /// Kicked when a newer connection takes this client id over, or the server shuts
+    /// down ([`Registry::kick_all`]; tell them apart by the shutdown token).
+    pub fn kicked(&self) -> &Kick {
         &self.kick
     }
 }
 
 impl Registry {
-    /// A registry whose claims are all kicked when `shutdown` is cancelled.
-    pub fn new(shutdown: &CancellationToken) -> Registry {
+    /// An empty registry. Its claims are kicked at shutdown only if
+    /// [`kick_all_at`](Registry::kick_all_at) runs.
+    pub fn new() -> Registry {
         Registry {
             inner: Mutex::default(),
-            parent: shutdown.child_token(),
+            epoch: Arc::default(),
             clock: AtomicU64::new(0),
         }
+    }
+
+    /// Waits for `shutdown`, then kicks every owner, now and later ([`kick_all`]).
+    ///
+    /// [`kick_all`]: Registry::kick_all
+    pub async fn kick_all_at(self: Arc<Self>, shutdown: CancellationToken) {
+        shutdown.cancelled().await;
+        self.kick_all();
+    }
+
+    /// Kicks every owner, and every claim made from now on as it is made (a connection
+    /// accepted just before the shutdown then ends at once).
+    pub fn kick_all(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.closed = true;
+        for owner in inner.owners.values() {
+            owner.kick.kick();
+        }
+    }
+
+    /// A kick for a new claim: kicked already once the registry is closed.
+    fn new_kick(&self, inner: &Inner) -> Kick {
+        let kick = Kick::with_epoch(&self.epoch);
+        if inner.closed {
+            kick.kick();
+        }
+        kick
     }
 
     /// A connect stamp: microseconds since the Unix epoch, but always above every stamp
@@ -104,10 +135,10 @@ impl Registry {
     /// up to `wait` for it. Returns whether an older connection was taken over.
     pub async fn claim(self: &Arc<Self>, client_id: &str, wait: Duration) -> (Claim, bool) {
         let (tx, rx) = oneshot::channel();
-        let kick = self.parent.child_token();
         let since_us = self.stamp();
-        let (generation, previous) = {
+        let (generation, previous, kick) = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let kick = self.new_kick(&inner);
             inner.next_generation += 1;
             let generation = inner.next_generation;
             let previous = inner.owners.insert(
@@ -119,11 +150,11 @@ impl Registry {
                     released: Some(rx),
                 },
             );
-            (generation, previous)
+            (generation, previous, kick)
         };
         let took_over = previous.is_some();
         if let Some(mut old) = previous {
-            old.kick.cancel();
+            old.kick.kick();
             if let Some(released) = old.released.take() {
                 // An owner that does not finish in time is abandoned; the router then
                 // replaces its link itself.
@@ -151,7 +182,7 @@ impl Registry {
         inner.next_generation += 1;
         let generation = inner.next_generation;
         let (tx, rx) = oneshot::channel();
-        let kick = self.parent.child_token();
+        let kick = self.new_kick(&inner);
         let since_us = self.stamp();
         let owner = Owner {
             generation,
@@ -178,9 +209,9 @@ impl Registry {
         match inner.owners.get(client_id) {
             Some(owner)
                 if (owner.since_us < than_us || (owner.since_us == than_us && wins_tie))
-                    && !owner.kick.is_cancelled() =>
+                    && !owner.kick.is_kicked() =>
             {
-                owner.kick.cancel();
+                owner.kick.kick();
                 true
             }
             _ => false,
@@ -226,14 +257,14 @@ mod tests {
 
     #[tokio::test]
     async fn newcomer_kicks_and_waits_for_the_owner() {
-        let reg = Arc::new(Registry::new(&CancellationToken::new()));
+        let reg = Arc::new(Registry::new());
         let (first, took) = reg.claim("drv-1", Duration::from_secs(5)).await;
         assert!(!took);
         let kicked = first.kicked().clone();
         let reg2 = Arc::clone(&reg);
         let newcomer =
             tokio::spawn(async move { reg2.claim("drv-1", Duration::from_secs(5)).await });
-        kicked.cancelled().await;
+        kicked.kicked().await;
         // The newcomer has not finished while the first claim is held.
         tokio::task::yield_now().await;
         assert!(!newcomer.is_finished());
@@ -247,10 +278,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_try_claim_never_kicks() {
-        let reg = Arc::new(Registry::new(&CancellationToken::new()));
+        let reg = Arc::new(Registry::new());
         let (live, _) = reg.claim("a", Duration::from_millis(1)).await;
         assert!(reg.try_claim("a").is_none());
-        assert!(!live.kicked().is_cancelled());
+        assert!(!live.kicked().is_kicked());
         drop(live);
         let quiet = reg.try_claim("a").expect("free");
         assert!(reg.try_claim("a").is_none());
@@ -260,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_connect_elsewhere_kicks_an_older_owner_only() {
-        let reg = Arc::new(Registry::new(&CancellationToken::new()));
+        let reg = Arc::new(Registry::new());
         let (owner, _) = reg.claim("a", Duration::from_millis(1)).await;
         let since = owner.since_us();
         assert!(
@@ -268,18 +299,18 @@ mod tests {
             "an older connect elsewhere"
         );
         assert!(!reg.kick_older("a", since, false), "a tie this node wins");
-        assert!(!owner.kicked().is_cancelled());
+        assert!(!owner.kicked().is_kicked());
         assert!(!reg.kick_older("b", since + 1, false), "nobody holds b");
         assert!(
             reg.kick_older("a", since, true),
             "a tie the other node wins"
         );
-        assert!(owner.kicked().is_cancelled());
+        assert!(owner.kicked().is_kicked());
     }
 
     #[tokio::test]
     async fn stamps_only_grow_and_pass_what_was_observed() {
-        let reg = Arc::new(Registry::new(&CancellationToken::new()));
+        let reg = Arc::new(Registry::new());
         let (a, _) = reg.claim("a", Duration::from_millis(1)).await;
         let (b, _) = reg.claim("b", Duration::from_millis(1)).await;
         // Within one microsecond or not, the second connect is the newer.
@@ -292,9 +323,35 @@ mod tests {
         assert!(c.since_us() > ahead);
     }
 
+    /// At shutdown every owner is kicked, and so is a claim made afterwards; a try-claim
+    /// too (whatever holds it ends as promptly).
+    #[tokio::test]
+    async fn a_shutdown_kicks_every_owner_now_and_later() {
+        let reg = Arc::new(Registry::new());
+        let shutdown = CancellationToken::new();
+        let watcher = tokio::spawn(Arc::clone(&reg).kick_all_at(shutdown.clone()));
+        let (a, _) = reg.claim("a", Duration::from_millis(1)).await;
+        let b = reg.try_claim("b").expect("free");
+        assert!(!a.kicked().is_kicked() && !b.kicked().is_kicked());
+        let waiting = {
+            let kick = a.kicked().clone();
+            tokio::spawn(async move { kick.kicked().await })
+        };
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting owner is woken")
+            .expect("join");
+        watcher.await.expect("join");
+        assert!(b.kicked().is_kicked());
+        let (late, _) = reg.claim("c", Duration::from_millis(1)).await;
+        assert!(late.kicked().is_kicked(), "a claim after the shutdown");
+        assert!(reg.try_claim("d").expect("free").kicked().is_kicked());
+    }
+
     #[tokio::test]
     async fn stale_release_keeps_the_new_owner() {
-        let reg = Arc::new(Registry::new(&CancellationToken::new()));
+        let reg = Arc::new(Registry::new());
         let (first, _) = reg.claim("a", Duration::from_millis(1)).await;
         // Times out waiting (first is still held), then owns the id.
         let (second, took) = reg.claim("a", Duration::from_millis(1)).await;

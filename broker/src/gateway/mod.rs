@@ -233,7 +233,7 @@ impl Gateway {
             )),
             config,
             router,
-            registry: Arc::new(Registry::new(&shutdown)),
+            registry: Arc::new(Registry::new()),
             shutdown,
             stats: Stats::default(),
             meters: GatewayMeters::new(recorder),

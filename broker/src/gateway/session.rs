@@ -265,27 +265,22 @@ impl<T: Transport> Session<T> {
 
     /// Reads, checks and forwards the client's packets and writes the router's until
     /// something ends the session.
-    async fn serve(
-        &mut self,
-        keep_alive: u16,
-        kicked: &tokio_util::sync::CancellationToken,
-    ) -> End {
+    async fn serve(&mut self, keep_alive: u16, kicked: &crate::kick::Kick) -> End {
         let keepalive =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut last_heard = Instant::now();
         // When reads resume, and whether the pause waits for the router.
         let mut pause_until: Option<(Instant, bool)> = None;
-        // Made once, not at every wake-up: a fresh cancellation future joins its token's
-        // waiter list (a lock) and a fresh sleep the timer wheel (another), then both
-        // leave again when the select drops them. One token for both ways of being
-        // stopped (it is a child of the shutdown token, `registry.rs`): its lock is this
-        // session's alone, where the shutdown token's is every session's. One timer for
+        // Made once, not at every wake-up: a fresh sleep joins the timer wheel (a lock)
+        // and leaves it again when the select drops it. One kick for both ways of being
+        // stopped (taken over, or the server shutting down: `registry.rs`), polled first
+        // at every wake-up, so a flag read without a lock (`kick.rs`). One timer for
         // both deadlines (a sleep is ~100 bytes of every connection's task): the end of a
         // quota pause while paused, else the keep-alive's, which is not moved when a
         // packet is heard: when it goes off it checks the last one heard and re-arms, so
         // it fires once per keep-alive period, not once per message.
-        let mut stopped = std::pin::pin!(kicked.cancelled());
+        let mut stopped = kicked.kicked();
         let mut timer = std::pin::pin!(sleep_until(keepalive.map_or(far, |k| last_heard + k)));
         let mut hold: Option<Arc<Mark>> = None;
         // Packets read along with the CONNECT (3.1.1 3.1.4 lets a client send them before
