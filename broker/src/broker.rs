@@ -232,8 +232,11 @@ impl Broker {
             refusals: Arc::new(Semaphore::new(config.limits.reject_slots.max(1))),
             per_source: crate::sources::PerSource::new(config.limits.max_connections_per_source),
             threads: Arc::new(
-                crate::io_threads::IoThreads::exactly(config.runtime.io_thread_count())
-                    .map_err(BrokerError::IoThreads)?,
+                crate::io_threads::IoThreads::exactly(
+                    config.runtime.io_thread_count(),
+                    config.runtime.io_coalesce(),
+                )
+                .map_err(BrokerError::IoThreads)?,
             ),
         };
         let http_limits = http::HttpLimits::from_limits(

@@ -16,10 +16,22 @@ pub struct Runtime {
     /// connection threads leave, at least one; 0: one per core. A library user's runtime
     /// is its own.
     pub workers: Option<usize>,
+    /// How long (µs) a connection thread that ran out of work, and was busy under a
+    /// quarter of the time lately, waits before it asks the kernel for more
+    /// (`io_threads/pause.rs`): what arrives meanwhile is taken in one wake-up. Unset:
+    /// [`DEFAULT_IO_COALESCE_US`]; 0: it asks at once.
+    pub io_coalesce_us: Option<u64>,
 }
 
+/// `io_coalesce_us` when the file does not say.
+pub const DEFAULT_IO_COALESCE_US: u64 = 2000;
+
+/// The most `io_coalesce_us` accepted (µs).
+pub const MAX_IO_COALESCE_US: u64 = 20_000;
+
 impl Runtime {
-    /// Both counts within 0..=[`MAX_THREADS`](crate::io_threads::MAX_THREADS).
+    /// Both counts within 0..=[`MAX_THREADS`](crate::io_threads::MAX_THREADS), the pause
+    /// within 0..=[`MAX_IO_COALESCE_US`].
     pub(super) fn validate(&self) -> Result<(), String> {
         let max = crate::io_threads::MAX_THREADS;
         for (key, n) in [("io_threads", self.io_threads), ("workers", self.workers)] {
@@ -27,7 +39,18 @@ impl Runtime {
                 return Err(format!("runtime.{key} must be within 0..={max}"));
             }
         }
+        if self.io_coalesce_us.unwrap_or(0) > MAX_IO_COALESCE_US {
+            return Err(format!(
+                "runtime.io_coalesce_us must be within 0..={MAX_IO_COALESCE_US}"
+            ));
+        }
         Ok(())
+    }
+
+    /// How long a connection thread out of work waits before it parks; None: it does not.
+    pub fn io_coalesce(&self) -> Option<std::time::Duration> {
+        let us = self.io_coalesce_us.unwrap_or(DEFAULT_IO_COALESCE_US);
+        (us > 0).then(|| std::time::Duration::from_micros(us))
     }
 
     /// How many connection threads `io_threads` asks for.

@@ -44,7 +44,7 @@ fn coalesce_window_is_bounded_and_zero_turns_it_off() {
     let c = |v: u64| Config::from_toml(&format!("[router]\ncoalesce_window_us = {v}\n"));
     assert_eq!(
         Config::default().router.coalesce_window(),
-        Some(Duration::from_millis(5))
+        Some(Duration::from_millis(2))
     );
     assert_eq!(c(0).expect("0 is valid").router.coalesce_window(), None);
     assert_eq!(
@@ -76,6 +76,18 @@ fn threads_default_to_the_cores_and_are_bounded() {
     assert_eq!(runtime("io_threads = 256").worker_count(), 1);
     assert!(c("io_threads = 257").is_err());
     assert!(c("workers = 257").is_err());
+    assert_eq!(
+        default.io_coalesce(),
+        Some(std::time::Duration::from_micros(
+            super::runtime::DEFAULT_IO_COALESCE_US
+        ))
+    );
+    assert_eq!(runtime("io_coalesce_us = 0").io_coalesce(), None);
+    assert_eq!(
+        runtime("io_coalesce_us = 20000").io_coalesce(),
+        Some(std::time::Duration::from_millis(20))
+    );
+    assert!(c("io_coalesce_us = 20001").is_err());
 }
 
 /// Every key of every section is read: a file that changes all of them yields a

@@ -53,10 +53,12 @@ use std::time::Duration;
 /// a few hundred nanoseconds).
 const MAX_LANES: usize = 8;
 /// The coalescing window under load by default (`[router] coalesce_window_us`): the most
-/// a publish waits for its router wake-up. 5 ms: on the 5,000-driver fleet each flush
-/// wakes four threads, and 2 ms cost about a fifth more CPU for half the p99, 1 ms about
-/// 70% more (`bench/SUMMARY.md`, 2026-12-07).
-pub(crate) const WINDOW: Duration = Duration::from_millis(5);
+/// a publish waits for its router wake-up. 2 ms: with the connection threads' own pause
+/// (`io_threads/pause.rs`, 2 ms) publishes already come in batches, and 5 ms saved only
+/// 2-6% more of a 10,000-driver fleet's CPU for twice the p99 (8.8 against 4.6-4.7 ms).
+/// Without that pause, 2 ms had cost about a fifth more CPU than 5 ms (`bench/SUMMARY.md`,
+/// 2026-12-07).
+pub(crate) const WINDOW: Duration = Duration::from_millis(2);
 /// How often the flusher looks while pushes notify on their own.
 const IDLE_TICK: Duration = Duration::from_millis(10);
 /// Notifications a second above which the window is worth its latency.
