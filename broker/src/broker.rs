@@ -403,6 +403,8 @@ impl Broker {
     /// [`BrokerError::ShutdownTimeout`] when tasks were still running at the deadline.
     pub async fn shutdown(mut self) -> Result<(), BrokerError> {
         self.gateway.shutdown.cancel();
+        // At once, not only through the watcher task (a dropped runtime never runs it).
+        self.gateway.registry.kick_all();
         self.tracker.close();
         let drained = tokio::time::timeout(self.grace, self.tracker.wait()).await;
         // Flushed last, after every session has reported its end; a commit blocks, so not
@@ -422,6 +424,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.gateway.shutdown.cancel();
+        self.gateway.registry.kick_all();
         if let Some(durable) = &self.durable {
             // Without waiting: the flusher writes once more and releases the store.
             durable.stop();

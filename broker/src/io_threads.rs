@@ -31,6 +31,7 @@
 //! with their runtime.
 
 use futures_util::FutureExt;
+pub use pause::session_woke;
 use pause::Duty;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,7 +104,8 @@ impl IoThreads {
                 let woke = Arc::clone(&duty);
                 builder
                     .on_thread_park(move || {
-                        let pause = lock(&duty).parking(Instant::now());
+                        let wakes = pause::take_session_wakes();
+                        let pause = lock(&duty).parking(Instant::now(), wakes);
                         if let Some(pause) = pause {
                             std::thread::sleep(pause);
                         }

@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Waker};
 
 /// Clones share one signal. Any number may [`kick`](Kick::kick) or ask
 /// [`is_kicked`](Kick::is_kicked); one task at a time waits on it ([`Kick::kicked`]):
-/// a second waiting task takes the wake-up over from the first.
+/// when a second task waits, the first is no longer woken.
 #[derive(Debug, Clone, Default)]
 pub struct Kick {
     inner: Arc<Inner>,

@@ -199,7 +199,9 @@ impl Stats {
 }
 
 impl Gateway {
-    /// Shared state for one server; meters are registered on `recorder`.
+    /// Shared state for one server; meters are registered on `recorder`. Cancelling
+    /// `shutdown` stops sessions only once `registry.kick_all` runs (`Broker::start` spawns
+    /// `Registry::kick_all_at`; `Broker::shutdown` also calls it).
     pub fn new(
         config: Config,
         router: Arc<RouterHandle>,

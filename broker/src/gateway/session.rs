@@ -322,6 +322,8 @@ impl<T: Transport> Session<T> {
                 n = uplink::next_from(&mut self.rx), if self.rx.is_some() && self.delivery.held.is_none() => Wake::Router(Box::new(n)),
                 r = self.io.read_into(&mut self.rbuf), if pause_until.is_none() && hold.is_none() => Wake::Read(r),
             };
+            // For the thread's pause: how much a pause gathers (`io_threads/pause.rs`).
+            crate::io_threads::session_woke();
             match wake {
                 Wake::Router(n) => {
                     // Boxed: a device that only publishes never comes here, and room for it
