@@ -272,8 +272,6 @@ impl Broker {
         let tracker = TaskTracker::new();
         let listening = Arc::new(AtomicBool::new(false));
         join_cluster(&gateway, extras.recorder, &tracker);
-        // Sessions wait on their own kick, not on the shutdown token: this hands it on.
-        tracker.spawn(Arc::clone(&gateway.registry).kick_all_at(shutdown.clone()));
 
         tracker.spawn(listener::run(
             listeners.mqtt,
@@ -402,9 +400,7 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::ShutdownTimeout`] when tasks were still running at the deadline.
     pub async fn shutdown(mut self) -> Result<(), BrokerError> {
-        self.gateway.shutdown.cancel();
-        // At once, not only through the watcher task (a dropped runtime never runs it).
-        self.gateway.registry.kick_all();
+        self.gateway.stop();
         self.tracker.close();
         let drained = tokio::time::timeout(self.grace, self.tracker.wait()).await;
         // Flushed last, after every session has reported its end; a commit blocks, so not
@@ -423,8 +419,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        self.gateway.shutdown.cancel();
-        self.gateway.registry.kick_all();
+        self.gateway.stop();
         if let Some(durable) = &self.durable {
             // Without waiting: the flusher writes once more and releases the store.
             durable.stop();

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 /// Who owns which client id.
 #[derive(Debug, Default)]
@@ -71,22 +70,16 @@ impl Claim {
 }
 
 impl Registry {
-    /// An empty registry. Its claims are kicked at shutdown only if
-    /// [`kick_all_at`](Registry::kick_all_at) runs.
+    /// An empty registry. Its claims are kicked at shutdown by [`kick_all`]
+    /// (`Gateway::stop`).
+    ///
+    /// [`kick_all`]: Registry::kick_all
     pub fn new() -> Registry {
         Registry {
             inner: Mutex::default(),
             epoch: Arc::default(),
             clock: AtomicU64::new(0),
         }
-    }
-
-    /// Waits for `shutdown`, then kicks every owner, now and later ([`kick_all`]).
-    ///
-    /// [`kick_all`]: Registry::kick_all
-    pub async fn kick_all_at(self: Arc<Self>, shutdown: CancellationToken) {
-        shutdown.cancelled().await;
-        self.kick_all();
     }
 
     /// Kicks every owner, and every claim made from now on as it is made (a connection
@@ -328,8 +321,6 @@ mod tests {
     #[tokio::test]
     async fn a_shutdown_kicks_every_owner_now_and_later() {
         let reg = Arc::new(Registry::new());
-        let shutdown = CancellationToken::new();
-        let watcher = tokio::spawn(Arc::clone(&reg).kick_all_at(shutdown.clone()));
         let (a, _) = reg.claim("a", Duration::from_millis(1)).await;
         let b = reg.try_claim("b").expect("free");
         assert!(!a.kicked().is_kicked() && !b.kicked().is_kicked());
@@ -337,12 +328,11 @@ mod tests {
             let kick = a.kicked().clone();
             tokio::spawn(async move { kick.kicked().await })
         };
-        shutdown.cancel();
+        reg.kick_all();
         tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
             .expect("the waiting owner is woken")
             .expect("join");
-        watcher.await.expect("join");
         assert!(b.kicked().is_kicked());
         let (late, _) = reg.claim("c", Duration::from_millis(1)).await;
         assert!(late.kicked().is_kicked(), "a claim after the shutdown");

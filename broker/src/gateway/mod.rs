@@ -93,7 +93,7 @@ pub struct Gateway {
     pub global_pacer: Pacer,
     /// Subscribers behind in the router's log, which their topics' publishers wait for.
     pub(crate) backlogs: Arc<backlog::Backlogs>,
-    /// Cancelled when the server shuts down.
+    /// Cancelled when the server shuts down ([`Gateway::stop`]).
     pub shutdown: CancellationToken,
     /// Connection counts read back by health checks.
     pub stats: Stats,
@@ -199,9 +199,18 @@ impl Stats {
 }
 
 impl Gateway {
-    /// Shared state for one server; meters are registered on `recorder`. Cancelling
-    /// `shutdown` stops sessions only once `registry.kick_all` runs (`Broker::start` spawns
-    /// `Registry::kick_all_at`; `Broker::shutdown` also calls it).
+    /// Shuts the server down: the accept loops and everything else waiting on `shutdown`
+    /// stop, and every session is kicked (sessions wait on their own kick, not on the
+    /// shared token: `kick.rs`), as is every claim made from now on.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+        self.registry.kick_all();
+    }
+
+    /// Shared state for one server; meters are registered on `recorder`. [`stop`] shuts
+    /// it down.
+    ///
+    /// [`stop`]: Gateway::stop
     pub fn new(
         config: Config,
         router: Arc<RouterHandle>,

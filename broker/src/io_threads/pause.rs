@@ -54,9 +54,9 @@ pub(crate) struct Duty {
     busy: Duration,
     /// All time in the period so far.
     total: Duration,
+    /// Whether it pauses; set at each park, so at the next one it also says whether the
+    /// wake-ups since were gathered by a pause.
     pausing: bool,
-    /// Whether the last park paused: the wake-ups after it are what it gathered.
-    paused_last: bool,
     /// Pauses taken in the period so far, and the session wake-ups they gathered.
     pauses: u32,
     gathered: u32,
@@ -73,7 +73,6 @@ impl Duty {
             busy: Duration::ZERO,
             total: Duration::ZERO,
             pausing: false,
-            paused_last: false,
             pauses: 0,
             gathered: 0,
             hold: 0,
@@ -93,12 +92,13 @@ impl Duty {
         self.busy += busy;
         self.total += busy;
         self.mark = now;
-        if self.paused_last {
+        if self.pausing {
             self.gathered = self.gathered.saturating_add(wakes);
         }
         if self.total >= PERIOD {
             let idle_enough = self.busy * BUSY_UNDER < self.total;
-            if self.pausing && self.pauses > 0 && self.gathered < GATHER_MIN * self.pauses {
+            // Pausing since the period began, so `pauses` >= 1.
+            if self.pausing && self.gathered < GATHER_MIN * self.pauses {
                 self.pausing = false;
                 self.hold = HOLD_PERIODS;
             } else if self.hold > 0 {
@@ -111,7 +111,6 @@ impl Duty {
             self.pauses = 0;
             self.gathered = 0;
         }
-        self.paused_last = self.pausing;
         if self.pausing {
             self.pauses += 1;
             Some(self.pause)
