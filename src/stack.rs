@@ -51,8 +51,8 @@ pub enum StackError {
 /// How long the map's in-process feed waits after a batch smaller than a full run before
 /// it reads its link again. A fleet at 1 Hz otherwise wakes the map's task for every few
 /// fixes the router hands over (once per window of its lanes, 2 ms by default): each
-/// wake-up cost more than the fixes it brought. Browsers get a batch every 200 ms, so 10 ms more is not seen there; it
-/// shows in the map's own latency meter. While it is behind (a batch as large as a full
+/// wake-up cost more than the fixes it brought. Browsers get a batch every 200 ms, so
+/// 10 ms more is not seen there; it shows in the map's own latency meter. While it is behind (a batch as large as a full
 /// link, or the router parked its link since the last batch: it had more) it reads again at
 /// once. The router keeps
 /// what comes meanwhile in the link (parking it past 200) and then in its log, which by

@@ -4,7 +4,7 @@
 //! denied.
 
 use fleetcast_proto::filter::covers;
-use fleetcast_proto::filter::{levels_match, Levels};
+use fleetcast_proto::filter::{levels, levels_match};
 use serde::Deserialize;
 
 /// Publish and subscribe grants.
@@ -103,15 +103,17 @@ impl Grants {
 fn grants_topic(grant: &str, topic: &str, client_id: &str, username: &str) -> bool {
     let (client_ok, user_ok) = (level_ok(client_id), level_ok(username));
     // As `fill`: a placeholder that cannot be filled voids the grant, wherever it is.
-    if Levels::of(grant).any(|l| (l == CLIENT_ID && !client_ok) || (l == USERNAME && !user_ok)) {
+    if levels(grant.as_bytes())
+        .any(|l| (l == CLIENT_ID && !client_ok) || (l == USERNAME && !user_ok))
+    {
         return false;
     }
-    let filled = Levels::of(grant).map(|l| match l {
+    let filled = levels(grant.as_bytes()).map(|l| match l {
         CLIENT_ID => client_id.as_bytes(),
         USERNAME => username.as_bytes(),
         l => l,
     });
-    levels_match(filled, Levels::of(topic))
+    levels_match(filled, levels(topic.as_bytes()))
 }
 
 const CLIENT_ID: &[u8] = b"${clientid}";

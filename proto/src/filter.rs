@@ -1,6 +1,6 @@
 //! The one MQTT topic-filter matcher (`+` one level, `#` the rest), used by the broker's
 //! sessions and by the dashboard's board alike; the topic policy walks the same
-//! [`Levels`] with its grants' placeholders filled (`broker/src/policy.rs`).
+//! [`levels`] with its grants' placeholders filled (`broker/src/policy.rs`).
 
 /// Whether `topic` matches the MQTT filter `filter`.
 ///
@@ -13,7 +13,7 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 /// [`matches`] for a topic as it came off the wire, not checked as UTF-8 here (a filter
 /// and a topic the gateway let through are UTF-8 already).
 pub fn matches_bytes(filter: &[u8], topic: &[u8]) -> bool {
-    levels_match(Levels::of(filter), Levels::of(topic))
+    levels_match(levels(filter), levels(topic))
 }
 
 /// Whether a topic's levels `t` match a filter's levels `f`: the rule of [`matches`] for
@@ -33,39 +33,10 @@ pub fn levels_match<'a>(
     }
 }
 
-/// The levels of a topic or filter, as `split('/')` gives them (an empty string is one
+/// The levels of a topic or filter, as `str::split('/')` gives them (an empty name is one
 /// empty level), as bytes.
-#[derive(Debug, Clone)]
-pub struct Levels<'a> {
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Levels<'a> {
-    /// The levels of `name`.
-    pub fn of(name: &'a (impl AsRef<[u8]> + ?Sized)) -> Levels<'a> {
-        Levels {
-            rest: Some(name.as_ref()),
-        }
-    }
-}
-
-impl<'a> Iterator for Levels<'a> {
-    type Item = &'a [u8];
-
-    #[inline]
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        match rest.iter().position(|&c| c == b'/') {
-            Some(k) => {
-                self.rest = Some(&rest[k + 1..]);
-                Some(&rest[..k])
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
-        }
-    }
+pub fn levels(name: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+    name.split(|&c| c == b'/')
 }
 
 /// Whether some topic matches both filters.
@@ -154,8 +125,8 @@ mod tests {
             }
         }
         assert_eq!(agreed, names.len() * names.len());
-        assert!(Levels::of("").eq([&b""[..]]));
-        assert!(Levels::of("/a/").eq([&b""[..], b"a", b""]));
+        assert!(levels(b"").eq([&b""[..]]));
+        assert!(levels(b"/a/").eq([&b""[..], b"a", b""]));
     }
 
     #[test]
