@@ -4,7 +4,7 @@ use std::{
 };
 
 use flume::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tracing::{error, warn};
 
 use crate::{
@@ -120,51 +120,24 @@ impl Outgoing {
         qos: u8,
         filter_idx: usize,
     ) -> (usize, usize) {
-        let mut buffer = self.data_buffer.lock();
-        let publishes = publishes;
-
-        if qos == 0 {
-            for p in publishes {
-                self.meter.publish_count += 1;
-                buffer.push_back(Notification::Forward(p));
-                // self.meter.total_size += p.len();
-            }
-
-            // self.meter.update_data_rate(total_size);
-            let buffer_count = buffer.len();
-            let inflight_count = self.inflight_buffer.len();
-            return (buffer_count, inflight_count);
+        let mut forwarder = self.forwarder(qos, filter_idx);
+        for p in publishes {
+            forwarder.push(p);
         }
+        forwarder.counts()
+    }
 
-        for mut p in publishes {
-            // Index and pkid of current outgoing packet
-            self.last_pkid += 1;
-            p.publish.pkid = self.last_pkid;
-
-            self.inflight_buffer
-                .push_back((self.last_pkid, filter_idx, p.cursor));
-
-            // Place max pkid packet at index 0
-            if self.last_pkid == MAX_PKID {
-                self.last_pkid = 0;
-            }
-
-            self.meter.publish_count += 1;
-            self.meter.total_size += p.publish.topic.len() + p.publish.payload.len();
-            buffer.push_back(Notification::Forward(p));
+    /// Takes forwards one at a time under one lock of the buffer (fleetcast): the router
+    /// builds each as it reads the log, with no list of them in between.
+    pub(crate) fn forwarder(&mut self, qos: u8, filter_idx: FilterIdx) -> Forwarder<'_> {
+        Forwarder {
+            buffer: self.data_buffer.lock(),
+            inflight_buffer: &mut self.inflight_buffer,
+            last_pkid: &mut self.last_pkid,
+            meter: &mut self.meter,
+            qos,
+            filter_idx,
         }
-
-        let buffer_count = buffer.len();
-        let inflight_count = self.inflight_buffer.len();
-
-        if inflight_count > MAX_INFLIGHT {
-            warn!(
-                "More inflight publishes than max allowed, inflight count = {}, max allowed = {}",
-                inflight_count, MAX_INFLIGHT
-            );
-        }
-
-        (buffer_count, inflight_count)
     }
 
     // Returns (unsolicited, outoforder) flags
@@ -308,4 +281,49 @@ mod test {
     //         assert_eq!(outoforder, false);
     //     }
     // }
+}
+
+/// An [`Outgoing`]'s buffer, locked, taking forwards read from one filter (fleetcast).
+pub(crate) struct Forwarder<'o> {
+    buffer: MutexGuard<'o, VecDeque<Notification>>,
+    inflight_buffer: &'o mut VecDeque<(u16, FilterIdx, Option<Cursor>)>,
+    last_pkid: &'o mut u16,
+    meter: &'o mut OutgoingMeter,
+    qos: u8,
+    filter_idx: FilterIdx,
+}
+
+impl Forwarder<'_> {
+    pub(crate) fn push(&mut self, mut p: Forward) {
+        self.meter.publish_count += 1;
+        if self.qos != 0 {
+            // Index and pkid of current outgoing packet
+            *self.last_pkid += 1;
+            p.publish.pkid = *self.last_pkid;
+
+            self.inflight_buffer
+                .push_back((*self.last_pkid, self.filter_idx, p.cursor));
+
+            // Place max pkid packet at index 0
+            if *self.last_pkid == MAX_PKID {
+                *self.last_pkid = 0;
+            }
+
+            self.meter.total_size += p.publish.topic.len() + p.publish.payload.len();
+        }
+        self.buffer.push_back(Notification::Forward(p));
+    }
+
+    /// The buffer's length and the count of publishes in flight.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let buffer_count = self.buffer.len();
+        let inflight_count = self.inflight_buffer.len();
+        if self.qos != 0 && inflight_count > MAX_INFLIGHT {
+            warn!(
+                "More inflight publishes than max allowed, inflight count = {}, max allowed = {}",
+                inflight_count, MAX_INFLIGHT
+            );
+        }
+        (buffer_count, inflight_count)
+    }
 }

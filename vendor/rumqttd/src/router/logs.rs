@@ -176,11 +176,10 @@ impl DataLog {
     /// and without copying the publish for a filter nobody holds.
     pub fn append_matching(
         &mut self,
-        topic: &str,
-        publish: &Publish,
-        properties: &Option<PublishProperties>,
+        publish: Publish,
+        properties: Option<PublishProperties>,
         notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
-    ) -> Offset {
+    ) -> Result<Offset, std::str::Utf8Error> {
         // fleetcast: one lookup of the topic on the way every publish takes (a hit), not two.
         let DataLog {
             native,
@@ -188,6 +187,7 @@ impl DataLog {
             publish_filters,
             ..
         } = self;
+        let topic = std::str::from_utf8(&publish.topic)?;
         let mut o = (0, 0);
         let filter_idxs = match publish_filters.get(topic) {
             Some(v) => v,
@@ -198,30 +198,40 @@ impl DataLog {
                     .map(|(_, filter_idx)| *filter_idx)
                     .collect();
                 if v.is_empty() {
-                    return o;
+                    return Ok(o);
                 }
                 publish_filters.entry(topic.to_owned()).or_insert(v)
             }
         };
-        for &filter_idx in filter_idxs {
-            let Some(data) = native.get_mut(filter_idx) else {
-                continue;
-            };
-            if data.holders == 0 {
-                continue;
-            }
-            let publish_data = (publish.clone(), properties.clone());
+        // fleetcast: the last filter held takes the publish itself, the others a clone (a
+        // clone raises the reference counts of topic and payload, and dropping the original
+        // lowered them again).
+        let held = |filter_idx: &usize| native.get(*filter_idx).is_some_and(|d| d.holders > 0);
+        let Some(last) = filter_idxs.iter().rposition(held) else {
+            return Ok(o);
+        };
+        let (others, last) = filter_idxs.split_at(last);
+        let mut append = |data: &mut Data<PublishData>, publish_data: PubWithProp| {
+            let pkid = publish_data.0.pkid;
             let (offset, filter) = data.append(publish_data.into(), notifications);
             trace!(
-                pkid = publish.pkid,
+                pkid,
                 "Appended to commitlog: {}[{}, {})",
                 filter,
                 offset.0,
                 offset.1,
             );
             o = offset;
+        };
+        for &filter_idx in others {
+            if let Some(data) = native.get_mut(filter_idx).filter(|d| d.holders > 0) {
+                append(data, (publish.clone(), properties.clone()));
+            }
         }
-        o
+        if let Some(data) = native.get_mut(last[0]) {
+            append(data, (publish, properties));
+        }
+        Ok(o)
     }
 
     pub fn next_native_offset(&mut self, filter: &str) -> (FilterIdx, Offset) {
@@ -263,7 +273,7 @@ impl DataLog {
         // `next_native_offset` which creates a new commitlog if one doesn't exist. So any new
         // reads will definitely happen on a valid filter.
         let data = self.native.get(filter_idx).unwrap();
-        let mut o = Vec::new();
+        let mut o = Vec::with_capacity(len.min(1024) as usize);
         // TODO: `readv` is infallible but its current return type does not
         // reflect that. Consequently, this method is also infallible.
         // Encoding this information is important so that calling function
@@ -303,6 +313,20 @@ impl DataLog {
             .collect();
 
         Ok((next, o))
+    }
+
+    /// Hands each publish `native_readv` would read to `each` (fleetcast): the router makes
+    /// its forwards from them with no list in between.
+    pub fn native_read_each(
+        &self,
+        filter_idx: FilterIdx,
+        offset: Offset,
+        len: u64,
+        each: impl FnMut(&PublishData, Offset),
+    ) -> io::Result<Position> {
+        // As in `native_readv`: the filter's log exists once a subscribe prepared it.
+        let data = self.native.get(filter_idx).unwrap();
+        data.log.read_each(offset, len, each)
     }
 
     pub fn shadow(&mut self, filter: &str) -> Option<PubWithProp> {

@@ -362,6 +362,13 @@ impl IncomingMeter {
         Ok(())
     }
 
+    /// Counts a publish of `size` bytes whose topic was read as UTF-8 (fleetcast: the
+    /// router's `register_publish` without a second check of the topic).
+    pub fn count_publish(&mut self, size: usize) {
+        self.total_publishes.count += 1;
+        self.total_publishes.size += size;
+    }
+
     pub fn get_topic_meters(&self) -> &HashMap<Topic, MeterData> {
         &self.publishes
     }

@@ -198,9 +198,21 @@ where
     /// be a valid index if the start given is not valid either.
     pub fn readv(
         &self,
+        start: (u64, u64),
+        len: u64,
+        out: &mut Vec<(T, Offset)>,
+    ) -> io::Result<Position> {
+        self.read_each(start, len, |t, offset| out.push((t.clone(), offset)))
+    }
+
+    /// Hands each `T` of what `readv` would read to `each`, with its offset, and answers as
+    /// `readv` does (fleetcast): the router makes its forwards from them with no list in
+    /// between.
+    pub fn read_each(
+        &self,
         mut start: (u64, u64),
         mut len: u64,
-        out: &mut Vec<(T, Offset)>,
+        mut each: impl FnMut(&T, Offset),
     ) -> io::Result<Position> {
         let mut cursor = start;
         let _orig_cursor = cursor;
@@ -235,7 +247,7 @@ where
             // `Segment::readv` handles the conversion from absolute index to relative
             // index and it returns the absolute offset.
             // absolute cursor not to be confused with absolute offset
-            match curr_segment.readv(cursor, len, out)? {
+            match curr_segment.read_each(cursor, len, &mut each)? {
                 // an offset returned -> we didn't read till end -> len fulfilled -> return
                 SegmentPosition::Next(offset) => {
                     return Ok(Position::Next {
@@ -275,7 +287,7 @@ where
         // segment's `readv`, then we should return `None` as well as it is not possible to read
         // further, whereas for older segments we simply jump on to the new one to read more.
 
-        match curr_segment.readv(cursor, len, out)? {
+        match curr_segment.read_each(cursor, len, &mut each)? {
             SegmentPosition::Next(v) => {
                 // debug!("start: {:?}, end: ({}, {})", orig_cursor, cursor.0, cursor.1 + v - 1);
                 Ok(Position::Next {

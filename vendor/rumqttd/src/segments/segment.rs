@@ -63,6 +63,16 @@ where
         len: u64,
         out: &mut Vec<(T, Offset)>,
     ) -> io::Result<SegmentPosition> {
+        self.read_each(cursor, len, &mut |t: &T, offset| out.push((t.clone(), offset)))
+    }
+
+    /// Hands each `T` of what `readv` would read to `each`, with its offset (fleetcast).
+    pub(crate) fn read_each(
+        &self,
+        cursor: Cursor,
+        len: u64,
+        each: &mut impl FnMut(&T, Offset),
+    ) -> io::Result<SegmentPosition> {
         // This substraction can never overflow as checking of offset happens at
         // `CommitLog::readv`.
         let idx = cursor.1 - self.absolute_offset;
@@ -80,12 +90,10 @@ where
                 ret = None;
                 limit = self.len();
             }
-            let offsets = std::iter::repeat(cursor.0).zip(cursor.1..cursor.1 + limit);
-            let o = self.data[idx as usize..limit as usize]
-                .iter()
-                .cloned()
-                .zip(offsets);
-            out.extend(o);
+            let first = self.absolute_offset + idx;
+            for (i, t) in self.data[idx as usize..limit as usize].iter().enumerate() {
+                each(t, (cursor.0, first + i as u64));
+            }
         }
 
         match ret {
