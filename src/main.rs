@@ -5,6 +5,14 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc, not glibc's malloc: a publish is allocated on a connection thread and freed on
+/// the router's or the map's, and glibc served every such allocation from its arena's bins
+/// (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`: about 9% of the connection
+/// thread's samples under 10,000 drivers). Built without its transparent-huge-page advice
+/// (`no_thp`): with it, a broker holding nothing started at 68 MiB resident, not 36.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
