@@ -53,7 +53,17 @@ pub(super) struct Inbound {
     /// Whether retained publishes are marked as such for Retain As Published (some
     /// session holds such a subscription); the session refreshes it before each read.
     pub(super) mark_retained: bool,
+    /// The last topic name a PUBLISH passed the topic and policy checks with (at most
+    /// [`GRANTED_MAX`] bytes): a device publishes to the same topic every time, and an
+    /// account's grants do not change during a session, so the same name passes again
+    /// unchecked. The checks (UTF-8, wildcards, the grants' patterns) were about 7% of the
+    /// connection thread under a 1 -> 1 flood.
+    pub(super) granted: Option<Vec<u8>>,
 }
+
+/// The longest topic name [`Inbound::granted`] keeps, so that what a session keeps stays
+/// small: the fleet's topics are about 25 bytes.
+pub(super) const GRANTED_MAX: usize = 128;
 
 impl Inbound {
     /// Starts a new read: the clock is read again when a location is checked.
@@ -94,6 +104,7 @@ impl Inbound {
             max_session_expiry: limits.max_session_expiry_secs,
             problem_info: Takes::ANYTHING.problem_info,
             mark_retained: false,
+            granted: None,
         }
     }
 
@@ -289,6 +300,44 @@ mod tests {
             // A QoS 2 publish forwarded: its PUBREL goes to the router too.
             assert!(i.acks.pubrel(3));
         }
+    }
+
+    #[test]
+    fn the_last_granted_topic_passes_again_and_no_other_does() {
+        // One session judges as a new session would every time: the kept name lets only
+        // itself through unchecked.
+        let mut i = driver(Version::V5);
+        let cases = [
+            (OWN, Some(Verdict::Accept)),
+            ("drivers/drv-2/location", Some(Verdict::Denied)),
+            (OWN, Some(Verdict::Accept)),
+            ("drivers/drv-1/location/x", Some(Verdict::Denied)),
+            ("drivers/drv-1/locatio", Some(Verdict::Denied)),
+            ("drivers/drv-1/+", None),
+            (OWN, Some(Verdict::Accept)),
+            ("", None),
+            ("$SYS/x", None),
+        ];
+        for (topic, want) in cases {
+            let payload = location(60.1);
+            let got = i.verdict(topic.as_bytes(), payload.as_bytes());
+            let fresh = driver(Version::V5).verdict(topic.as_bytes(), payload.as_bytes());
+            assert_eq!(got, fresh, "{topic:?}");
+            match want {
+                Some(want) => assert_eq!(got, want, "{topic:?}"),
+                None => assert!(matches!(got, Verdict::BadTopic(_)), "{topic:?}: {got:?}"),
+            }
+        }
+        assert_eq!(i.granted.as_deref(), Some(OWN.as_bytes()));
+        // A name longer than the bound is checked every time and not kept.
+        let everything = Grants {
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+        };
+        let mut open = inbound(Version::V5, everything, &Config::default().limits);
+        let long = "a/".repeat(GRANTED_MAX);
+        assert_eq!(open.verdict(long.as_bytes(), b"x"), Verdict::Accept);
+        assert_eq!(open.granted, None);
     }
 
     #[test]

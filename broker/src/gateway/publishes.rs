@@ -14,7 +14,7 @@ use super::aliases::AliasError;
 use super::codec::{Version, Violation};
 use super::end::End;
 use super::frame::{self, TopicError};
-use super::inbound::{Inbound, Tally};
+use super::inbound::{Inbound, Tally, GRANTED_MAX};
 use super::marks;
 use super::outbound::encode;
 use crate::throttle::Throttle;
@@ -46,11 +46,18 @@ pub(super) enum Verdict {
 impl Inbound {
     /// What becomes of a PUBLISH to `topic` carrying `payload`, in the order it is checked.
     pub(super) fn verdict(&mut self, topic: &[u8], payload: &[u8]) -> Verdict {
-        if let Some(e) = frame::topic_name_error(topic) {
-            return Verdict::BadTopic(e);
-        }
-        if !self.identity.may_publish(topic) {
-            return Verdict::Denied;
+        if self.granted.as_deref() != Some(topic) {
+            if let Some(e) = frame::topic_name_error(topic) {
+                return Verdict::BadTopic(e);
+            }
+            if !self.identity.may_publish(topic) {
+                return Verdict::Denied;
+            }
+            if topic.len() <= GRANTED_MAX {
+                let granted = self.granted.get_or_insert_with(Vec::new);
+                granted.clear();
+                granted.extend_from_slice(topic);
+            }
         }
         if !self.validate_locations {
             return Verdict::Accept;
