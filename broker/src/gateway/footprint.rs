@@ -16,9 +16,10 @@
 //! clients; before: 4,048 for the future, 512 for the task, 1,024 for the read buffer,
 //! ~400 for the log's span). `bench/run.sh`'s `idle` scenario, this build: 3.07 KiB of
 //! RSS per idle connection, 19,900 at 91.3 MiB (6.91 KiB and 166.2 MiB before; mosquitto
-//! 0.72 KiB and 22.5 MiB in the same run). The bounds are the debug figures with a
-//! margin, so that a
-//! change making every connection heavier shows up here first.
+//! 0.72 KiB and 22.5 MiB in the same run). With mimalloc as the binary's allocator
+//! (`src/main.rs`), `bench/run.sh` at f0fd1ba: 2.6 KiB per idle connection, 19,900 at
+//! 84.6 MiB. The bounds are the debug figures with a margin, so that a change making every
+//! connection heavier shows up here first.
 
 #[cfg(test)]
 mod tests {
