@@ -24,6 +24,23 @@ pub struct PublishData {
     pub timestamp: Instant,
 }
 
+impl PublishData {
+    /// What is left of its Message Expiry Interval (fleetcast: the rule `native_readv` and
+    /// `forward_direct` share): None once it has expired, `Some(None)` when it has none.
+    /// `now` is asked only for a message with an interval.
+    pub fn expiry_left(&self, now: impl FnOnce() -> Instant) -> Option<Option<u32>> {
+        let Some(interval) = self
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+        else {
+            return Some(None);
+        };
+        let spent = (now() - self.timestamp).as_secs() as u32;
+        (spent < interval).then_some(Some(interval - spent))
+    }
+}
+
 impl From<PubWithProp> for PublishData {
     fn from((publish, properties): PubWithProp) -> Self {
         PublishData {
@@ -282,28 +299,15 @@ impl DataLog {
 
         let now = Instant::now();
         o.retain_mut(|(pubdata, _)| {
-            // Keep data if no properties exists, which implies no message expiry!
-            let Some(properties) = pubdata.properties.as_mut() else {
-                return true;
+            // ignore expired messages; a live one goes with the time it has left
+            // ref: https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901112
+            let Some(left) = pubdata.expiry_left(|| now) else {
+                return false;
             };
-
-            // Keep data if there is no message_expiry_interval
-            let Some(message_expiry_interval) = properties.message_expiry_interval.as_mut() else {
-                return true;
-            };
-
-            let time_spent = (now - pubdata.timestamp).as_secs() as u32;
-
-            let is_valid = time_spent < *message_expiry_interval;
-
-            // ignore expired messages
-            if is_valid {
-                // set message_expiry_interval to (original value - time spent waiting in server)
-                // ref: https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901112
-                *message_expiry_interval -= time_spent;
+            if let (Some(left), Some(p)) = (left, pubdata.properties.as_mut()) {
+                p.message_expiry_interval = Some(left);
             }
-
-            is_valid
+            true
         });
 
         // no need to include timestamp when returning

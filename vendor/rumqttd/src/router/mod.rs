@@ -349,21 +349,10 @@ pub struct IncomingMeter {
 }
 
 impl IncomingMeter {
-    pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        // fleetcast: no meter per topic (as published, a copy of the topic and a map entry
-        // per publish, a map that grew with every topic a link ever published to, and that
-        // nothing read); `get_topic_meters` is empty. The check stays: it is what
-        // `register_publish` answered.
-        std::str::from_utf8(&publish.topic)?;
-
-        self.total_publishes.count += 1;
-        self.total_publishes.size += publish.len();
-
-        Ok(())
-    }
-
-    /// Counts a publish of `size` bytes whose topic was read as UTF-8 (fleetcast: the
-    /// router's `register_publish` without a second check of the topic).
+    /// Counts a publish of `size` bytes whose topic the router read as UTF-8 (fleetcast: as
+    /// published, `register_publish` checked the topic again, copied it into a new `String`
+    /// and counted it in a map per topic that grew with every topic a link ever published
+    /// to and that nothing read; `get_topic_meters` is empty).
     pub fn count_publish(&mut self, size: usize) {
         self.total_publishes.count += 1;
         self.total_publishes.size += size;

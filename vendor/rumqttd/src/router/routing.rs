@@ -669,8 +669,7 @@ impl Router {
                         }
                     };
 
-                    // fleetcast: `append_to_commitlog` read the topic as UTF-8, which is
-                    // all `register_publish` checked.
+                    // fleetcast: `append_to_commitlog` read the topic as UTF-8.
                     let meter = &mut self.ibufs.get_mut(id).unwrap().meter;
                     meter.count_publish(size);
                 }
@@ -1581,54 +1580,11 @@ fn forward_device_data(
         return ConsumeStatus::FilterCaughtup;
     }
 
-    let broker_topic_aliases = &mut connection.broker_topic_aliases;
-    let mut topic_alias = broker_topic_aliases
-        .as_ref()
-        .and_then(|aliases| aliases.get_alias(&request.filter));
-
-    let topic_alias_already_exists = topic_alias.is_some();
-
-    // if topic alias doesn't exists, try creating new one!
-    if !topic_alias_already_exists {
-        topic_alias = broker_topic_aliases
-            .as_mut()
-            .and_then(|broker_aliases| broker_aliases.set_new_alias(&request.filter))
-    }
-
-    let subscription_id = connection.subscription_ids.get(&request.filter);
-
     // Fill and notify device data
+    let shape = Shape::of(connection, &request.filter, qos);
     let forwards = publishes
         .into_iter()
-        .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
-
-            // if there is some topic alias to use, set it in publish properties
-            if topic_alias.is_some() {
-                let mut props = properties.unwrap_or_default();
-                props.topic_alias = topic_alias;
-                properties = Some(props);
-            }
-
-            // We want to clear topic if we are using an existing alias
-            if topic_alias_already_exists {
-                publish.topic.clear()
-            }
-
-            if let Some(&subscription_id) = subscription_id {
-                // create new props if not already exists
-                let mut props = properties.unwrap_or_default();
-                props.subscription_identifiers.push(subscription_id);
-                properties = Some(props);
-            }
-
-            Forward {
-                cursor: offset,
-                size: 0,
-                publish,
-                properties,
-            }
-        });
+        .map(|((publish, properties), offset)| shape.forward(publish, properties, offset));
 
     let (len, inflight) = outgoing.push_forwards(forwards, qos, filter_idx);
 
@@ -1704,21 +1660,12 @@ fn forward_direct(
     let read = datalog.native_read_each(filter_idx, request.cursor, slots, |data, offset| {
         // As `native_readv`: an expired message is passed over, a live one forwarded with
         // the time it has left.
-        let mut expiry = None;
-        if let Some(interval) = data
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval)
-        {
-            let now = *now.get_or_insert_with(std::time::Instant::now);
-            let spent = (now - data.timestamp).as_secs() as u32;
-            if spent >= interval {
-                return;
-            }
-            expiry = Some(interval - spent);
-        }
+        let Some(left) = data.expiry_left(|| *now.get_or_insert_with(std::time::Instant::now))
+        else {
+            return;
+        };
         let (publish, mut properties) = (data.publish.clone(), data.properties.clone());
-        if let (Some(left), Some(p)) = (expiry, properties.as_mut()) {
+        if let (Some(left), Some(p)) = (left, properties.as_mut()) {
             p.message_expiry_interval = Some(left);
         }
         let shape = shape.get_or_insert_with(|| Shape::of(connection, filter, qos));

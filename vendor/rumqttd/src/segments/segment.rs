@@ -56,7 +56,9 @@ where
 
     #[inline]
     /// Takes in the abosolute index to start reading from. Internally handles the conversion from
-    /// relative offset to absolute offset and vice-versa.
+    /// relative offset to absolute offset and vice-versa. (fleetcast: only the tests read a
+    /// segment into a list; `CommitLog` reads through `read_each`.)
+    #[cfg(test)]
     pub(crate) fn readv(
         &self,
         cursor: Cursor,
