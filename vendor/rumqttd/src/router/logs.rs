@@ -37,7 +37,8 @@ impl PublishData {
             return Some(None);
         };
         let spent = (now() - self.timestamp).as_secs() as u32;
-        (spent < interval).then_some(Some(interval - spent))
+        // Lazily: the subtraction would overflow for an expired message.
+        (spent < interval).then(|| Some(interval - spent))
     }
 }
 
