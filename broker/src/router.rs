@@ -39,7 +39,7 @@ pub type Link = (LinkTx, LinkRx, Notification);
 /// Link builds waiting for the builder thread; past this a connect is refused as busy.
 const BUILD_QUEUE: usize = 4_096;
 /// Free slots in the router's bounded(1000) channel below which a lane leaves its
-/// notification to its flusher thread instead of risking a blocking send.
+/// data for the router to take before it next blocks, instead of risking a blocking send.
 const ROOM_MARGIN: usize = 64;
 
 /// Why a link could not be built.
@@ -118,7 +118,9 @@ impl RouterHandle {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         };
-        let router_tx = Router::new(0, config).spawn();
+        // The lanes' side of the coalescing window (`router/lanes.rs`): named once built.
+        let polled = rumqttd::Polled::new(settings.coalesce_window, lanes::QUIET_WINDOWS);
+        let router_tx = Router::new(0, config).with_polled(polled.clone()).spawn();
 
         // Item type inferred from LinkBuilder::new below: rumqttd's private event.
         let (link_tx, link_rx) = flume::unbounded();
@@ -157,8 +159,8 @@ impl RouterHandle {
         // Built here, where the router's sender can be named by inference; the router
         // answers each at once (nothing else is queued yet). Straight on the router's
         // channel: a lane notifies only when that channel has room (so a push never blocks
-        // a tokio worker) and otherwise leaves it to its flusher thread, which saves each
-        // notification the forwarder's wake-up.
+        // a tokio worker) and otherwise leaves it for the router to take before it next
+        // blocks, which saves each notification the forwarder's wake-up.
         let mut shared = Vec::new();
         for i in 0..Lanes::wanted() {
             let (tx, rx, _) = LinkBuilder::new(&format!("fleetcast:lane:{i}"), router_tx.clone())
@@ -174,8 +176,7 @@ impl RouterHandle {
         let room =
             Box::new(move || probe.len() + ROOM_MARGIN < probe.capacity().unwrap_or(usize::MAX));
         Ok(Arc::new(RouterHandle {
-            lanes: Lanes::new(shared, settings.coalesce_window, room)
-                .map_err(|e| RouterError::Spawn("lanes", e))?,
+            lanes: Lanes::new(shared, polled, room),
             builds,
             backlog: Box::new(move || depth.len()),
             alive: Box::new(move || !router_tx.is_disconnected()),

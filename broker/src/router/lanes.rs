@@ -22,13 +22,16 @@
 //! Batching in time: a fleet at 1 Hz per device spreads its publishes evenly, so a push
 //! nearly always finds its lane empty and every message would still cost a wake-up of the
 //! router thread. Under load (more than [`BUSY_PER_S`] notifications a second) the lanes
-//! therefore switch to a coalescing window: pushes only fill the buffer, and a flusher
-//! thread notifies each non-empty lane once every window (`[router] coalesce_window_us`,
-//! [`WINDOW`] by default), so one router wake-up carries everything that came in that
-//! window, at the cost of at most the window of latency; with the window set to 0 it never
-//! switches. Below that rate a push notifies at once, as before, and the flusher only
-//! looks in every [`IDLE_TICK`] (it also sends anything a push left behind while the mode
-//! changed or the router's channel was full, so nothing waits longer than that).
+//! therefore switch to a coalescing window: pushes only fill the buffer, and the router
+//! takes what the lanes hold on its own, every window (`[router] coalesce_window_us`,
+//! [`WINDOW`] by default; rumqttd's `Polled`, `vendor/rumqttd/FLEETCAST.md`), so one router
+//! wake-up carries everything that came in that window, at the cost of at most the window
+//! of latency; with the window set to 0 it never switches. The router switches back after
+//! [`QUIET_WINDOWS`] windows in a row found the lanes empty. Below that rate a push
+//! notifies at once, as before; one that finds the router's channel full leaves it in the
+//! lane, and the router takes it before it next blocks. (A flusher thread used to send
+//! each lane's notification every window: under 10,000 drivers at 1 Hz it woke 540 times
+//! a second, 0.9% of a core, to wake the router as often.)
 //!
 //! A flood needs no window: a push under the window that leaves more than
 //! [`NOTIFY_BYTES`] waiting notifies at once (once, until the router takes the buffer),
@@ -45,9 +48,10 @@
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Packet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use rumqttd::Polled;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Lanes built at most (one per core is plenty: a push holds its lane's lock for
 /// a few hundred nanoseconds).
@@ -59,12 +63,12 @@ const MAX_LANES: usize = 8;
 /// Without that pause, 2 ms had cost about a fifth more CPU than 5 ms (`bench/SUMMARY.md`,
 /// 2026-12-07).
 pub(crate) const WINDOW: Duration = Duration::from_millis(2);
-/// How often the flusher looks while pushes notify on their own.
-const IDLE_TICK: Duration = Duration::from_millis(10);
 /// Notifications a second above which the window is worth its latency.
 const BUSY_PER_S: u64 = 2_000;
-/// Windows in a row with nothing to send before pushes notify on their own again.
-const QUIET_WINDOWS: u32 = 50;
+/// How many notifications the rate is measured over ([`BUSY_PER_S`] for 10 ms).
+const BUSY_COUNT: u64 = BUSY_PER_S / 100;
+/// Windows in a row with nothing to take before pushes notify on their own again.
+pub(crate) const QUIET_WINDOWS: u32 = 50;
 /// Log bytes waiting in a lane past which a push may notify at once under the window
 /// (a fleet at 1 Hz, one small publish per push, never comes near it; a flood passes it
 /// in well under a window).
@@ -103,14 +107,14 @@ impl Waiting {
 /// The shared ingest links.
 pub(crate) struct Lanes {
     lanes: Vec<Lane>,
-    /// The coalescing window; None: never on, every push that finds its lane empty
-    /// notifies.
-    window: Option<Duration>,
-    /// The coalescing window is on: pushes leave the notification to the flusher.
-    busy: AtomicBool,
-    /// Notifications pushes sent, all told (the flusher reads how many since it last
-    /// looked).
+    /// The router's side of the window: on, it takes what the lanes hold every window
+    /// (never on when the window is 0).
+    polled: Polled,
+    /// Notifications pushes sent, all told.
     direct: AtomicU64,
+    /// When the last [`BUSY_COUNT`] of them began (ms since `born`).
+    counted_from: AtomicU64,
+    born: Instant,
     /// Notifications floods sent before the window ended, all told.
     early: AtomicU64,
     /// The router's own channel has room for a notification without blocking.
@@ -128,16 +132,10 @@ pub struct LaneGone;
 
 impl Lanes {
     /// The lanes over links already built (the router's event type is private, so the
-    /// links are built where its sender is: `RouterHandle::spawn`).
-    /// Starts their flusher thread, which ends once the lanes are dropped.
-    ///
-    /// # Errors
-    /// The thread could not be started.
-    pub(crate) fn new(
-        links: Vec<(LinkTx, LinkRx)>,
-        window: Option<Duration>,
-        room: Room,
-    ) -> std::io::Result<Arc<Lanes>> {
+    /// links are built where its sender is: `RouterHandle::spawn`); `polled` is what the
+    /// router was given (`Router::with_polled`), and names the links here.
+    pub(crate) fn new(links: Vec<(LinkTx, LinkRx)>, polled: Polled, room: Room) -> Arc<Lanes> {
+        polled.set_links(links.iter().map(|(_, rx)| rx.id()).collect());
         let lanes = links
             .into_iter()
             .map(|(tx, rx)| Lane {
@@ -149,28 +147,30 @@ impl Lanes {
                 _rx: rx,
             })
             .collect();
-        let lanes = Arc::new(Lanes {
+        Arc::new(Lanes {
             lanes,
-            window,
-            busy: AtomicBool::new(false),
+            polled,
             direct: AtomicU64::new(0),
+            counted_from: AtomicU64::new(0),
+            born: Instant::now(),
             early: AtomicU64::new(0),
             room,
-        });
-        let weak = Arc::downgrade(&lanes);
-        std::thread::Builder::new()
-            .name("fleetcast-lanes".into())
-            .spawn(move || flusher(&weak))?;
-        Ok(lanes)
+        })
     }
 
-    /// Notifies the router of every non-empty lane; how many there were.
-    fn flush(&self) -> Result<usize, LaneGone> {
-        let mut sent = 0;
-        for lane in 0..self.lanes.len() {
-            sent += usize::from(self.flush_one(lane)?);
+    /// Counts a notification a push is about to send, and turns the window on when the
+    /// last [`BUSY_COUNT`] came faster than [`BUSY_PER_S`] (before the send, so the router
+    /// sees it on when it wakes for it).
+    fn count_direct(&self) {
+        let n = self.direct.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % BUSY_COUNT != 0 {
+            return;
         }
-        Ok(sent)
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let from = self.counted_from.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(from) * BUSY_PER_S < BUSY_COUNT * 1_000 {
+            self.polled.turn_on();
+        }
     }
 
     /// Notifies the router of lane `lane` (modulo the lanes) if anything waits in it, so
@@ -242,9 +242,12 @@ impl Lanes {
             let notified = waiting.notified && !was_empty;
             let flood = early && !notified && waits >= NOTIFY_BYTES;
             // Either a notification is on its way for what is there, which takes this
-            // too, or the flusher sends one within the window, or (the router's channel
-            // full: a send would block this thread) within its next look.
-            let later = !flood && (!was_empty || self.busy.load(Ordering::Relaxed));
+            // too, or the router takes it at its next look (within the window), or (the
+            // router's channel full: a send would block this thread) before it next
+            // blocks. The look at `busy` is under the buffer's lock: the router turns the
+            // window off before it takes the buffer one last time.
+            let busy = self.polled.is_on();
+            let later = !flood && (!was_empty || busy);
             if later || !(self.room)() {
                 buffer.push_back(last);
                 (was_empty, None)
@@ -265,53 +268,20 @@ impl Lanes {
             return Ok(waiting.bytes);
         };
         waiting.notified = true;
-        if !was_empty || self.busy.load(Ordering::Relaxed) {
+        if !was_empty || self.polled.is_on() {
             self.early.fetch_add(1, Ordering::Relaxed);
         }
-        self.direct.fetch_add(1, Ordering::Relaxed);
+        self.count_direct();
         notify(&mut waiting.tx, last).map(|()| waiting.bytes)
     }
 }
 
 /// Pushes `last` into the lane and notifies the router. A lane's link sends straight into
 /// the router's bounded channel (no forwarder hop, `router.rs`), so this blocks while
-/// that channel is full: pushes on tokio's workers call it only when [`Lanes::room`] says
-/// there is room; the flusher, on its own thread, may wait.
+/// that channel is full: pushes call it only when [`Lanes::room`] says there is room;
+/// [`Lanes::flush_one`], once in a device's life, may wait.
 fn notify(tx: &mut LinkTx, last: Packet) -> Result<(), LaneGone> {
     super::send_now(tx, last).then_some(()).ok_or(LaneGone)
-}
-
-/// The flusher: every window under load, every idle tick otherwise, until the lanes are
-/// dropped or their router is gone.
-fn flusher(lanes: &Weak<Lanes>) {
-    let mut quiet = 0u32;
-    let mut direct_seen = 0u64;
-    loop {
-        let (busy, window) = match lanes.upgrade() {
-            Some(l) => (l.busy.load(Ordering::Relaxed), l.window),
-            None => return,
-        };
-        std::thread::sleep(match window {
-            Some(window) if busy => window,
-            _ => IDLE_TICK,
-        });
-        let Some(l) = lanes.upgrade() else { return };
-        let Ok(sent) = l.flush() else { return };
-        let direct = l.direct.load(Ordering::Relaxed);
-        let since = direct.wrapping_sub(std::mem::replace(&mut direct_seen, direct));
-        if busy {
-            quiet = if sent == 0 { quiet + 1 } else { 0 };
-            if quiet >= QUIET_WINDOWS {
-                l.busy.store(false, Ordering::Relaxed);
-                quiet = 0;
-            }
-        } else {
-            let per_tick = BUSY_PER_S * IDLE_TICK.as_millis() as u64 / 1_000;
-            if since > per_tick && window.is_some() {
-                l.busy.store(true, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -375,7 +345,7 @@ mod tests {
             got += 1;
         }
         let until = std::time::Instant::now() + Duration::from_secs(10);
-        while !router.lanes.busy.load(Ordering::Relaxed) {
+        while !router.lanes.polled.is_on() {
             assert!(
                 std::time::Instant::now() < until,
                 "the window never came on"
@@ -385,15 +355,18 @@ mod tests {
                 .expect("lane");
             let _ = sub.next().await;
         }
-        // With the window on, a lone push is sent by the flusher, not left waiting.
+        // With the window on, a lone push does not notify: the router takes it at its next
+        // look, not left waiting.
+        let direct = router.lanes.direct.load(Ordering::Relaxed);
         router
             .push_shared(1, &mut vec![publish(7)], true)
             .expect("lane");
+        assert_eq!(router.lanes.direct.load(Ordering::Relaxed), direct);
         let last = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
-        assert_eq!(last.expect("sent within the window").expect("link").1, "7");
+        assert_eq!(last.expect("taken within the window").expect("link").1, "7");
         // Quiet for QUIET_WINDOWS windows: pushes notify on their own again.
         let until = std::time::Instant::now() + Duration::from_secs(10);
-        while router.lanes.busy.load(Ordering::Relaxed) {
+        while router.lanes.polled.is_on() {
             assert!(
                 std::time::Instant::now() < until,
                 "the window never went off"
@@ -405,10 +378,10 @@ mod tests {
     #[tokio::test]
     async fn with_no_window_every_push_notifies_and_the_window_never_comes_on() {
         let (router, mut sub) = router_with_window("lanes-off", None).await;
-        // What switches a window on within a tick (first test: one push at a time, each
-        // finding its lane empty, thousands a second), for 30 flusher ticks: the window
-        // stays off all along and every message arrives, in order.
-        let until = std::time::Instant::now() + super::IDLE_TICK * 30;
+        // What switches a window on within 10 ms (first test: one push at a time, each
+        // finding its lane empty, thousands a second), for 300 ms: the window stays off
+        // all along and every message arrives, in order.
+        let until = std::time::Instant::now() + Duration::from_millis(300);
         let mut i = 0u32;
         while std::time::Instant::now() < until {
             router
@@ -417,10 +390,10 @@ mod tests {
             let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
             let (_, payload) = next.expect("every message arrives").expect("link");
             assert_eq!(payload, i.to_string(), "in order");
-            assert!(!router.lanes.busy.load(Ordering::Relaxed), "window off");
+            assert!(!router.lanes.polled.is_on(), "window off");
             i += 1;
         }
-        assert!(i > 100, "only {i} pushes in 30 ticks");
+        assert!(i > 100, "only {i} pushes in 300 ms");
         // With nothing in flight, a lone push reaches the router by its own notification.
         router
             .push_shared(1, &mut vec![publish(7)], true)
@@ -430,9 +403,11 @@ mod tests {
     }
 
     /// A lane over a router whose channel reads as full: a push does not notify (the
-    /// send could block a tokio worker), and the flusher sends it within a tick.
+    /// send could block a tokio worker), and the router takes it when it next runs out of
+    /// work (with the window off: it never looks on its own).
     #[tokio::test]
-    async fn with_the_router_channel_full_a_push_leaves_the_notification_to_the_flusher() {
+    async fn with_the_router_channel_full_a_push_is_taken_when_the_router_next_runs_dry() {
+        let polled = rumqttd::Polled::new(None, super::QUIET_WINDOWS);
         let router_tx = rumqttd::Router::new(
             0,
             rumqttd::RouterConfig {
@@ -445,6 +420,7 @@ mod tests {
                 shared_subscriptions_strategy: Default::default(),
             },
         )
+        .with_polled(polled.clone())
         .spawn();
         let build = |id: &str| {
             rumqttd::local::LinkBuilder::new(id, router_tx.clone())
@@ -460,7 +436,7 @@ mod tests {
             let full = full.clone();
             Box::new(move || !full.load(Ordering::Relaxed))
         };
-        let lanes = super::Lanes::new(vec![(tx, rx)], None, room).expect("lanes");
+        let lanes = super::Lanes::new(vec![(tx, rx)], polled, room);
         let next = |rx: &mut rumqttd::local::LinkRx| {
             let until = std::time::Instant::now() + Duration::from_secs(10);
             loop {
@@ -477,7 +453,13 @@ mod tests {
             0,
             "no send while full"
         );
-        assert_eq!(next(&mut sub_rx), "1", "the flusher sent it");
+        // Whatever wakes the router next: here the subscriber's own publish elsewhere.
+        sub_tx.publish("lanes/other", "wake").expect("publish");
+        assert_eq!(
+            next(&mut sub_rx),
+            "1",
+            "taken before the router blocked again"
+        );
         full.store(false, Ordering::Relaxed);
         lanes.push(0, &mut vec![publish(2)], true).expect("lane");
         assert_eq!(
@@ -488,10 +470,22 @@ mod tests {
         assert_eq!(next(&mut sub_rx), "2");
     }
 
+    /// Turns the window on as a push does: on, then a notification (here through the last
+    /// lane, of a publish nobody reads), which wakes the router to start looking.
+    fn switch_on(router: &RouterHandle) {
+        router.lanes.polled.turn_on();
+        let wake = Packet::Publish(Publish::new(&b"lanes/nobody"[..], &b""[..], false), None);
+        let last = router.lanes.lanes.len() - 1;
+        let mut waiting = router.lanes.lanes[last].tx.lock().expect("lane");
+        super::notify(&mut waiting.tx, wake).expect("lane");
+    }
+
     #[tokio::test]
     async fn under_the_window_a_flood_notifies_at_once_unless_told_not_to() {
         let (router, mut sub) = router_with_subscriber("lanes-flood").await;
-        router.lanes.busy.store(true, Ordering::Relaxed);
+        // On again before each step: the router turns it off after QUIET_WINDOWS windows
+        // that found nothing.
+        switch_on(&router);
         // 800 x (4 + 10 + 100) log bytes: past NOTIFY_BYTES in one push.
         let flood = |from: u32| -> Vec<Packet> {
             (from..from + 800)
@@ -504,7 +498,7 @@ mod tests {
                 })
                 .collect()
         };
-        // Until the router took what waits in lane 0 (the flusher sends it within the
+        // Until the router took what waits in lane 0 (at its next look, within the
         // window): a push then starts a fresh batch.
         let drained = || async {
             let until = std::time::Instant::now() + Duration::from_secs(10);
@@ -521,6 +515,7 @@ mod tests {
             "small: the window"
         );
         drained().await;
+        switch_on(&router);
         router
             .push_shared(0, &mut flood(1_000), false)
             .expect("lane");
@@ -530,6 +525,7 @@ mod tests {
             "told to wait"
         );
         drained().await;
+        switch_on(&router);
         router
             .push_shared(0, &mut flood(2_000), true)
             .expect("lane");

@@ -20,6 +20,7 @@ mod connection;
 mod graveyard;
 pub mod iobufs;
 mod logs;
+mod polled;
 mod routing;
 mod scheduler;
 pub(crate) mod shared_subs;
@@ -27,6 +28,7 @@ mod waiters;
 
 pub use alertlog::Alert;
 pub use connection::Connection;
+pub use polled::Polled;
 pub use routing::Router;
 pub use waiters::Waiters;
 

@@ -9,12 +9,12 @@ use crate::router::scheduler::{PauseReason, Tracker};
 use crate::router::{ConnectionEvents, Forward};
 use crate::segments::Position;
 use crate::*;
-use flume::{bounded, Receiver, RecvError, Sender, TryRecvError};
+use flume::{bounded, Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError};
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::Utf8Error;
 use std::thread;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use thiserror::Error;
 use tracing::{debug, error, info, trace, warn};
 
@@ -105,6 +105,11 @@ pub struct Router {
     /// Filters a connection has just read to the end of (fleetcast): their logs are
     /// trimmed if every reader has (`DataLog::trim_read`).
     read_to_end: Vec<FilterIdx>,
+    /// fleetcast: links the router takes data from without a notification (`polled.rs`),
+    /// when it next looks while they are on, and looks in a row that found nothing.
+    polled: Option<Polled>,
+    next_look: Option<Instant>,
+    quiet_looks: u32,
 }
 
 impl Router {
@@ -147,6 +152,67 @@ impl Router {
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
             read_to_end: Vec::new(),
+            polled: None,
+            next_look: None,
+            quiet_looks: 0,
+        }
+    }
+
+    /// fleetcast: the router also takes what links `polled` hold without a notification
+    /// (`polled.rs`).
+    pub fn with_polled(mut self, polled: Polled) -> Router {
+        self.polled = Some(polled);
+        self
+    }
+
+    /// fleetcast: takes what every polled link holds; whether any held something.
+    fn take_polled(&mut self) -> bool {
+        // Taken out for the loop (handle_device_payload never reads it), not cloned.
+        let Some(polled) = self.polled.take() else {
+            return false;
+        };
+        let mut found = false;
+        for &id in polled.links() {
+            let waiting = self
+                .ibufs
+                .get(id)
+                .is_some_and(|incoming| !incoming.buffer.lock().is_empty());
+            if waiting {
+                found = true;
+                self.handle_device_payload(id);
+            }
+        }
+        self.polled = Some(polled);
+        found
+    }
+
+    /// fleetcast: when polled links are on, looks into them if it is time; keeps the time
+    /// of the next look, and turns them off after enough looks found nothing.
+    fn look_if_due(&mut self) {
+        let Some(every) = self.polled.as_ref().and_then(Polled::every) else {
+            self.next_look = None;
+            return;
+        };
+        let now = Instant::now();
+        let due = *self.next_look.get_or_insert(now + every);
+        if now < due {
+            return;
+        }
+        self.next_look = Some(now + every);
+        if self.take_polled() {
+            self.quiet_looks = 0;
+            return;
+        }
+        self.quiet_looks += 1;
+        let quiet_after = self.polled.as_ref().map_or(1, Polled::quiet_after);
+        if self.quiet_looks >= quiet_after {
+            self.quiet_looks = 0;
+            self.next_look = None;
+            if let Some(polled) = &self.polled {
+                polled.turn_off();
+            }
+            // A push that read "on" just before has left its data unannounced.
+            self.take_polled();
         }
     }
 
@@ -200,8 +266,27 @@ impl Router {
         // Block on incoming events if there are no ready connections for consumption
         if self.consume().is_none() {
             // trace!("{}:: {:20} {:20} {:?}", self.id, "", "done-await", self.readyqueue);
-            let (id, data) = self.router_rx.recv()?;
-            self.events(id, data);
+            // fleetcast: polled links on, wait only until the next look; off, take what
+            // they hold (left there while the channel was full) before blocking.
+            let look = self.polled.as_ref().and_then(Polled::every);
+            match look {
+                Some(every) => {
+                    let due = *self.next_look.get_or_insert_with(|| Instant::now() + every);
+                    match self.router_rx.recv_deadline(due) {
+                        Ok((id, data)) => self.events(id, data),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => {
+                            return Err(RouterError::Disconnected)
+                        }
+                    }
+                }
+                None => {
+                    if !self.take_polled() {
+                        let (id, data) = self.router_rx.recv()?;
+                        self.events(id, data);
+                    }
+                }
+            }
         }
 
         // Try reading more from connections in a non-blocking
@@ -216,6 +301,9 @@ impl Router {
                 Err(TryRecvError::Empty) => break,
             }
         }
+
+        // fleetcast: every look due, however busy the channel keeps the router.
+        self.look_if_due();
 
         // A connection should not be scheduled multiple times
         #[cfg(debug_assertions)]
