@@ -487,6 +487,62 @@ async fn invalid_filters_are_refused_one_by_one() {
     assert_eq!(pong, [0xD0, 0x00]);
 }
 
+/// A device that only publishes, at QoS 1, goes through a shared lane and is acked by the
+/// gateway; once it subscribes it has a link of its own and the router acks it. Either
+/// way its PUBACKs come in order, and its messages reach a subscriber in order, at QoS 1.
+#[tokio::test]
+async fn a_qos1_publisher_is_acked_in_order_before_and_after_it_subscribes() {
+    let b = TestBroker::start().await;
+    let mut rider = TestClient::connect(tcp_options("rider-q1", &b.addrs)).await;
+    rider
+        .subscribe("fleet/drv-q1/location", QoS::AtLeastOnce)
+        .await;
+    let hello = connect_frame("drv-q1", 30, true, None);
+    let (mut s, _) = raw_exchange(b.addrs.mqtt, &hello, 4).await;
+    let qos1 = |pkid: u16| {
+        let mut body = Vec::new();
+        body.extend_from_slice(&21u16.to_be_bytes());
+        body.extend_from_slice(b"fleet/drv-q1/location");
+        body.extend_from_slice(&pkid.to_be_bytes());
+        body.extend_from_slice(format!("m{pkid}").as_bytes());
+        frame(0x32, &body)
+    };
+    // Three in one write, on the lane.
+    let burst: Vec<u8> = (1..=3).flat_map(qos1).collect();
+    s.write_all(&burst).await.unwrap();
+    let mut acks = [0u8; 12];
+    timeout(PATIENCE, s.read_exact(&mut acks))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acks, [0x40, 2, 0, 1, 0x40, 2, 0, 2, 0x40, 2, 0, 3]);
+    // A publish, a SUBSCRIBE and a publish in one write: the first still on the lane, the
+    // rest through the link the SUBSCRIBE builds.
+    let mut mixed = qos1(4);
+    let mut body = vec![0x00, 0x09];
+    body.extend_from_slice(&17u16.to_be_bytes());
+    body.extend_from_slice(b"fleet/drv-q1/echo");
+    body.push(1);
+    mixed.extend(frame(0x82, &body));
+    mixed.extend(qos1(5));
+    s.write_all(&mixed).await.unwrap();
+    let mut answers = [0u8; 13];
+    timeout(PATIENCE, s.read_exact(&mut answers))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        answers,
+        [0x40, 2, 0, 4, 0x90, 3, 0, 9, 1, 0x40, 2, 0, 5],
+        "PUBACK 4, SUBACK, PUBACK 5"
+    );
+    for i in 1..=5 {
+        let got = rider.next_publish().await.expect("delivered");
+        assert_eq!(&got.payload[..], format!("m{i}").as_bytes(), "in order");
+        assert_eq!(got.qos, QoS::AtLeastOnce);
+    }
+}
+
 #[tokio::test]
 async fn publishing_to_a_wildcard_topic_closes_the_connection() {
     let b = TestBroker::start().await;

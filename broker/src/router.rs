@@ -206,7 +206,8 @@ impl RouterHandle {
         }
     }
 
-    /// Hands QoS 0 publishes of a device without a link of its own to the router through
+    /// Hands QoS 0 and 1 publishes of a device without a link of its own (the gateway acks
+    /// the QoS 1 ones: the router answers nothing on a lane) to the router through
     /// shared link `lane` (any number: taken modulo the lanes), leaving `batch` empty with
     /// its room kept for the caller's next. Returns the log bytes waiting in that lane,
     /// for back-pressure. `early`: a flood may notify the router before the coalescing

@@ -59,6 +59,15 @@ pub(super) struct Inbound {
     /// unchecked. The checks (UTF-8, wildcards, the grants' patterns) were about 7% of the
     /// connection thread under a 1 -> 1 flood.
     pub(super) granted: Option<Vec<u8>>,
+    /// Whether the packets read go through a shared lane (the session has no router link
+    /// of its own, `uplink.rs`): then the gateway acks a QoS 1 publish itself, as soon as
+    /// it is in the lane (the router answers nothing on one). Set by the session before
+    /// each read; the first packet that only a link of its own can carry (anything but a
+    /// QoS 0 or 1 publish) ends it for the rest of the read.
+    pub(super) lane: bool,
+    /// How many of the read's packets for the router the lane carries: those before the
+    /// first that needs a link of its own (`Session::submit` splits the batch there).
+    pub(super) lane_len: usize,
 }
 
 /// The longest topic name [`Inbound::granted`] keeps, so that what a session keeps stays
@@ -66,9 +75,12 @@ pub(super) struct Inbound {
 pub(super) const GRANTED_MAX: usize = 128;
 
 impl Inbound {
-    /// Starts a new read: the clock is read again when a location is checked.
-    pub(super) fn new_read(&mut self) {
+    /// Starts a new read: the clock is read again when a location is checked, and the
+    /// packets go through a lane if `lane` (the session has no link of its own).
+    pub(super) fn new_read(&mut self, lane: bool) {
         self.now_ms = 0;
+        self.lane = lane;
+        self.lane_len = 0;
     }
 
     /// `clock`'s reading for this read.
@@ -105,6 +117,8 @@ impl Inbound {
             problem_info: Takes::ANYTHING.problem_info,
             mark_retained: false,
             granted: None,
+            lane: false,
+            lane_len: 0,
         }
     }
 
@@ -112,6 +126,28 @@ impl Inbound {
     /// into `out`; `Err` ends the session. `header` is the PUBLISH's QoS and packet id as
     /// read off the wire (rumqttd keeps them private).
     pub(super) fn check(
+        &mut self,
+        packet: Packet,
+        header: Option<(u8, u16)>,
+        out: &mut BytesMut,
+        tally: &mut Tally,
+        to_router: &mut Vec<Packet>,
+    ) -> Result<(), End> {
+        let before = to_router.len();
+        let lane_carries =
+            matches!(packet, Packet::Publish(..)) && header.is_none_or(|(q, _)| q < 2);
+        let checked = self.check_one(packet, header, out, tally, to_router);
+        if self.lane {
+            if lane_carries || to_router.len() == before {
+                self.lane_len = to_router.len();
+            } else {
+                self.lane = false;
+            }
+        }
+        checked
+    }
+
+    fn check_one(
         &mut self,
         packet: Packet,
         header: Option<(u8, u16)>,
@@ -585,5 +621,83 @@ mod tests {
             &wire::connect(Version::V5, true, "drv-1", None, &[]),
         );
         assert!(broke(&r, "second CONNECT"), "{r:?}");
+    }
+
+    #[test]
+    fn on_a_lane_the_gateway_acks_qos1_until_a_packet_needs_a_link() {
+        for version in [Version::V311, Version::V5] {
+            for lane in [true, false] {
+                let mut i = driver(version);
+                i.new_read(lane);
+                let (mut out, mut tally, mut to_router) =
+                    (BytesMut::new(), Tally::default(), Vec::new());
+                let frames = [
+                    publish(version, 0, 0, OWN, &location(60.1)),
+                    publish(version, 1, 7, OWN, &location(60.2)),
+                    wire::frame(0xC0, Vec::new()), // PINGREQ: nothing for the router
+                    publish(version, 2, 8, OWN, &location(60.3)),
+                    publish(version, 1, 9, OWN, &location(60.4)),
+                ];
+                for f in &frames {
+                    let header = frame::publish_qos_pkid(f);
+                    i.check(
+                        wire::read(version, f),
+                        header,
+                        &mut out,
+                        &mut tally,
+                        &mut to_router,
+                    )
+                    .expect("accepted");
+                }
+                assert_eq!(to_router.len(), 4, "{to_router:?}");
+                // Through a lane: 7 acked here; the QoS 2 publish and what follows it need
+                // the router's answers, through a link of its own.
+                let mut answers = BytesMut::from(&out[..]);
+                let mut acked = Vec::new();
+                while !answers.is_empty() {
+                    // The server's codec reads no PINGRESP.
+                    if answers.starts_with(&frame::PINGRESP) {
+                        let _ = answers.split_to(2);
+                        continue;
+                    }
+                    match version.read(&mut answers, 1 << 20).expect("an answer") {
+                        Packet::PubAck(a, _) => acked.push(a.pkid),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                if lane {
+                    assert_eq!(acked, [7]);
+                    assert_eq!(i.lane_len, 2);
+                    assert!(!i.lane);
+                    assert_eq!(i.acks.incoming_open(), 2);
+                } else {
+                    assert!(acked.is_empty(), "{acked:?}");
+                    assert_eq!(i.acks.incoming_open(), 3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_lane_read_of_publishes_only_stays_on_the_lane() {
+        let mut i = driver(Version::V311);
+        i.new_read(true);
+        let (mut out, mut tally, mut to_router) = (BytesMut::new(), Tally::default(), Vec::new());
+        for pkid in 1..=3 {
+            let f = publish(Version::V311, 1, pkid, OWN, &location(60.1));
+            let header = frame::publish_qos_pkid(&f);
+            i.check(
+                wire::read(Version::V311, &f),
+                header,
+                &mut out,
+                &mut tally,
+                &mut to_router,
+            )
+            .expect("accepted");
+        }
+        assert!(i.lane);
+        assert_eq!(i.lane_len, 3);
+        assert_eq!(i.acks.incoming_open(), 0);
+        assert_eq!(&out[..], [0x40, 2, 0, 1, 0x40, 2, 0, 2, 0x40, 2, 0, 3]);
     }
 }

@@ -174,7 +174,8 @@ impl<T: Transport> Session<T> {
             None
         };
         // Packets before a violation still go through, as they would have on their own.
-        router_behind |= self.submit(&mut batch).await? > self.gw.backlogs.waiting_max();
+        let lane_len = self.inbound.lane_len;
+        router_behind |= self.submit(&mut batch, lane_len).await? > self.gw.backlogs.waiting_max();
         give_back(batch);
         let quota = !wait.is_zero();
         if router_behind {
@@ -205,7 +206,7 @@ impl<T: Transport> Session<T> {
     fn take_frames(&mut self, now: Instant) -> Frames {
         let max = self.gw.config.limits.max_packet_size;
         self.inbound.mark_retained = self.gw.wants_retain_marks();
-        self.inbound.new_read();
+        self.inbound.new_read(self.tx.is_none());
         let mut frames = Frames {
             batch: SPARE.take(),
             tally: Tally::default(),

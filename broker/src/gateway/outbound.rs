@@ -207,7 +207,7 @@ impl<T: Transport> Session<T> {
     /// Hands the router the gateway's own acks for publishes the client never saw.
     async fn send_own_acks(&mut self) -> Result<(), End> {
         let mut acks = self.inbound.acks.take_for_router();
-        self.submit(&mut acks).await.map(|_| ())
+        self.submit(&mut acks, 0).await.map(|_| ())
     }
 
     /// Writes out the buffer within the write time-out.

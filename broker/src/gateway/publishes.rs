@@ -131,8 +131,19 @@ impl Inbound {
         }
         let (refusal, why) = match verdict {
             Verdict::Accept => {
-                if let Some((q, pkid)) = header {
-                    self.acks.received(q, pkid);
+                match header {
+                    // Through a lane, whose publishes the router does not ack: the gateway
+                    // does, once the read's batch is in the lane (the write buffer is
+                    // flushed after the push, `intake.rs`).
+                    Some((1, pkid)) if self.lane => {
+                        let ack = PubAck {
+                            pkid,
+                            reason: PubAckReason::Success,
+                        };
+                        encode(self.version, Packet::PubAck(ack, None), out)?;
+                    }
+                    Some((q, pkid)) => self.acks.received(q, pkid),
+                    None => {}
                 }
                 // Exact-size copies: a slice would pin the whole read buffer in the router.
                 (p.topic, p.payload) = own_copy(&p.topic, &p.payload);

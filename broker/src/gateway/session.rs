@@ -250,7 +250,7 @@ impl<T: Transport> Session<T> {
             // The router acks these too: nobody is told.
             self.inbound.acks.suback_after(again.len(), None);
             // A router gone shows at the first read of the link.
-            let _ = self.submit(&mut again).await;
+            let _ = self.submit(&mut again, 0).await;
         }
     }
 

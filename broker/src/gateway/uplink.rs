@@ -2,11 +2,12 @@
 //! own.
 //!
 //! A rumqttd link costs ~27 KB and a router wake-up per notification; most devices (a
-//! driver's phone) only publish positions at QoS 0 on a clean session, for which the
-//! router answers nothing. Such a session starts without a link: its publishes go
-//! through one of the shared lanes (`router/lanes.rs`), batched with other devices'. It
-//! builds its own link when it first sends anything else (SUBSCRIBE, UNSUBSCRIBE, a
-//! QoS 1/2 PUBLISH): then it needs the router's answers. A session the router keeps
+//! driver's phone) only publish positions at QoS 0 or 1 on a clean session, for which
+//! they need no answer from the router (the gateway acks a QoS 1 publish once it is in a
+//! lane). Such a session starts without a link: its publishes go through one of the
+//! shared lanes (`router/lanes.rs`), batched with other devices'. It builds its own link
+//! when it first sends anything else (SUBSCRIBE, UNSUBSCRIBE, a QoS 2 PUBLISH): then it
+//! needs the router's answers. A session the router keeps
 //! (Clean Start 0, an expiry, or an id the router still holds a session for) gets its
 //! link at CONNECT as before. Ordering holds across the switch: the lane's
 //! notifications and the link build go through the same FIFO channel into the router.
@@ -17,7 +18,6 @@
 
 use super::codec::Refuse;
 use super::end::End;
-use super::frame;
 use super::handshake::REFUSAL_WRITE;
 use super::hello::Hello;
 use super::linger;
@@ -75,14 +75,6 @@ pub(super) fn starts_shared(hello: &Hello, held: bool) -> bool {
     hello.clean_start && hello.session_expiry == 0 && !held
 }
 
-/// Whether `batch` holds anything but QoS 0 publishes: what only a link of its own can
-/// carry, because the router answers it.
-fn needs_own_link(batch: &[Packet]) -> bool {
-    batch
-        .iter()
-        .any(|p| !matches!(p, Packet::Publish(p, _) if !frame::above_qos0(p)))
-}
-
 /// The next notification of the session's own link; pending for ever without one.
 ///
 /// The link's own wait (~300 bytes) is boxed, once per wait and only with a link: the
@@ -102,29 +94,34 @@ pub(super) fn next_from(
 
 impl<T: Transport> Session<T> {
     /// Submits checked packets to the router: through the session's own link, or its lane
-    /// while it has none and needs none (building one when `batch` needs it), draining
+    /// while it has none, for the first `lane_len` of them (QoS 0 and 1 publishes whose
+    /// acks the gateway wrote: `inbound.rs`); a link is built for the rest, if any. Drains
     /// `batch` (`intake.rs` keeps its room for the next read). Returns the log bytes
     /// waiting in the link or lane for the router to take, which the caller reads as
     /// back-pressure.
-    pub(super) async fn submit(&mut self, batch: &mut Vec<Packet>) -> Result<usize, End> {
+    pub(super) async fn submit(
+        &mut self,
+        batch: &mut Vec<Packet>,
+        lane_len: usize,
+    ) -> Result<usize, End> {
         if batch.is_empty() {
             return Ok(0);
         }
-        if self.tx.is_none() && needs_own_link(batch) {
+        if self.tx.is_none() {
+            if lane_len >= batch.len() {
+                return self.push_lane(batch);
+            }
+            // The lane's part first, then the link (its build flushes the lane ahead of it).
+            let mut rest = batch.split_off(lane_len);
+            if !batch.is_empty() {
+                self.push_lane(batch)?;
+            }
             // Boxed: once per session at most, not worth room in every session's task.
             Box::pin(self.own_link()).await?;
+            batch.append(&mut rest);
         }
         let Some(tx) = self.tx.as_mut() else {
-            // Once a subscriber is no longer waited for, the window paces a flood.
-            let early = !self.gw.backlogs.any_given_up();
-            return self
-                .gw
-                .router
-                .push_shared(self.lane, batch, early)
-                .map_err(|_| {
-                    self.router_gone = true;
-                    End::RouterDropped
-                });
+            return Err(End::RouterDropped);
         };
         let Some(last) = batch.pop() else {
             return Ok(0);
@@ -141,6 +138,19 @@ impl<T: Transport> Session<T> {
             return Err(End::RouterDropped);
         }
         Ok(waiting)
+    }
+
+    /// Pushes `batch` (QoS 0 and 1 publishes) into the session's lane.
+    fn push_lane(&mut self, batch: &mut Vec<Packet>) -> Result<usize, End> {
+        // Once a subscriber is no longer waited for, the window paces a flood.
+        let early = !self.gw.backlogs.any_given_up();
+        self.gw
+            .router
+            .push_shared(self.lane, batch, early)
+            .map_err(|_| {
+                self.router_gone = true;
+                End::RouterDropped
+            })
     }
 
     /// Log bytes waiting in the session's link or lane for the router to take.
@@ -238,25 +248,6 @@ pub(super) async fn link<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttd::protocol::{Publish, Subscribe};
-
-    /// A QoS 1 publish, through rumqttd's serialized form (its QoS is private).
-    fn qos1() -> Packet {
-        let b = bytes::Bytes::from_static(&[0x32, 0, 1, 0, 3, b'a', b'/', b'b', b'x']);
-        Packet::Publish(Publish::deserialize(b), None)
-    }
-
-    #[test]
-    fn only_qos0_publishes_go_without_a_link() {
-        let p0 = Packet::Publish(Publish::new("a/b", "x", true), None);
-        assert!(!needs_own_link(&[p0.clone(), p0.clone()]));
-        assert!(needs_own_link(&[p0.clone(), qos1()]));
-        let sub = Subscribe {
-            pkid: 1,
-            filters: Vec::new(),
-        };
-        assert!(needs_own_link(&[p0, Packet::Subscribe(sub, None)]));
-    }
 
     #[test]
     fn held_sessions_are_released_once() {

@@ -3,10 +3,11 @@
 //!
 //! A rumqttd local link costs about 27 KB of router buffers and cursors, and every
 //! notification on it is a wake-up of the forwarder and router threads. A device that
-//! only publishes at QoS 0 needs none of what a link of its own holds (no subscriptions,
-//! no acks, no session), so its publishes go through one of a few links shared by all
-//! such devices; a device gets a link of its own when it first needs one
-//! (`gateway/uplink.rs`).
+//! only publishes at QoS 0 or 1 needs none of what a link of its own holds (no
+//! subscriptions, no session, no acks from the router: the gateway acks its QoS 1
+//! publishes once they are in a lane, `gateway/publishes.rs`), so its publishes go through
+//! one of a few links shared by all such devices; a device gets a link of its own when it
+//! first needs one (`gateway/uplink.rs`).
 //!
 //! Batching across connections: a push that finds its lane's buffer empty notifies the
 //! router; a push that finds it non-empty does not, because the notification of the push
@@ -43,8 +44,15 @@
 //! lost 0.9%; with this exception, seven runs lost 0-0.23%, all that the broker read and
 //! dropped counted in the two checked).
 //!
-//! Only QoS 0 publishes may go through a lane: they are the only packets the router
-//! answers with nothing, so nobody needs to read the lane's receiving end.
+//! Only QoS 0 and 1 publishes may go through a lane. The router answers nothing on a lane
+//! (it acks no QoS 1 publish from one: rumqttd's `Polled`), so nobody needs to read the
+//! lane's receiving end; QoS 2 needs the router's PUBREC and PUBREL. The gateway acks a
+//! QoS 1 publish as soon as it is in the lane, before the router has it; a push holding a
+//! retained one therefore notifies at once (when the router's channel has room, window or
+//! not), so that what anyone sends the router after that PUBACK (a SUBSCRIBE that should
+//! find it retained) reaches the router behind it, as it did when the router acked it.
+//! Under the window, a non-retained one may reach the router up to a window after its
+//! PUBACK: a subscription made in that time may still receive it.
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::Packet;
@@ -115,7 +123,8 @@ pub(crate) struct Lanes {
     /// When the last [`BUSY_COUNT`] of them began (ms since `born`).
     counted_from: AtomicU64,
     born: Instant,
-    /// Notifications floods sent before the window ended, all told.
+    /// Notifications sent before the window ended (floods, retained QoS 1 publishes), all
+    /// told.
     early: AtomicU64,
     /// The router's own channel has room for a notification without blocking.
     room: Room,
@@ -205,7 +214,7 @@ impl Lanes {
             .clamp(1, MAX_LANES)
     }
 
-    /// Hands `batch` (QoS 0 publishes only) to the router through lane `lane` (taken
+    /// Hands `batch` (QoS 0 and 1 publishes only) to the router through lane `lane` (taken
     /// modulo the number of lanes), draining it. Returns the log bytes now waiting in the
     /// lane, which callers read as back-pressure: the router appends a buffer it takes to
     /// the logs in one go, before any subscriber reads, so what waits must stay well below
@@ -220,11 +229,13 @@ impl Lanes {
         batch: &mut Vec<Packet>,
         early: bool,
     ) -> Result<usize, LaneGone> {
-        debug_assert!(batch
-            .iter()
-            .all(|p| matches!(p, Packet::Publish(p, _) if !crate::gateway::frame::above_qos0(p))));
+        debug_assert!(batch.iter().all(|p| matches!(p, Packet::Publish(..))));
         let lane = &self.lanes[lane % self.lanes.len()];
         let bytes: usize = batch.iter().map(super::log_bytes).sum();
+        // Already acked to its client (see the module's doc).
+        let retained_ack = batch.iter().any(|p| {
+            matches!(p, Packet::Publish(p, _) if p.retain && crate::gateway::frame::above_qos0(p))
+        });
         let mut waiting = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(last) = batch.pop() else {
             return Ok(waiting.now());
@@ -240,7 +251,7 @@ impl Lanes {
             };
             // Empty: the router took the buffer, and with it any notification sent.
             let notified = waiting.notified && !was_empty;
-            let flood = early && !notified && waits >= NOTIFY_BYTES;
+            let flood = !notified && (retained_ack || (early && waits >= NOTIFY_BYTES));
             // Either a notification is on its way for what is there, which takes this
             // too, or the router takes it at its next look (within the window), or (the
             // router's channel full: a send would block this thread) before it next
@@ -299,6 +310,17 @@ mod tests {
             Publish::new(bytes::Bytes::from_static(b"lanes/test"), payload, false),
             None,
         )
+    }
+
+    /// A QoS 1 publish to `lanes/test` with packet id `pkid`, through rumqttd's own
+    /// serialized form (header, packet id, topic, payload; its QoS is private).
+    fn qos1(pkid: u16, retain: bool, payload: &str) -> Packet {
+        let mut b = vec![0x32 | u8::from(retain)];
+        b.extend_from_slice(&pkid.to_be_bytes());
+        b.extend_from_slice(&10u16.to_be_bytes());
+        b.extend_from_slice(b"lanes/test");
+        b.extend_from_slice(payload.as_bytes());
+        Packet::Publish(Publish::deserialize(bytes::Bytes::from(b)), None)
     }
 
     /// A router with the default window and a subscriber `id` to `lanes/test` on it.
@@ -470,6 +492,58 @@ mod tests {
         assert_eq!(next(&mut sub_rx), "2");
     }
 
+    /// A QoS 1 publish through a polled link reaches its subscriber, and the router
+    /// answers nothing on the link: the gateway acks it (`gateway/publishes.rs`), and a
+    /// PUBACK there would wait forever for a reader (rumqttd's `Polled`).
+    #[test]
+    fn the_router_acks_no_qos1_publish_from_a_lane() {
+        let polled = rumqttd::Polled::new(None, super::QUIET_WINDOWS);
+        let router_tx = rumqttd::Router::new(
+            0,
+            rumqttd::RouterConfig {
+                max_connections: 10,
+                max_outgoing_packet_count: 100,
+                max_segment_size: 1 << 20,
+                max_segment_count: 4,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Default::default(),
+            },
+        )
+        .with_polled(polled.clone())
+        .spawn();
+        let build = |id: &str| {
+            rumqttd::local::LinkBuilder::new(id, router_tx.clone())
+                .clean_session(true)
+                .build()
+                .expect("link")
+        };
+        let (mut sub_tx, mut sub_rx, _) = build("sub");
+        sub_tx.subscribe("lanes/test").expect("subscribe");
+        let (mut tx, mut rx, _) = build("lane");
+        polled.set_links(vec![rx.id()]);
+        let next = |rx: &mut rumqttd::local::LinkRx| {
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match rx.recv_deadline(until).expect("link") {
+                    Some(rumqttd::Notification::Forward(f)) => return f.publish.payload,
+                    Some(_) => {}
+                    None => panic!("nothing within 10 s"),
+                }
+            }
+        };
+        assert!(super::super::send_now(&mut tx, qos1(5, false, "1")));
+        assert_eq!(next(&mut sub_rx), "1");
+        // A second pass of the router after the one that appended it: an ack would have
+        // been written to the lane in the first.
+        assert!(super::super::send_now(&mut tx, publish(2)));
+        assert_eq!(next(&mut sub_rx), "2");
+        assert!(
+            matches!(rx.try_next(), Ok(None)),
+            "the router answered on the lane"
+        );
+    }
+
     /// Turns the window on as a push does: on, then a notification (here through the last
     /// lane, of a publish nobody reads), which wakes the router to start looking.
     fn switch_on(router: &RouterHandle) {
@@ -478,6 +552,27 @@ mod tests {
         let last = router.lanes.lanes.len() - 1;
         let mut waiting = router.lanes.lanes[last].tx.lock().expect("lane");
         super::notify(&mut waiting.tx, wake).expect("lane");
+    }
+
+    /// The gateway acks a QoS 1 publish as soon as it is in a lane: a retained one is sent
+    /// to the router at once even under the window, so that a SUBSCRIBE sent after its
+    /// PUBACK reaches the router behind it; a plain one waits for the window.
+    #[tokio::test]
+    async fn under_the_window_a_retained_qos1_publish_notifies_at_once() {
+        let (router, mut sub) = router_with_subscriber("lanes-retained").await;
+        for (n, retain) in [(1u16, false), (2, true), (3, false), (4, true)] {
+            // On again before each: the router turns it off after QUIET_WINDOWS windows
+            // that found nothing.
+            switch_on(&router);
+            let direct = router.lanes.direct.load(Ordering::Relaxed);
+            router
+                .push_shared(0, &mut vec![qos1(n, retain, &n.to_string())], true)
+                .expect("lane");
+            let sent = router.lanes.direct.load(Ordering::Relaxed) - direct;
+            assert_eq!(sent, u64::from(retain), "publish {n}, retained: {retain}");
+            let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+            assert_eq!(next.expect("arrives").expect("link").1, n.to_string());
+        }
     }
 
     #[tokio::test]

@@ -7,6 +7,11 @@
 //! work before it blocks (which takes what a push left when the router's channel had no
 //! room for its notification). It turns itself off after `quiet_after` looks in a row that
 //! found nothing; the pushes turn it on.
+//!
+//! The router answers nothing on these links: whoever pushes a QoS 1 publish into one acks
+//! it to its client itself (fleetcast's gateway, once the publish is in the link's buffer),
+//! so the router appends it without a PUBACK that nobody would read. QoS 2 needs the
+//! router's PUBREC and PUBREL: it never goes through these links.
 
 use crate::ConnectionId;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -178,8 +178,8 @@ impl Router {
 
     /// fleetcast: takes what every polled link holds; whether any held something.
     fn take_polled(&mut self) -> bool {
-        // Taken out for the loop (handle_device_payload never reads it), not cloned.
-        let Some(polled) = self.polled.take() else {
+        // A clone (an `Arc`): handle_device_payload reads `self.polled` for its acks.
+        let Some(polled) = self.polled.clone() else {
             return false;
         };
         let mut found = false;
@@ -193,7 +193,6 @@ impl Router {
                 self.handle_device_payload(id);
             }
         }
-        self.polled = Some(polled);
         found
     }
 
@@ -674,6 +673,11 @@ impl Router {
         };
 
         let client_id = incoming.client_id.clone();
+        // fleetcast: whoever pushes into a polled link acks its QoS 1 publishes (`polled.rs`).
+        let acked_elsewhere = self
+            .polled
+            .as_ref()
+            .is_some_and(|p| p.links().contains(&id));
         let span = tracing::error_span!("incoming_payload", client_id);
         let _guard = span.enter();
 
@@ -711,6 +715,7 @@ impl Router {
                     // multiple commit logs.
 
                     match qos {
+                        QoS::AtLeastOnce if acked_elsewhere => {}
                         QoS::AtLeastOnce => {
                             let puback = PubAck {
                                 pkid,
