@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A/B of two fleetcast builds (and Debian's mosquitto) on the fleet and throughput
 # scenarios, alternating, ROUNDS rounds, so a change's cost shows beside the machine's noise.
-# FLEET (default 5000) drivers at 1 Hz for 20 s: lost, p99 and broker CPU are the figures.
+# FLEET (default 5000) drivers at 1 Hz for 20 s, at QoS 0 (`fleet`) and at QoS 1 (`fleetq1`,
+# the subscriber too): lost, p99 and broker CPU are the figures. SCENARIOS picks some of
+# `fleet fleetq1 1to1 1000pub` (all by default).
 # After each fleetcast run its /metrics splits what was lost: `unread` (published, never
 # read by the broker: still in the publishers' sockets when they closed), `counted`
 # (fleetcast_messages_dropped_total of every reason but the map's own), `unreceived`
@@ -77,13 +79,17 @@ if os.path.exists(metrics):
         line += ['unread', unread, 'counted', counted, 'unreceived', unreceived,
                  'uncounted', d['lost'] - unread - counted - unreceived,
                  'map_missed', map_missed]
+        if counted:
+            line += ['reasons', ','.join(f'{r}={int(float(n))}' for r, n in drops
+                                         if r not in mine and float(n) > 0)]
 print(*line)
 PY
 }
 for round in $(seq "$rounds"); do
-  for s in fleet 1to1 1000pub; do
+  for s in ${SCENARIOS:-fleet fleetq1 1to1 1000pub}; do
     case $s in
       fleet) args="--scenario fleet --connections $fleet --subscribers 1 --interval 1s --duration 20s --connect-rate 2000" ;;
+      fleetq1) args="--scenario fleet --connections $fleet --subscribers 1 --interval 1s --duration 20s --connect-rate 2000 --qos 1" ;;
       1to1) args="--scenario throughput --connections 1 --subscribers 1 --payload-size 100 --duration 10s" ;;
       *) args="--scenario throughput --connections 1000 --subscribers 1 --duration 10s --connect-rate 2000" ;;
     esac

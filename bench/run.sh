@@ -66,6 +66,7 @@ else big=20000; fleet=10000; ceiling="15000 19800"; secs=30s; pubs=1000; fi
 
 each throughput-1to1 --scenario throughput --connections 1 --subscribers 1 --payload-size 100 --duration 10s
 each fleet-$fleet --scenario fleet --connections $fleet --subscribers 1 --interval 1s --duration $secs --connect-rate 2000
+each fleet-$fleet-qos1 --scenario fleet --connections $fleet --subscribers 1 --interval 1s --duration $secs --connect-rate 2000 --qos 1
 each throughput-${pubs}pub --scenario throughput --connections $pubs --subscribers 1 --duration 10s --connect-rate 2000
 each storm-$fleet --scenario storm --connections $fleet --subscribers 0 --connect-rate 5000
 each storm-$fleet-jitter --scenario storm --connections $fleet --subscribers 0 --connect-rate 5000 --jitter
