@@ -136,27 +136,8 @@ impl Inbound {
         let before = to_router.len();
         let lane_carries =
             matches!(packet, Packet::Publish(..)) && header.is_none_or(|(q, _)| q < 2);
-        let checked = self.check_one(packet, header, out, tally, to_router);
-        if self.lane {
-            if lane_carries || to_router.len() == before {
-                self.lane_len = to_router.len();
-            } else {
-                self.lane = false;
-            }
-        }
-        checked
-    }
-
-    fn check_one(
-        &mut self,
-        packet: Packet,
-        header: Option<(u8, u16)>,
-        out: &mut BytesMut,
-        tally: &mut Tally,
-        to_router: &mut Vec<Packet>,
-    ) -> Result<(), End> {
         let violation = |why: &str| Err(End::Protocol(Violation::Protocol, why.to_owned()));
-        match packet {
+        let checked = match packet {
             Packet::Publish(p, props) => self.publish(p, props, header, out, tally, to_router),
             // Packet id 0 is reserved for QoS 0 (2.3.1 both versions); rumqttd checks it only
             // in PUBLISH, and the router would ack it as if it were one.
@@ -181,7 +162,15 @@ impl Inbound {
             Packet::Disconnect(d, props) => self.disconnect(d.reason_code, props),
             Packet::Connect(..) => violation("second CONNECT"),
             _ => violation("packet a client may not send"),
+        };
+        if self.lane {
+            if lane_carries || to_router.len() == before {
+                self.lane_len = to_router.len();
+            } else {
+                self.lane = false;
+            }
         }
+        checked
     }
 
     /// A DISCONNECT: MQTT 5 (3.14.4) discards the will only for reason 0x00, and may change

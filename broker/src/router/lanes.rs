@@ -323,6 +323,49 @@ mod tests {
         Packet::Publish(Publish::deserialize(bytes::Bytes::from(b)), None)
     }
 
+    type Link = (rumqttd::local::LinkTx, rumqttd::local::LinkRx);
+
+    /// A bare rumqttd router over `polled`, with a subscriber's link to `lanes/test` and a
+    /// link for a lane (built here: the router's sender type is private).
+    fn bare_router(polled: &rumqttd::Polled) -> (Link, Link) {
+        let router_tx = rumqttd::Router::new(
+            0,
+            rumqttd::RouterConfig {
+                max_connections: 10,
+                max_outgoing_packet_count: 100,
+                max_segment_size: 1 << 20,
+                max_segment_count: 4,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Default::default(),
+            },
+        )
+        .with_polled(polled.clone())
+        .spawn();
+        let build = |id: &str| {
+            let (tx, rx, _) = rumqttd::local::LinkBuilder::new(id, router_tx.clone())
+                .clean_session(true)
+                .build()
+                .expect("link");
+            (tx, rx)
+        };
+        let (mut sub_tx, sub_rx) = build("sub");
+        sub_tx.subscribe("lanes/test").expect("subscribe");
+        ((sub_tx, sub_rx), build("lane"))
+    }
+
+    /// The payload of the next publish the router forwards on `rx`, within 10 s.
+    fn forwarded(rx: &mut rumqttd::local::LinkRx) -> bytes::Bytes {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match rx.recv_deadline(until).expect("link") {
+                Some(rumqttd::Notification::Forward(f)) => return f.publish.payload,
+                Some(_) => {}
+                None => panic!("nothing within 10 s"),
+            }
+        }
+    }
+
     /// A router with the default window and a subscriber `id` to `lanes/test` on it.
     async fn router_with_subscriber(id: &str) -> (Arc<RouterHandle>, LocalSubscriber) {
         router_with_window(id, Some(super::WINDOW)).await
@@ -430,45 +473,13 @@ mod tests {
     #[tokio::test]
     async fn with_the_router_channel_full_a_push_is_taken_when_the_router_next_runs_dry() {
         let polled = rumqttd::Polled::new(None, super::QUIET_WINDOWS);
-        let router_tx = rumqttd::Router::new(
-            0,
-            rumqttd::RouterConfig {
-                max_connections: 10,
-                max_outgoing_packet_count: 100,
-                max_segment_size: 1 << 20,
-                max_segment_count: 4,
-                custom_segment: None,
-                initialized_filters: None,
-                shared_subscriptions_strategy: Default::default(),
-            },
-        )
-        .with_polled(polled.clone())
-        .spawn();
-        let build = |id: &str| {
-            rumqttd::local::LinkBuilder::new(id, router_tx.clone())
-                .clean_session(true)
-                .build()
-                .expect("link")
-        };
-        let (mut sub_tx, mut sub_rx, _) = build("sub");
-        sub_tx.subscribe("lanes/test").expect("subscribe");
-        let (tx, rx, _) = build("lane");
+        let ((mut sub_tx, mut sub_rx), (tx, rx)) = bare_router(&polled);
         let full = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let room = {
             let full = full.clone();
             Box::new(move || !full.load(Ordering::Relaxed))
         };
         let lanes = super::Lanes::new(vec![(tx, rx)], polled, room);
-        let next = |rx: &mut rumqttd::local::LinkRx| {
-            let until = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                match rx.recv_deadline(until).expect("link") {
-                    Some(rumqttd::Notification::Forward(f)) => return f.publish.payload,
-                    Some(_) => {}
-                    None => panic!("nothing within 10 s"),
-                }
-            }
-        };
         lanes.push(0, &mut vec![publish(1)], true).expect("lane");
         assert_eq!(
             lanes.direct.load(Ordering::Relaxed),
@@ -478,7 +489,7 @@ mod tests {
         // Whatever wakes the router next: here the subscriber's own publish elsewhere.
         sub_tx.publish("lanes/other", "wake").expect("publish");
         assert_eq!(
-            next(&mut sub_rx),
+            forwarded(&mut sub_rx),
             "1",
             "taken before the router blocked again"
         );
@@ -489,7 +500,7 @@ mod tests {
             1,
             "sent at once with room"
         );
-        assert_eq!(next(&mut sub_rx), "2");
+        assert_eq!(forwarded(&mut sub_rx), "2");
     }
 
     /// A QoS 1 publish through a polled link reaches its subscriber, and the router
@@ -498,46 +509,14 @@ mod tests {
     #[test]
     fn the_router_acks_no_qos1_publish_from_a_lane() {
         let polled = rumqttd::Polled::new(None, super::QUIET_WINDOWS);
-        let router_tx = rumqttd::Router::new(
-            0,
-            rumqttd::RouterConfig {
-                max_connections: 10,
-                max_outgoing_packet_count: 100,
-                max_segment_size: 1 << 20,
-                max_segment_count: 4,
-                custom_segment: None,
-                initialized_filters: None,
-                shared_subscriptions_strategy: Default::default(),
-            },
-        )
-        .with_polled(polled.clone())
-        .spawn();
-        let build = |id: &str| {
-            rumqttd::local::LinkBuilder::new(id, router_tx.clone())
-                .clean_session(true)
-                .build()
-                .expect("link")
-        };
-        let (mut sub_tx, mut sub_rx, _) = build("sub");
-        sub_tx.subscribe("lanes/test").expect("subscribe");
-        let (mut tx, mut rx, _) = build("lane");
+        let ((_sub_tx, mut sub_rx), (mut tx, mut rx)) = bare_router(&polled);
         polled.set_links(vec![rx.id()]);
-        let next = |rx: &mut rumqttd::local::LinkRx| {
-            let until = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                match rx.recv_deadline(until).expect("link") {
-                    Some(rumqttd::Notification::Forward(f)) => return f.publish.payload,
-                    Some(_) => {}
-                    None => panic!("nothing within 10 s"),
-                }
-            }
-        };
         assert!(super::super::send_now(&mut tx, qos1(5, false, "1")));
-        assert_eq!(next(&mut sub_rx), "1");
+        assert_eq!(forwarded(&mut sub_rx), "1");
         // A second pass of the router after the one that appended it: an ack would have
         // been written to the lane in the first.
         assert!(super::super::send_now(&mut tx, publish(2)));
-        assert_eq!(next(&mut sub_rx), "2");
+        assert_eq!(forwarded(&mut sub_rx), "2");
         assert!(
             matches!(rx.try_next(), Ok(None)),
             "the router answered on the lane"
