@@ -231,10 +231,12 @@ impl Lanes {
     ) -> Result<usize, LaneGone> {
         debug_assert!(batch.iter().all(|p| matches!(p, Packet::Publish(..))));
         let lane = &self.lanes[lane % self.lanes.len()];
-        let bytes: usize = batch.iter().map(super::log_bytes).sum();
-        // Already acked to its client (see the module's doc).
-        let retained_ack = batch.iter().any(|p| {
-            matches!(p, Packet::Publish(p, _) if p.retain && crate::gateway::frame::above_qos0(p))
+        // One pass over the batch: its log bytes, and whether it holds a retained QoS 1
+        // publish, already acked to its client (see the module's doc).
+        let (bytes, retained_ack) = batch.iter().fold((0, false), |(bytes, retained), p| {
+            let acked = matches!(p, Packet::Publish(p, _)
+                if p.retain && crate::gateway::frame::above_qos0(p));
+            (bytes + super::log_bytes(p), retained || acked)
         });
         let mut waiting = lane.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(last) = batch.pop() else {
@@ -251,14 +253,14 @@ impl Lanes {
             };
             // Empty: the router took the buffer, and with it any notification sent.
             let notified = waiting.notified && !was_empty;
-            let flood = !notified && (retained_ack || (early && waits >= NOTIFY_BYTES));
+            let at_once = !notified && (retained_ack || (early && waits >= NOTIFY_BYTES));
             // Either a notification is on its way for what is there, which takes this
             // too, or the router takes it at its next look (within the window), or (the
             // router's channel full: a send would block this thread) before it next
             // blocks. The look at `busy` is under the buffer's lock: the router turns the
             // window off before it takes the buffer one last time.
             let busy = self.polled.is_on();
-            let later = !flood && (!was_empty || busy);
+            let later = !at_once && (!was_empty || busy);
             if later || !(self.room)() {
                 buffer.push_back(last);
                 (was_empty, None)
