@@ -148,16 +148,29 @@ where
             // Read absolute_offset before applying memory retention, in case there is only 1
             // segment allowed.
             let absolute_offset = self.active_segment().next_offset();
+            // fleetcast: the next segment has room for as many entries as the full one took.
+            // A segment grown from 1,024 entries by doubling copied all it held at each step
+            // (about 9% of the router's thread under a 1 -> 1 flood, and fresh pages the
+            // kernel zeroed).
+            let room = self.active_segment().data.len();
             // If active segment is full and segments are full, apply retention policy.
-            if self.memory_segments_count() >= self.max_mem_segments {
-                self.segments.pop_front();
+            // fleetcast: the segment retention drops is emptied and becomes the active one,
+            // its room kept, rather than freed while a new one is allocated.
+            let next = if self.memory_segments_count() >= self.max_mem_segments {
                 self.head += 1;
-            }
+                self.segments.pop_front().map(|mut oldest| {
+                    oldest.restart(absolute_offset);
+                    oldest.data.reserve(room);
+                    oldest
+                })
+            } else {
+                None
+            };
 
             // Pushing a new segment into segments and updating the tail automatically changes
             // the active segment to a new empty one.
             self.segments
-                .push_back(Segment::with_offset(absolute_offset));
+                .push_back(next.unwrap_or_else(|| Segment::with_room(absolute_offset, room)));
             self.tail += 1;
         }
     }
@@ -712,5 +725,42 @@ mod tests {
                 end: (10, 105)
             }
         );
+    }
+
+    /// fleetcast: a full log reuses the buffer of the segment retention drops, and a new
+    /// segment has room for what the full one took, so appends never grow a segment.
+    #[test]
+    fn segments_are_recycled_and_sized_to_what_the_last_one_took() {
+        // 4,096 entries of 16 bytes fill a 64 KiB segment: more than the 1,024 a segment
+        // starts with.
+        let mut log: CommitLog<Bytes> = CommitLog::new(64 * 1024, 2).unwrap();
+        let mut fill = |log: &mut CommitLog<Bytes>, n: u64| {
+            for i in 0..n {
+                log.append(random_payload(i as u8, 16));
+            }
+        };
+        fill(&mut log, 4096);
+        assert_eq!(log.active_segment().len(), 4096);
+        // The next append starts the second segment, with room for 4,096.
+        fill(&mut log, 1);
+        assert_eq!(log.segments.len(), 2);
+        assert!(log.active_segment().data.capacity() >= 4096);
+        let second = log.active_segment().data.as_ptr();
+        fill(&mut log, 4095);
+        assert_eq!(
+            log.active_segment().data.as_ptr(),
+            second,
+            "the segment grew"
+        );
+        // The third drops the first and reuses its buffer, emptied.
+        let first = log.segments.front().unwrap().data.as_ptr();
+        fill(&mut log, 1);
+        assert_eq!((log.head, log.tail), (1, 2));
+        assert_eq!(log.active_segment().data.as_ptr(), first);
+        assert_eq!(log.active_segment().len(), 1);
+        assert_eq!(log.active_segment().size(), 16);
+        let mut out = Vec::new();
+        log.readv((2, 8192), 1, &mut out).unwrap();
+        assert_eq!(out, vec![(random_payload(0, 16), (2, 8192))]);
     }
 }

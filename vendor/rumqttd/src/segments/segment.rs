@@ -27,9 +27,11 @@ impl<T> Segment<T>
 where
     T: Storage + Clone,
 {
-    pub(crate) fn with_offset(absolute_offset: u64) -> Self {
+    /// An empty segment starting at `absolute_offset`, with room for `room` entries, at
+    /// least 1,024 (fleetcast: was always 1,024).
+    pub(crate) fn with_room(absolute_offset: u64, room: usize) -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            data: Vec::with_capacity(room.max(1024)),
             absolute_offset,
             total_size: 0,
         }
@@ -65,7 +67,9 @@ where
         len: u64,
         out: &mut Vec<(T, Offset)>,
     ) -> io::Result<SegmentPosition> {
-        self.read_each(cursor, len, &mut |t: &T, offset| out.push((t.clone(), offset)))
+        self.read_each(cursor, len, &mut |t: &T, offset| {
+            out.push((t.clone(), offset))
+        })
     }
 
     /// Hands each `T` of what `readv` would read to `each`, with its offset (fleetcast).
