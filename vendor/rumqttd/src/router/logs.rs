@@ -79,7 +79,15 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// How many topics `publish_filters` holds at most (fleetcast): it is a cache, refilled
+    /// from `filter_indexes` on a miss, and as published it grew by every topic ever
+    /// published to, so a client publishing to ever new topics grew the router without bound.
+    max_cached_topics: usize,
 }
+
+/// Topics the router remembers the matching filters of (fleetcast): about 100 MiB at most
+/// for topics of 40 bytes; when full, it starts over.
+const MAX_CACHED_TOPICS: usize = 1 << 20;
 
 impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
@@ -105,6 +113,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            max_cached_topics: MAX_CACHED_TOPICS,
         })
     }
 
@@ -154,11 +163,20 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    self.make_room_for_a_topic();
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
                 Some(v)
             }
+        }
+    }
+
+    /// Empties the topic cache when it is full (fleetcast): its room is kept, and the topics
+    /// still published to find their filters again on their next publish.
+    fn make_room_for_a_topic(&mut self) {
+        if self.publish_filters.len() >= self.max_cached_topics {
+            self.publish_filters.clear();
         }
     }
 
@@ -203,6 +221,7 @@ impl DataLog {
             native,
             filter_indexes,
             publish_filters,
+            max_cached_topics,
             ..
         } = self;
         let topic = std::str::from_utf8(&publish.topic)?;
@@ -217,6 +236,9 @@ impl DataLog {
                     .collect();
                 if v.is_empty() {
                     return Ok(o);
+                }
+                if publish_filters.len() >= *max_cached_topics {
+                    publish_filters.clear();
                 }
                 publish_filters.entry(topic.to_owned()).or_insert(v)
             }
@@ -588,8 +610,11 @@ impl AckLog {
 #[cfg(test)]
 mod test {
     use super::DataLog;
+    use crate::protocol::Publish;
     use crate::router::shared_subs::Strategy;
     use crate::RouterConfig;
+    use bytes::Bytes;
+    use std::collections::VecDeque;
 
     #[test]
     fn publish_filters_updating_correctly_on_new_topic_subscription() {
@@ -628,6 +653,40 @@ mod test {
         data.matches("topic/a");
 
         assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 1);
+    }
+
+    /// fleetcast: the topic cache holds at most `max_cached_topics` topics, and a topic it
+    /// let go still reaches its filters.
+    #[test]
+    fn the_topic_cache_is_bounded() {
+        let config = RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Strategy::RoundRobin,
+        };
+        let mut data = DataLog::new(config).unwrap();
+        data.max_cached_topics = 100;
+        let (idx, _) = data.next_native_offset("drivers/+/location");
+        data.hold("drivers/+/location");
+        let mut notifications = VecDeque::new();
+        for i in 0..1000 {
+            let topic = format!("drivers/d{i}/location");
+            let publish = Publish::new(Bytes::from(topic.clone()), Bytes::from_static(b"x"), false);
+            data.append_matching(publish, None, &mut notifications)
+                .unwrap();
+            assert!(
+                data.publish_filters.len() <= 100,
+                "{}",
+                data.publish_filters.len()
+            );
+            assert_eq!(data.matches(&topic), Some(vec![idx]));
+        }
+        // Every publish reached the filter's log, the ones after a clear included.
+        assert_eq!(data.native.get(idx).unwrap().log.next_offset().1, 1000);
     }
 
     //     #[test]
