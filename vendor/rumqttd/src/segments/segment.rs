@@ -67,9 +67,7 @@ where
         len: u64,
         out: &mut Vec<(T, Offset)>,
     ) -> io::Result<SegmentPosition> {
-        self.read_each(cursor, len, &mut |t: &T, offset| {
-            out.push((t.clone(), offset))
-        })
+        self.read_each(cursor, len, &mut |t: &T, offset| out.push((t.clone(), offset)))
     }
 
     /// Hands each `T` of what `readv` would read to `each`, with its offset (fleetcast).
