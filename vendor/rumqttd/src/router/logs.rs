@@ -164,20 +164,12 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
-                    self.make_room_for_a_topic();
+                    make_room_for_a_topic(&mut self.publish_filters, self.max_cached_topics);
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
                 Some(v)
             }
-        }
-    }
-
-    /// Empties the topic cache when it is full (fleetcast): its room is kept, and the topics
-    /// still published to find their filters again on their next publish.
-    fn make_room_for_a_topic(&mut self) {
-        if self.publish_filters.len() >= self.max_cached_topics {
-            self.publish_filters.clear();
         }
     }
 
@@ -238,9 +230,7 @@ impl DataLog {
                 if v.is_empty() {
                     return Ok(o);
                 }
-                if publish_filters.len() >= *max_cached_topics {
-                    publish_filters.clear();
-                }
+                make_room_for_a_topic(publish_filters, *max_cached_topics);
                 publish_filters.entry(topic.to_owned()).or_insert(v)
             }
         };
@@ -468,6 +458,14 @@ impl DataLog {
             .filter(|(topic, _)| matches(topic, filter))
             .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
             .collect()
+    }
+}
+
+/// Empties the topic cache when it holds `max` topics (fleetcast): its room is kept, and the
+/// topics still published to find their filters again on their next publish.
+fn make_room_for_a_topic(publish_filters: &mut HashMap<Topic, Vec<FilterIdx>>, max: usize) {
+    if publish_filters.len() >= max {
+        publish_filters.clear();
     }
 }
 
