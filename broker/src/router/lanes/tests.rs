@@ -284,33 +284,23 @@ async fn under_the_window_a_flood_notifies_at_once_unless_told_not_to() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };
+    // Pushes that notified ahead of the window.
+    let early = || router.lanes.early.load(Ordering::Relaxed);
     let small = router.push_shared(0, &mut flood(0)[..1].to_vec(), true);
     assert!(small.expect("lane") < super::NOTIFY_BYTES);
-    assert_eq!(
-        router.lanes.early.load(Ordering::Relaxed),
-        0,
-        "small: the window"
-    );
+    assert_eq!(early(), 0, "small: the window");
     drained().await;
     switch_on(&router);
     router
         .push_shared(0, &mut flood(1_000), false)
         .expect("lane");
-    assert_eq!(
-        router.lanes.early.load(Ordering::Relaxed),
-        0,
-        "told to wait"
-    );
+    assert_eq!(early(), 0, "told to wait");
     drained().await;
     switch_on(&router);
     router
         .push_shared(0, &mut flood(2_000), true)
         .expect("lane");
-    assert_eq!(
-        router.lanes.early.load(Ordering::Relaxed),
-        1,
-        "a flood at once"
-    );
+    assert_eq!(early(), 1, "a flood at once");
     // Everything arrives, in order.
     let mut last = None::<u32>;
     for _ in 0..1_601 {
